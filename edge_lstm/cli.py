@@ -1,0 +1,36 @@
+"""`edge-lstm` command line: run | demo | inspect | replay.
+
+Each subcommand lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
+modules keep heavy imports inside `main` so that parsing arguments stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+SUBCOMMANDS = {
+    "run": ("daemon", "run the daemon (MQTT in, scores out)"),
+    "demo": ("demo", "a private broker, a simulated fleet and the daemon, with a live view"),
+    "inspect": ("describe", "print a model's contract"),
+    "replay": ("replay", "run a CSV of readings through the engine offline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="edge-lstm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edge-lstm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        import_module(f".{module}", __package__).add_arguments(p)
+        p.set_defaults(_module=module)
+    args = parser.parse_args(argv)
+    return int(import_module(f".{args._module}", __package__).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

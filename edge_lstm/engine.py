@@ -1,0 +1,174 @@
+"""The engine: readings in, results out. Pure: no I/O, no clock, no threads.
+
+Readings waiting together are stepped in one model call per *round*; a stream appears at most once per
+round, so several readings of one stream are applied in arrival order in successive rounds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .model import StepModel
+from .reading import Reading, Rejection
+from .result import Result
+from .score import Scorer
+from .state import StateTable, StreamState
+
+
+@dataclass
+class Stats:
+    readings: int = 0
+    results: int = 0
+    anomalies: int = 0
+    model_calls: int = 0
+    evicted: int = 0
+    evicted_dropped: int = 0  # evicted rows never handed out by take_evicted (see Engine.max_evicted)
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+Outcome = Result | Rejection
+
+
+class Engine:
+    def __init__(self, model: StepModel, *, max_streams: int = 10_000, max_evicted: int | None = None) -> None:
+        self.model = model
+        meta = model.meta
+        self.meta = meta
+        self.scorer = Scorer(meta)
+        self.forecast = meta.output.kind == "forecast"
+        self.names = tuple(meta.output.names)
+        self.warmup = max(meta.warmup_steps, 1) if self.forecast else meta.warmup_steps
+        self.table = StateTable(model.state_shapes, len(self.names), max_streams=max_streams)
+        self._offset = np.asarray(meta.scaling.offset, np.float64)
+        self._inv_scale = 1.0 / np.asarray(meta.scaling.scale, np.float64)
+        self.stats = Stats()
+        # Rows evicted since the caller last took them, bounded so that a caller that never takes
+        # them (evicted state configured to be dropped) does not grow memory without limit: at the
+        # start of each process() call, untaken rows beyond `max_evicted` (default: max_streams) are
+        # dropped oldest first; 0 collects none. Dropped rows are counted in stats.evicted_dropped.
+        # A caller that takes after every process() call never loses a row.
+        self.max_evicted = max_streams if max_evicted is None else max_evicted
+        if self.max_evicted < 0:
+            raise ValueError("max_evicted must be >= 0")
+        self.evicted: list[StreamState] = []
+
+    def take_evicted(self) -> list[StreamState]:
+        out, self.evicted = self.evicted, []
+        return out
+
+    def _trim_evicted(self) -> None:
+        excess = len(self.evicted) - self.max_evicted
+        if excess > 0:
+            del self.evicted[:excess]
+            self.stats.evicted_dropped += excess
+
+    def process(self, batch: Sequence[Reading | Rejection]) -> list[Outcome]:
+        """Step every reading; return one outcome per input, in input order.
+
+        Rejections passed in (from decoding) are counted and returned in place, so the caller keeps
+        one ordered list for acknowledging and publishing.
+        """
+        self._trim_evicted()
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = defaultdict(int)
+        for i, item in enumerate(batch):
+            if isinstance(item, Rejection):
+                self.stats.rejected[item.reason] += 1
+                outcomes[i] = item
+                continue
+            k = seen[item.stream]
+            seen[item.stream] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(i)
+        self.stats.readings += len(batch) - sum(isinstance(b, Rejection) for b in batch)
+        for idx in rounds:
+            # A round bigger than the table could evict its own streams: split it.
+            cap = self.table.max_streams
+            for start in range(0, len(idx), cap):
+                part = idx[start:start + cap]
+                for i, out in zip(part, self._round([batch[i] for i in part])):  # type: ignore[misc]
+                    outcomes[i] = out
+        return outcomes  # type: ignore[return-value]
+
+    def _round(self, readings: list[Reading]) -> list[Outcome]:
+        table = self.table
+        out: list[Outcome | None] = [None] * len(readings)
+        pinned: set[str] = set()
+        take: list[int] = []
+        slots: list[int] = []
+        for j, r in enumerate(readings):
+            slot = table.slot(r.stream)
+            if slot is not None and r.ts <= table.last_ts[slot]:
+                last = float(table.last_ts[slot])
+                reason = "duplicate" if r.ts == last else "out_of_order"
+                self.stats.rejected[reason] += 1
+                out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {last:.6f}")
+                continue
+            slot, evicted = table.acquire(r.stream, pinned)
+            if evicted is not None:
+                self.stats.evicted += 1
+                if self.max_evicted:
+                    self.evicted.append(evicted)
+                else:
+                    self.stats.evicted_dropped += 1
+            pinned.add(r.stream)
+            take.append(j)
+            slots.append(slot)
+        if not take:
+            return out  # type: ignore[return-value]
+
+        s = np.asarray(slots, np.intp)
+        values = np.asarray([readings[j].values for j in take], np.float64)
+        x = ((values - self._offset) * self._inv_scale).astype(np.float32)
+        y, new_states = self.model.step(x, [a[s] for a in table.states])
+        self.stats.model_calls += 1
+        for a, ns in zip(table.states, new_states):
+            a[s] = ns
+
+        steps = table.steps[s]
+        warming = steps < self.warmup
+        if self.forecast:
+            scores = self.scorer.forecast_scores(values, table.prediction[s])
+            scores[steps == 0] = 0.0  # nothing was predicted for a stream's first reading
+            predictions = self.scorer.unscale(y)
+            table.prediction[s] = predictions
+        else:
+            scores = y[:, 0].astype(np.float64)
+            predictions = y.astype(np.float64)
+        flags = self.scorer.flags(scores, warming)
+        table.steps[s] = steps + 1
+        table.anomalies[s] += flags
+        table.last_ts[s] = [readings[j].ts for j in take]
+        self.stats.results += len(take)
+        self.stats.anomalies += int(flags.sum())
+
+        threshold = self.scorer.threshold
+        model_id = self.meta.model_id
+        score_l, flag_l, warm_l, pred_l = scores.tolist(), flags.tolist(), warming.tolist(), predictions.tolist()
+        for n, j in enumerate(take):
+            r = readings[j]
+            out[j] = Result(
+                stream=r.stream,
+                ts=r.ts,
+                score=score_l[n],
+                anomaly=flag_l[n],
+                threshold=threshold,
+                warming_up=warm_l[n],
+                model=model_id,
+                prediction=pred_l[n] if self.forecast else None,
+                output=None if self.forecast else pred_l[n],
+                names=self.names,
+            )
+        return out  # type: ignore[return-value]
+
+    def evict_idle(self, older_than_ts: float) -> list[StreamState]:
+        """Evict streams whose last reading is older than the given event time."""
+        rows = [self.table.evict(s) for s in self.table.idle_streams(older_than_ts)]
+        self.stats.evicted += len(rows)
+        return rows

@@ -1,0 +1,159 @@
+"""Payload → Reading: decode and validate one MQTT message. Never raises on bad input.
+
+Every rejection carries a specific reason (a short stable code, used as a metric label) and a detail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+# Readings stamped before this are certainly a sensor with an unset clock (2000-01-01T00:00:00Z).
+MIN_TS = 946_684_800.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    stream: str
+    ts: float  # event time, epoch seconds
+    values: tuple[float, ...]  # in the model's feature order, feature units
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    stream: str
+    reason: str  # stable code: too_large, not_utf8, not_json, ... (see REASONS)
+    detail: str
+
+
+REASONS = {
+    "too_large": "payload larger than the configured limit",
+    "not_utf8": "payload is not valid UTF-8",
+    "not_json": "payload is not valid JSON (or nested too deeply)",
+    "bad_shape": "payload is neither a JSON object nor a number",
+    "missing_feature": "a feature of the model is missing",
+    "wrong_length": "'values' does not have one number per feature",
+    "not_number": "a value is not a number",
+    "not_finite": "a value is NaN or infinite",
+    "bad_ts": "'ts' is not epoch seconds or ISO-8601, or is before 2000",
+    "ts_in_future": "'ts' is further in the future than the allowed clock skew",
+    "duplicate": "'ts' equals the stream's last processed ts (a redelivery)",
+    "out_of_order": "'ts' is older than the stream's last processed ts",
+    "bad_stream": "the topic does not name a valid stream",
+}
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Reject("not_finite", f"JSON constant {name} is not a finite number")
+
+
+class Decoder:
+    """Decodes payloads for one model's features. Build once; call per message."""
+
+    def __init__(
+        self,
+        features: Sequence[str],
+        *,
+        max_payload_bytes: int = 4096,
+        max_future_s: float = 300.0,
+    ) -> None:
+        self.features = tuple(features)
+        self.max_payload_bytes = max_payload_bytes
+        self.max_future_s = max_future_s
+
+    def decode(self, stream: str, payload: bytes, arrival_ts: float) -> Reading | Rejection:
+        try:
+            return self._decode(stream, payload, arrival_ts)
+        except _Reject as r:
+            return Rejection(stream, r.reason, r.detail)
+
+    def _decode(self, stream: str, payload: bytes, arrival_ts: float) -> Reading:
+        if len(payload) > self.max_payload_bytes:
+            raise _Reject("too_large", f"{len(payload)} bytes > limit {self.max_payload_bytes}")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _Reject("not_utf8", str(e)) from None
+        try:
+            # Integers are parsed straight to float: an integer too large for a float becomes inf
+            # (rejected as not_finite, never an OverflowError later) and a long run of digits costs
+            # linear time instead of hitting int's digit limit (which would read as not_json).
+            doc = json.loads(text, parse_constant=_reject_constant, parse_int=float)
+        except _Reject:
+            raise
+        except (ValueError, RecursionError) as e:
+            raise _Reject("not_json", str(e)[:120]) from None
+        if isinstance(doc, dict):
+            ts = self._ts(doc.get("ts"), arrival_ts)
+            return Reading(stream, ts, self._values(doc))
+        if _is_number(doc):
+            if len(self.features) != 1:
+                raise _Reject("wrong_length", f"a bare number needs a one-feature model, this one has "
+                                              f"{len(self.features)} features")
+            return Reading(stream, arrival_ts, (_finite(doc, self.features[0]),))
+        raise _Reject("bad_shape", f"expected a JSON object or number, got {type(doc).__name__}")
+
+    def _values(self, doc: dict[str, Any]) -> tuple[float, ...]:
+        if "values" in doc:
+            vals = doc["values"]
+            if not isinstance(vals, list):
+                raise _Reject("wrong_length", f"'values' must be a list, got {type(vals).__name__}")
+            if len(vals) != len(self.features):
+                raise _Reject("wrong_length", f"'values' has {len(vals)} items for {len(self.features)} "
+                                              f"features {list(self.features)}")
+            return tuple(_finite(v, f) for v, f in zip(vals, self.features))
+        missing = [f for f in self.features if f not in doc]
+        if missing:
+            raise _Reject("missing_feature", f"missing {missing}; expected 'values' or fields "
+                                             f"{list(self.features)}")
+        return tuple(_finite(doc[f], f) for f in self.features)
+
+    def _ts(self, raw: Any, arrival_ts: float) -> float:
+        if raw is None:
+            return arrival_ts
+        if _is_number(raw):
+            ts = float(raw)
+        elif isinstance(raw, str):
+            try:
+                dt = datetime.fromisoformat(raw)
+            except ValueError:
+                raise _Reject("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            ts = dt.timestamp()
+        else:
+            raise _Reject("bad_ts", f"'ts' must be epoch seconds or an ISO-8601 string, got {type(raw).__name__}")
+        if not math.isfinite(ts):
+            raise _Reject("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
+        if ts < MIN_TS:
+            raise _Reject("bad_ts", f"'ts' {raw!r} is before 2000-01-01 (epoch seconds expected)")
+        if ts > arrival_ts + self.max_future_s:
+            raise _Reject("ts_in_future", f"'ts' {ts:.3f} is {ts - arrival_ts:.0f} s ahead of the clock")
+        return ts
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any, name: str) -> float:
+    if not _is_number(v):
+        raise _Reject("not_number", f"{name}: {str(v)[:40]!r} is not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise _Reject("not_finite", f"{name}: integer too large") from None
+    if not math.isfinite(f):
+        raise _Reject("not_finite", f"{name}: {f} is not finite")
+    # Beyond float32 range the model would see inf.
+    if abs(f) > 3.0e38:
+        raise _Reject("not_finite", f"{name}: {f:g} is outside float32 range")
+    return f

@@ -1,0 +1,147 @@
+"""The state table: one preallocated slot per stream, for every state tensor and per-stream statistics.
+
+Arrays grow by doubling up to `max_streams`. When full, the least recently seen stream is evicted
+(LRU, O(1) via an ordered dict). Evicted rows are handed back so the caller can spill them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """One stream's row of the table, detached (used for eviction spills and checkpoints)."""
+
+    stream: str
+    states: list[np.ndarray]
+    last_ts: float
+    steps: int
+    anomalies: int
+    prediction: np.ndarray
+
+
+class StateTable:
+    def __init__(
+        self,
+        state_shapes: Sequence[tuple[int, ...]],
+        n_predictions: int,
+        *,
+        max_streams: int = 10_000,
+        initial_capacity: int = 64,
+    ) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
+        self.state_shapes = [tuple(s) for s in state_shapes]
+        self.n_predictions = n_predictions
+        self.max_streams = max_streams
+        self.capacity = 0
+        self.slots: OrderedDict[str, int] = OrderedDict()  # LRU order: least recently seen first
+        self._free: list[int] = []
+        self.states: list[np.ndarray] = [np.zeros((0, *s), np.float32) for s in self.state_shapes]
+        self.last_ts = np.zeros(0, np.float64)
+        self.steps = np.zeros(0, np.int64)
+        self.anomalies = np.zeros(0, np.int64)
+        self.prediction = np.zeros((0, n_predictions), np.float64)
+        self._grow(min(initial_capacity, max_streams))
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __contains__(self, stream: str) -> bool:
+        return stream in self.slots
+
+    def nbytes(self) -> int:
+        arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction]
+        return sum(a.nbytes for a in arrays)
+
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        if capacity <= old:
+            return
+
+        def grown(a: np.ndarray) -> np.ndarray:
+            b = np.zeros((capacity, *a.shape[1:]), a.dtype)
+            b[:old] = a
+            return b
+
+        self.states = [grown(a) for a in self.states]
+        self.last_ts, self.steps = grown(self.last_ts), grown(self.steps)
+        self.anomalies, self.prediction = grown(self.anomalies), grown(self.prediction)
+        self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
+        self.capacity = capacity
+
+    def _reset(self, slot: int) -> None:
+        for a in self.states:
+            a[slot] = 0.0
+        self.last_ts[slot] = -np.inf
+        self.steps[slot] = 0
+        self.anomalies[slot] = 0
+        self.prediction[slot] = 0.0
+
+    def slot(self, stream: str) -> int | None:
+        return self.slots.get(stream)
+
+    def acquire(self, stream: str, pinned: set[str] | None = None) -> tuple[int, StreamState | None]:
+        """The stream's slot, marked most recently seen; a fresh zeroed slot for a new stream.
+
+        Returns the evicted stream's row when making room evicted one. Streams in `pinned` (those
+        already placed in the current batch) are never evicted.
+        """
+        slot = self.slots.get(stream)
+        if slot is not None:
+            self.slots.move_to_end(stream)
+            return slot, None
+        evicted = None
+        if not self._free:
+            if self.capacity < self.max_streams:
+                self._grow(min(self.capacity * 2, self.max_streams))
+            else:
+                victim = next((s for s in self.slots if not pinned or s not in pinned), None)
+                if victim is None:
+                    raise RuntimeError("state table full of streams pinned by the current batch")
+                evicted = self.evict(victim)
+        slot = self._free.pop()
+        self._reset(slot)
+        self.slots[stream] = slot
+        return slot, evicted
+
+    def evict(self, stream: str) -> StreamState:
+        slot = self.slots.pop(stream)
+        row = self.row(stream, slot)
+        self._free.append(slot)
+        return row
+
+    def row(self, stream: str, slot: int | None = None) -> StreamState:
+        slot = self.slots[stream] if slot is None else slot
+        return StreamState(
+            stream=stream,
+            states=[a[slot].copy() for a in self.states],
+            last_ts=float(self.last_ts[slot]),
+            steps=int(self.steps[slot]),
+            anomalies=int(self.anomalies[slot]),
+            prediction=self.prediction[slot].copy(),
+        )
+
+    def restore(self, row: StreamState) -> StreamState | None:
+        """Put a detached row back (from a checkpoint or a spill).
+
+        Returns the row of the stream evicted to make room (None if none was), so that restoring
+        into a full table never loses a stream's state silently.
+        """
+        slot, evicted = self.acquire(row.stream)
+        for a, s in zip(self.states, row.states):
+            a[slot] = s
+        self.last_ts[slot] = row.last_ts
+        self.steps[slot] = row.steps
+        self.anomalies[slot] = row.anomalies
+        self.prediction[slot] = row.prediction
+        return evicted
+
+    def idle_streams(self, last_seen_before: float) -> list[str]:
+        """Streams whose last processed event time is older than the given time (LRU order)."""
+        return [s for s, slot in self.slots.items() if self.last_ts[slot] < last_seen_before]
