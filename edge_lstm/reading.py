@@ -136,7 +136,7 @@ class Decoder:
         if ts < MIN_TS:
             raise _Reject("bad_ts", f"'ts' {raw!r} is before 2000-01-01 (epoch seconds expected)")
         if ts > arrival_ts + self.max_future_s:
-            raise _Reject("ts_in_future", f"'ts' {ts:.3f} is {ts - arrival_ts:.0f} s ahead of the clock")
+            raise _Reject("ts_in_future", f"'ts' {ts:.16g} is {ts - arrival_ts:.6g} s ahead of the clock")
         return ts
 
 

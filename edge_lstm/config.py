@@ -1,0 +1,259 @@
+"""Daemon configuration: a TOML file plus `EDGE_LSTM_*` environment variables (env wins).
+
+    settings = load_settings("/etc/edge-lstm/config.toml")   # or $EDGE_LSTM_CONFIG, or no file
+
+Every section refuses unknown keys; `load_settings` raises `ConfigError` whose message names the key
+(as a dotted TOML path and as the environment variable that sets it). docs/operations.md has the
+reference table; keep it in sync with the fields below.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "EDGE_LSTM_"
+CONFIG_ENV = "EDGE_LSTM_CONFIG"
+
+
+class ConfigError(ValueError):
+    """Bad configuration. The message names the key; the CLI exits 2."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None  # None with enabled=true: the system CA store
+    cert_file: Path | None = None  # client certificate (mutual TLS)
+    key_file: Path | None = None
+    insecure: bool = False  # skip hostname verification (testing only)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+def _default_client_id() -> str:
+    return f"edge-lstm-{socket.gethostname()}"[:64]
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=128)
+    protocol: Literal["5", "3.1.1"] = "5"
+    username: str | None = None
+    password: SecretStr | None = None
+    # A file holding the password (e.g. a systemd credential). Default: $CREDENTIALS_DIRECTORY/mqtt_password
+    # when that file exists and `password` is unset.
+    password_file: Path | None = None
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    qos_in: Literal[0, 1] = 1
+    qos_out: Literal[0, 1] = 1
+    input_pattern: str = "sensors/{stream}"
+    output_pattern: str = "edge-lstm/scores/{stream}"
+    status_topic: str = Field(default="edge-lstm/status", min_length=1)
+    errors_topic: str = ""  # "" = rejections are not published
+    session_expiry_s: int = Field(default=86_400, ge=0, le=4_294_967_295)
+    # MQTT v5 Receive Maximum: the broker never has more unacknowledged QoS 1 readings in flight to us
+    # than this, which bounds the daemon's inbound queue (readings are acked only after their result).
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    max_inflight: int = Field(default=1000, ge=1, le=65535)  # our outgoing QoS 1 results in flight
+    reconnect_min_delay_s: float = Field(default=1.0, gt=0)
+    reconnect_max_delay_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _proto_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("input_pattern", "output_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        from .topics import TopicPattern
+
+        TopicPattern(v)  # raises ValueError with a clear message
+        return v
+
+    @field_validator("status_topic", "errors_topic")
+    @classmethod
+    def _plain_topic(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError(f"topic {v!r} must not contain MQTT wildcards")
+        return v
+
+    @model_validator(mode="after")
+    def _delays(self) -> MqttSettings:
+        if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
+            raise ValueError("reconnect_max_delay_s must be >= reconnect_min_delay_s")
+        return self
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        path = self.password_file
+        if path is None:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            if creds and (Path(creds) / "mqtt_password").is_file():
+                path = Path(creds) / "mqtt_password"
+        if path is None:
+            return None
+        try:
+            return path.read_text().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
+
+
+class EngineSettings(_Section):
+    max_streams: int = Field(default=10_000, ge=1)
+    max_batch: int = Field(default=1024, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    idle_timeout_s: float = Field(default=0.0, ge=0)  # 0 = never evict idle streams (only LRU when full)
+    threads: int = Field(default=1, ge=1, le=64)
+    max_payload_bytes: int = Field(default=4096, ge=16)
+    max_future_s: float = Field(default=300.0, ge=0)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    stats_interval_s: float = Field(default=60.0, ge=0)  # 0 = no periodic stats line
+    rejections_burst: int = Field(default=10, ge=0)  # rejections logged in full per reason per interval
+    rejections_interval_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class CheckpointSettings(_Section):
+    enabled: bool = True
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (a colon-separated list when several are given).
+    sd = os.environ.get("STATE_DIRECTORY")
+    return Path(sd.split(":")[0]) if sd else Path("state")
+
+
+_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("edge_lstm_toml", default={})
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The already-parsed TOML document (parsed in `load_settings` so errors are ours to word)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole document
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_DATA.get())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    model: Path | None = None  # None: the model shipped in the package
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: explicit arguments (in-process use), environment, then the TOML file.
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p) for p in loc).upper()
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not isinstance(p, int)) or ("(settings)",)
+        key = ".".join(str(p) for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        inp = err.get("input")
+        shown = "" if err["type"] == "extra_forbidden" or isinstance(inp, dict) else f" (got {inp!r})"
+        if "password" in key:
+            shown = ""
+        lines.append(f"{key}: {msg}{shown} [env {_env_name(loc)}]")
+    return "; ".join(lines)
+
+
+def _check_env(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse `EDGE_LSTM_*` variables that name no setting (pydantic-settings ignores them silently)."""
+    top = set(Settings.model_fields)
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
+            continue
+        first = name[len(ENV_PREFIX):].split("__")[0].lower()
+        if first not in top:
+            raise ConfigError(f"environment variable {name}: unknown key '{first}' "
+                              f"(known: {', '.join(sorted(top))})")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {p}: cannot read: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p}: invalid TOML: {e}") from None
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from `config` (or $EDGE_LSTM_CONFIG), the environment and `overrides`."""
+    path = config if config is not None else (os.environ.get(CONFIG_ENV) or None)
+    doc = read_toml(path) if path else {}
+    _check_env(os.environ)
+    token = _TOML_DATA.set(doc)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        where = f" (config file {path})" if path else ""
+        raise ConfigError(f"invalid configuration{where}: {describe_validation_error(e)}") from None
+    finally:
+        _TOML_DATA.reset(token)

@@ -1,0 +1,351 @@
+"""`edge-lstm run`: the daemon. MQTT readings in, scores out, one worker thread doing all the work.
+
+    paho network thread            worker (this module)
+    on_message ──append──▶ inbox ──▶ gather ≤ max_batch / ≤ max_wait_ms
+                                     topic → stream, decode, Engine.process (one ORT call per round)
+                                     publish results (+ rejections to errors_topic)
+                                     ack readings in arrival order once their results are handed over
+
+In-process use (the demo runs it in a thread):
+
+    d = Daemon(load_settings(), model=None)
+    stop = threading.Event(); threading.Thread(target=d.run, args=(stop,)).start(); ...; stop.set()
+
+This module must never import torch (tests/test_daemon_notorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ConfigError, Settings, load_settings
+from .logs import RateLimitedLog, configure, get_logger
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", default=None,
+                        help="TOML configuration file (default: $EDGE_LSTM_CONFIG, else none); "
+                             "EDGE_LSTM_* environment variables override it")
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A received message waiting for its acknowledgement."""
+
+    mid: int
+    qos: int
+    generation: int
+    infos: list[Any] = field(default_factory=list)  # publishes that must be handed over first
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    published: int = 0
+    acked: int = 0
+    not_acked_old_connection: int = 0
+    backpressure_events: int = 0
+    batches: int = 0
+    max_outstanding: int = 0
+
+
+class Daemon:
+    """The worker: owns the engine, the decoder and the MQTT link. `run(stop)` blocks until `stop` is set."""
+
+    idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
+    drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
+
+    def __init__(self, settings: Settings, model: Any = None, *, notifier: Any = None) -> None:
+        from .engine import Engine
+        from .model import load_model
+        from .notify import Notifier
+        from .reading import Decoder
+        from .topics import TopicPattern
+
+        self.settings = settings
+        eng = settings.engine
+        self.model = model if model is not None else load_model(settings.model, threads=eng.threads)
+        self.engine = Engine(self.model, max_streams=eng.max_streams)
+        self.decoder = Decoder(self.model.meta.features, max_payload_bytes=eng.max_payload_bytes,
+                               max_future_s=eng.max_future_s)
+        self.input = TopicPattern(settings.mqtt.input_pattern)
+        self.output = TopicPattern(settings.mqtt.output_pattern)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.log = get_logger("edge_lstm.daemon")
+        self.reject_log = RateLimitedLog(self.log, burst=settings.log.rejections_burst,
+                                         interval_s=settings.log.rejections_interval_s)
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.link: Any = None
+        self.pending: deque[_Pending] = deque()
+        self.counters = Counters()
+        self.ready = threading.Event()  # set once connected and subscribed (READY=1)
+        self._last_stats = time.monotonic()
+        self._last_stats_results = 0
+        self._last_idle_check = time.monotonic()
+        self._bp_logged = 0.0
+
+    # ---- main loop ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        from .mqtt import MqttLink
+
+        s = self.settings
+        self.link = MqttLink(s.mqtt, self.inbox, self.input.subscription)
+        meta = self.model.meta
+        self.log.info("starting", model=meta.name, model_version=meta.version,
+                      features=list(meta.features), kind=meta.output.kind,
+                      broker=f"{s.mqtt.host}:{s.mqtt.port}", subscription=self.input.subscription,
+                      output=s.mqtt.output_pattern, status_topic=s.mqtt.status_topic,
+                      max_streams=s.engine.max_streams, receive_maximum=s.mqtt.receive_maximum)
+        self.notifier.status("connecting to the broker")
+        self.link.start()
+        try:
+            while not stop.is_set():
+                self._iteration(self.idle_poll_s)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _iteration(self, idle_wait: float) -> None:
+        batch = self._gather(idle_wait)
+        if batch:
+            self._process(batch)
+        self._ack_ready()
+        now = time.monotonic()
+        if not self.ready.is_set() and self.link.subscribed:
+            self.ready.set()
+            self.notifier.ready(f"serving {self.input.subscription}")
+        self.notifier.watchdog(now)
+        self._housekeeping(now)
+
+    def _gather(self, idle_wait: float) -> list[Any]:
+        from .mqtt import WAKE
+
+        eng = self.settings.engine
+        items: list[Any] = []
+        try:
+            first = self.inbox.get(timeout=idle_wait)
+        except queue.Empty:
+            return items
+        deadline = time.monotonic() + eng.max_wait_ms / 1000.0
+        item = first
+        while True:
+            if item is WAKE:
+                self.link.woken()
+            else:
+                items.append(item)
+                if len(items) >= eng.max_batch:
+                    break
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self.inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+        return items
+
+    def _process(self, batch: list[Any]) -> None:
+        from .reading import Rejection
+        from .result import encode
+
+        c = self.counters
+        c.batches += 1
+        c.received += len(batch)
+        decoded: list[Any] = []
+        topics: list[str] = []
+        for m in batch:
+            try:
+                topic = m.topic.decode("utf-8")
+            except UnicodeDecodeError:
+                topic = m.topic.decode("utf-8", "replace")
+                decoded.append(Rejection("", "bad_stream", "topic is not valid UTF-8"))
+                topics.append(topic)
+                continue
+            topics.append(topic)
+            stream = self.input.stream_of(topic)
+            if stream is None:
+                decoded.append(Rejection("", "bad_stream",
+                                         f"topic does not match {self.settings.mqtt.input_pattern!r}"))
+                continue
+            decoded.append(self.decoder.decode(stream, m.payload, m.arrival))
+        outcomes = self.engine.process(decoded)
+        self.engine.take_evicted()  # dropped: spilling evicted state is the checkpoint's job
+
+        mq = self.settings.mqtt
+        link = self.link
+        errors_topic = mq.errors_topic
+        for m, topic, out in zip(batch, topics, outcomes):
+            p = _Pending(m.mid, m.qos, m.generation)
+            if isinstance(out, Rejection):
+                self.reject_log(out.reason, stream=out.stream[:200], topic=topic[:200], detail=out.detail[:200])
+                if errors_topic:
+                    doc = {"stream": out.stream, "reason": out.reason, "detail": out.detail, "topic": topic}
+                    p.infos.append(link.publish(errors_topic, json.dumps(doc).encode(), mq.qos_out))
+            else:
+                p.infos.append(link.publish(self.output.topic_for(out.stream), encode(out), mq.qos_out))
+                c.published += 1
+            self.pending.append(p)
+        outstanding = len(self.pending)
+        c.max_outstanding = max(c.max_outstanding, outstanding)
+        if mq.qos_in and outstanding >= mq.receive_maximum:
+            c.backpressure_events += 1
+            now = time.monotonic()
+            if now - self._bp_logged > 10.0:
+                self._bp_logged = now
+                self.log.warning("backpressure", outstanding=outstanding, receive_maximum=mq.receive_maximum,
+                                 detail="the broker holds further readings until results are acknowledged")
+
+    def _ack_ready(self) -> None:
+        """Acknowledge, in arrival order, every reading whose publishes the broker has taken."""
+        from .mqtt import is_handed_over
+
+        link = self.link
+        pending = self.pending
+        gen = link.generation
+        c = self.counters
+        while pending:
+            p = pending[0]
+            if not all(is_handed_over(i) for i in p.infos):
+                break
+            pending.popleft()
+            if p.qos == 0:
+                continue
+            if p.generation == gen:
+                link.ack(p.mid, p.qos)
+                c.acked += 1
+            else:
+                # Received on an earlier connection: the broker redelivers it on this one (same session),
+                # and that copy is acked; acking the old packet id could ack a different message.
+                c.not_acked_old_connection += 1
+
+    def _housekeeping(self, now: float) -> None:
+        s = self.settings
+        if s.engine.idle_timeout_s and now - self._last_idle_check > min(10.0, s.engine.idle_timeout_s):
+            self._last_idle_check = now
+            self.engine.evict_idle(time.time() - s.engine.idle_timeout_s)
+        self.reject_log.flush()
+        if s.log.stats_interval_s and now - self._last_stats >= s.log.stats_interval_s:
+            self.log_stats(now)
+
+    def stats(self) -> dict[str, Any]:
+        st = self.engine.stats
+        return {
+            "received": self.counters.received,
+            "readings": st.readings,
+            "results": st.results,
+            "anomalies": st.anomalies,
+            "rejected": dict(st.rejected),
+            "streams": len(self.engine.table),
+            "evicted": st.evicted,
+            "queue": self.inbox.qsize(),
+            "unacked": len(self.pending),
+            "acked": self.counters.acked,
+            "backpressure_events": self.counters.backpressure_events,
+            "model_calls": st.model_calls,
+            "connected": bool(self.link and self.link.connected),
+            "reconnects": max(0, (self.link.connects if self.link else 0) - 1),
+        }
+
+    def log_stats(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        st = self.stats()
+        dt = max(now - self._last_stats, 1e-9)
+        rate = (st["results"] - self._last_stats_results) / dt
+        self._last_stats, self._last_stats_results = now, st["results"]
+        self.log.info("stats", rate_per_s=round(rate, 1), **st)
+        self.notifier.status(f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
+                             f"{'connected' if st['connected'] else 'disconnected'}")
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        from .mqtt import WAKE
+
+        self.notifier.stopping("draining")
+        self.log.info("stopping", queued=self.inbox.qsize(), unacked=len(self.pending))
+        link = self.link
+        link.stop_accepting()
+        # Drain what was received before the stop: everything now in the inbox.
+        while True:
+            batch: list[Any] = []
+            try:
+                while len(batch) < self.settings.engine.max_batch:
+                    item = self.inbox.get_nowait()
+                    if item is not WAKE:
+                        batch.append(item)
+            except queue.Empty:
+                pass
+            if not batch:
+                break
+            self._process(batch)
+            self._ack_ready()
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self.pending and link.connected and time.monotonic() < deadline:
+            self._ack_ready()
+            if self.pending:
+                time.sleep(0.005)
+        self._ack_ready()
+        if self.pending:
+            self.log.warning("shutdown_unacked", count=len(self.pending),
+                             detail="the broker redelivers these readings to the next session")
+        self.reject_log.flush(force=True)
+        self.log_stats()
+        offline = link.close(timeout=self.drain_timeout_s)
+        self.log.info("stopped", offline_published=offline)
+        self.notifier.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    from .contract import ModelFormatError
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"edge-lstm: {e}", file=sys.stderr)
+        return 2
+    configure(settings.log.level, settings.log.format)
+    log = get_logger("edge_lstm.daemon")
+    try:
+        from .model import load_model
+
+        model = load_model(settings.model, threads=settings.engine.threads)
+    except ModelFormatError as e:
+        print(f"edge-lstm: model: {e}", file=sys.stderr)
+        log.error("model_refused", error=str(e))
+        return 2
+    except ConfigError as e:  # e.g. an unreadable password file
+        print(f"edge-lstm: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        daemon = Daemon(settings, model)
+        return daemon.run(stop)
+    except ConfigError as e:
+        print(f"edge-lstm: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # `python -m edge_lstm.daemon --config FILE` (same as `edge-lstm run`)
+    _parser = argparse.ArgumentParser(prog="edge-lstm run")
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

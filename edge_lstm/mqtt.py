@@ -1,0 +1,230 @@
+"""A small typed adapter over paho-mqtt 2.x that keeps the broker at the edge of the daemon.
+
+Rules this module keeps (docs/operations.md, "How messages flow"):
+
+* `on_message` only appends `Inbound(topic, payload, mid, qos, arrival, generation)` to a
+  `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
+  work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
+  and the broker then queues and drops (paho #379, #328; paho holds its locks during callbacks, #346).
+* Persistent session: a stable client id, MQTT v5 `clean_start=False` + SessionExpiryInterval (3.1.1:
+  `clean_session=False`), QoS 1 subscription, made in `on_connect` so it survives reconnects.
+* `manual_ack=True`: the worker calls `ack()` for a reading only once its result has been handed to the
+  broker. Our CONNECT carries Receive Maximum, so the broker never has more than that many unacked
+  readings in flight to us: the inbound queue is bounded without dropping anything.
+* Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
+"""
+
+from __future__ import annotations
+
+import queue
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import MqttSettings
+from .logs import get_logger
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One received MQTT message, as handed from the network thread to the worker."""
+
+    topic: bytes  # raw: decoding (and rejecting invalid UTF-8) is the worker's job
+    payload: bytes
+    mid: int
+    qos: int
+    arrival: float  # epoch seconds
+    generation: int  # connection number it arrived on (acks of older connections are not sent)
+
+
+# Put in the queue (at most one outstanding) to wake the worker when a publish completes or the
+# connection changes, so acknowledgements are not delayed until the next reading arrives.
+WAKE = object()
+
+
+def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
+    """True once the broker has the message (PUBACK for QoS 1, written to the socket for QoS 0).
+
+    `MQTTMessageInfo.is_published()` raises for a message queued while disconnected (rc NO_CONN) even
+    though paho keeps it and sends it after reconnecting; the flag itself is what we need.
+    """
+    return bool(info._published)  # noqa: SLF001 - set under paho's condition; a bool read is atomic
+
+
+class MqttLink:
+    """The daemon's MQTT connection. Thread-safe for `publish`/`ack` from the worker thread."""
+
+    def __init__(self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str) -> None:
+        self.cfg = cfg
+        self.inbox = inbox
+        self.subscription = subscription
+        self.log = get_logger("edge_lstm.mqtt")
+        self.v5 = cfg.protocol == "5"
+        self.generation = 0
+        self.connected = False
+        self.subscribed = False
+        self.session_present = False
+        self.accepting = True
+        self.received = 0  # messages appended to the inbox
+        self.refused = 0  # messages that arrived after accepting stopped (left unacked: redelivered)
+        self.connects = 0
+        self.disconnects = 0
+        self._wake_pending = False
+        self._sub_mid: int | None = None
+
+        client_kwargs: dict[str, Any] = {
+            "callback_api_version": CallbackAPIVersion.VERSION2,
+            "client_id": cfg.client_id,
+            "protocol": MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            "manual_ack": True,
+        }
+        if not self.v5:
+            client_kwargs["clean_session"] = False
+        c = paho.Client(**client_kwargs)
+        self.client = c
+        c.will_set(cfg.status_topic, OFFLINE, qos=1, retain=True)
+        password = cfg.resolved_password()
+        if cfg.username is not None or password is not None:
+            c.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            t = cfg.tls
+            c.tls_set(
+                ca_certs=str(t.ca_file) if t.ca_file else None,
+                certfile=str(t.cert_file) if t.cert_file else None,
+                keyfile=str(t.key_file) if t.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            c.tls_insecure_set(t.insecure)
+        c.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_delay_s)),
+                              max_delay=max(1, int(cfg.reconnect_max_delay_s)))
+        c.max_inflight_messages_set(cfg.max_inflight)
+        c.max_queued_messages_set(0)  # bounded by us: results are only produced for unacked readings
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+
+    # ---- lifecycle (worker / main thread) -------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread retries with capped backoff until it succeeds."""
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {}
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.receive_maximum
+            # clean_start=False on every connect, also the first: the default
+            # MQTT_CLEAN_START_FIRST_ONLY would wipe the queued readings at each process start (paho #877).
+            kwargs = {"clean_start": False, "properties": props}
+        self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> paho.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self.client.ack(mid, qos)
+
+    def stop_accepting(self) -> None:
+        """Leave later messages unacknowledged (the broker redelivers them to the next session)."""
+        self.accepting = False
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Publish `offline` (retained), disconnect cleanly, stop the network thread.
+
+        Returns True if `offline` was handed to the broker. A clean DISCONNECT suppresses the will,
+        so the explicit publish is what leaves `offline` retained.
+        """
+        ok = False
+        if self.connected:
+            info = self.client.publish(self.cfg.status_topic, OFFLINE, qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.connected and not is_handed_over(info):
+                time.sleep(0.01)
+            ok = is_handed_over(info)
+        self.client.disconnect()
+        self.client.loop_stop()
+        return ok
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.subscribed:
+                return True
+            time.sleep(0.01)
+        return self.subscribed
+
+    # ---- paho callbacks (network thread): keep them tiny ------------------------------------------
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.inbox.put(WAKE)
+
+    def woken(self) -> None:
+        """The worker took a WAKE from the queue."""
+        self._wake_pending = False
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            self.log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host,
+                           port=self.cfg.port)
+            return
+        self.generation += 1
+        self.connects += 1
+        self.connected = True
+        self.session_present = bool(getattr(flags, "session_present", False))
+        client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True)
+        rc, self._sub_mid = client.subscribe(self.subscription, qos=self.cfg.qos_in)
+        self.log.info("mqtt_connected", host=self.cfg.host, port=self.cfg.port, client_id=self.cfg.client_id,
+                      protocol=self.cfg.protocol, session_present=self.session_present,
+                      connection=self.generation)
+        self._wake()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        if mid != self._sub_mid:
+            return
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        if bad:
+            self.log.error("mqtt_subscribe_refused", topic=self.subscription, reasons=bad)
+            return
+        self.subscribed = True
+        self.log.info("mqtt_subscribed", topic=self.subscription, qos=self.cfg.qos_in)
+        self._wake()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        was = self.connected
+        self.connected = False
+        self.subscribed = False
+        if was:
+            self.disconnects += 1
+            self.log.warning("mqtt_disconnected", reason=str(reason_code))
+        self._wake()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # Nothing but an append: see the module docstring.
+        if self.accepting:
+            self.inbox.put(Inbound(msg._topic, msg.payload, msg.mid, msg.qos, time.time(),  # noqa: SLF001
+                                   self.generation))
+            self.received += 1
+        else:
+            self.refused += 1
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
+                    properties: Any) -> None:
+        self._wake()

@@ -1,0 +1,314 @@
+"""`edge-lstm replay CSV [--model M] [--out scores.csv] [--batch N] [--strict]`: offline scoring.
+
+Runs a CSV of readings through the same validation and the same `Engine` the daemon uses, so the
+scores equal what `edge-lstm run` would publish for the same readings in the same order.
+
+Input CSV (header row required):
+  - a timestamp column, `ts` or `timestamp`: epoch seconds or ISO-8601 (no zone = UTC);
+  - one column per model feature, named as in the model (`edge-lstm inspect` lists them);
+  - optionally a `stream` column (many streams in one file); without it every row is stream `replay`.
+  Other columns are ignored (and listed in the summary).
+
+Rows are validated exactly like MQTT payloads (`reading.Decoder`): each row becomes the JSON object
+the daemon would receive. A row the daemon would reject (empty or non-numeric value, NaN, bad
+timestamp, a timestamp not newer than the stream's previous row) is *rejected and counted by reason*,
+with its line number in the summary, and the replay goes on, as the daemon does. `--strict` makes the
+first rejected row an error instead. A missing feature or timestamp column is always an error.
+Exit code 2 on errors (message on stderr naming the column or line), 0 otherwise.
+
+Output CSV: stream, ts (epoch seconds), score, anomaly, warming_up, threshold, then prediction_<name>
+per output column (forecast models) or output_<name> (score models). One row per accepted reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TextIO
+
+from .contract import ModelFormatError
+from .engine import Engine
+from .model import StepModel, load_model
+from .reading import Decoder, Reading, Rejection
+from .result import Result
+
+DEFAULT_STREAM = "replay"
+TS_COLUMNS = ("ts", "timestamp")
+STREAM_COLUMN = "stream"
+MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
+
+
+class ReplayError(Exception):
+    """The CSV cannot be replayed (missing column, unreadable file, --strict rejection)."""
+
+
+@dataclass
+class Summary:
+    rows: int = 0
+    readings: int = 0  # accepted and stepped
+    anomalies: int = 0
+    warming_up: int = 0
+    streams: set[str] = field(default_factory=set)
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ignored_columns: list[str] = field(default_factory=list)
+    max_score: float = 0.0
+
+    def reject(self, rej: Rejection) -> None:
+        self.rejected[rej.reason] += 1
+        if len(self.examples[rej.reason]) < MAX_EXAMPLES:
+            self.examples[rej.reason].append(rej.detail)
+
+    def render(self) -> str:
+        lines = [
+            f"replay: {self.rows} rows, {len(self.streams)} stream(s): {self.readings} readings scored, "
+            f"{self.anomalies} anomalies, {self.warming_up} warming up, max score {self.max_score:.3f}"
+        ]
+        total = sum(self.rejected.values())
+        if total:
+            by = ", ".join(f"{r}={n}" for r, n in sorted(self.rejected.items()))
+            lines.append(f"replay: {total} rows rejected ({by})")
+            for reason, ex in sorted(self.examples.items()):
+                for e in ex:
+                    lines.append(f"replay:   {reason}: {e}")
+        else:
+            lines.append("replay: 0 rows rejected")
+        if self.ignored_columns:
+            lines.append(f"replay: ignored columns: {', '.join(self.ignored_columns)}")
+        return "\n".join(lines)
+
+
+class RowReader:
+    """CSV rows → Reading | Rejection, through the daemon's own `Decoder`.
+
+    This is the only place a row becomes a reading: each row is turned into the JSON text a sensor
+    would publish (`{"ts": ..., "<feature>": ...}`, cells written as they are, see `_cell`) and decoded by `Decoder.decode`, so replay accepts
+    and rejects exactly what the daemon accepts and rejects.
+    """
+
+    def __init__(self, header: list[str], features: Iterable[str]) -> None:
+        self.features = tuple(features)
+        cols = [h.strip() for h in header]
+        self.header = cols
+        ts_cols = [c for c in TS_COLUMNS if c in cols]
+        if not ts_cols:
+            raise ReplayError(f"line 1: no timestamp column: expected 'ts' or 'timestamp' "
+                              f"(columns: {cols})")
+        self.ts_index = cols.index(ts_cols[0])
+        missing = [f for f in self.features if f not in cols]
+        if missing:
+            raise ReplayError(f"line 1: missing feature column(s) {missing}: the model's features are "
+                              f"{list(self.features)} (columns: {cols})")
+        dupes = sorted({c for c in cols if cols.count(c) > 1 and c})
+        if dupes:
+            raise ReplayError(f"line 1: duplicate column(s) {dupes}")
+        self.stream_index = cols.index(STREAM_COLUMN) if STREAM_COLUMN in cols else None
+        self.feature_index = [cols.index(f) for f in self.features]
+        self.keys = [json.dumps(f) + ":" for f in self.features]
+        used = {self.ts_index, *self.feature_index}
+        if self.stream_index is not None:
+            used.add(self.stream_index)
+        self.ignored = [c for i, c in enumerate(cols) if i not in used]
+        # Offline: no payload size limit and no clock to be ahead of.
+        self.decoder = Decoder(self.features, max_payload_bytes=1 << 30, max_future_s=math.inf)
+
+    def convert(self, row: list[str], line: int) -> Reading | Rejection:
+        stream = DEFAULT_STREAM
+        if self.stream_index is not None:
+            stream = row[self.stream_index].strip() if self.stream_index < len(row) else ""
+            if not stream:
+                return Rejection("", "bad_stream", f"line {line}: empty '{STREAM_COLUMN}'")
+        if len(row) != len(self.header):
+            return Rejection(stream, "wrong_length",
+                             f"line {line}: {len(row)} fields for {len(self.header)} columns")
+        parts = ['"ts":' + _cell(row[self.ts_index])]
+        for key, i in zip(self.keys, self.feature_index):
+            cell = row[i]
+            if cell.strip():  # an empty cell is a missing feature
+                parts.append(key + _cell(cell))
+        payload = ("{" + ",".join(parts) + "}").encode()
+        out = self.decoder.decode(stream, payload, arrival_ts=0.0)
+        if isinstance(out, Rejection):
+            return Rejection(stream, out.reason, f"line {line}: {out.detail}")
+        return out
+
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def _cell(text: str) -> str:
+    """A CSV cell as the JSON text a sensor would send for it.
+
+    A JSON number literal is passed through as written (so the decoder sees exactly the number a
+    sensor would have sent); other spellings Python reads as numbers ("nan", "inf", "+1", ".5") become
+    their JSON value (NaN/Infinity are then rejected as not finite); anything else is a string.
+    """
+    t = text.strip()
+    if _JSON_NUMBER.fullmatch(t):
+        return t
+    try:
+        return json.dumps(float(t), allow_nan=True)
+    except ValueError:
+        return json.dumps(t)
+
+
+def read_rows(f: TextIO, features: Iterable[str]) -> tuple[RowReader, Iterator[tuple[int, list[str]]]]:
+    """Open a CSV: the converter for its header and an iterator of (line number, row)."""
+    reader = csv.reader(f)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ReplayError("the CSV is empty (a header row is required)") from None
+    except csv.Error as e:
+        raise ReplayError(f"line 1: {e}") from None
+    conv = RowReader(header, features)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise ReplayError(f"line {reader.line_num}: {e}") from None
+
+    return conv, rows()
+
+
+def result_columns(engine: Engine) -> list[str]:
+    prefix = "prediction_" if engine.forecast else "output_"
+    return ["stream", "ts", "score", "anomaly", "warming_up", "threshold"] + [prefix + n for n in engine.names]
+
+
+def result_row(r: Result) -> list[object]:
+    values = r.prediction if r.prediction is not None else (r.output or [])
+    return [r.stream, repr(r.ts), repr(r.score), int(r.anomaly), int(r.warming_up),
+            "" if r.threshold is None else repr(r.threshold), *(repr(v) for v in values)]
+
+
+def replay(
+    f: TextIO,
+    model: StepModel,
+    on_result: Callable[[Result], None],
+    *,
+    batch: int = 1024,
+    strict: bool = False,
+    engine: Engine | None = None,
+) -> Summary:
+    """Replay CSV text from `f` through an engine for `model`; call `on_result` per accepted reading.
+
+    Rows go to the engine in batches of `batch` rows (as the daemon's micro-batches): results do not
+    depend on the batch size.
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    engine = engine or Engine(model, max_streams=10_000_000)  # offline: never evict a stream
+    conv, rows = read_rows(f, model.meta.features)
+    summary = Summary(ignored_columns=conv.ignored)
+    pending: list[Reading | Rejection] = []
+    lines: list[int] = []
+
+    def flush() -> None:
+        for line, out in zip(lines, engine.process(pending)):
+            if isinstance(out, Rejection):
+                if not out.detail.startswith("line "):  # the engine's duplicate / out_of_order
+                    out = Rejection(out.stream, out.reason, f"line {line}: {out.detail}")
+                if strict:
+                    raise ReplayError(f"rejected ({out.reason}): {out.detail}")
+                summary.reject(out)
+                continue
+            summary.readings += 1
+            summary.anomalies += out.anomaly
+            summary.warming_up += out.warming_up
+            summary.max_score = max(summary.max_score, out.score)
+            on_result(out)
+        pending.clear()
+        lines.clear()
+
+    for line, row in rows:
+        summary.rows += 1
+        item = conv.convert(row, line)
+        if isinstance(item, Rejection) and strict:
+            raise ReplayError(f"rejected ({item.reason}): {item.detail}")
+        if item.stream:
+            summary.streams.add(item.stream)
+        pending.append(item)
+        lines.append(line)
+        if len(pending) >= batch:
+            flush()
+    flush()
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("csv", metavar="CSV", help="readings: a ts/timestamp column, one column per feature, "
+                                                   "optionally a stream column ('-' for stdin)")
+    parser.add_argument("--model", metavar="M", help="ONNX step model (default: the packaged model)")
+    parser.add_argument("--out", metavar="FILE", help="write the scores CSV here (default: stdout)")
+    parser.add_argument("--batch", type=int, default=1024, metavar="N",
+                        help="rows per engine call, like the daemon's micro-batches (default 1024)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first row the daemon would reject (exit 2) instead of counting it")
+
+
+def main(args: argparse.Namespace) -> int:
+    def fail(msg: str) -> int:
+        print(f"edge-lstm replay: {' '.join(msg.split())}", file=sys.stderr)
+        return 2
+
+    if args.batch < 1:
+        return fail(f"--batch must be >= 1, got {args.batch}")
+    try:
+        model = load_model(args.model)
+    except ModelFormatError as e:
+        return fail(f"{args.model or 'the packaged default model'}: {e}")
+    try:
+        src: TextIO = sys.stdin if args.csv == "-" else open(args.csv, newline="", encoding="utf-8")
+    except OSError as e:
+        return fail(f"cannot read {args.csv}: {e.strerror}")
+    out_path = Path(args.out) if args.out else None
+    tmp = out_path.with_name(out_path.name + ".partial") if out_path else None
+    try:
+        sink: TextIO = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
+    except OSError as e:
+        src.close()
+        return fail(f"cannot write {args.out}: {e.strerror}")
+    ok = False
+    try:
+        writer = csv.writer(sink)
+        engine = Engine(model, max_streams=10_000_000)
+        header = [result_columns(engine)]  # written with the first result: nothing on a header error
+
+        def write(r: Result) -> None:
+            if header:
+                writer.writerow(header.pop())
+            writer.writerow(result_row(r))
+
+        summary = replay(src, model, write, batch=args.batch, strict=args.strict, engine=engine)
+        if header:
+            writer.writerow(header.pop())
+        ok = True
+    except ReplayError as e:
+        return fail(f"{args.csv}: {e}")
+    except UnicodeDecodeError as e:
+        return fail(f"{args.csv}: not UTF-8 text ({e.reason} at byte {e.start})")
+    finally:
+        if src is not sys.stdin:
+            src.close()
+        if tmp:
+            sink.close()
+            if ok:
+                tmp.replace(out_path)  # type: ignore[arg-type]
+            else:
+                tmp.unlink(missing_ok=True)
+        else:
+            sink.flush()
+    print(summary.render(), file=sys.stderr)
+    return 0

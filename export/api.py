@@ -1,0 +1,212 @@
+"""`export_torch`: a PyTorch model → a verified (parity), optionally quantized and calibrated step model.
+
+Nothing is written unless every check passes: the file at `path` is either a model `edge-lstm run`
+serves unchanged, or untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edge_lstm.model import load_model
+
+from .calibrate import DEFAULT_QUANTILE, CalibrationReport
+from .calibrate import calibrate as run_calibration  # the name `calibrate` is export_torch's argument
+from .csvdata import read_csv
+from .errors import DataError, ExportError
+from .onnx_export import export_step, io_section, save, set_metadata
+from .parity import DEFAULT_TOLERANCE, ParityReport, check_parity, generate_sequences, merge
+from .quantize import DEFAULT_QUANT_TOLERANCE, QuantReport, quantize_int8
+from .stateful import make_step
+
+TOOL_VERSION = "0.1.0"
+_PARITY_SEQUENCES, _PARITY_STEPS = 4, 300
+
+Data = str | Path | np.ndarray | Sequence[np.ndarray]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    max_abs_error: float  # parity of the float step model vs the source model
+    parity: ParityReport
+    meta: dict[str, Any]  # the metadata document written
+    calibration: CalibrationReport | None = None
+    quantization: QuantReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    def summary(self) -> str:
+        p = self.parity
+        lines = [f"wrote {self.path}",
+                 f"parity: max_abs_error {p.max_abs_error:.3g} (tolerance {p.tolerance:g}; {p.sequences} "
+                 f"sequences x {p.steps} steps, {p.mode}, {p.data} data)"]
+        if self.quantization:
+            q = self.quantization
+            lines.append(f"int8: max_abs_error vs float {q.max_abs_error:.3g} (bound {q.tolerance:g}); "
+                         f"step {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us (speedup {q.speedup:.2f}x)")
+        if self.calibration:
+            c = self.calibration
+            lines.append(f"calibration: threshold {c.threshold:.4g} = q{c.quantile} of {c.samples} normal scores")
+        return "\n".join(lines)
+
+
+def export_torch(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    features: Sequence[str],
+    output: Literal["forecast", "score"] = "forecast",
+    output_names: Sequence[str] | None = None,
+    scaling: Mapping[str, Sequence[float]] | None = None,
+    calibrate: Data | None = None,
+    sample_interval_s: float | None = None,
+    warmup_steps: int = 10,
+    name: str = "model",
+    version: str = "0.1.0",
+    tolerance: float = DEFAULT_TOLERANCE,
+    quantize: Literal["int8"] | None = None,
+    quant_tolerance: float = DEFAULT_QUANT_TOLERANCE,
+    quantile: float = DEFAULT_QUANTILE,
+    batch_first: bool | None = None,
+    parity_data: Data | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> ExportReport:
+    """Export `model` (its `forward(x)` runs whole sequences from zero state) as a step model at `path`.
+
+    `scaling` ({"offset": [...], "scale": [...]}) is what the model expects inputs divided by; when
+    omitted it is learned from the calibration data (mean/std), or identity without data.
+    `calibrate`/`parity_data`: an array `[steps, F]`, a list of them (one per stream), or a CSV path,
+    in feature units. `batch_first` is the layout of the forward's input (default: the first RNN's).
+    """
+    features = list(features)
+    if not features or len(set(features)) != len(features):
+        raise ExportError(f"features must be unique, non-empty names, got {features}")
+    if quantize not in (None, "int8"):
+        raise ExportError(f"quantize must be None or 'int8', got {quantize!r}")
+    n = len(features)
+    cal_streams = _streams(calibrate, features, "calibrate") if calibrate is not None else None
+    offset, scale = _scaling(scaling, cal_streams, n)
+
+    wrapper = make_step(model, n, batch_first=batch_first)
+    with torch.no_grad():
+        n_out = int(wrapper(torch.zeros(2, n), *wrapper.zero_states(2))[0].shape[1])
+    names = _output_names(output, output_names, features, n_out)
+
+    # Parity runs in the model's own (scaled) input space, on real data when there is some.
+    # Generated sequences always (hundreds of steps, whatever the data's length), plus windows of the
+    # given data: real operating regimes are where the parity matters most.
+    given = _streams(parity_data, features, "parity_data") if parity_data is not None else cal_streams
+    seqs = generate_sequences(n, sequences=_PARITY_SEQUENCES, steps=_PARITY_STEPS)
+    float_model = export_step(wrapper, n)
+    model_bytes = float_model.SerializeToString()
+    parity = check_parity(wrapper, model_bytes, seqs, tolerance=tolerance, data="generated")
+    real = _windows(given, offset, scale) if given else None
+    if real is not None:
+        parity = merge(parity, check_parity(wrapper, model_bytes, real, tolerance=tolerance, data="given"))
+        seqs = real  # quantization is judged on real data when there is some
+
+    served, qreport = float_model, None
+    if quantize == "int8":
+        served, qreport = quantize_int8(float_model, seqs, tolerance=quant_tolerance)
+
+    meta: dict[str, Any] = {
+        "schema_version": 1,
+        "name": name,
+        "version": version,
+        "features": features,
+        "scaling": {"offset": offset, "scale": scale},
+        "output": {"kind": output, "names": names},
+        "io": io_section(wrapper),
+        "warmup_steps": int(warmup_steps),
+        "provenance": {
+            "tool": f"edge-lstm-export {TOOL_VERSION}",
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source": type(model).__name__,
+            "parity": parity.to_dict(),
+            **({"quantization": qreport.to_dict()} if qreport else {}),
+            **dict(provenance or {}),
+        },
+    }
+    if sample_interval_s is not None:
+        meta["sample_interval_s"] = float(sample_interval_s)
+    creport = None
+    if cal_streams is not None:
+        meta, creport = run_calibration(served, meta, cal_streams, quantile=quantile)
+    set_metadata(served, meta)
+    out = save(served, path)
+    load_model(out)  # the daemon's own loader is the final judge of the contract
+    return ExportReport(out, parity.max_abs_error, parity, meta, creport, qreport)
+
+
+def _streams(data: Data, features: list[str], what: str) -> list[np.ndarray]:
+    """Normalise the accepted data forms to a list of `[steps, F]` float arrays (feature units)."""
+    if isinstance(data, (str, Path)):
+        return read_csv(data, features).arrays
+    arrays = [np.asarray(data, np.float64)] if isinstance(data, np.ndarray) and data.ndim == 2 else \
+        [np.asarray(a, np.float64) for a in data]
+    for k, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] != len(features):
+            raise DataError(f"{what}[{k}] has shape {list(a.shape)}; expected [steps, {len(features)}] "
+                            f"for features {features}")
+        if not np.isfinite(a).all():
+            raise DataError(f"{what}[{k}] contains NaN or infinite values")
+    return arrays
+
+
+def _scaling(scaling: Mapping[str, Sequence[float]] | None, streams: list[np.ndarray] | None,
+             n: int) -> tuple[list[float], list[float]]:
+    if scaling is not None:
+        offset, scale = list(map(float, scaling["offset"])), list(map(float, scaling["scale"]))
+        if len(offset) != n or len(scale) != n:
+            raise ExportError(f"scaling needs {n} offsets and scales, got {len(offset)} and {len(scale)}")
+        return offset, scale
+    if streams:
+        allv = np.concatenate(streams)
+        std = allv.std(axis=0)
+        return allv.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
+    return [0.0] * n, [1.0] * n
+
+
+def _output_names(output: str, names: Sequence[str] | None, features: list[str], n_out: int) -> list[str]:
+    if output not in ("forecast", "score"):
+        raise ExportError(f"output must be 'forecast' or 'score', got {output!r}")
+    if names is None:
+        if output == "score":
+            names = ["score"] if n_out == 1 else [f"score_{i}" for i in range(n_out)]
+        elif n_out == len(features):
+            names = features
+        else:
+            raise ExportError(f"the model has {n_out} outputs for {len(features)} features: a forecast model "
+                              "needs output_names saying which feature each output predicts")
+    names = list(names)
+    if len(names) != n_out:
+        raise ExportError(f"output_names has {len(names)} names but the model has {n_out} outputs")
+    return names
+
+
+def _windows(streams: list[np.ndarray], offset: list[float], scale: list[float]) -> np.ndarray | None:
+    """Up to 4 scaled windows of equal length (≤ 300 steps) cut from the given streams."""
+    length = min(_PARITY_STEPS, max(len(s) for s in streams))
+    usable = [s for s in streams if len(s) >= length]
+    wins = []
+    for s in usable:
+        for start in np.linspace(0, len(s) - length, max(1, _PARITY_SEQUENCES // len(usable))).astype(int):
+            wins.append(s[start:start + length])
+    if length < 20:
+        return None  # too short to say anything about state: use generated sequences
+    x = (np.asarray(wins[:_PARITY_SEQUENCES]) - np.asarray(offset)) / np.asarray(scale)
+    return x.astype(np.float32)

@@ -1,0 +1,134 @@
+"""Calibration: run the *exported* model over normal data through the daemon's own Engine.
+
+No separate scoring code lives here: residuals come from the engine's predictions and scores from the
+engine's Scorer, so a threshold means the same thing in calibration and in service (no train/serve
+skew). Two passes, because the engine's scores depend on the residual statistics being calibrated:
+  1. uncalibrated model → predictions → residual mean/std per output (feature units),
+  2. model carrying those statistics → scores → threshold = quantile of the normal scores.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from edge_lstm.engine import Engine
+from edge_lstm.model import load_model
+from edge_lstm.reading import Reading
+from edge_lstm.result import Result
+from edge_lstm.score import threshold_from_scores
+
+from .errors import DataError
+from .onnx_export import save, set_metadata
+
+DEFAULT_QUANTILE = 0.999
+MIN_SAMPLES = 100
+_TS0 = 1_700_000_000.0  # any epoch after 2000: the engine only needs increasing timestamps
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    threshold: float
+    quantile: float
+    samples: int
+    residual_mean: list[float] | None
+    residual_std: list[float] | None
+    score_mean: float
+    score_max: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_engine(model_path: Path, streams: Sequence[np.ndarray], interval: float) -> list[list[Result]]:
+    """Every stream through one Engine, interleaved step by step as the daemon would see a fleet."""
+    model = load_model(model_path)
+    engine = Engine(model, max_streams=max(len(streams), 1))
+    out: list[list[Result]] = [[] for _ in streams]
+    longest = max(len(s) for s in streams)
+    chunk = 512  # steps per process() call: bounded memory, still one model call per round
+    for start in range(0, longest, chunk):
+        batch, owner = [], []
+        for t in range(start, min(start + chunk, longest)):
+            for k, s in enumerate(streams):
+                if t < len(s):
+                    batch.append(Reading(f"calibration-{k}", _TS0 + t * interval, tuple(map(float, s[t]))))
+                    owner.append(k)
+        for k, res in zip(owner, engine.process(batch)):
+            if not isinstance(res, Result):
+                raise DataError(f"calibration stream {k}: reading rejected by the engine: {res}")
+            out[k].append(res)
+    return out
+
+
+def calibrate(
+    model: onnx.ModelProto,
+    meta: dict[str, Any],
+    streams: Sequence[np.ndarray],
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+) -> tuple[dict[str, Any], CalibrationReport]:
+    """Return `meta` with its `calibration` section filled in, and the report."""
+    if not 0 < quantile < 1:
+        raise DataError(f"calibration quantile must be in (0, 1), got {quantile}")
+    interval = float(meta.get("sample_interval_s") or 1.0)
+    meta = {k: v for k, v in meta.items() if k != "calibration"}
+    with tempfile.TemporaryDirectory(prefix="edge-lstm-cal-") as tmp:
+        path = Path(tmp) / "calibrating.onnx"
+        if meta["output"]["kind"] == "score":
+            scores = _normal_scores(model, meta, path, streams, interval)
+            return _finish(meta, scores, quantile, None, None)
+        targets = [meta["features"].index(n) for n in meta["output"]["names"]]
+        scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
+        set_metadata(model, meta)
+        save(model, path)
+        residuals = []
+        for s, results in zip(streams, run_engine(path, streams, interval)):
+            for t in range(1, len(results)):
+                if not results[t].warming_up:
+                    pred = np.asarray(results[t - 1].prediction, np.float64)
+                    residuals.append(np.asarray(s[t], np.float64)[targets] - pred)
+        _enough(len(residuals), meta)
+        res = np.asarray(residuals)
+        mean = res.mean(axis=0)
+        # A perfectly predicted (e.g. constant) feature would give std 0, which the contract forbids.
+        std = np.maximum(res.std(axis=0), 1e-6 * scale)
+        with_stats = {**meta, "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(),
+                                              "threshold": 1.0}}  # placeholder: scores do not use it
+        scores = _normal_scores(model, with_stats, path, streams, interval)
+        return _finish(meta, scores, quantile, mean.tolist(), std.tolist())
+
+
+def _normal_scores(model: onnx.ModelProto, meta: dict[str, Any], path: Path,
+                   streams: Sequence[np.ndarray], interval: float) -> np.ndarray:
+    set_metadata(model, meta)
+    save(model, path)
+    scores = [r.score for results in run_engine(path, streams, interval) for r in results if not r.warming_up]
+    _enough(len(scores), meta)
+    return np.asarray(scores, np.float64)
+
+
+def _enough(n: int, meta: dict[str, Any]) -> None:
+    if n < MIN_SAMPLES:
+        raise DataError(
+            f"calibration data gives only {n} scored readings after the {meta.get('warmup_steps', 0)} "
+            f"warm-up steps of each stream; at least {MIN_SAMPLES} are needed"
+        )
+
+
+def _finish(meta: dict[str, Any], scores: np.ndarray, quantile: float,
+            mean: list[float] | None, std: list[float] | None) -> tuple[dict[str, Any], CalibrationReport]:
+    threshold = threshold_from_scores(scores, quantile)
+    if not threshold > 0:
+        raise DataError(f"the {quantile} quantile of normal scores is {threshold:g}; a threshold must be > 0")
+    cal: dict[str, Any] = {"threshold": threshold, "quantile": quantile, "samples": int(scores.size)}
+    if mean is not None:
+        cal = {"residual_mean": mean, "residual_std": std, **cal}
+    report = CalibrationReport(threshold, quantile, int(scores.size), mean, std,
+                               float(scores.mean()), float(scores.max()))
+    return {**meta, "calibration": cal}, report

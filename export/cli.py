@@ -1,0 +1,192 @@
+"""`edge-lstm-export` command line: `torch` (factory + weights → step model) and `fit` (CSV → model).
+
+Every failure the user can fix is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ExportError, FactoryError, WeightsError
+
+EXIT_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ExportError as e:
+        print(f"edge-lstm-export: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="edge-lstm-export", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"edge-lstm-export {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("torch", help="export a PyTorch model built by a factory, with a state_dict")
+    t.add_argument("--factory", required=True, help="pkg.module:callable returning the nn.Module")
+    t.add_argument("--weights", required=True, type=Path, help="state_dict file (torch.save), loaded with "
+                   "weights_only=True")
+    t.add_argument("--features", required=True, type=_names, help="comma-separated input feature names")
+    t.add_argument("--output", choices=("forecast", "score"), default="forecast")
+    t.add_argument("--output-names", type=_names, help="comma-separated output names (default: the "
+                   "features for a forecast, 'score' for a one-column score)")
+    t.add_argument("--offset", type=_floats, help="input scaling offsets, one per feature")
+    t.add_argument("--scale", type=_floats, help="input scaling scales, one per feature")
+    t.add_argument("--batch-first", choices=("auto", "yes", "no"), default="auto",
+                   help="layout of forward()'s input (default: that of the first LSTM/GRU)")
+    _common(t)
+    t.set_defaults(run=_run_torch)
+
+    f = sub.add_parser("fit", help="train a small next-step LSTM forecaster on a CSV of normal operation")
+    f.add_argument("csv", type=Path, help="normal operation: optional ts and stream columns, one column per feature")
+    f.add_argument("--features", type=_names, help="feature columns to use (default: all but ts/stream)")
+    f.add_argument("--hidden", type=int, default=32)
+    f.add_argument("--layers", type=int, default=1)
+    f.add_argument("--epochs", type=int, default=40)
+    f.add_argument("--patience", type=int, default=5, help="early stopping: epochs without improvement")
+    f.add_argument("--window", type=int, default=64, help="training window length, steps")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true", help="no progress display")
+    _common(f)
+    f.set_defaults(run=_run_fit)
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    p.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
+    p.add_argument("--quantize", choices=("int8",))
+    p.add_argument("--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold")
+    p.add_argument("--name", default=None)
+    p.add_argument("--version", dest="model_version", default="0.1.0", metavar="VERSION")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (max abs error)")
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--sample-interval", type=float, default=None, help="nominal seconds between readings")
+
+
+def _export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "version": args.model_version,
+        "tolerance": args.tolerance,
+        "warmup_steps": args.warmup_steps,
+        "sample_interval_s": args.sample_interval,
+        "quantize": args.quantize,
+        "quantile": args.quantile,
+        **({"name": args.name} if args.name else {}),
+    }
+
+
+def _run_torch(args: argparse.Namespace) -> int:
+    from .api import export_torch
+
+    model = build_model(args.factory, args.weights)
+    scaling = None
+    if (args.offset is None) != (args.scale is None):
+        raise ExportError("--offset and --scale go together")
+    if args.offset is not None:
+        scaling = {"offset": args.offset, "scale": args.scale}
+    report = export_torch(
+        model, args.out, features=args.features, output=args.output, output_names=args.output_names,
+        scaling=scaling, calibrate=args.calibrate,
+        batch_first={"auto": None, "yes": True, "no": False}[args.batch_first],
+        provenance={"factory": args.factory, "weights": args.weights.name},
+        **_export_kwargs(args),
+    )
+    print(report.summary())
+    return 0
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from .fit import FitConfig, fit_csv
+
+    if args.calibrate is not None:
+        raise ExportError("fit calibrates on the held-out part of its CSV; --calibrate is for `torch`")
+    config = FitConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs, seed=args.seed,
+                       window=args.window, patience=args.patience)
+    result = fit_csv(args.csv, args.out, features=args.features, config=config,
+                     progress=None if args.quiet else sys.stderr, **_export_kwargs(args))
+    print(result.report.summary())
+    return 0
+
+
+def build_model(factory: str, weights: Path) -> Any:
+    """Call the factory, load the state_dict strictly; every failure becomes a one-line error."""
+    import torch
+    from torch import nn
+
+    fn = _resolve(factory)
+    try:
+        model = fn()
+    except Exception as e:
+        raise FactoryError(f"factory '{factory}' raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise FactoryError(f"factory '{factory}' returned {type(model).__name__}, not a torch.nn.Module")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {weights}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{weights} is not a plain state_dict readable with weights_only=True: {first}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a common checkpoint layout
+    if not isinstance(state, dict):
+        raise WeightsError(f"{weights} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
+        raise WeightsError(f"the state_dict in {weights} does not match the model built by '{factory}': "
+                           f"{detail}") from None
+    return model
+
+
+def _resolve(factory: str) -> Callable[[], Any]:
+    mod_name, sep, attr = factory.partition(":")
+    if not sep or not mod_name or not attr:
+        raise FactoryError(f"--factory must look like 'package.module:callable', got '{factory}'")
+    # Like `python -m`, let the user's own modules in the working directory be found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # ImportError, but also whatever the user's module raises on import
+        raise FactoryError(f"cannot import module '{mod_name}' of factory '{factory}': {e}") from None
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise FactoryError(f"module '{mod_name}' has no attribute '{attr}' (factory '{factory}')")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise FactoryError(f"factory '{factory}' is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
