@@ -1,0 +1,64 @@
+"""`quantize="int8"`: the LSTM really becomes DynamicQuantizeLSTM, parity vs float and speed are
+reported, and what cannot be quantized (or is too inaccurate) is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edge_lstm import Engine, Reading, Result, load_model
+from edge_lstm_export import QuantizationError, export_torch
+
+pytestmark = pytest.mark.export
+
+FEATURES = ["a", "b", "c"]
+
+
+class Net(nn.Module):
+    def __init__(self, cls: type[nn.RNNBase] = nn.LSTM) -> None:
+        super().__init__()
+        self.rnn = cls(3, 16, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(self.rnn(x)[0])
+
+
+def test_int8_quantization(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    normal = [np.cumsum(rng.normal(0, 0.2, (400, 3)), axis=0) + [20, 1, 5] for _ in range(2)]
+    path = tmp_path / "q.onnx"
+    report = export_torch(Net(), path, features=FEATURES, quantize="int8", calibrate=normal)
+    q = report.quantization
+    assert q is not None
+    print(f"int8: max_abs_error {q.max_abs_error:.3g}, {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us "
+          f"(speedup {q.speedup:.2f}), {q.float_bytes} -> {q.int8_bytes} bytes")
+    assert q.quantized_lstm_nodes == 2
+    assert 0 < q.max_abs_error <= q.tolerance
+    assert q.float_step_us > 0 and q.int8_step_us > 0
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
+    # The served (quantized) model is the one calibrated, and the daemon runs it.
+    model = load_model(path)
+    assert model.meta.provenance["quantization"]["quantized_lstm_nodes"] == 2
+    assert model.meta.calibration is not None
+    results = Engine(model).process([Reading("s", 1_700_000_000.0 + t, tuple(normal[0][t])) for t in range(20)])
+    assert all(isinstance(r, Result) for r in results)
+
+
+def test_gru_cannot_be_quantized(tmp_path: Path) -> None:
+    with pytest.raises(QuantizationError, match="no dynamically quantized GRU"):
+        export_torch(Net(nn.GRU), tmp_path / "q.onnx", features=FEATURES, quantize="int8")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_error_beyond_bound_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(QuantizationError, match=r"differs from the float model by .* \(bound 1e-09\)"):
+        export_torch(Net(), tmp_path / "q.onnx", features=FEATURES, quantize="int8", quant_tolerance=1e-9)
+    assert not (tmp_path / "q.onnx").exists()
