@@ -45,6 +45,7 @@ class _Pending:
     qos: int
     generation: int
     infos: list[Any] = field(default_factory=list)  # publishes that must be handed over first
+    t: float = 0.0  # monotonic time it was processed
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Counters:
     backpressure_events: int = 0
     batches: int = 0
     max_outstanding: int = 0
+    stalls: int = 0
 
 
 class Daemon:
@@ -63,6 +65,7 @@ class Daemon:
 
     idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
     drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
+    stall_warn_s = 30.0  # warn when the oldest unacked reading's result is not handed over for this long
 
     def __init__(self, settings: Settings, model: Any = None, *, notifier: Any = None) -> None:
         from .engine import Engine
@@ -92,6 +95,7 @@ class Daemon:
         self._last_stats_results = 0
         self._last_idle_check = time.monotonic()
         self._bp_logged = 0.0
+        self._stall_logged = 0.0
 
     # ---- main loop ------------------------------------------------------------------------------
 
@@ -188,7 +192,7 @@ class Daemon:
         link = self.link
         errors_topic = mq.errors_topic
         for m, topic, out in zip(batch, topics, outcomes):
-            p = _Pending(m.mid, m.qos, m.generation)
+            p = _Pending(m.mid, m.qos, m.generation, t=time.monotonic())
             if isinstance(out, Rejection):
                 self.reject_log(out.reason, stream=out.stream[:200], topic=topic[:200], detail=out.detail[:200])
                 if errors_topic:
@@ -237,6 +241,13 @@ class Daemon:
             self._last_idle_check = now
             self.engine.evict_idle(time.time() - s.engine.idle_timeout_s)
         self.reject_log.flush()
+        if (self.pending and self.link.connected and now - self.pending[0].t > self.stall_warn_s
+                and now - self._stall_logged > self.stall_warn_s):
+            self._stall_logged = now
+            self.counters.stalls += 1
+            self.log.warning("publish_stalled", unacked=len(self.pending),
+                             oldest_age_s=round(now - self.pending[0].t, 1),
+                             detail="results are not being acknowledged by the broker while connected")
         if s.log.stats_interval_s and now - self._last_stats >= s.log.stats_interval_s:
             self.log_stats(now)
 
@@ -254,6 +265,8 @@ class Daemon:
             "unacked": len(self.pending),
             "acked": self.counters.acked,
             "backpressure_events": self.counters.backpressure_events,
+            "max_outstanding": self.counters.max_outstanding,
+            "stalls": self.counters.stalls,
             "model_calls": st.model_calls,
             "connected": bool(self.link and self.link.connected),
             "reconnects": max(0, (self.link.connects if self.link else 0) - 1),

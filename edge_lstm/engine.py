@@ -75,21 +75,22 @@ class Engine:
         self._trim_evicted()
         outcomes: list[Outcome | None] = [None] * len(batch)
         rounds: list[list[int]] = []
-        seen: dict[str, int] = defaultdict(int)
+        seen: dict[str, int] = {}
+        rejected = self.stats.rejected
         for i, item in enumerate(batch):
-            if isinstance(item, Rejection):
-                self.stats.rejected[item.reason] += 1
+            if type(item) is Rejection:
+                rejected[item.reason] += 1
                 outcomes[i] = item
                 continue
-            k = seen[item.stream]
-            seen[item.stream] = k + 1
+            k = seen.get(item.stream, 0)  # type: ignore[union-attr]
+            seen[item.stream] = k + 1  # type: ignore[union-attr]
             if k == len(rounds):
                 rounds.append([])
             rounds[k].append(i)
-        self.stats.readings += len(batch) - sum(isinstance(b, Rejection) for b in batch)
+        self.stats.readings += sum(seen.values())
+        cap = self.table.max_streams
         for idx in rounds:
             # A round bigger than the table could evict its own streams: split it.
-            cap = self.table.max_streams
             for start in range(0, len(idx), cap):
                 part = idx[start:start + cap]
                 for i, out in zip(part, self._round([batch[i] for i in part])):  # type: ignore[misc]
@@ -97,33 +98,35 @@ class Engine:
         return outcomes  # type: ignore[return-value]
 
     def _round(self, readings: list[Reading]) -> list[Outcome]:
+        """One model call over readings of distinct streams. This is the per-reading hot path:
+        Python work per reading is kept to dictionary lookups and list building."""
         table = self.table
-        out: list[Outcome | None] = [None] * len(readings)
-        pinned: set[str] = set()
-        take: list[int] = []
-        slots: list[int] = []
-        for j, r in enumerate(readings):
-            slot = table.slot(r.stream)
-            if slot is not None and r.ts <= table.last_ts[slot]:
-                last = float(table.last_ts[slot])
-                reason = "duplicate" if r.ts == last else "out_of_order"
+        n = len(readings)
+        out: list[Outcome | None] = [None] * n
+        ts = np.fromiter([r.ts for r in readings], np.float64, n)
+        known = [table.slots.get(r.stream) for r in readings]
+        # Event time: a reading not newer than its stream's last one is a duplicate or out of order.
+        stale: set[int] = set()
+        kidx = [j for j in range(n) if known[j] is not None]
+        if kidx:
+            last = table.last_ts[[known[j] for j in kidx]]
+            for m in np.flatnonzero(ts[kidx] <= last).tolist():
+                j = kidx[m]
+                r, prev = readings[j], float(last[m])
+                reason = "duplicate" if r.ts == prev else "out_of_order"
                 self.stats.rejected[reason] += 1
-                out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {last:.6f}")
-                continue
-            slot, evicted = table.acquire(r.stream, pinned)
-            if evicted is not None:
-                self.stats.evicted += 1
-                if self.max_evicted:
-                    self.evicted.append(evicted)
-                else:
-                    self.stats.evicted_dropped += 1
-            pinned.add(r.stream)
-            take.append(j)
-            slots.append(slot)
+                out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {prev:.6f}")
+                stale.add(j)
+        take = [j for j in range(n) if j not in stale] if stale else list(range(n))
         if not take:
             return out  # type: ignore[return-value]
+        s, evicted, n_evicted = table.acquire_many([readings[j].stream for j in take],
+                                                   keep_evicted=self.max_evicted > 0)
+        self.evicted.extend(evicted)
+        self.stats.evicted += n_evicted
+        if not evicted:
+            self.stats.evicted_dropped += n_evicted
 
-        s = np.asarray(slots, np.intp)
         values = np.asarray([readings[j].values for j in take], np.float64)
         x = ((values - self._offset) * self._inv_scale).astype(np.float32)
         y, new_states = self.model.step(x, [a[s] for a in table.states])
@@ -144,27 +147,17 @@ class Engine:
         flags = self.scorer.flags(scores, warming)
         table.steps[s] = steps + 1
         table.anomalies[s] += flags
-        table.last_ts[s] = [readings[j].ts for j in take]
+        table.last_ts[s] = ts[take] if stale else ts
         self.stats.results += len(take)
         self.stats.anomalies += int(flags.sum())
 
-        threshold = self.scorer.threshold
-        model_id = self.meta.model_id
-        score_l, flag_l, warm_l, pred_l = scores.tolist(), flags.tolist(), warming.tolist(), predictions.tolist()
-        for n, j in enumerate(take):
+        threshold, model_id, names = self.scorer.threshold, self.meta.model_id, self.names
+        forecast = self.forecast
+        for j, score, flag, warm, pred in zip(take, scores.tolist(), flags.tolist(), warming.tolist(),
+                                              predictions.tolist()):
             r = readings[j]
-            out[j] = Result(
-                stream=r.stream,
-                ts=r.ts,
-                score=score_l[n],
-                anomaly=flag_l[n],
-                threshold=threshold,
-                warming_up=warm_l[n],
-                model=model_id,
-                prediction=pred_l[n] if self.forecast else None,
-                output=None if self.forecast else pred_l[n],
-                names=self.names,
-            )
+            out[j] = Result(r.stream, r.ts, score, flag, threshold, warm, model_id,
+                            pred if forecast else None, None if forecast else pred, names)
         return out  # type: ignore[return-value]
 
     def evict_idle(self, older_than_ts: float) -> list[StreamState]:

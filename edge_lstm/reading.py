@@ -55,6 +55,12 @@ def _reject_constant(name: str) -> Any:
     raise _Reject("not_finite", f"JSON constant {name} is not a finite number")
 
 
+# One decoder for all messages: `json.loads(..., **hooks)` would build a new JSONDecoder per call,
+# which costs more than parsing a reading. parse_int=float: a 5000-digit integer becomes inf (rejected
+# as not finite) instead of tripping int-size limits; parse_constant refuses NaN/Infinity tokens.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_int=float)
+
+
 class Decoder:
     """Decodes payloads for one model's features. Build once; call per message."""
 
@@ -86,7 +92,7 @@ class Decoder:
             # Integers are parsed straight to float: an integer too large for a float becomes inf
             # (rejected as not_finite, never an OverflowError later) and a long run of digits costs
             # linear time instead of hitting int's digit limit (which would read as not_json).
-            doc = json.loads(text, parse_constant=_reject_constant, parse_int=float)
+            doc = _JSON.decode(text)
         except _Reject:
             raise
         except (ValueError, RecursionError) as e:
@@ -109,12 +115,12 @@ class Decoder:
             if len(vals) != len(self.features):
                 raise _Reject("wrong_length", f"'values' has {len(vals)} items for {len(self.features)} "
                                               f"features {list(self.features)}")
-            return tuple(_finite(v, f) for v, f in zip(vals, self.features))
+            return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
         missing = [f for f in self.features if f not in doc]
         if missing:
             raise _Reject("missing_feature", f"missing {missing}; expected 'values' or fields "
                                              f"{list(self.features)}")
-        return tuple(_finite(doc[f], f) for f in self.features)
+        return tuple([_finite(doc[f], f) for f in self.features])
 
     def _ts(self, raw: Any, arrival_ts: float) -> float:
         if raw is None:

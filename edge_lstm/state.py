@@ -101,7 +101,9 @@ class StateTable:
             if self.capacity < self.max_streams:
                 self._grow(min(self.capacity * 2, self.max_streams))
             else:
-                victim = next((s for s in self.slots if not pinned or s not in pinned), None)
+                victim = next(iter(self.slots))  # least recently seen
+                if pinned and victim in pinned:
+                    victim = next((s for s in self.slots if s not in pinned), None)
                 if victim is None:
                     raise RuntimeError("state table full of streams pinned by the current batch")
                 evicted = self.evict(victim)
@@ -109,6 +111,60 @@ class StateTable:
         self._reset(slot)
         self.slots[stream] = slot
         return slot, evicted
+
+    def acquire_many(
+        self, streams: Sequence[str], *, keep_evicted: bool = True
+    ) -> tuple[np.ndarray, list[StreamState], int]:
+        """`acquire` for a batch of distinct streams, with the per-stream numpy work done once.
+
+        Returns the slots (in order), the rows evicted to make room (if `keep_evicted`) and how many
+        streams were evicted. Evicted
+        rows are copied out and new slots zeroed in one vectorised operation each: evicting is the
+        common case under a flood of new stream ids.
+        """
+        get, slots, free = self.slots.get, self.slots, self._free
+        out: list[int] = []
+        new: list[int] = []
+        victims: list[tuple[str, int]] = []
+        placed = 0  # streams of this batch sit at the MRU end of `slots` and are never victims
+        for stream in streams:
+            slot = get(stream)
+            if slot is not None:
+                slots.move_to_end(stream)
+                out.append(slot)
+                placed += 1
+                continue
+            if not free:
+                if self.capacity < self.max_streams:
+                    self._grow(min(self.capacity * 2, self.max_streams))
+                elif len(slots) > placed:
+                    victim = next(iter(slots))  # least recently seen, and not of this batch
+                    free.append(slots.pop(victim))
+                    victims.append((victim, free[-1]))
+                else:
+                    raise RuntimeError("state table full of streams of the current batch")
+            slot = free.pop()
+            slots[stream] = slot
+            out.append(slot)
+            new.append(slot)
+            placed += 1
+        rows: list[StreamState] = []
+        if victims and keep_evicted:
+            v = np.asarray([slot for _, slot in victims], np.intp)
+            states = [a[v] for a in self.states]
+            last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
+            anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v]
+            rows = [StreamState(name, [a[i] for a in states], last_ts[i], steps[i], anomalies[i], prediction[i])
+                    for i, (name, _) in enumerate(victims)]
+        if new:
+            n = np.asarray(new, np.intp)
+            for a in self.states:
+                a[n] = 0.0
+            self.last_ts[n] = -np.inf
+            self.steps[n] = 0
+            self.anomalies[n] = 0
+            self.prediction[n] = 0.0
+        return np.asarray(out, np.intp), rows, len(victims)
 
     def evict(self, stream: str) -> StreamState:
         slot = self.slots.pop(stream)
@@ -121,9 +177,9 @@ class StateTable:
         return StreamState(
             stream=stream,
             states=[a[slot].copy() for a in self.states],
-            last_ts=float(self.last_ts[slot]),
-            steps=int(self.steps[slot]),
-            anomalies=int(self.anomalies[slot]),
+            last_ts=self.last_ts.item(slot),
+            steps=self.steps.item(slot),
+            anomalies=self.anomalies.item(slot),
             prediction=self.prediction[slot].copy(),
         )
 
