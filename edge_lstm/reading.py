@@ -70,10 +70,14 @@ class Decoder:
         *,
         max_payload_bytes: int = 4096,
         max_future_s: float = 300.0,
+        max_stream_id: int = 256,
     ) -> None:
         self.features = tuple(features)
         self.max_payload_bytes = max_payload_bytes
         self.max_future_s = max_future_s
+        # Stream ids come from topic levels, which may be 64 KiB long; the state table keeps every id
+        # in memory, so a bound keeps `max_streams` meaningful as a memory bound.
+        self.max_stream_id = max_stream_id
 
     def decode(self, stream: str, payload: bytes, arrival_ts: float) -> Reading | Rejection:
         try:
@@ -82,6 +86,8 @@ class Decoder:
             return Rejection(stream, r.reason, r.detail)
 
     def _decode(self, stream: str, payload: bytes, arrival_ts: float) -> Reading:
+        if not stream or len(stream) > self.max_stream_id:
+            raise _Reject("bad_stream", f"stream id of {len(stream)} characters (1 to {self.max_stream_id} allowed)")
         if len(payload) > self.max_payload_bytes:
             raise _Reject("too_large", f"{len(payload)} bytes > limit {self.max_payload_bytes}")
         try:

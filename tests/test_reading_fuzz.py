@@ -524,3 +524,11 @@ def test_rejections_only_batches_touch_no_state(model) -> None:
     outs = eng.process(junk)
     assert all(isinstance(o, Rejection) for o in outs)
     assert snapshot(eng) == before and eng.take_evicted() == [] and "new" not in eng.table
+
+
+def test_overlong_or_empty_stream_ids_are_rejected_before_reaching_the_table() -> None:
+    d = Decoder(["a"], max_stream_id=16)
+    assert d.decode("x" * 16, b"1.0", 1_700_000_000.0) == Reading("x" * 16, 1_700_000_000.0, (1.0,))
+    for stream in ("x" * 17, ""):
+        out = d.decode(stream, b"1.0", 1_700_000_000.0)
+        assert isinstance(out, Rejection) and out.reason == "bad_stream"
