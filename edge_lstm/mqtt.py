@@ -131,7 +131,14 @@ class MqttLink:
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> paho.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        # paho refuses (rc QUEUE_SIZE, message dropped) when the 16-bit message id wraps onto one still
+        # in flight; the next id is free, so retry rather than leave a result that never completes.
+        for _ in range(8):
+            if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
+                break
+            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info
 
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:

@@ -1,0 +1,72 @@
+"""The daemon class used in-process (as the demo does), and its import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from edge_lstm.config import load_settings
+from edge_lstm.daemon import Daemon
+
+
+def test_daemon_never_imports_torch():
+    code = ("import sys, edge_lstm, edge_lstm.daemon, edge_lstm.mqtt, edge_lstm.config, edge_lstm.notify, "
+            "edge_lstm.logs; edge_lstm.model.load_model; "
+            "bad = [m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def ready(self, status: str = "") -> bool:
+        self.sent.append("READY=1")
+        return True
+
+    def status(self, status: str) -> bool:
+        self.sent.append(f"STATUS={status}")
+        return True
+
+    def stopping(self, status: str = "") -> bool:
+        self.sent.append("STOPPING=1")
+        return True
+
+    def watchdog(self, now: float | None = None) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_daemon_in_a_thread(broker, step_model_path, tmp_path, collector, publisher, monkeypatch):
+    for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
+        monkeypatch.delenv(k)
+    settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path),
+                             mqtt={"port": broker.port, "client_id": "inproc", "errors_topic": "edge-lstm/errors"})
+    notifier = FakeNotifier()
+    d = Daemon(settings, notifier=notifier)
+    stop = threading.Event()
+    t = threading.Thread(target=d.run, args=(stop,), daemon=True)
+    t.start()
+    assert d.ready.wait(15)
+    col = collector(broker.port, ["edge-lstm/#"])
+    pub = publisher(broker.port)
+    pub.send("sensors/x", {"ts": 1_700_000_000, "values": [1, 2, 3]})
+    pub.send("sensors/x", b"garbage")
+    pub.flush()
+    col.wait_count("edge-lstm/scores/", 1)
+    col.wait_count("edge-lstm/errors", 1)
+    st = d.stats()
+    assert st["results"] == 1 and st["rejected"] == {"not_json": 1} and st["streams"] == 1
+    stop.set()
+    t.join(20)
+    assert not t.is_alive()
+    assert notifier.sent[0].startswith("STATUS=") and "READY=1" in notifier.sent and "STOPPING=1" in notifier.sent
+    col.wait_for(lambda c: c.snapshot("edge-lstm/status")[-1][1] == b"offline", what="offline")

@@ -1,0 +1,70 @@
+"""The daemon against a real mosquitto: results, availability, rejections, shutdown."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import daemon_config
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+
+
+def reading(i: int, scale: float = 1.0) -> dict:
+    return {"ts": T0 + i, "values": [scale * (i % 7) / 7, scale * (i % 5) / 5, scale * (i % 3) / 3]}
+
+
+def test_reading_yields_result_and_availability(broker, step_model_path, tmp_path, run_daemon, collector,
+                                                publisher):
+    col = collector(broker.port, ["edge-lstm/#"])
+    d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
+    d.wait_ready()
+    col.wait_for(lambda c: (("edge-lstm/status", b"online", False) in c.snapshot("edge-lstm/status")),
+                 what="online")
+    pub = publisher(broker.port)
+    for i in range(3):
+        pub.send("sensors/pump-7", reading(i))
+    pub.send("sensors/pump-7", {"ts": T0 + 3, "a": 0.5, "b": 0.25, "c": 1.0})  # one field per feature
+    pub.flush()
+    results = col.wait_count("edge-lstm/scores/", 4)
+    assert [t for t, _, _ in col.snapshot("edge-lstm/scores/")] == ["edge-lstm/scores/pump-7"] * 4
+    r = results[0]
+    assert set(r) >= {"stream", "ts", "score", "anomaly", "threshold", "prediction", "warming_up", "model"}
+    assert r["stream"] == "pump-7" and r["ts"] == T0
+    assert r["model"] == {"name": "test-model", "version": "0.0.1"}
+    assert r["warming_up"] is True and r["anomaly"] is False and r["score"] == 0.0
+    assert set(r["prediction"]) == {"a", "b", "c"}
+    assert [x["ts"] for x in results] == [T0, T0 + 1, T0 + 2, T0 + 3]
+    assert results[2]["warming_up"] is False and results[2]["score"] > 0
+    assert results[2]["threshold"] == 3.0
+
+    # `online` is retained: a late subscriber sees it.
+    late = collector(broker.port, ["edge-lstm/status"])
+    late.wait_for(lambda c: ("edge-lstm/status", b"online", True) in c.snapshot(), what="retained online")
+
+    assert d.terminate() == 0
+    # `offline` is retained after a clean stop.
+    after = collector(broker.port, ["edge-lstm/status"])
+    after.wait_for(lambda c: ("edge-lstm/status", b"offline", True) in c.snapshot(), what="retained offline")
+    names = [e["event"] for e in d.events()]
+    assert "stopping" in names and "stopped" in names
+    stopped = [e for e in d.events() if e["event"] == "stopped"][0]
+    assert stopped["offline_published"] is True
+
+
+def test_drain_on_sigterm_acks_everything(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+    """Readings received before SIGTERM get results; the session keeps nothing unacked for them."""
+    col = collector(broker.port, ["edge-lstm/scores/#"])
+    d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
+    d.wait_ready()
+    pub = publisher(broker.port)
+    for i in range(200):
+        pub.send(f"sensors/s{i % 20}", reading(i // 20))
+    pub.flush()
+    col.wait_count("edge-lstm/scores/", 200)
+    assert d.terminate() == 0
+    stats = [e for e in d.events() if e["event"] == "stats"][-1]
+    assert stats["results"] == 200 and stats["acked"] == 200 and stats["unacked"] == 0

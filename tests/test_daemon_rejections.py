@@ -1,0 +1,101 @@
+"""Bad input is rejected with a reason, counted, forwarded to the errors topic, and harms no stream."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import daemon_config
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+
+
+def good(i: int, k: int) -> dict:
+    return {"ts": T0 + i, "values": [((i * 3 + k) % 7) / 7, ((i + k) % 5) / 5, (i % 3) / 3]}
+
+
+def bad_payloads(i: int) -> list[tuple[bytes, str]]:
+    """(payload, expected reason) — sent to stream g<k> after its i-th good reading."""
+    return [
+        (b"\xff\xfe\x00garbage", "not_utf8"),
+        (b"not json", "not_json"),
+        (b"[1, 2, 3]", "bad_shape"),
+        (json.dumps({"ts": T0 + i + 0.5, "values": [1, 2]}).encode(), "wrong_length"),
+        (json.dumps({"ts": T0 + i + 0.5, "values": [1, "x", 3]}).encode(), "not_number"),
+        (b'{"ts": %f, "values": [NaN, 1, 2]}' % (T0 + i + 0.5), "not_finite"),
+        (json.dumps({"ts": "yesterday", "values": [1, 2, 3]}).encode(), "bad_ts"),
+        (json.dumps({"ts": time.time() + 86400, "values": [1, 2, 3]}).encode(), "ts_in_future"),
+        (json.dumps({"ts": T0 + i + 0.5, "a": 1}).encode(), "missing_feature"),
+        (b'{"values": [' + b"1," * 3000 + b"1]}", "too_large"),
+        (json.dumps(good(i, 0)).encode(), "duplicate"),  # same ts as the good reading just sent
+        (json.dumps({"ts": T0 + i - 0.5, "values": [9, 9, 9]}).encode(), "out_of_order"),
+    ]
+
+
+def test_bad_payloads_rejected_and_streams_unharmed(broker, step_model_path, tmp_path, run_daemon,
+                                                    collector, publisher):
+    col = collector(broker.port, ["edge-lstm/scores/#", "edge-lstm/errors"])
+    cfg = daemon_config(broker, step_model_path, tmp_path / "state",
+                        mqtt={"errors_topic": "edge-lstm/errors"},
+                        log={"rejections_burst": 3, "rejections_interval_s": 3600})
+    d = run_daemon(cfg)
+    d.wait_ready()
+    pub = publisher(broker.port)
+    n, streams = 6, 3
+    expected: dict[str, int] = {}
+    for i in range(n):
+        for k in range(streams):
+            # g<k> gets each good reading followed by garbage; h<k> gets the same good readings only.
+            v = good(i, k)
+            pub.send(f"sensors/g{k}", v)
+            pub.send(f"sensors/h{k}", v)
+            if i >= 1:  # after the first reading, so duplicate/out_of_order have a last ts
+                for payload, reason in bad_payloads(i):
+                    if reason == "duplicate":
+                        payload = json.dumps(v).encode()
+                    pub.send(f"sensors/g{k}", payload)
+                    expected[reason] = expected.get(reason, 0) + 1
+        pub.send("sensors/", {"ts": T0 + i, "values": [1, 2, 3]})  # empty stream level
+        expected["bad_stream"] = expected.get("bad_stream", 0) + 1
+    pub.flush()
+    total_bad = sum(expected.values())
+    col.wait_count("edge-lstm/errors", total_bad)
+    col.wait_count("edge-lstm/scores/", 2 * n * streams)
+
+    errors = col.json("edge-lstm/errors")
+    got: dict[str, int] = {}
+    for e in errors:
+        assert set(e) == {"stream", "reason", "detail", "topic"}
+        got[e["reason"]] = got.get(e["reason"], 0) + 1
+    assert got == expected
+
+    by_topic: dict[str, list[dict]] = {}
+    for t, p, _ in col.snapshot("edge-lstm/scores/"):
+        by_topic.setdefault(t.rsplit("/", 1)[1], []).append(json.loads(p))
+    for k in range(streams):
+        g, h = by_topic[f"g{k}"], by_topic[f"h{k}"]
+        assert len(g) == len(h) == n
+        for rg, rh in zip(g, h):
+            rg.pop("stream"), rh.pop("stream")
+            assert rg == rh  # identical scores and predictions: garbage changed nothing
+
+    assert d.terminate() == 0
+    events = d.events()
+    stats = [e for e in events if e["event"] == "stats"][-1]
+    assert stats["rejected"] == expected
+    assert stats["results"] == 2 * n * streams
+    # Rate limiting: at most `burst` full lines per reason, the rest summarised with counts.
+    rejected = [e for e in events if e["event"] == "rejected"]
+    per_reason: dict[str, int] = {}
+    for e in rejected:
+        per_reason[e["reason"]] = per_reason.get(e["reason"], 0) + 1
+    assert max(per_reason.values()) <= 3
+    summary = [e for e in events if e["event"] == "rejected_suppressed"]
+    assert summary, "suppressed rejections must be summarised"
+    suppressed = summary[-1]["counts"]
+    for reason, count in expected.items():
+        assert per_reason.get(reason, 0) + suppressed.get(reason, 0) == count
