@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings, load_settings
@@ -46,6 +47,8 @@ class _Pending:
     generation: int
     infos: list[Any] = field(default_factory=list)  # publishes that must be handed over first
     t: float = 0.0  # monotonic time it was processed
+    reading: Any = None  # the Reading it stepped (journaled before the ack); None if rejected
+    batch: int = 0  # the engine call it was stepped in
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Daemon:
     idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
     drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
     stall_warn_s = 30.0  # warn when the oldest unacked reading's result is not handed over for this long
+    quiesce_timeout_s = 2.0  # how long intake may pause for a checkpoint before it is postponed
 
     def __init__(self, settings: Settings, model: Any = None, *, notifier: Any = None) -> None:
         from .engine import Engine
@@ -96,6 +100,9 @@ class Daemon:
         self._last_idle_check = time.monotonic()
         self._bp_logged = 0.0
         self._stall_logged = 0.0
+        self.durable: Any = None  # DurableState once run() has restored it
+        self._batch_no = 0
+        self._quiesce_since: float | None = None
 
     # ---- main loop ------------------------------------------------------------------------------
 
@@ -110,6 +117,7 @@ class Daemon:
                       broker=f"{s.mqtt.host}:{s.mqtt.port}", subscription=self.input.subscription,
                       output=s.mqtt.output_pattern, status_topic=s.mqtt.status_topic,
                       max_streams=s.engine.max_streams, receive_maximum=s.mqtt.receive_maximum)
+        self._open_durable()
         self.notifier.status("connecting to the broker")
         self.link.start()
         try:
@@ -119,10 +127,26 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _open_durable(self) -> None:
+        from .durable import DurableState
+
+        s = self.settings
+        sha = getattr(self.model, "sha256", None)
+        if not s.checkpoint.enabled or sha is None:
+            self.log.warning("durable_state_off", reason="checkpoint.enabled is false" if sha else
+                             "the model has no file hash", detail="state starts fresh at every start")
+            return
+        self.durable = DurableState(Path(s.state_dir), self.engine, sha, self.log,
+                                    fsync_interval_s=s.checkpoint.fsync_interval_s)
+        self.durable.restore()
+
     def _iteration(self, idle_wait: float) -> None:
-        batch = self._gather(idle_wait)
-        if batch:
-            self._process(batch)
+        if self._checkpoint_pending():
+            time.sleep(0.002)  # intake paused: wait for the broker to take the last results
+        else:
+            batch = self._gather(idle_wait)
+            if batch:
+                self._process(batch)
         self._ack_ready()
         now = time.monotonic()
         if not self.ready.is_set() and self.link.subscribed:
@@ -186,12 +210,14 @@ class Daemon:
                 continue
             decoded.append(self.decoder.decode(stream, m.payload, m.arrival))
         outcomes = self.engine.process(decoded)
-        self.engine.take_evicted()  # dropped: spilling evicted state is the checkpoint's job
+        self.engine.take_evicted()  # evicted streams' state is dropped (docs/durability.md)
+        self._batch_no += 1
+        batch_no = self._batch_no
 
         mq = self.settings.mqtt
         link = self.link
         errors_topic = mq.errors_topic
-        for m, topic, out in zip(batch, topics, outcomes):
+        for m, topic, reading, out in zip(batch, topics, decoded, outcomes):
             p = _Pending(m.mid, m.qos, m.generation, t=time.monotonic())
             if isinstance(out, Rejection):
                 self.reject_log(out.reason, stream=out.stream[:200], topic=topic[:200], detail=out.detail[:200])
@@ -200,6 +226,7 @@ class Daemon:
                     p.infos.append(link.publish(errors_topic, json.dumps(doc).encode(), mq.qos_out))
             else:
                 p.infos.append(link.publish(self.output.topic_for(out.stream), encode(out), mq.qos_out))
+                p.reading, p.batch = reading, batch_no
                 c.published += 1
             self.pending.append(p)
         outstanding = len(self.pending)
@@ -213,18 +240,25 @@ class Daemon:
                                  detail="the broker holds further readings until results are acknowledged")
 
     def _ack_ready(self) -> None:
-        """Acknowledge, in arrival order, every reading whose publishes the broker has taken."""
+        """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
+
+        The stepped readings among them are journaled first: once a reading is acknowledged the broker
+        forgets it, so from then on only the journal can bring its step back after a crash.
+        """
         from .mqtt import is_handed_over
 
-        link = self.link
         pending = self.pending
+        ready: list[_Pending] = []
+        while pending and all(is_handed_over(i) for i in pending[0].infos):
+            ready.append(pending.popleft())
+        if not ready:
+            return
+        if self.durable is not None:
+            self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
+        link = self.link
         gen = link.generation
         c = self.counters
-        while pending:
-            p = pending[0]
-            if not all(is_handed_over(i) for i in p.infos):
-                break
-            pending.popleft()
+        for p in ready:
             if p.qos == 0:
                 continue
             if p.generation == gen:
@@ -234,6 +268,29 @@ class Daemon:
                 # Received on an earlier connection: the broker redelivers it on this one (same session),
                 # and that copy is acked; acking the old packet id could ack a different message.
                 c.not_acked_old_connection += 1
+
+    def _checkpoint_pending(self) -> bool:
+        """True while intake is paused for a due checkpoint (taken as soon as nothing is unacked)."""
+        d = self.durable
+        if d is None:
+            return False
+        now = time.monotonic()
+        if now - d.last_checkpoint < self.settings.checkpoint.interval_s:
+            return False
+        if not self.pending:
+            d.checkpoint()
+            self._quiesce_since = None
+            return False
+        if self._quiesce_since is None:
+            self._quiesce_since = now
+        elif now - self._quiesce_since > self.quiesce_timeout_s:
+            # The broker is not taking results (outage): keep serving, try again next interval.
+            self.log.info("checkpoint_postponed", unacked=len(self.pending),
+                          detail="results not yet taken by the broker")
+            d.last_checkpoint = now
+            self._quiesce_since = None
+            return False
+        return True
 
     def _housekeeping(self, now: float) -> None:
         s = self.settings
@@ -315,6 +372,10 @@ class Daemon:
             self.log.warning("shutdown_unacked", count=len(self.pending),
                              detail="the broker redelivers these readings to the next session")
         self.reject_log.flush(force=True)
+        if self.durable is not None:
+            # With results still unacked the state is ahead of checkpoint + journal; the broker
+            # redelivers those readings, so the journal alone is the right record.
+            self.durable.close(final_checkpoint=not self.pending)
         self.log_stats()
         offline = link.close(timeout=self.drain_timeout_s)
         self.log.info("stopped", offline_published=offline)
@@ -323,6 +384,7 @@ class Daemon:
 
 def main(args: argparse.Namespace) -> int:
     from .contract import ModelFormatError
+    from .durable import StateDirBusy
 
     try:
         settings = load_settings(args.config)
@@ -355,6 +417,12 @@ def main(args: argparse.Namespace) -> int:
         return daemon.run(stop)
     except ConfigError as e:
         print(f"edge-lstm: {e}", file=sys.stderr)
+        return 2
+    except StateDirBusy as e:
+        print(f"edge-lstm: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:
+        print(f"edge-lstm: state_dir: {e}", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,9 @@ interval and at rotation, not per reading, to spare SD cards. At start, the chec
 the journal segments it does not cover are replayed through the engine: the state is then exactly
 what it was, and readings the broker redelivers are recognised as duplicates by event time.
 
-Segment files are `journal.<n>`; records are `<u32 length><u32 crc32><JSON [stream, ts, values]>`.
+Segment files are `journal.<n>`; records are `<u32 length><u32 crc32><JSON [batch, stream, ts, values]>`.
+`batch` numbers the engine call a reading was stepped in, so replay can step the same groups together
+(micro-batches of different composition may differ in the last float32 bit).
 Replay stops at the first torn or damaged record (the tail of a crash) and cuts the file there.
 """
 
@@ -47,14 +49,14 @@ class Journal:
     def path(self, segment: int) -> Path:
         return self.dir / f"journal.{segment}"
 
-    def append(self, readings: Iterable[Reading]) -> None:
-        """Write readings and hand them to the OS (a process crash no longer loses them)."""
+    def append(self, readings: Iterable[tuple[int, Reading]]) -> None:
+        """Write (batch, reading) pairs and hand them to the OS (a process crash no longer loses them)."""
         f = self._file
         if f is None:
             raise RuntimeError("journal is not open")
         n = 0
-        for r in readings:
-            payload = json.dumps([r.stream, r.ts, r.values], separators=(",", ":")).encode()
+        for batch, r in readings:
+            payload = json.dumps([batch, r.stream, r.ts, r.values], separators=(",", ":")).encode()
             f.write(_HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
             n += 1
         if n:
@@ -98,14 +100,28 @@ class Journal:
                 found.append((int(suffix), p))
         return sorted(found)
 
-    def replay(self, from_segment: int) -> Iterator[Reading]:
-        """Readings of every segment >= from_segment, in order; a torn tail is cut off."""
+    def replay(self, from_segment: int) -> Iterator[tuple[int, Reading]]:
+        """(batch, reading) of every segment >= from_segment, in order; a torn tail is cut off."""
         for n, p in self.segments():
             if n >= from_segment:
                 yield from _read_segment(p)
 
 
-def _read_segment(path: Path) -> Iterator[Reading]:
+def replay_batches(records: Iterable[tuple[int, Reading]]) -> Iterator[list[Reading]]:
+    """Group consecutive records of the same engine call."""
+    group: list[Reading] = []
+    current = None
+    for batch, reading in records:
+        if batch != current and group:
+            yield group
+            group = []
+        current = batch
+        group.append(reading)
+    if group:
+        yield group
+
+
+def _read_segment(path: Path) -> Iterator[tuple[int, Reading]]:
     with open(path, "rb") as f:
         data = f.read()
     pos = 0
@@ -120,11 +136,11 @@ def _read_segment(path: Path) -> Iterator[Reading]:
         if zlib.crc32(payload) != crc:
             break
         try:
-            stream, ts, values = json.loads(payload)
-            reading = Reading(str(stream), float(ts), tuple(float(v) for v in values))
+            batch, stream, ts, values = json.loads(payload)
+            record = (int(batch), Reading(str(stream), float(ts), tuple(float(v) for v in values)))
         except (ValueError, TypeError):
             break
-        yield reading
+        yield record
         pos = end
     if pos < len(data):
         # The torn tail of a crash (or damage): cut it so that appends continue after good records.
