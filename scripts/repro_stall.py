@@ -127,6 +127,11 @@ def one_run(args: argparse.Namespace, run: int) -> tuple[bool, float, str]:
                 link.tick()
             if all(i._published for i in infos):
                 break
+            if args.verbose:
+                print(f"  t={time.monotonic() - deadline + args.timeout:5.1f} unconfirmed="
+                      f"{sum(not i._published for i in infos)} out_packets={len(client._out_packet)} "
+                      f"inflight={client._inflight_messages}", flush=True)
+                time.sleep(0.5)
             time.sleep(0.01)
         elapsed = time.perf_counter() - t0
         stuck = [i for i in infos if not i._published]
@@ -158,6 +163,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--v311", dest="v5", action="store_false")
     ap.add_argument("--echo", action="store_true", help="subscribe to own publishes, ack from the worker")
+    ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--link", action="store_true", help="go through edge_lstm.mqtt.MqttLink")
     args = ap.parse_args()
     bad = 0
