@@ -1,0 +1,91 @@
+"""Issue 3's "done when": a PyTorch model nobody wrote for this tool, exported with one call, is served
+by `edge-lstm run` unchanged, and the scores published over MQTT are the source model's forecasts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import daemon_config
+from edge_lstm_export import export_torch
+
+pytestmark = [pytest.mark.export, pytest.mark.integration]
+
+FEATURES = ["temperature", "vibration", "current"]
+OFFSET = [40.0, 0.5, 10.0]
+SCALE = [4.0, 0.1, 2.0]
+T0 = 1_764_230_400
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 12, num_layers=2, batch_first=True)
+        self.norm = nn.LayerNorm(12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.norm(out)
+
+
+class UserForecaster(nn.Module):
+    """Written the usual way: whole sequences from zero state, a head on the last step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = Encoder()
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.encoder(x)[:, -1]))
+
+
+def readings(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None]
+    base = np.asarray(OFFSET) + np.asarray(SCALE) * np.sin(t / 7.0 + np.arange(3))
+    return base + rng.normal(0, 0.05, size=(n, 3)) * np.asarray(SCALE)
+
+
+def test_exported_user_model_is_served_by_the_daemon(tmp_path, broker, run_daemon, collector, publisher) -> None:
+    torch.manual_seed(0)
+    model = UserForecaster()
+    path = tmp_path / "user.onnx"
+    report = export_torch(model, path, features=FEATURES, output="forecast",
+                          scaling={"offset": OFFSET, "scale": SCALE},
+                          calibrate=[readings(300, s) for s in range(3)], warmup_steps=3,
+                          name="user-forecaster", version="2.1.0")
+    assert report.max_abs_error <= 1e-5
+
+    daemon = run_daemon(daemon_config(broker, path, tmp_path / "state"))
+    daemon.wait_ready()
+    col = collector(broker.port, ["edge-lstm/scores/#"])
+    pub = publisher(broker.port)
+    series = {"press-1": readings(25, 10), "press-2": readings(25, 11)}
+    for t in range(25):
+        for stream, x in series.items():
+            pub.send(f"sensors/{stream}", {"ts": T0 + t, **dict(zip(FEATURES, x[t].tolist()))})
+    pub.flush()
+    got = col.wait_count("edge-lstm/scores/", 50, timeout=30)
+    assert daemon.terminate() == 0
+
+    model.eval()
+    off, scale = np.asarray(OFFSET), np.asarray(SCALE)
+    for stream, x in series.items():
+        results = sorted((r for r in got if r["stream"] == stream), key=lambda r: r["ts"])
+        assert [r["ts"] for r in results] == [T0 + t for t in range(25)]
+        with torch.no_grad():
+            scaled = torch.tensor((x - off) / scale, dtype=torch.float32)[None]
+            # The source model's forecast after each prefix of the sequence, unscaled to feature units.
+            want = np.stack([model(scaled[:, : t + 1])[0].numpy() for t in range(25)]) * scale + off
+        for t, r in enumerate(results):
+            assert r["model"] == {"name": "user-forecaster", "version": "2.1.0"}
+            pred = np.asarray([r["prediction"][f] for f in FEATURES])
+            assert np.all(np.abs(pred - want[t]) <= 2e-5 * scale)  # parity bound, in feature units
+            assert r["warming_up"] == (t < 3)
+            assert math.isfinite(r["score"]) and r["score"] >= 0 and r["threshold"] > 0
