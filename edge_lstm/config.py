@@ -128,6 +128,10 @@ class EngineSettings(_Section):
     max_wait_ms: float = Field(default=5.0, ge=0)
     idle_timeout_s: float = Field(default=0.0, ge=0)  # 0 = never evict idle streams (only LRU when full)
     threads: int = Field(default=1, ge=1, le=64)
+    # What happens to a stream evicted from a full table: "spill" writes its state to
+    # state_dir/spill.db and restores it when the stream returns; "drop" forgets it (it warms up again).
+    evicted: Literal["spill", "drop"] = "spill"
+    max_spilled: int = Field(default=100_000, ge=1)  # versions kept in spill.db; oldest dropped beyond
     max_payload_bytes: int = Field(default=4096, ge=16)
     max_future_s: float = Field(default=300.0, ge=0)
 

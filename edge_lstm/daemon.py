@@ -81,7 +81,8 @@ class Daemon:
         self.settings = settings
         eng = settings.engine
         self.model = model if model is not None else load_model(settings.model, threads=eng.threads)
-        self.engine = Engine(self.model, max_streams=eng.max_streams)
+        # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
+        self.engine = Engine(self.model, max_streams=eng.max_streams, max_evicted=0)
         self.decoder = Decoder(self.model.meta.features, max_payload_bytes=eng.max_payload_bytes,
                                max_future_s=eng.max_future_s)
         self.input = TopicPattern(settings.mqtt.input_pattern)
@@ -131,13 +132,24 @@ class Daemon:
         from .durable import DurableState
 
         s = self.settings
+        spill = None
+        if s.engine.evicted == "spill":
+            from .spill import SqliteSpill
+
+            Path(s.state_dir).mkdir(parents=True, exist_ok=True)
+            spill = SqliteSpill(Path(s.state_dir) / "spill.db", self.model.state_shapes,
+                                len(self.model.meta.output.names), max_rows=s.engine.max_spilled,
+                                model_sha256=getattr(self.model, "sha256", ""))
+            if spill.discarded:
+                self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model")
+            self.engine.spill = spill
         sha = getattr(self.model, "sha256", None)
         if not s.checkpoint.enabled or sha is None:
             self.log.warning("durable_state_off", reason="checkpoint.enabled is false" if sha else
                              "the model has no file hash", detail="state starts fresh at every start")
             return
         self.durable = DurableState(Path(s.state_dir), self.engine, sha, self.log,
-                                    fsync_interval_s=s.checkpoint.fsync_interval_s)
+                                    fsync_interval_s=s.checkpoint.fsync_interval_s, spill=spill)
         self.durable.restore()
 
     def _iteration(self, idle_wait: float) -> None:
@@ -210,7 +222,6 @@ class Daemon:
                 continue
             decoded.append(self.decoder.decode(stream, m.payload, m.arrival))
         outcomes = self.engine.process(decoded)
-        self.engine.take_evicted()  # evicted streams' state is dropped (docs/durability.md)
         self._batch_no += 1
         batch_no = self._batch_no
 
@@ -376,6 +387,8 @@ class Daemon:
             # With results still unacked the state is ahead of checkpoint + journal; the broker
             # redelivers those readings, so the journal alone is the right record.
             self.durable.close(final_checkpoint=not self.pending)
+        if self.engine.spill is not None:
+            self.engine.spill.close()
         self.log_stats()
         offline = link.close(timeout=self.drain_timeout_s)
         self.log.info("stopped", offline_published=offline)

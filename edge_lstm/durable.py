@@ -32,7 +32,7 @@ class StateDirBusy(RuntimeError):
 
 class DurableState:
     def __init__(self, state_dir: Path, engine: Engine, model_sha256: str, log: Any,
-                 *, fsync_interval_s: float = 5.0) -> None:
+                 *, fsync_interval_s: float = 5.0, spill: Any = None) -> None:
         self.dir = state_dir
         self.engine = engine
         self.model_sha256 = model_sha256
@@ -41,6 +41,7 @@ class DurableState:
         self._lock = _lock(self.dir / LOCK)
         self.journal = Journal(self.dir, fsync_interval_s=fsync_interval_s)
         self.path = self.dir / CHECKPOINT
+        self.spill = spill  # SqliteSpill or None: compacted after each checkpoint
         self.checkpoints = 0
         self.last_checkpoint = time.monotonic()
 
@@ -90,6 +91,9 @@ class DurableState:
         size = checkpoint.save(self.path, self.engine.table, model_sha256=self.model_sha256,
                                journal_segment=segment)
         self.journal.drop_before(segment)
+        if self.spill is not None:
+            # Older spilled versions were only needed to replay journal segments now dropped.
+            self.spill.compact()
         self.checkpoints += 1
         self.last_checkpoint = time.monotonic()
         self.log.debug("checkpoint", streams=len(self.engine.table), bytes=size,

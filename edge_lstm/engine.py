@@ -16,6 +16,7 @@ from .model import StepModel
 from .reading import Reading, Rejection
 from .result import Result
 from .score import Scorer
+from .spill import SpillStore
 from .state import StateTable, StreamState
 
 
@@ -26,6 +27,7 @@ class Stats:
     anomalies: int = 0
     model_calls: int = 0
     evicted: int = 0
+    unspilled: int = 0  # returning streams restored from the spill store
     evicted_dropped: int = 0  # evicted rows never handed out by take_evicted (see Engine.max_evicted)
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -34,8 +36,12 @@ Outcome = Result | Rejection
 
 
 class Engine:
-    def __init__(self, model: StepModel, *, max_streams: int = 10_000, max_evicted: int | None = None) -> None:
+    def __init__(self, model: StepModel, *, max_streams: int = 10_000, max_evicted: int | None = None,
+                 spill: SpillStore | None = None) -> None:
+        """`spill`: where evicted streams' rows go and come back from (spill.py); without it they
+        are collected for `take_evicted` (at most `max_evicted`) and otherwise dropped."""
         self.model = model
+        self.spill = spill
         meta = model.meta
         self.meta = meta
         self.scorer = Scorer(meta)
@@ -120,11 +126,22 @@ class Engine:
         take = [j for j in range(n) if j not in stale] if stale else list(range(n))
         if not take:
             return out  # type: ignore[return-value]
-        s, evicted, n_evicted = table.acquire_many([readings[j].stream for j in take],
-                                                   keep_evicted=self.max_evicted > 0)
-        self.evicted.extend(evicted)
+        spill = self.spill
+        s, evicted, n_evicted, fresh = table.acquire_many(
+            [readings[j].stream for j in take], keep_evicted=spill is not None or self.max_evicted > 0)
         self.stats.evicted += n_evicted
-        if not evicted:
+        if spill is not None:
+            spill.put(evicted)
+            # A returning stream continues from its spilled row (the version before this reading).
+            for pos in fresh:
+                r = readings[take[pos]]
+                row = spill.get(r.stream, r.ts)
+                if row is not None:
+                    table.put_row(int(s[pos]), row)
+                    self.stats.unspilled += 1
+        elif evicted:
+            self.evicted.extend(evicted)
+        else:
             self.stats.evicted_dropped += n_evicted
 
         values = np.asarray([readings[j].values for j in take], np.float64)

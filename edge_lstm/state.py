@@ -114,20 +114,21 @@ class StateTable:
 
     def acquire_many(
         self, streams: Sequence[str], *, keep_evicted: bool = True
-    ) -> tuple[np.ndarray, list[StreamState], int]:
+    ) -> tuple[np.ndarray, list[StreamState], int, list[int]]:
         """`acquire` for a batch of distinct streams, with the per-stream numpy work done once.
 
-        Returns the slots (in order), the rows evicted to make room (if `keep_evicted`) and how many
-        streams were evicted. Evicted
+        Returns the slots (in order), the rows evicted to make room (if `keep_evicted`), how many
+        streams were evicted, and the positions in `streams` of streams that got a fresh slot. Evicted
         rows are copied out and new slots zeroed in one vectorised operation each: evicting is the
         common case under a flood of new stream ids.
         """
         get, slots, free = self.slots.get, self.slots, self._free
         out: list[int] = []
         new: list[int] = []
+        fresh: list[int] = []
         victims: list[tuple[str, int]] = []
         placed = 0  # streams of this batch sit at the MRU end of `slots` and are never victims
-        for stream in streams:
+        for pos, stream in enumerate(streams):
             slot = get(stream)
             if slot is not None:
                 slots.move_to_end(stream)
@@ -147,6 +148,7 @@ class StateTable:
             slots[stream] = slot
             out.append(slot)
             new.append(slot)
+            fresh.append(pos)
             placed += 1
         rows: list[StreamState] = []
         if victims and keep_evicted:
@@ -164,7 +166,7 @@ class StateTable:
             self.steps[n] = 0
             self.anomalies[n] = 0
             self.prediction[n] = 0.0
-        return np.asarray(out, np.intp), rows, len(victims)
+        return np.asarray(out, np.intp), rows, len(victims), fresh
 
     def evict(self, stream: str) -> StreamState:
         slot = self.slots.pop(stream)
@@ -183,6 +185,14 @@ class StateTable:
             prediction=self.prediction[slot].copy(),
         )
 
+    def put_row(self, slot: int, row: StreamState) -> None:
+        for a, st in zip(self.states, row.states):
+            a[slot] = st
+        self.last_ts[slot] = row.last_ts
+        self.steps[slot] = row.steps
+        self.anomalies[slot] = row.anomalies
+        self.prediction[slot] = row.prediction
+
     def restore(self, row: StreamState) -> StreamState | None:
         """Put a detached row back (from a checkpoint or a spill).
 
@@ -190,12 +200,7 @@ class StateTable:
         into a full table never loses a stream's state silently.
         """
         slot, evicted = self.acquire(row.stream)
-        for a, s in zip(self.states, row.states):
-            a[slot] = s
-        self.last_ts[slot] = row.last_ts
-        self.steps[slot] = row.steps
-        self.anomalies[slot] = row.anomalies
-        self.prediction[slot] = row.prediction
+        self.put_row(slot, row)
         return evicted
 
     def idle_streams(self, last_seen_before: float) -> list[str]:

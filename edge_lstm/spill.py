@@ -1,0 +1,106 @@
+"""Spilled stream state: where evicted streams' rows go when `engine.evicted = "spill"`.
+
+A stream evicted from the state table (LRU, when `max_streams` is reached) is written here, and when
+it returns its row is read back instead of starting fresh. SQLite (stdlib) in the state directory.
+
+Versions, not a single row per stream: a row is stored with its last event time, and a returning
+reading at `ts` takes the newest version *older than ts*. That keeps journal replay after a crash
+exact: replay sees the version that existed at that point of the original run, even though the
+original run went on to spill newer versions. `compact()` (at each checkpoint) keeps only the newest
+version per stream; `max_rows` bounds the disk (oldest versions dropped first, counted).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .state import StreamState
+
+
+class SpillStore(Protocol):
+    def put(self, rows: Sequence[StreamState]) -> None: ...
+
+    def get(self, stream: str, before_ts: float) -> StreamState | None: ...
+
+
+_COUNTS = struct.Struct("<qq")  # steps, anomalies
+
+
+class SqliteSpill:
+    def __init__(self, path: Path, state_shapes: Sequence[tuple[int, ...]], n_predictions: int,
+                 *, max_rows: int = 1_000_000, model_sha256: str = "") -> None:
+        self.path = path
+        self.max_rows = max_rows
+        self.shapes = [tuple(sh) for sh in state_shapes]
+        self.n_predictions = n_predictions
+        # Autocommit in WAL mode with synchronous=NORMAL: a commit survives a process crash without
+        # an fsync per eviction (SD-card wear); the WAL is synced at SQLite's own checkpoints.
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS spill (stream TEXT NOT NULL, last_ts REAL NOT NULL, "
+                        "row BLOB NOT NULL, PRIMARY KEY (stream, last_ts)) WITHOUT ROWID")
+        self.db.execute("CREATE INDEX IF NOT EXISTS by_ts ON spill (last_ts)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        # Rows of another model (other state shapes, other meaning) are never restored.
+        found = self.db.execute("SELECT value FROM meta WHERE key = 'model_sha256'").fetchone()
+        self.discarded = 0
+        if found is not None and found[0] != model_sha256:
+            self.discarded = self.db.execute("DELETE FROM spill").rowcount
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (model_sha256,))
+        self.rows = self.db.execute("SELECT COUNT(*) FROM spill").fetchone()[0]
+        self.dropped = 0
+        self.restored = 0
+
+    def put(self, rows: Sequence[StreamState]) -> None:
+        if not rows:
+            return
+        self.db.executemany("INSERT OR REPLACE INTO spill VALUES (?, ?, ?)",
+                            [(r.stream, r.last_ts, _pack(r)) for r in rows])
+        self.rows += len(rows)
+        if self.rows > self.max_rows:
+            excess = self.rows - self.max_rows
+            self.db.execute("DELETE FROM spill WHERE (stream, last_ts) IN "
+                            "(SELECT stream, last_ts FROM spill ORDER BY last_ts LIMIT ?)", (excess,))
+            self.rows -= excess
+            self.dropped += excess
+
+    def get(self, stream: str, before_ts: float) -> StreamState | None:
+        hit = self.db.execute("SELECT last_ts, row FROM spill WHERE stream = ? AND last_ts < ? "
+                              "ORDER BY last_ts DESC LIMIT 1", (stream, before_ts)).fetchone()
+        if hit is None:
+            return None
+        self.restored += 1
+        return self._unpack(stream, hit[0], hit[1])
+
+    def compact(self) -> None:
+        """Keep only the newest version of each stream (call when a checkpoint covers the past)."""
+        self.db.execute("DELETE FROM spill WHERE last_ts < (SELECT MAX(s2.last_ts) FROM spill s2 "
+                        "WHERE s2.stream = spill.stream)")
+        self.rows = self.db.execute("SELECT COUNT(*) FROM spill").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _unpack(self, stream: str, last_ts: float, blob: bytes) -> StreamState:
+        steps, anomalies = _COUNTS.unpack_from(blob)
+        pos = _COUNTS.size
+        prediction = np.frombuffer(blob, np.float64, self.n_predictions, pos).copy()
+        pos += 8 * self.n_predictions
+        states = []
+        for shape in self.shapes:
+            n = int(np.prod(shape))
+            states.append(np.frombuffer(blob, np.float32, n, pos).reshape(shape).copy())
+            pos += 4 * n
+        return StreamState(stream, states, float(last_ts), steps, anomalies, prediction)
+
+
+def _pack(r: StreamState) -> bytes:
+    parts = [_COUNTS.pack(r.steps, r.anomalies), np.asarray(r.prediction, np.float64).tobytes()]
+    parts += [np.asarray(st, np.float32).tobytes() for st in r.states]
+    return b"".join(parts)
