@@ -164,3 +164,35 @@ def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(m
     for a, b in zip([*back.states, back.prediction], [*spilled.states, spilled.prediction]):
         assert (a == b).all()
     assert len(eng.table) == 3
+
+
+def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None:
+    """The daemon's default (`engine.evicted = "spill"`): evicted rows go to SQLite, bounded."""
+    from edge_lstm.spill import SqliteSpill
+
+    max_spilled = 10_000
+    store = SqliteSpill(tmp_path / "spill.db", model.state_shapes, len(model.meta.output.names),
+                        max_rows=max_spilled)
+    eng = Engine(model, max_streams=MAX_STREAMS, spill=store)
+    fresh = BATCH - HOT
+    n_batches = 80  # ~80,000 distinct ids: 8x past the spill bound
+    sizes = []
+    for b in range(n_batches):
+        eng.process(batch(b, fresh))
+        if b in (n_batches // 2, n_batches - 1):
+            gc.collect()
+            sizes.append((rss_mb(), sum(p.stat().st_size for p in tmp_path.glob("spill.db*"))))
+    assert len(eng.table) <= MAX_STREAMS and eng.take_evicted() == []
+    assert store.rows == max_spilled and store.dropped == eng.stats.evicted - max_spilled
+    (rss_half, disk_half), (rss_end, disk_end) = sizes
+    print(f"\nspill flood: {n_batches * fresh:,} ids, {eng.stats.evicted:,} evicted, {store.rows:,} kept, "
+          f"{store.dropped:,} dropped; RSS {rss_half:.0f} -> {rss_end:.0f} MB, "
+          f"disk {disk_half / 2**20:.1f} -> {disk_end / 2**20:.1f} MiB")
+    assert rss_end - rss_half < 20
+    assert disk_end < 2 * max(disk_half, 1 << 20)  # the db does not keep growing past its bound
+    # Hot streams kept their state throughout; a spilled flood stream comes back with its row.
+    assert eng.table.row("hot-0").steps == n_batches
+    back = f"flood-{(n_batches - 3) * fresh}"
+    assert back not in eng.table
+    eng.process([Reading(back, T0 + n_batches + 1, (0.0, 0.0, 0.0))])
+    assert eng.table.row(back).steps == 2 and eng.stats.unspilled == 1
