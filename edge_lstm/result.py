@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from math import isfinite
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring  # C-accelerated, returns the quoted JSON string
@@ -65,10 +66,13 @@ def encode(r: Result) -> bytes:
         key, values = "prediction", r.prediction
     else:
         key, values = "output", r.output or []
-    body = ",".join([k + _num(v) for k, v in zip(_keys(r.names), values)])
+    # ts (a validated reading) and threshold (validated metadata) are finite; model outputs may not be.
+    num = repr if isfinite(r.score) and all(map(isfinite, values)) else _num
+    body = ",".join([k + num(v) for k, v in zip(_keys(r.names), values)])
+    threshold = "null" if r.threshold is None else repr(r.threshold)
     return (
-        f'{{"stream":{encode_basestring(r.stream)},"ts":{_num(r.ts)},"score":{_num(r.score)},'
-        f'"anomaly":{"true" if r.anomaly else "false"},"threshold":{_num(r.threshold)},'
+        f'{{"stream":{encode_basestring(r.stream)},"ts":{r.ts!r},"score":{num(r.score)},'
+        f'"anomaly":{"true" if r.anomaly else "false"},"threshold":{threshold},'
         f'"warming_up":{"true" if r.warming_up else "false"},'
         f'"model":{_model_json(r.model["name"], r.model["version"])},"{key}":{{{body}}}}}'
     ).encode()
