@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 # Readings stamped before this are certainly a sensor with an unset clock (2000-01-01T00:00:00Z).
 MIN_TS = 946_684_800.0
+F32_MAX = 3.0e38  # beyond this (float32's range) the model would see inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +122,18 @@ class Decoder:
             if len(vals) != len(self.features):
                 raise _Reject("wrong_length", f"'values' has {len(vals)} items for {len(self.features)} "
                                               f"features {list(self.features)}")
-            return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
-        missing = [f for f in self.features if f not in doc]
-        if missing:
-            raise _Reject("missing_feature", f"missing {missing}; expected 'values' or fields "
-                                             f"{list(self.features)}")
-        return tuple([_finite(doc[f], f) for f in self.features])
+        else:
+            missing = [f for f in self.features if f not in doc]
+            if missing:
+                raise _Reject("missing_feature", f"missing {missing}; expected 'values' or fields "
+                                                 f"{list(self.features)}")
+            vals = [doc[f] for f in self.features]
+        # Fast path: the parser makes every JSON number a float (parse_int=float) and never yields
+        # NaN, so floats within float32 range are valid as they are. Anything else gets the
+        # per-value check that names the offending feature.
+        if all(type(v) is float for v in vals) and -F32_MAX <= min(vals) and max(vals) <= F32_MAX:
+            return tuple(vals)
+        return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
 
     def _ts(self, raw: Any, arrival_ts: float) -> float:
         if raw is None:
@@ -166,6 +173,6 @@ def _finite(v: Any, name: str) -> float:
     if not math.isfinite(f):
         raise _Reject("not_finite", f"{name}: {f} is not finite")
     # Beyond float32 range the model would see inf.
-    if abs(f) > 3.0e38:
+    if abs(f) > F32_MAX:
         raise _Reject("not_finite", f"{name}: {f:g} is outside float32 range")
     return f
