@@ -5,6 +5,7 @@ Installs nothing: if the binary is missing, says how to get it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -62,6 +63,11 @@ class PrivateBroker:
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Started as root, mosquitto switches to the `mosquitto` user (conf `user`, default
+            # "mosquitto"), which cannot write into our 0700 root-owned temp dir: the log and the
+            # persistence file would silently not be written. Stay root: it is a private test broker.
+            lines.append("user root")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         self.conf.write_text("\n".join(lines) + "\n" + self.extra_conf + "\n")

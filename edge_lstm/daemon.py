@@ -132,6 +132,14 @@ class Daemon:
         from .durable import DurableState
 
         s = self.settings
+        sha = getattr(self.model, "sha256", None)
+        durable = s.checkpoint.enabled and sha is not None
+        if durable:
+            # Takes the state dir lock: before anything in the directory is opened, so that a second
+            # daemon on it stops (StateDirBusy) without touching it (the spill store below would
+            # delete the first one's spilled rows if the second serves another model).
+            self.durable = DurableState(Path(s.state_dir), self.engine, sha, self.log,
+                                        fsync_interval_s=s.checkpoint.fsync_interval_s)
         spill = None
         if s.engine.evicted == "spill":
             from .spill import SqliteSpill
@@ -143,13 +151,11 @@ class Daemon:
             if spill.discarded:
                 self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model")
             self.engine.spill = spill
-        sha = getattr(self.model, "sha256", None)
-        if not s.checkpoint.enabled or sha is None:
+        if not durable:
             self.log.warning("durable_state_off", reason="checkpoint.enabled is false" if sha else
                              "the model has no file hash", detail="state starts fresh at every start")
             return
-        self.durable = DurableState(Path(s.state_dir), self.engine, sha, self.log,
-                                    fsync_interval_s=s.checkpoint.fsync_interval_s, spill=spill)
+        self.durable.spill = spill
         self.durable.restore()
 
     def _iteration(self, idle_wait: float) -> None:
