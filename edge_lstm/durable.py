@@ -58,10 +58,10 @@ class DurableState:
             aside = checkpoint.set_aside(self.path, e.reason)
             self.log.warning("checkpoint_set_aside", reason=e.reason, detail=e.detail, moved_to=str(aside))
             ck = None
-            if e.reason == "model_mismatch":
-                # The journal holds readings of the same era: they belong to the other model's state.
-                for _, seg in self.journal.segments():
-                    os.replace(seg, seg.with_name(f"{seg.name}.model_mismatch.{int(time.time())}"))
+            # The journal continues the refused checkpoint: replayed onto a fresh table it would give
+            # streams a partial history (or another model's). Start truly fresh; keep it for inspection.
+            for _, seg in self.journal.segments():
+                os.replace(seg, seg.with_name(f"{seg.name}.{e.reason}.{int(time.time())}"))
         if ck is not None:
             for row in ck.rows:
                 engine.table.restore(row)

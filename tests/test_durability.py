@@ -144,3 +144,61 @@ def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) ->
     assert sum(1 for o in out if not isinstance(o, Result)) == 30  # 120..149 were already applied
     assert same_tables(reference, restarted) <= 1e-6
     assert same_tables(reference, restarted) == 0.0  # same engine calls replayed: bit-exact
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def _record(self, event: str, **kw: object) -> None:
+        self.events.append((event, kw))
+
+    info = warning = debug = _record
+
+
+def test_durable_state_restores_checkpoint_plus_journal(model, tmp_path: Path) -> None:
+    from edge_lstm.durable import DurableState, StateDirBusy
+
+    readings = traffic(4, 10)
+    first = Engine(model)
+    d = DurableState(tmp_path, first, model.sha256, _Log())
+    d.restore()
+    for i in range(0, len(readings), 7):
+        batch = readings[i:i + 7]
+        out = first.process(batch)
+        d.record((i, r) for r, o in zip(batch, out) if isinstance(o, Result))
+        if i == 14:
+            d.checkpoint()
+    with pytest.raises(StateDirBusy):
+        DurableState(tmp_path, Engine(model), model.sha256, _Log())
+    d.journal.close()  # a crash: no final checkpoint
+    import os
+
+    os.close(d._lock)
+    second = Engine(model)
+    log = _Log()
+    info = DurableState(tmp_path, second, model.sha256, log).restore()
+    assert info["checkpoint"] and info["replayed"] == len(readings) - 21
+    assert same_tables(first, second) == 0.0
+
+
+def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) -> None:
+    from edge_lstm.durable import DurableState
+
+    first = Engine(model)
+    d = DurableState(tmp_path, first, model.sha256, _Log())
+    d.restore()
+    readings = traffic(2, 3)
+    first.process(readings)
+    d.record((0, r) for r in readings)
+    d.journal.close()
+    import os
+
+    os.close(d._lock)
+    (tmp_path / "checkpoint").write_bytes(b"garbage")
+    log = _Log()
+    fresh = Engine(model)
+    info = DurableState(tmp_path, fresh, model.sha256, log).restore()
+    assert not info["checkpoint"] and info["replayed"] == 0 and len(fresh.table) == 0
+    assert [e for e, _ in log.events][:1] == ["checkpoint_set_aside"]
+    assert list(tmp_path.glob("journal.*.corrupt.*")) and list(tmp_path.glob("checkpoint.corrupt.*"))
