@@ -75,42 +75,22 @@ class StateTable:
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
         self.capacity = capacity
 
-    def _reset(self, slot: int) -> None:
+    def _reset(self, slots: np.ndarray) -> None:
         for a in self.states:
-            a[slot] = 0.0
-        self.last_ts[slot] = -np.inf
-        self.steps[slot] = 0
-        self.anomalies[slot] = 0
-        self.prediction[slot] = 0.0
+            a[slots] = 0.0
+        self.last_ts[slots] = -np.inf
+        self.steps[slots] = 0
+        self.anomalies[slots] = 0
+        self.prediction[slots] = 0.0
 
     def slot(self, stream: str) -> int | None:
         return self.slots.get(stream)
 
-    def acquire(self, stream: str, pinned: set[str] | None = None) -> tuple[int, StreamState | None]:
-        """The stream's slot, marked most recently seen; a fresh zeroed slot for a new stream.
-
-        Returns the evicted stream's row when making room evicted one. Streams in `pinned` (those
-        already placed in the current batch) are never evicted.
-        """
-        slot = self.slots.get(stream)
-        if slot is not None:
-            self.slots.move_to_end(stream)
-            return slot, None
-        evicted = None
-        if not self._free:
-            if self.capacity < self.max_streams:
-                self._grow(min(self.capacity * 2, self.max_streams))
-            else:
-                victim = next(iter(self.slots))  # least recently seen
-                if pinned and victim in pinned:
-                    victim = next((s for s in self.slots if s not in pinned), None)
-                if victim is None:
-                    raise RuntimeError("state table full of streams pinned by the current batch")
-                evicted = self.evict(victim)
-        slot = self._free.pop()
-        self._reset(slot)
-        self.slots[stream] = slot
-        return slot, evicted
+    def acquire(self, stream: str) -> tuple[int, StreamState | None]:
+        """The stream's slot, marked most recently seen (a fresh zeroed slot for a new stream), and
+        the row of the stream evicted to make room, if one was."""
+        slots, rows, _, _ = self.acquire_many([stream])
+        return int(slots[0]), (rows[0] if rows else None)
 
     def acquire_many(
         self, streams: Sequence[str], *, keep_evicted: bool = True
@@ -159,13 +139,7 @@ class StateTable:
             rows = [StreamState(name, [a[i] for a in states], last_ts[i], steps[i], anomalies[i], prediction[i])
                     for i, (name, _) in enumerate(victims)]
         if new:
-            n = np.asarray(new, np.intp)
-            for a in self.states:
-                a[n] = 0.0
-            self.last_ts[n] = -np.inf
-            self.steps[n] = 0
-            self.anomalies[n] = 0
-            self.prediction[n] = 0.0
+            self._reset(np.asarray(new, np.intp))
         return np.asarray(out, np.intp), rows, len(victims), fresh
 
     def evict(self, stream: str) -> StreamState:
