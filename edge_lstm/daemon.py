@@ -104,6 +104,8 @@ class Daemon:
         self.durable: Any = None  # DurableState once run() has restored it
         self._batch_no = 0
         self._quiesce_since: float | None = None
+        self._last_kick = 0.0
+        self._last_ack_progress = time.monotonic()
 
     # ---- main loop ------------------------------------------------------------------------------
 
@@ -270,6 +272,7 @@ class Daemon:
             ready.append(pending.popleft())
         if not ready:
             return
+        self._last_ack_progress = time.monotonic()
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
         link = self.link
@@ -315,13 +318,18 @@ class Daemon:
             self._last_idle_check = now
             self.engine.evict_idle(time.time() - s.engine.idle_timeout_s)
         self.reject_log.flush()
-        if (self.pending and self.link.connected and now - self.pending[0].t > self.stall_warn_s
-                and now - self._stall_logged > self.stall_warn_s):
-            self._stall_logged = now
-            self.counters.stalls += 1
-            self.log.warning("publish_stalled", unacked=len(self.pending),
-                             oldest_age_s=round(now - self.pending[0].t, 1),
-                             detail="results are not being acknowledged by the broker while connected")
+        if self.pending and self.link.connected:
+            if now - self._last_kick >= 5.0:
+                # Re-send results paho left unsent while connected (mqtt.py, MqttLink.kick).
+                self._last_kick = now
+                self.link.kick(min_age_s=5.0)
+            # A stall is no progress, not a long backlog: acks still flowing means the broker is slow.
+            idle = now - max(self.pending[0].t, self._last_ack_progress)
+            if idle > self.stall_warn_s and now - self._stall_logged > self.stall_warn_s:
+                self._stall_logged = now
+                self.counters.stalls += 1
+                self.log.warning("publish_stalled", unacked=len(self.pending), no_progress_s=round(idle, 1),
+                                 detail="results are not being acknowledged by the broker while connected")
         if s.log.stats_interval_s and now - self._last_stats >= s.log.stats_interval_s:
             self.log_stats(now)
 
@@ -341,6 +349,7 @@ class Daemon:
             "backpressure_events": self.counters.backpressure_events,
             "max_outstanding": self.counters.max_outstanding,
             "stalls": self.counters.stalls,
+            "publish_refused": self.link.publish_failures if self.link else 0,
             "model_calls": st.model_calls,
             "connected": bool(self.link and self.link.connected),
             "reconnects": max(0, (self.link.connects if self.link else 0) - 1),

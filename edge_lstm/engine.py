@@ -178,7 +178,10 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def evict_idle(self, older_than_ts: float) -> list[StreamState]:
-        """Evict streams whose last reading is older than the given event time."""
+        """Evict streams whose last reading is older than the given event time (spilled if a spill
+        store is attached, like streams evicted from a full table)."""
         rows = [self.table.evict(s) for s in self.table.idle_streams(older_than_ts)]
         self.stats.evicted += len(rows)
+        if self.spill is not None:
+            self.spill.put(rows)
         return rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,9 @@ from .config import MqttSettings
 from .logs import get_logger
 
 ONLINE = b"online"
+# Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
+_AWAITING_ACK = (paho.mqtt_ms_wait_for_puback, paho.mqtt_ms_wait_for_pubrec, paho.mqtt_ms_wait_for_pubcomp,
+                 paho.mqtt_ms_resend_pubrel)
 OFFLINE = b"offline"
 
 
@@ -78,6 +82,8 @@ class MqttLink:
         self.refused = 0  # messages that arrived after accepting stopped (left unacked: redelivered)
         self.connects = 0
         self.disconnects = 0
+        self.connect_failures = 0
+        self.publish_failures = 0  # PUBACKs with a failure reason code (results the broker refused)
         self._wake_pending = False
         self._sub_mid: int | None = None
 
@@ -110,6 +116,7 @@ class MqttLink:
         c.max_queued_messages_set(0)  # bounded by us: results are only produced for unacked readings
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.on_publish = self._on_publish
@@ -138,7 +145,46 @@ class MqttLink:
             if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
                 break
             info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS and not info._published:  # noqa: SLF001
+            # paho drops a QoS 0 message it cannot send (rc NO_CONN while disconnected) and never
+            # completes its info (client.py `publish`, qos == 0 branch). The message is gone, as QoS 0
+            # allows; mark it done or the reading waiting for it would never be acknowledged.
+            info._set_as_published()  # noqa: SLF001
         return info
+
+    def kick(self, min_age_s: float = 5.0) -> int:
+        """Repair paho's outgoing window if QoS 1/2 messages sit unsent while connected.
+
+        paho sends a message that did not fit the in-flight window (state `queued`) only from
+        `_update_inflight`, run when a PUBACK/PUBCOMP arrives; messages left in state `publish` are
+        resent only by `_handle_connack`. If its in-flight counter ever disagrees with the messages
+        actually awaiting an acknowledgement, or a resend is skipped (`_handle_connack` returns at the
+        first `queued` message), those messages wait forever while connected. Here (called from the
+        worker every few seconds): when messages older than `min_age_s` are unsent, recount the
+        window and send what fits. Returns how many were stuck (0 normally; then it changes nothing).
+        """
+        c = self.client
+        if not c.is_connected():
+            return 0
+        now = paho.time_func()  # the clock of MQTTMessage.timestamp
+        with c._out_message_mutex:  # noqa: SLF001 - paho's own lock for these fields
+            msgs = list(c._out_messages.values())  # noqa: SLF001
+            inflight = sum(1 for m in msgs if m.state in _AWAITING_ACK)
+            room = inflight < c._max_inflight_messages  # noqa: SLF001
+            # `queued` is normal while the window is full; `publish` is never normal once connected.
+            # timestamp 0: reset by a reconnect and not yet resent by _handle_connack (it sets it): skip.
+            stuck = [m for m in msgs if m.qos > 0 and m.timestamp > 0 and now - m.timestamp >= min_age_s
+                     and (m.state == paho.mqtt_ms_publish or (room and m.state == paho.mqtt_ms_queued))]
+            if not stuck:
+                return 0
+            counter = c._inflight_messages  # noqa: SLF001
+            for m in stuck:
+                m.state = paho.mqtt_ms_queued
+            c._inflight_messages = inflight  # noqa: SLF001
+            c._update_inflight()  # noqa: SLF001 - sends queued messages while the window has room (max >= 1)
+        self.log.warning("mqtt_publish_kicked", stuck=len(stuck), inflight_counter=counter, inflight_actual=inflight,
+                         oldest_age_s=round(now - min(m.timestamp for m in stuck), 1))
+        return len(stuck)
 
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:
@@ -201,6 +247,14 @@ class MqttLink:
                       connection=self.generation)
         self._wake()
 
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError` around reconnect() (loop_forever), so the error
+        # (connection refused, TLS certificate/handshake failure, DNS) is the exception being handled.
+        err = sys.exc_info()[1]
+        self.connect_failures += 1
+        self.log.warning("mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port, tls=self.cfg.tls.enabled,
+                         error=f"{type(err).__name__}: {err}" if err else "unknown", attempt=self.connect_failures)
+
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
         if mid != self._sub_mid:
@@ -234,4 +288,11 @@ class MqttLink:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
+        # A v5 PUBACK can carry a failure (e.g. not authorised to publish on the output topic).
+        # Retrying cannot fix that: count and log it (cheap, rare) so it is visible, not silent.
+        if getattr(reason_code, "is_failure", False):
+            self.publish_failures += 1
+            if self.publish_failures <= 10 or self.publish_failures % 1000 == 0:
+                self.log.warning("mqtt_publish_refused", mid=mid, reason=str(reason_code),
+                                 count=self.publish_failures)
         self._wake()

@@ -102,3 +102,13 @@ def test_rows_of_another_model_are_discarded(model, tmp_path) -> None:
     assert spill_for(model, tmp_path, model_sha256="a" * 64).get("a", T0 + 1) is not None
     other = spill_for(model, tmp_path, model_sha256="b" * 64)
     assert other.discarded == 1 and other.get("a", T0 + 1) is None
+
+
+def test_idle_evicted_streams_are_spilled_too(model, tmp_path) -> None:
+    store = spill_for(model, tmp_path)
+    e = Engine(model, spill=store)
+    e.process([Reading("old", T0, (1, 2, 3)), Reading("new", T0 + 500, (1, 2, 3))])
+    assert [r.stream for r in e.evict_idle(older_than_ts=T0 + 100)] == ["old"]
+    (res,) = e.process([Reading("old", T0 + 600, (1, 2, 3))])
+    assert res.score > 0  # compared with the prediction made before eviction: not a fresh start
+    assert e.table.row("old").steps == 2 and e.stats.unspilled == 1

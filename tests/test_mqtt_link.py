@@ -1,0 +1,60 @@
+"""MqttLink.publish never leaves a result that can't complete; kick() repairs a stuck paho window."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from edge_lstm.config import MqttSettings
+from edge_lstm.mqtt import MqttLink, is_handed_over
+
+
+def test_qos0_publish_while_disconnected_counts_as_handed_over():
+    """paho drops a QoS 0 message it cannot send and never completes its info: the link does."""
+    link = MqttLink(MqttSettings(client_id="t-q0"), queue.SimpleQueue(), "sensors/+")  # never started
+    info0 = link.publish("edge-lstm/scores/x", b"{}", qos=0)
+    assert info0.rc == paho.MQTT_ERR_NO_CONN and is_handed_over(info0)
+    info1 = link.publish("edge-lstm/scores/x", b"{}", qos=1)  # kept by paho, sent after connecting
+    assert info1.rc == paho.MQTT_ERR_NO_CONN and not is_handed_over(info1)
+    assert link.kick(min_age_s=0) == 0  # not connected: nothing to repair
+
+
+def _wait(pred, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("state", ["queued", "publish"])
+def test_kick_sends_messages_stuck_while_connected(broker, state):
+    """The stuck state: window counter full with nothing in flight, or messages never resent."""
+    link = MqttLink(MqttSettings(port=broker.port, client_id=f"t-kick-{state}", max_inflight=10),
+                    queue.SimpleQueue(), "nothing/here")
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        c = link.client
+        assert _wait(lambda: not c._out_messages)  # `online` confirmed
+        assert link.kick(min_age_s=0) == 0  # healthy: nothing to do
+        with c._out_message_mutex:
+            c._inflight_messages = c._max_inflight_messages  # a counter that drifted
+        infos = [link.publish("t/kick", b"x", qos=1) for _ in range(25)]
+        if state == "publish":
+            with c._out_message_mutex:
+                for m in c._out_messages.values():
+                    m.state = paho.mqtt_ms_publish  # as if a CONNACK resend had been skipped
+        time.sleep(0.3)
+        assert not any(is_handed_over(i) for i in infos)  # stuck: no PUBACK will ever come
+        assert link.kick(min_age_s=60) == 0  # too young to call stuck
+        assert link.kick(min_age_s=0) == 25
+        assert _wait(lambda: all(is_handed_over(i) for i in infos))
+        assert c._inflight_messages == 0
+    finally:
+        link.close(timeout=2)
