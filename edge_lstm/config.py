@@ -125,6 +125,9 @@ class MqttSettings(_Section):
 class EngineSettings(_Section):
     max_streams: int = Field(default=10_000, ge=1)
     max_batch: int = Field(default=1024, ge=1)
+    # Received readings waiting for the worker; at this many the MQTT network thread stops reading
+    # until half have been processed (backpressure to the broker instead of unbounded memory).
+    max_queue: int = Field(default=10_000, ge=2)
     max_wait_ms: float = Field(default=5.0, ge=0)
     idle_timeout_s: float = Field(default=0.0, ge=0)  # 0 = never evict idle streams (only LRU when full)
     threads: int = Field(default=1, ge=1, le=64)

@@ -57,7 +57,6 @@ class Counters:
     published: int = 0
     acked: int = 0
     not_acked_old_connection: int = 0
-    backpressure_events: int = 0
     batches: int = 0
     max_outstanding: int = 0
     stalls: int = 0
@@ -100,6 +99,7 @@ class Daemon:
         self._last_stats_results = 0
         self._last_idle_check = time.monotonic()
         self._bp_logged = 0.0
+        self._holds_logged = 0
         self._stall_logged = 0.0
         self.durable: Any = None  # DurableState once run() has restored it
         self._batch_no = 0
@@ -113,7 +113,7 @@ class Daemon:
         from .mqtt import MqttLink
 
         s = self.settings
-        self.link = MqttLink(s.mqtt, self.inbox, self.input.subscription)
+        self.link = MqttLink(s.mqtt, self.inbox, self.input.subscription, max_queue=s.engine.max_queue)
         meta = self.model.meta
         self.log.info("starting", model=meta.name, model_version=meta.version,
                       features=list(meta.features), kind=meta.output.kind,
@@ -248,15 +248,7 @@ class Daemon:
                 p.reading, p.batch = reading, batch_no
                 c.published += 1
             self.pending.append(p)
-        outstanding = len(self.pending)
-        c.max_outstanding = max(c.max_outstanding, outstanding)
-        if mq.qos_in and outstanding >= mq.receive_maximum:
-            c.backpressure_events += 1
-            now = time.monotonic()
-            if now - self._bp_logged > 10.0:
-                self._bp_logged = now
-                self.log.warning("backpressure", outstanding=outstanding, receive_maximum=mq.receive_maximum,
-                                 detail="the broker holds further readings until results are acknowledged")
+        c.max_outstanding = max(c.max_outstanding, len(self.pending))
 
     def _ack_ready(self) -> None:
         """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
@@ -318,6 +310,12 @@ class Daemon:
             self._last_idle_check = now
             self.engine.evict_idle(time.time() - s.engine.idle_timeout_s)
         self.reject_log.flush()
+        holds = self.link.holds
+        if holds > self._holds_logged and now - self._bp_logged > 10.0:
+            self._bp_logged, self._holds_logged = now, holds
+            self.log.warning("backpressure", holds=holds, held_s=round(self.link.held_s, 1),
+                             max_queue=self.settings.engine.max_queue, queue=self.inbox.qsize(),
+                             detail="the worker is behind: reading from the broker paused until it catches up")
         if self.pending and self.link.connected:
             if now - self._last_kick >= 5.0:
                 # Re-send results paho left unsent while connected (mqtt.py, MqttLink.kick).
@@ -346,7 +344,8 @@ class Daemon:
             "queue": self.inbox.qsize(),
             "unacked": len(self.pending),
             "acked": self.counters.acked,
-            "backpressure_events": self.counters.backpressure_events,
+            "backpressure_events": self.link.holds if self.link else 0,
+            "max_queue_seen": self.link.max_inbox if self.link else 0,
             "max_outstanding": self.counters.max_outstanding,
             "stalls": self.counters.stalls,
             "publish_refused": self.link.publish_failures if self.link else 0,

@@ -67,10 +67,17 @@ def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
 class MqttLink:
     """The daemon's MQTT connection. Thread-safe for `publish`/`ack` from the worker thread."""
 
-    def __init__(self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str) -> None:
+    def __init__(self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str,
+                 *, max_queue: int = 10_000) -> None:
         self.cfg = cfg
         self.inbox = inbox
         self.subscription = subscription
+        # Backpressure (see _hold): stop reading at max_queue waiting readings, resume at half.
+        self.max_queue = max_queue
+        self.resume_below = max_queue // 2
+        self.max_inbox = 0  # the most readings ever waiting for the worker
+        self.holds = 0  # times the network thread stopped reading because the worker was behind
+        self.held_s = 0.0
         self.log = get_logger("edge_lstm.mqtt")
         self.v5 = cfg.protocol == "5"
         self.generation = 0
@@ -283,8 +290,30 @@ class MqttLink:
             self.inbox.put(Inbound(msg._topic, msg.payload, msg.mid, msg.qos, time.time(),  # noqa: SLF001
                                    self.generation))
             self.received += 1
+            waiting = self.inbox.qsize()
+            if waiting > self.max_inbox:
+                self.max_inbox = waiting
+            if waiting >= self.max_queue:
+                self._hold()
         else:
             self.refused += 1
+
+    def _hold(self) -> None:
+        """Backpressure: the worker is behind, so stop reading from the broker until it has caught up.
+
+        This runs in paho's network thread, so not returning means the socket is not read: TCP pushes
+        back and the broker keeps further readings in its queue for us (`max_queued_messages`), instead
+        of our memory growing without limit. Receive Maximum should do this, but mosquitto 2.0.11 does
+        not honour it once acks flow (mosquitto #2301; measured, docs/operations.md). The worker drains
+        the queue without the network thread, so this cannot deadlock; it waits at most half the
+        keepalive at a time so that paho can still send PINGREQ between two holds.
+        """
+        self.holds += 1
+        t0 = time.monotonic()
+        limit = t0 + self.cfg.keepalive / 2
+        while self.accepting and self.inbox.qsize() > self.resume_below and time.monotonic() < limit:
+            time.sleep(0.002)
+        self.held_s += time.monotonic() - t0
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:

@@ -28,8 +28,9 @@ class _Msg:
 def test_on_message_only_appends():
     """The network-thread callback does nothing but an append: a few microseconds per message."""
     inbox: queue.SimpleQueue = queue.SimpleQueue()
-    link = MqttLink(MqttSettings(client_id="t"), inbox, "sensors/+")
     msgs = [_Msg(i) for i in range(20_000)]
+    # Nobody drains this inbox: keep it below the backpressure bound (tests/test_backpressure.py).
+    link = MqttLink(MqttSettings(client_id="t"), inbox, "sensors/+", max_queue=len(msgs) + 10)
     t = time.perf_counter()
     for m in msgs:
         link._on_message(link.client, None, m)
@@ -80,6 +81,5 @@ def test_burst_of_5000_qos1_readings_none_dropped(broker, step_model_path, tmp_p
     assert d.terminate() == 0
     stats = [e for e in d.events() if e["event"] == "stats"][-1]
     assert stats["rejected"] == {} and stats["results"] == total and stats["acked"] == total
-    assert stats["backpressure_events"] >= 0
     print(f"{total} readings over {n_streams} streams: published in {t_sent:.2f} s, all results in "
           f"{elapsed:.2f} s = {total / elapsed:.0f} readings/s end to end; model calls {stats['model_calls']}")
