@@ -1,0 +1,40 @@
+"""README's configuration reference and the example config stay in step with the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from edge_lstm.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        t = field.annotation
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            out += keys(t, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def test_every_setting_is_in_the_readme_reference() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [k for k in keys(Settings)
+               if f"`{k}`" not in readme and f"`{k.rsplit('.', 1)[-1]}`" not in readme]
+    assert not missing, f"README configuration reference lacks {missing}"
+
+
+def test_example_config_is_valid_and_complete(monkeypatch) -> None:
+    for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
+        monkeypatch.delenv(k)
+    example = ROOT / "systemd" / "config.toml"
+    load_settings(example)  # refuses unknown keys and bad values
+    text = example.read_text()
+    absent = [k for k in keys(Settings) if k.rsplit(".", 1)[-1] + " =" not in text
+              and k.rsplit(".", 1)[-1] + "=" not in text]
+    assert not absent, f"systemd/config.toml does not show {absent}"
