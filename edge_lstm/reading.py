@@ -16,7 +16,7 @@ MIN_TS = 946_684_800.0
 F32_MAX = 3.0e38  # beyond this (float32's range) the model would see inf
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x more, once per reading
 class Reading:
     stream: str
     ts: float  # event time, epoch seconds
@@ -136,6 +136,8 @@ class Decoder:
         return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
 
     def _ts(self, raw: Any, arrival_ts: float) -> float:
+        if type(raw) is float and MIN_TS <= raw <= arrival_ts + self.max_future_s:
+            return raw  # the common case (NaN and inf fail the comparisons and take the long way)
         if raw is None:
             return arrival_ts
         if _is_number(raw):
