@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 # Readings stamped before this are certainly a sensor with an unset clock (2000-01-01T00:00:00Z).
 MIN_TS = 946_684_800.0
+_INF = math.inf
 F32_MAX = 3.0e38  # beyond this (float32's range) the model would see inf
 
 
@@ -136,8 +137,10 @@ class Decoder:
         return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
 
     def _ts(self, raw: Any, arrival_ts: float) -> float:
-        if type(raw) is float and MIN_TS <= raw <= arrival_ts + self.max_future_s:
-            return raw  # the common case (NaN and inf fail the comparisons and take the long way)
+        # The common case first. NaN fails every comparison and inf fails `< _INF` (needed: with
+        # max_future_s = inf, or an infinite arrival time, the last bound would let inf through).
+        if type(raw) is float and MIN_TS <= raw < _INF and raw <= arrival_ts + self.max_future_s:
+            return raw
         if raw is None:
             return arrival_ts
         if _is_number(raw):

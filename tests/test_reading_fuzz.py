@@ -532,3 +532,9 @@ def test_overlong_or_empty_stream_ids_are_rejected_before_reaching_the_table() -
     for stream in ("x" * 17, ""):
         out = d.decode(stream, b"1.0", 1_700_000_000.0)
         assert isinstance(out, Rejection) and out.reason == "bad_stream"
+
+
+def test_infinite_ts_is_rejected_even_without_a_future_bound() -> None:
+    d = Decoder(["a"], max_future_s=math.inf)
+    out = d.decode("s", b'{"ts": 1e999, "a": 1}', 1_700_000_000.0)
+    assert isinstance(out, Rejection) and out.reason == "bad_ts"
