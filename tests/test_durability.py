@@ -11,19 +11,12 @@ from edge_lstm import Engine, Reading, Result, load_model
 from edge_lstm import checkpoint
 from edge_lstm.journal import Journal, replay_batches
 from onnx_models import make_step_model
-
-T0 = 1_700_000_000.0
+from streams import T0, traffic
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):
     return load_model(make_step_model(tmp_path_factory.mktemp("m") / "m.onnx", layers=2))
-
-
-def traffic(n_streams: int, n_steps: int, seed: int = 0) -> list[Reading]:
-    rng = np.random.default_rng(seed)
-    return [Reading(f"s{s}", T0 + t, tuple(rng.normal(size=3).round(6).tolist()))
-            for t in range(n_steps) for s in range(n_streams)]
 
 
 def same_tables(a: Engine, b: Engine) -> float:

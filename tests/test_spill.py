@@ -8,20 +8,12 @@ import pytest
 from edge_lstm import Engine, Reading, Result, load_model
 from edge_lstm.spill import SqliteSpill
 from onnx_models import make_step_model
-
-T0 = 1_700_000_000.0
+from streams import T0, traffic
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):
     return load_model(make_step_model(tmp_path_factory.mktemp("m") / "m.onnx", layers=2))
-
-
-def traffic(n_streams: int, n_steps: int, seed: int = 0) -> list[Reading]:
-    rng = np.random.default_rng(seed)
-    # Streams take turns in bursts, so a small table keeps evicting and re-admitting them.
-    return [Reading(f"s{s}", T0 + t, tuple(rng.normal(size=3).round(5).tolist()))
-            for t in range(n_steps) for s in range(n_streams)]
 
 
 def spill_for(model, tmp_path, name="spill.db", **kw) -> SqliteSpill:
