@@ -7,6 +7,7 @@ modules keep heavy imports inside `main` so that parsing arguments stays cheap.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -29,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         import_module(f".{module}", __package__).add_arguments(p)
         p.set_defaults(_module=module)
     args = parser.parse_args(argv)
-    return int(import_module(f".{args._module}", __package__).main(args) or 0)
+    try:
+        return int(import_module(f".{args._module}", __package__).main(args) or 0)
+    except BrokenPipeError:
+        # `edge-lstm inspect --json | head`: the reader left; not an error. Point stdout at devnull so
+        # the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -95,3 +95,17 @@ def test_packaged_default_via_subprocess() -> None:
     else:
         assert proc.returncode == 2
         assert "packaged default model" in proc.stderr and proc.stdout == ""
+
+
+def test_inspect_into_a_closed_pipe_is_not_an_error() -> None:
+    import subprocess
+    import sys
+
+    # `edge-lstm inspect --json | head -0`: the reader is gone before the first write (closed right
+    # after start; importing takes far longer), so the write meets a broken pipe.
+    proc = subprocess.Popen([sys.executable, "-m", "edge_lstm", "inspect", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
