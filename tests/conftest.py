@@ -87,6 +87,28 @@ def daemon_config(broker: Any, model: Path, state_dir: Path, **sections: dict[st
 # ---- the daemon as a subprocess ---------------------------------------------------------------
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON-object lines of a log (structlog's JSON renderer), skipping anything else."""
+    out = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def start_in_thread(daemon: Any, timeout: float = 15.0) -> tuple[threading.Event, threading.Thread]:
+    """Run a Daemon in a thread, as the demo does; returns (stop event, thread) once it is ready."""
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    assert daemon.ready.wait(timeout), "daemon not ready"
+    return stop, thread
+
+
 class DaemonProcess:
     """`python -m edge_lstm.daemon --config FILE` with captured, parsed JSON log lines."""
 
@@ -110,15 +132,7 @@ class DaemonProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stderr().splitlines():
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(doc, dict):
-                out.append(doc)
-        return out
+        return json_lines(self.stderr())
 
     def wait_event(self, name: str, timeout: float = 15.0, count: int = 1) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

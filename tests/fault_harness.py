@@ -25,6 +25,8 @@ from edge_lstm import Engine, Reading, Result
 from edge_lstm import checkpoint
 from edge_lstm.journal import Journal, replay_batches
 
+from conftest import json_lines
+
 
 # ---- broker ------------------------------------------------------------------------------------
 
@@ -340,16 +342,7 @@ class DaemonRunner:
     def events(self, run: int | None = -1) -> list[dict[str, Any]]:
         """Parsed log lines of one start (default: the latest), or of all starts (run=None)."""
         files = self.logs if run is None else [self.logs[run]]
-        out = []
-        for p in files:
-            for line in p.read_text(errors="replace").splitlines():
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(doc, dict):
-                    out.append(doc)
-        return out
+        return [doc for p in files for doc in json_lines(p.read_text(errors="replace"))]
 
     def wait_event(self, name: str, timeout: float = 15.0, count: int = 1,
                    where: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:

@@ -4,11 +4,11 @@ queueing without limit, and still loses nothing."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
+from conftest import start_in_thread
 from edge_lstm.config import load_settings
 from edge_lstm.daemon import Daemon
 
@@ -32,10 +32,7 @@ def test_inbound_queue_stays_bounded_and_nothing_is_lost(broker, step_model_path
                              engine={"max_queue": max_queue, "max_batch": 20},
                              mqtt={"port": broker.port, "client_id": "slow-consumer"})
     d = SlowDaemon(settings)
-    stop = threading.Event()
-    t = threading.Thread(target=d.run, args=(stop,), daemon=True)
-    t.start()
-    assert d.ready.wait(15)
+    stop, t = start_in_thread(d)
     col = collector(broker.port, ["edge-lstm/scores/#"])
     pub = publisher(broker.port)
     n_streams, steps = 20, 100

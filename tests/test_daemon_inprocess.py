@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 
 import pytest
 
+from conftest import start_in_thread
 from edge_lstm.config import load_settings
 from edge_lstm.daemon import Daemon
 
@@ -52,10 +52,7 @@ def test_daemon_in_a_thread(broker, step_model_path, tmp_path, collector, publis
                              mqtt={"port": broker.port, "client_id": "inproc", "errors_topic": "edge-lstm/errors"})
     notifier = FakeNotifier()
     d = Daemon(settings, notifier=notifier)
-    stop = threading.Event()
-    t = threading.Thread(target=d.run, args=(stop,), daemon=True)
-    t.start()
-    assert d.ready.wait(15)
+    stop, t = start_in_thread(d)
     col = collector(broker.port, ["edge-lstm/#"])
     pub = publisher(broker.port)
     pub.send("sensors/x", {"ts": 1_700_000_000, "values": [1, 2, 3]})
