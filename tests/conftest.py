@@ -100,7 +100,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def start_in_thread(daemon: Any, timeout: float = 15.0) -> tuple[threading.Event, threading.Thread]:
+def start_in_thread(daemon: Any, timeout: float = 30.0) -> tuple[threading.Event, threading.Thread]:
     """Run a Daemon in a thread, as the demo does; returns (stop event, thread) once it is ready."""
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
@@ -134,7 +134,7 @@ class DaemonProcess:
     def events(self) -> list[dict[str, Any]]:
         return json_lines(self.stderr())
 
-    def wait_event(self, name: str, timeout: float = 15.0, count: int = 1) -> dict[str, Any]:
+    def wait_event(self, name: str, timeout: float = 30.0, count: int = 1) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = [e for e in self.events() if e.get("event") == name]
@@ -145,7 +145,7 @@ class DaemonProcess:
             time.sleep(0.02)
         raise AssertionError(f"no {name!r} event within {timeout} s:\n{self.stderr()[-3000:]}")
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_event("mqtt_subscribed", timeout)
 
     def terminate(self, timeout: float = 20.0) -> int:
@@ -227,7 +227,7 @@ class Collector:
     def json(self, prefix: str) -> list[dict[str, Any]]:
         return [json.loads(p) for t, p, r in self.snapshot(prefix)]
 
-    def wait_for(self, pred: Callable[["Collector"], bool], timeout: float = 15.0, what: str = "") -> None:
+    def wait_for(self, pred: Callable[["Collector"], bool], timeout: float = 30.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pred(self):
@@ -235,7 +235,7 @@ class Collector:
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what or pred}; got {len(self.messages)} messages")
 
-    def wait_count(self, prefix: str, n: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    def wait_count(self, prefix: str, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         self.wait_for(lambda c: len(c.snapshot(prefix)) >= n, timeout, f"{n} messages on {prefix}*")
         return self.json(prefix)
 

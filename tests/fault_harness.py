@@ -344,7 +344,7 @@ class DaemonRunner:
         files = self.logs if run is None else [self.logs[run]]
         return [doc for p in files for doc in json_lines(p.read_text(errors="replace"))]
 
-    def wait_event(self, name: str, timeout: float = 15.0, count: int = 1,
+    def wait_event(self, name: str, timeout: float = 30.0, count: int = 1,
                    where: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

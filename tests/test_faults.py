@@ -317,7 +317,7 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     mosquitto.stop()
     t_down = time.monotonic()
     # During the outage: the batch is stepped and its results wait in the client for the broker.
-    during = daemon.wait_event("stats", timeout=10,
+    during = daemon.wait_event("stats", timeout=30,
                                where=lambda e: not e["connected"] and e["results"] == len(readings))
     assert during["unacked"] == len(readings)
     assert not collector.snapshot(SCORES)
@@ -335,7 +335,7 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     # The broker redelivers the 20 readings (they were never acked on the old connection): by event time
     # they are not newer than what their streams have applied (`duplicate` for the last one of each
     # stream, `out_of_order` for the older ones), so each is stepped once and scored once.
-    daemon.wait_event("stats", timeout=10, where=lambda e: e["unacked"] == 0 and e["rejected"] == {
+    daemon.wait_event("stats", timeout=30, where=lambda e: e["unacked"] == 0 and e["rejected"] == {
         "duplicate": n_streams, "out_of_order": len(readings) - n_streams})
     by_key = results_by_key([p for _, p, _ in collector.snapshot(SCORES)])
     assert all(len(v) == 1 for v in by_key.values())
@@ -346,7 +346,7 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
 
     # The will: the daemon dies without a clean disconnect -> `offline`, retained; back -> `online`.
     daemon.kill9()
-    wait_until(lambda: retained(mosquitto.port, STATUS, timeout=1.0) == b"offline", 10, "the will (offline)")
+    wait_until(lambda: retained(mosquitto.port, STATUS, timeout=1.0) == b"offline", 30, "the will (offline)")
     daemon.start().wait_event("mqtt_subscribed")
     assert retained(mosquitto.port, STATUS) == b"online"
     assert daemon.terminate() == 0
