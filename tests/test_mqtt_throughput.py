@@ -31,15 +31,22 @@ def test_on_message_only_appends():
     msgs = [_Msg(i) for i in range(20_000)]
     # Nobody drains this inbox: keep it below the backpressure bound (tests/test_backpressure.py).
     link = MqttLink(MqttSettings(client_id="t"), inbox, "sensors/+", max_queue=len(msgs) + 10)
+
+    def no_publish(*a: object, **k: object) -> None:
+        no_publish.calls += 1  # type: ignore[attr-defined]
+
+    no_publish.calls = 0  # type: ignore[attr-defined]
+    link.client.publish = no_publish  # type: ignore[method-assign]
     t = time.perf_counter()
     for m in msgs:
         link._on_message(link.client, None, m)
     per_msg_us = (time.perf_counter() - t) / len(msgs) * 1e6
+    assert link.client.publish.calls == 0  # the callback never publishes: the worker does
     assert inbox.qsize() == len(msgs) and link.received == len(msgs)
     first = inbox.get_nowait()
     assert isinstance(first, Inbound) and first.topic == b"sensors/s0" and first.mid == 1 and first.qos == 1
     print(f"on_message: {per_msg_us:.2f} us/message")
-    assert per_msg_us < 50, per_msg_us  # ~1-3 us on a laptop; decoding+publishing would be 100x more
+    # No timing assertion (a loaded machine is slow, not broken); the number is printed for the docs.
     # Wakes from publishes are coalesced: at most one outstanding.
     link._on_publish(link.client, None, 1, None, None)
     link._on_publish(link.client, None, 2, None, None)
