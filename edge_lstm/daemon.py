@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,9 @@ class Daemon:
                                max_future_s=eng.max_future_s)
         self.input = TopicPattern(settings.mqtt.input_pattern)
         self.output = TopicPattern(settings.mqtt.output_pattern)
+        # Sanitising a stream id into its output topic is per stream, not per reading: cache it for
+        # as many streams as the table holds.
+        self._topic_for = lru_cache(maxsize=eng.max_streams)(self.output.topic_for)
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
         self.reject_log = RateLimitedLog(self.log, burst=settings.log.rejections_burst,
@@ -236,15 +240,16 @@ class Daemon:
         mq = self.settings.mqtt
         link = self.link
         errors_topic = mq.errors_topic
+        now = time.monotonic()
         for m, topic, reading, out in zip(batch, topics, decoded, outcomes):
-            p = _Pending(m.mid, m.qos, m.generation, t=time.monotonic())
+            p = _Pending(m.mid, m.qos, m.generation, t=now)
             if isinstance(out, Rejection):
                 self.reject_log(out.reason, stream=out.stream[:200], topic=topic[:200], detail=out.detail[:200])
                 if errors_topic:
                     doc = {"stream": out.stream, "reason": out.reason, "detail": out.detail, "topic": topic}
                     p.infos.append(link.publish(errors_topic, json.dumps(doc).encode(), mq.qos_out))
             else:
-                p.infos.append(link.publish(self.output.topic_for(out.stream), encode(out), mq.qos_out))
+                p.infos.append(link.publish(self._topic_for(out.stream), encode(out), mq.qos_out))
                 p.reading, p.batch = reading, batch_no
                 c.published += 1
             self.pending.append(p)

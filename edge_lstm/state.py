@@ -83,9 +83,6 @@ class StateTable:
         self.anomalies[slots] = 0
         self.prediction[slots] = 0.0
 
-    def slot(self, stream: str) -> int | None:
-        return self.slots.get(stream)
-
     def acquire(self, stream: str) -> tuple[int, StreamState | None]:
         """The stream's slot, marked most recently seen (a fresh zeroed slot for a new stream), and
         the row of the stream evicted to make room, if one was."""

@@ -60,6 +60,27 @@ def broker_db_written(b: Any) -> bool:
 # ---- an MQTT client with a persistent session --------------------------------------------------
 
 
+
+def persistent_client(client_id: str, max_inflight: int) -> Any:
+    """A paho v5 client for a persistent session that never holds publishes in paho's own queue."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(max_inflight)
+    c.max_queued_messages_set(0)
+    return c
+
+
+def connect_persistent(c: Any, port: int, expiry_s: int) -> None:
+    """Connect resuming the session (clean_start=False) and ask the broker to keep it `expiry_s`."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    c.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
+
 class SessionClient:
     """A paho MQTT v5 client with a stable id, clean_start=False and a session expiry, so that the broker
     keeps its subscriptions and queued QoS 1 messages across broker restarts and reconnects; paho
@@ -71,11 +92,6 @@ class SessionClient:
 
     def __init__(self, port: int, client_id: str, subscriptions: tuple[str, ...] = (),
                  *, expiry_s: int = 3600, max_inflight: int = 1000) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         self.port = port
         self.subscriptions = subscriptions
         self.lock = threading.Lock()
@@ -85,17 +101,13 @@ class SessionClient:
         self.subscribed = threading.Event()
         self._sub_mids: set[int] = set()
         self.infos: list[Any] = []
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        c = persistent_client(client_id, max_inflight)
         c.reconnect_delay_set(0.1, 0.5)
-        c.max_inflight_messages_set(max_inflight)
-        c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = expiry_s
-        c.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
+        connect_persistent(c, port, expiry_s)
         c.loop_start()
         if subscriptions and not self.subscribed.wait(10):
             raise AssertionError(f"{client_id} did not subscribe to {subscriptions}")
@@ -160,26 +172,17 @@ class OrderedPublisher:
     """
 
     def __init__(self, port: int, client_id: str, *, expiry_s: int = 3600) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         self.port = port
         self.connected = False
         self.connects = 0
         self.sessions_lost = 0
         self.reconnect_attempts = 0
         self.infos: list[Any] = []
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        c.max_inflight_messages_set(10_000)  # never "queued" in paho: every publish goes out in order
-        c.max_queued_messages_set(0)
+        c = persistent_client(client_id, 10_000)  # never "queued" in paho: every publish goes out in order
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         self.client = c
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = expiry_s
-        c.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
+        connect_persistent(c, port, expiry_s)
         self._ensure_connected(time.monotonic() + 10)
 
     def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
