@@ -99,6 +99,7 @@ class Daemon:
         self.pending: deque[_Pending] = deque()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
+        self.stop_reason = "stop requested"  # set by main()'s signal handler, logged at shutdown
         self._last_stats = time.monotonic()
         self._last_stats_results = 0
         self._last_idle_check = time.monotonic()
@@ -375,7 +376,7 @@ class Daemon:
         from .mqtt import WAKE
 
         self.notifier.stopping("draining")
-        self.log.info("stopping", queued=self.inbox.qsize(), unacked=len(self.pending))
+        self.log.info("stopping", reason=self.stop_reason, queued=self.inbox.qsize(), unacked=len(self.pending))
         link = self.link
         link.stop_accepting()
         # Drain what was received before the stop: everything now in the inbox.
@@ -438,8 +439,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     stop = threading.Event()
 
+    daemon: Daemon | None = None
+
     def _on_signal(signum: int, frame: Any) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
+        # Only flag it: no logging here. The handler runs in the main thread between bytecodes, maybe
+        # while that thread holds structlog's (non-reentrant) output lock mid-line: logging from here
+        # would deadlock the shutdown. _shutdown logs the reason.
+        if daemon is not None:
+            daemon.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
 
     signal.signal(signal.SIGTERM, _on_signal)

@@ -331,7 +331,13 @@ class DaemonRunner:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Where is it stuck? py-spy is not a dependency: ask faulthandler (SIGUSR1 is not wired),
+            # so show the log, which says how far the shutdown got.
+            raise AssertionError(f"daemon did not exit {timeout} s after SIGTERM; log:\n"
+                                 f"{self.text()[-4000:]}") from None
 
     def stop(self) -> None:
         """Teardown: kill whatever is still running."""

@@ -68,3 +68,21 @@ def test_drain_on_sigterm_acks_everything(broker, step_model_path, tmp_path, run
     assert d.terminate() == 0
     stats = [e for e in d.events() if e["event"] == "stats"][-1]
     assert stats["results"] == 200 and stats["acked"] == 200 and stats["unacked"] == 0
+
+
+def test_sigterm_while_logging_hard_still_exits(broker, step_model_path, tmp_path, run_daemon, publisher) -> None:
+    """SIGTERM lands while the main thread is busy writing log lines (every rejection logged).
+
+    The signal handler must not log: it would run in the main thread, possibly while that thread holds
+    structlog's non-reentrant output lock, and the shutdown would hang forever (seen once in CI)."""
+    for attempt in range(3):
+        d = run_daemon(daemon_config(broker, step_model_path, tmp_path / f"state{attempt}",
+                                     log={"format": "json", "level": "info", "rejections_burst": 1_000_000}))
+        d.wait_ready()
+        pub = publisher(broker.port)
+        for i in range(3000):
+            pub.send(f"sensors/noisy{i % 50}", b"not json")
+        pub.flush()
+        d.wait_event("rejected", count=200)  # the worker is logging now
+        assert d.terminate(timeout=30) == 0
+        assert any(e.get("event") == "stopping" and e.get("reason") == "signal SIGTERM" for e in d.events())
