@@ -3,11 +3,11 @@
 
     python bench/bench_callback.py [--readings 20000] [--streams 100] [--timeout 60] [--idle 5]
 
-One private mosquitto (edge_lstm.broker.PrivateBroker, its default config but with
+One private mosquitto (edge_lstm.demo.broker.PrivateBroker, its default config but with
 `max_queued_messages 1000`, mosquitto's own default, instead of the 100000 PrivateBroker sets), and the
 same QoS 1 workload twice, one consumer at a time:
 
-- daemon: `edge_lstm.daemon.Daemon(settings).run(stop)` in a thread (packaged model, default settings,
+- daemon: `edge_lstm.service.daemon.Daemon(settings).run(stop)` in a thread (packaged model, default settings,
   fresh client id): paho's callback appends to a queue; a worker decodes, steps micro-batches through
   the engine, publishes and acknowledges;
 - naive:  a paho 2.x client (MQTT v5, QoS 1 subscription, persistent session with the daemon's
@@ -38,9 +38,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_lstm import Decoder, Engine, Result, encode, load_model  # noqa: E402
-from edge_lstm.broker import PrivateBroker  # noqa: E402
+from edge_lstm.demo.broker import PrivateBroker  # noqa: E402
 
 # A later line wins in mosquitto's config parser (conf.c assigns config->max_queued_messages on each
 # occurrence), so this appended line overrides PrivateBroker's `max_queued_messages 100000`.
@@ -125,8 +126,11 @@ class Collector:
         self._stop = ctx.Event()
         subscribed = ctx.Event()
         self.client_id = f"bench-collector-{uuid.uuid4().hex[:8]}"
-        self.proc = ctx.Process(target=_collector_proc, daemon=True,
-                                args=(port, self.client_id, self.count, self.last_v, subscribed, self._stop))
+        self.proc = ctx.Process(
+            target=_collector_proc,
+            daemon=True,
+            args=(port, self.client_id, self.count, self.last_v, subscribed, self._stop),
+        )
         self.proc.start()
         if not subscribed.wait(30):
             raise RuntimeError("collector did not subscribe")
@@ -151,8 +155,7 @@ def _publisher_proc(port: int, payloads: list[tuple[str, bytes]], ready: Any, go
     acked = threading.Event()
     count = [0]
     n = len(payloads)
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}",
-                    protocol=paho.MQTTv5)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5)
     c.max_inflight_messages_set(1000)
 
     def on_publish(c: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
@@ -181,13 +184,16 @@ class DaemonConsumer:
     name = "daemon"
 
     def __init__(self, port: int, state_dir: str) -> None:
-        from edge_lstm.config import load_settings
-        from edge_lstm.daemon import Daemon
+        from edge_lstm.service.config import load_settings
+        from edge_lstm.service.daemon import Daemon
 
         self.client_id = f"bench-daemon-{uuid.uuid4().hex[:8]}"
-        settings = load_settings(None, state_dir=state_dir,
-                                 mqtt={"host": "127.0.0.1", "port": port, "client_id": self.client_id},
-                                 log={"level": "warning", "stats_interval_s": 0})
+        settings = load_settings(
+            None,
+            state_dir=state_dir,
+            mqtt={"host": "127.0.0.1", "port": port, "client_id": self.client_id},
+            log={"level": "warning", "stats_interval_s": 0},
+        )
         self.daemon = Daemon(settings)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.daemon.run, args=(self.stop_event,), daemon=True)
@@ -236,8 +242,7 @@ class NaiveConsumer:
                 self.n_published += 1
 
         c.on_message = on_message
-        c.connect("127.0.0.1", port, clean_start=False,
-                  properties=v5_connect_props(RECEIVE_MAXIMUM, SESSION_EXPIRY_S))
+        c.connect("127.0.0.1", port, clean_start=False, properties=v5_connect_props(RECEIVE_MAXIMUM, SESSION_EXPIRY_S))
         c.loop_start()
         self.client = c
         if not subscribed.wait(20):
@@ -278,8 +283,13 @@ class Outcome:
         return self.results / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_mode(factory: Callable[[int, str], Any], broker: PrivateBroker, payloads: list[tuple[str, bytes]],
-             timeout: float, idle: float) -> Outcome:
+def run_mode(
+    factory: Callable[[int, str], Any],
+    broker: PrivateBroker,
+    payloads: list[tuple[str, bytes]],
+    timeout: float,
+    idle: float,
+) -> Outcome:
     n = len(payloads)
     with tempfile.TemporaryDirectory(prefix="edge-lstm-bench-") as state_dir:
         consumer = factory(broker.port, state_dir)
@@ -315,8 +325,9 @@ def run_mode(factory: Callable[[int, str], Any], broker: PrivateBroker, payloads
         collector.close()
         drop_session(broker.port, consumer.client_id)
         log = broker.log.read_text(errors="replace") if broker.log.exists() else ""
-        out.broker_drop_notices = [ln.strip() for ln in log.splitlines()
-                                   if "dropped" in ln and consumer.client_id in ln]
+        out.broker_drop_notices = [
+            ln.strip() for ln in log.splitlines() if "dropped" in ln and consumer.client_id in ln
+        ]
         return out
 
 
@@ -325,20 +336,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readings", type=int, default=20_000)
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=60.0, help="per mode, from the first publish (s)")
-    ap.add_argument("--idle", type=float, default=5.0,
-                    help="end a mode this long after the last result once publishing is over (s)")
+    ap.add_argument(
+        "--idle", type=float, default=5.0, help="end a mode this long after the last result once publishing is over (s)"
+    )
     args = ap.parse_args(argv)
 
     for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
         del os.environ[k]  # the daemon's defaults, not whatever the shell has configured
-    from edge_lstm.logs import configure
+    from edge_lstm.service.logs import configure
 
     configure(level="warning", fmt="console", stream=sys.stderr)
 
     features = tuple(load_model().meta.features)
     payloads = make_payloads(args.readings, args.streams, features)
-    print(f"workload: {args.readings:,} QoS 1 readings over {args.streams} streams, features {list(features)}; "
-          f"broker: mosquitto with `{BROKER_EXTRA_CONF}`", flush=True)
+    print(
+        f"workload: {args.readings:,} QoS 1 readings over {args.streams} streams, features {list(features)}; "
+        f"broker: mosquitto with `{BROKER_EXTRA_CONF}`",
+        flush=True,
+    )
 
     outcomes = []
     with PrivateBroker(extra_conf=BROKER_EXTRA_CONF) as broker:
@@ -348,17 +363,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {o.name}: done ({o.results:,}/{o.published:,} results)", flush=True)
 
     print()
-    hdr = f"{'mode':<8} {'published':>10} {'consumer in':>12} {'results':>9} {'no result':>10} " \
-          f"{'model calls':>11} {'seconds':>8} {'readings/s':>11} {'pub s':>6}  broker dropped for consumer"
+    hdr = (
+        f"{'mode':<8} {'published':>10} {'consumer in':>12} {'results':>9} {'no result':>10} "
+        f"{'model calls':>11} {'seconds':>8} {'readings/s':>11} {'pub s':>6}  broker dropped for consumer"
+    )
     print(hdr)
     for o in outcomes:
         drops = "yes" if o.broker_drop_notices else "no"
-        print(f"{o.name:<8} {o.published:>10,} {o.consumer_received:>12,} {o.results:>9,} {o.missing:>10,} "
-              f"{o.model_calls:>11,} {o.seconds:>8.2f} {o.rate:>11,.0f} {o.publish_seconds:>6.2f}  {drops}"
-              + ("  (timed out)" if o.timed_out else ""))
-    print("(consumer in: readings the consumer's callback got; no result: published - distinct results, i.e.\n"
-          " dropped by the broker's per-client queue or not processed before the end; seconds: first publish\n"
-          " -> last result; pub s: first publish -> last PUBACK to the publisher)")
+        print(
+            f"{o.name:<8} {o.published:>10,} {o.consumer_received:>12,} {o.results:>9,} {o.missing:>10,} "
+            f"{o.model_calls:>11,} {o.seconds:>8.2f} {o.rate:>11,.0f} {o.publish_seconds:>6.2f}  {drops}"
+            + ("  (timed out)" if o.timed_out else "")
+        )
+    print(
+        "(consumer in: readings the consumer's callback got; no result: published - distinct results, i.e.\n"
+        " dropped by the broker's per-client queue or not processed before the end; seconds: first publish\n"
+        " -> last result; pub s: first publish -> last PUBACK to the publisher)"
+    )
     d, nv = outcomes
     ratio = d.rate / nv.rate if nv.rate > 0 else float("inf")
     print(f"\nratio (daemon / naive, end-to-end readings/s): {ratio:.2f}x")

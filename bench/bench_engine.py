@@ -33,7 +33,7 @@ import numpy as np
 
 from edge_lstm import Decoder, Engine, Rejection, encode, load_model
 from edge_lstm.contract import ModelFormatError
-from edge_lstm.model import default_model_path
+from edge_lstm.onnx_model import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,12 +43,14 @@ def fallback_model(directory: Path, features: tuple[str, ...]) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from onnx_models import make_step_model  # needs the `onnx` package (test extra)
 
-    return make_step_model(directory / "bench-fallback.onnx", features=features, hidden=32, layers=2,
-                           warmup_steps=5, name="bench-fallback")
+    return make_step_model(
+        directory / "bench-fallback.onnx", features=features, hidden=32, layers=2, warmup_steps=5, name="bench-fallback"
+    )
 
 
-def make_payloads(n_streams: int, n_steps: int, features: tuple[str, ...], t0: float,
-                  seed: int = 0) -> tuple[list[str], list[list[bytes]]]:
+def make_payloads(
+    n_streams: int, n_steps: int, features: tuple[str, ...], t0: float, seed: int = 0
+) -> tuple[list[str], list[list[bytes]]]:
     """Realistic sensor payloads: {"ts": ..., "<feature>": value, ...}, one per stream per step."""
     rng = np.random.default_rng(seed)
     streams = [f"machine-{i:05d}" for i in range(n_streams)]
@@ -57,10 +59,9 @@ def make_payloads(n_streams: int, n_steps: int, features: tuple[str, ...], t0: f
     for t in range(n_steps):
         vals = base + rng.normal(0.0, 1.0, size=base.shape)
         ts = t0 + t
-        steps.append([
-            json.dumps({"ts": ts, **{f: round(float(v), 4) for f, v in zip(features, row)}}).encode()
-            for row in vals
-        ])
+        steps.append(
+            [json.dumps({"ts": ts, **{f: round(float(v), 4) for f, v in zip(features, row)}}).encode() for row in vals]
+        )
     return streams, steps
 
 
@@ -89,15 +90,14 @@ class Mode:
             self.step_times.append(td + te + tc)
 
 
-def run_batched(mode: Mode, streams: list[str], payloads: list[bytes], batch: int, now: float,
-                timed: bool) -> None:
+def run_batched(mode: Mode, streams: list[str], payloads: list[bytes], batch: int, now: float, timed: bool) -> None:
     dec, eng, pc = mode.decoder.decode, mode.engine.process, time.perf_counter
     mode.mark()
     td = te = tc = 0.0
     out_bytes = 0
     for start in range(0, len(payloads), batch):
         t_a = pc()
-        items = [dec(s, p, now) for s, p in zip(streams[start:start + batch], payloads[start:start + batch])]
+        items = [dec(s, p, now) for s, p in zip(streams[start : start + batch], payloads[start : start + batch])]
         t_b = pc()
         outs = eng(items)
         t_c = pc()
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         path = default_model_path()
         if not Path(path).is_file():
-            from edge_lstm.simulate import FEATURES
+            from edge_lstm.demo.simulate import FEATURES
 
             path = fallback_model(Path(tmp.name), FEATURES)
             print(f"note: no packaged model at {default_model_path()}; using a generated one", file=sys.stderr)
@@ -171,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     batched = Mode("batched", model, args.streams, decoder)
     single = Mode("per-message", model, args.streams, decoder)
 
-    print(f"model     {meta.name} {meta.version} ({Path(path).name}): {len(features)} features, "
-          f"state {state_desc} per stream, output {meta.output.kind}")
-    print(f"workload  {args.streams} streams x {args.steps} timed steps (+1 warm-up), batch {args.batch}, "
-          f"onnxruntime threads {args.threads}, {os.cpu_count()} CPUs; payloads prepared in {prep:.1f} s")
+    print(
+        f"model     {meta.name} {meta.version} ({Path(path).name}): {len(features)} features, "
+        f"state {state_desc} per stream, output {meta.output.kind}"
+    )
+    print(
+        f"workload  {args.streams} streams x {args.steps} timed steps (+1 warm-up), batch {args.batch}, "
+        f"onnxruntime threads {args.threads}, {os.cpu_count()} CPUs; payloads prepared in {prep:.1f} s"
+    )
     ratios = []
     for t, payloads in enumerate(steps):
         timed = t > 0
@@ -186,24 +190,33 @@ def main(argv: list[str] | None = None) -> int:
                 run_single(single, streams, payloads, now, timed)
         if timed:
             ratios.append(single.step_times[-1] / batched.step_times[-1])
-            print(f"  step {t}: batched {args.streams / batched.step_times[-1]:>10,.0f}/s   "
-                  f"per-message {args.streams / single.step_times[-1]:>9,.0f}/s   "
-                  f"ratio {ratios[-1]:.1f}x", flush=True)
+            print(
+                f"  step {t}: batched {args.streams / batched.step_times[-1]:>10,.0f}/s   "
+                f"per-message {args.streams / single.step_times[-1]:>9,.0f}/s   "
+                f"ratio {ratios[-1]:.1f}x",
+                flush=True,
+            )
 
     print("\nmicroseconds per reading, by stage:")
-    print(f"{'mode':<12} {'readings/s':>12} {'decode':>10} {'engine':>10} {'encode':>10} {'total':>10}"
-          f" {'model calls':>12}")
+    print(
+        f"{'mode':<12} {'readings/s':>12} {'decode':>10} {'engine':>10} {'encode':>10} {'total':>10}"
+        f" {'model calls':>12}"
+    )
     for m in (batched, single):
         tot = m.t_decode + m.t_engine + m.t_encode
         us = 1e6 / m.readings
-        print(f"{m.name:<12} {m.readings / tot:>12,.0f} {m.t_decode * us:>10.2f} {m.t_engine * us:>10.2f} "
-              f"{m.t_encode * us:>10.2f} {tot * us:>10.2f} {m.calls:>12}")
+        print(
+            f"{m.name:<12} {m.readings / tot:>12,.0f} {m.t_decode * us:>10.2f} {m.t_engine * us:>10.2f} "
+            f"{m.t_encode * us:>10.2f} {tot * us:>10.2f} {m.calls:>12}"
+        )
     tb = batched.t_decode + batched.t_engine + batched.t_encode
     ts_ = single.t_decode + single.t_engine + single.t_encode
     print()
     print(f"engine stage alone: {single.t_engine / batched.t_engine:.1f}x faster batched")
-    print(f"ratio (full pipeline, batched / per-message readings/s): {ts_ / tb:.1f}x "
-          f"(median of steps {statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)")
+    print(
+        f"ratio (full pipeline, batched / per-message readings/s): {ts_ / tb:.1f}x "
+        f"(median of steps {statistics.median(ratios):.1f}x, range {min(ratios):.1f}-{max(ratios):.1f}x)"
+    )
     tmp.cleanup()
     return 0
 

@@ -18,22 +18,66 @@ import sys
 import time
 import traceback
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_lstm.reading import MIN_TS, REASONS, Decoder, Reading, Rejection  # noqa: E402
 
 NOW = 1_750_000_000.0
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-NASTY_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e39", "3.1e38", "1" + "0" * 400,
-                 "-0", "0.0", "5e-324", "1e-400", "123456789012345678901234567890", "01", "1.", ".5",
-                 "+1", "0x10", "1e", "--1", "true", "null", '"1"', "[]", "{}", "[1]"]
-NASTY_TS = ['"yesterday"', '"2024-13-01"', '"1999-12-31T23:59:59Z"', '"9999-12-31T23:59:59Z"',
-            '"2024-01-01T00:00:00+25:00"', '""', "-1", "0", "1e30", "1e400", "NaN", "true", "[]", "{}",
-            str(NOW * 1000), str(NOW + 301), "1" + "0" * 400, "-" + "9" * 5000, '"\\ud800"', '"2024-01-01T00:00:00"']
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NASTY_NUMBERS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1e400",
+    "1e39",
+    "3.1e38",
+    "1" + "0" * 400,
+    "-0",
+    "0.0",
+    "5e-324",
+    "1e-400",
+    "123456789012345678901234567890",
+    "01",
+    "1.",
+    ".5",
+    "+1",
+    "0x10",
+    "1e",
+    "--1",
+    "true",
+    "null",
+    '"1"',
+    "[]",
+    "{}",
+    "[1]",
+]
+NASTY_TS = [
+    '"yesterday"',
+    '"2024-13-01"',
+    '"1999-12-31T23:59:59Z"',
+    '"9999-12-31T23:59:59Z"',
+    '"2024-01-01T00:00:00+25:00"',
+    '""',
+    "-1",
+    "0",
+    "1e30",
+    "1e400",
+    "NaN",
+    "true",
+    "[]",
+    "{}",
+    str(NOW * 1000),
+    str(NOW + 301),
+    "1" + "0" * 400,
+    "-" + "9" * 5000,
+    '"\\ud800"',
+    '"2024-01-01T00:00:00"',
+]
 BAD_UTF8 = [b"\xff", b"\xfe", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"]
 
 
@@ -95,14 +139,14 @@ class Fuzzer:
             elif op < 0.5:
                 p[pos:pos] = bytes([self.rng.randrange(256)])
             elif op < 0.7:
-                del p[pos:pos + self.rng.randint(1, 8)]
+                del p[pos : pos + self.rng.randint(1, 8)]
             elif op < 0.8:
                 del p[pos:]
             elif op < 0.9:
                 p[pos:pos] = self.rng.choice(BAD_UTF8)
             else:
                 other = self.rng.choice(self.corpus)
-                p[pos:] = other[self.rng.randint(0, len(other)):]
+                p[pos:] = other[self.rng.randint(0, len(other)) :]
         return bytes(p)
 
     def bad_number(self) -> bytes:
@@ -146,10 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     dec = Decoder(features, max_payload_bytes=args.max_payload_bytes)
     fz = Fuzzer(features, random.Random(args.seed), args.max_payload_bytes)
     gens: list[tuple[str, Callable[[], bytes], float]] = [
-        ("valid", fz.valid, 0.15), ("random_bytes", fz.random_bytes, 0.1), ("random_ascii", fz.random_ascii, 0.1),
-        ("mutated", fz.mutated, 0.3), ("bad_number", fz.bad_number, 0.08), ("bad_ts", fz.bad_ts, 0.08),
-        ("wrong_length", fz.wrong_length, 0.04), ("missing", fz.missing, 0.04), ("nested", fz.nested, 0.02),
-        ("oversized", fz.oversized, 0.02), ("wrong_shape", fz.wrong_shape, 0.07),
+        ("valid", fz.valid, 0.15),
+        ("random_bytes", fz.random_bytes, 0.1),
+        ("random_ascii", fz.random_ascii, 0.1),
+        ("mutated", fz.mutated, 0.3),
+        ("bad_number", fz.bad_number, 0.08),
+        ("bad_ts", fz.bad_ts, 0.08),
+        ("wrong_length", fz.wrong_length, 0.04),
+        ("missing", fz.missing, 0.04),
+        ("nested", fz.nested, 0.02),
+        ("oversized", fz.oversized, 0.02),
+        ("wrong_shape", fz.wrong_shape, 0.07),
     ]
     names = [g[0] for g in gens]
     weights = [g[2] for g in gens]
@@ -176,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             t_dec += time.perf_counter() - t1
             t_gen += t1 - t0
         if isinstance(out, Reading):
-            ok = (len(out.values) == len(features) and all(math.isfinite(v) and abs(v) <= 3e38 for v in out.values)
-                  and MIN_TS <= out.ts <= NOW + dec.max_future_s)
+            ok = (
+                len(out.values) == len(features)
+                and all(math.isfinite(v) and abs(v) <= 3e38 for v in out.values)
+                and MIN_TS <= out.ts <= NOW + dec.max_future_s
+            )
             by_outcome["accepted" if ok else "ACCEPTED_INVALID"] += 1
             if not ok:
                 failures.append(f"{name}: accepted {payload[:200]!r} as {out}")
@@ -188,15 +242,19 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"{name}: {payload[:200]!r} -> {out!r}")
     total = time.perf_counter() - t_start
 
-    print(f"fuzz_decoder: {args.n:,} payloads, seed {args.seed}, features {features}, "
-          f"limit {args.max_payload_bytes} bytes")
+    print(
+        f"fuzz_decoder: {args.n:,} payloads, seed {args.seed}, features {features}, "
+        f"limit {args.max_payload_bytes} bytes"
+    )
     print("by generator: " + ", ".join(f"{k} {v:,}" for k, v in by_gen.most_common()))
     print("by outcome:")
     for k, v in by_outcome.most_common():
         print(f"  {k:<18} {v:>10,}")
     print(f"raised: {by_outcome['RAISED']}, accepted invalid: {by_outcome['ACCEPTED_INVALID']}")
-    print(f"time: {total:.1f} s total, {t_dec:.1f} s in decode ({t_dec / args.n * 1e6:.2f} us/payload), "
-          f"{t_gen:.1f} s generating")
+    print(
+        f"time: {total:.1f} s total, {t_dec:.1f} s in decode ({t_dec / args.n * 1e6:.2f} us/payload), "
+        f"{t_gen:.1f} s generating"
+    )
     for f in failures[:5]:
         print("FAILURE", f, file=sys.stderr)
     return 1 if failures else 0

@@ -7,16 +7,15 @@ round, so several readings of one stream are applied in arrival order in success
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-from .model import StepModel
+from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import Result
 from .score import Scorer
-from .spill import SpillStore
 from .state import StateTable, StreamState
 
 
@@ -36,8 +35,14 @@ Outcome = Result | Rejection
 
 
 class Engine:
-    def __init__(self, model: StepModel, *, max_streams: int = 10_000, max_evicted: int | None = None,
-                 spill: SpillStore | None = None) -> None:
+    def __init__(
+        self,
+        model: StepModel,
+        *,
+        max_streams: int = 10_000,
+        max_evicted: int | None = None,
+        spill: SpillStore | None = None,
+    ) -> None:
         """`spill`: where evicted streams' rows go and come back from (spill.py); without it they
         are collected for `take_evicted` (at most `max_evicted`) and otherwise dropped."""
         self.model = model
@@ -98,7 +103,7 @@ class Engine:
         for idx in rounds:
             # A round bigger than the table could evict its own streams: split it.
             for start in range(0, len(idx), cap):
-                part = idx[start:start + cap]
+                part = idx[start : start + cap]
                 for i, out in zip(part, self._round([batch[i] for i in part])):  # type: ignore[misc]
                     outcomes[i] = out
         return outcomes  # type: ignore[return-value]
@@ -128,7 +133,8 @@ class Engine:
             return out  # type: ignore[return-value]
         spill = self.spill
         s, evicted, n_evicted, fresh = table.acquire_many(
-            [readings[j].stream for j in take], keep_evicted=spill is not None or self.max_evicted > 0)
+            [readings[j].stream for j in take], keep_evicted=spill is not None or self.max_evicted > 0
+        )
         self.stats.evicted += n_evicted
         if spill is not None:
             spill.put(evicted)
@@ -170,11 +176,22 @@ class Engine:
 
         threshold, model_id, names = self.scorer.threshold, self.meta.model_id, self.names
         forecast = self.forecast
-        for j, score, flag, warm, pred in zip(take, scores.tolist(), flags.tolist(), warming.tolist(),
-                                              predictions.tolist()):
+        for j, score, flag, warm, pred in zip(
+            take, scores.tolist(), flags.tolist(), warming.tolist(), predictions.tolist()
+        ):
             r = readings[j]
-            out[j] = Result(r.stream, r.ts, score, flag, threshold, warm, model_id,
-                            pred if forecast else None, None if forecast else pred, names)
+            out[j] = Result(
+                r.stream,
+                r.ts,
+                score,
+                flag,
+                threshold,
+                warm,
+                model_id,
+                pred if forecast else None,
+                None if forecast else pred,
+                names,
+            )
         return out  # type: ignore[return-value]
 
     def evict_idle(self, older_than_ts: float) -> list[StreamState]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 # Readings stamped before this are certainly a sensor with an unset clock (2000-01-01T00:00:00Z).
 MIN_TS = 946_684_800.0
@@ -110,8 +111,10 @@ class Decoder:
             return Reading(stream, ts, self._values(doc))
         if _is_number(doc):
             if len(self.features) != 1:
-                raise _Reject("wrong_length", f"a bare number needs a one-feature model, this one has "
-                                              f"{len(self.features)} features")
+                raise _Reject(
+                    "wrong_length",
+                    f"a bare number needs a one-feature model, this one has {len(self.features)} features",
+                )
             return Reading(stream, arrival_ts, (_finite(doc, self.features[0]),))
         raise _Reject("bad_shape", f"expected a JSON object or number, got {type(doc).__name__}")
 
@@ -121,13 +124,16 @@ class Decoder:
             if not isinstance(vals, list):
                 raise _Reject("wrong_length", f"'values' must be a list, got {type(vals).__name__}")
             if len(vals) != len(self.features):
-                raise _Reject("wrong_length", f"'values' has {len(vals)} items for {len(self.features)} "
-                                              f"features {list(self.features)}")
+                raise _Reject(
+                    "wrong_length",
+                    f"'values' has {len(vals)} items for {len(self.features)} features {list(self.features)}",
+                )
         else:
             missing = [f for f in self.features if f not in doc]
             if missing:
-                raise _Reject("missing_feature", f"missing {missing}; expected 'values' or fields "
-                                                 f"{list(self.features)}")
+                raise _Reject(
+                    "missing_feature", f"missing {missing}; expected 'values' or fields {list(self.features)}"
+                )
             vals = [doc[f] for f in self.features]
         # Fast path: the parser makes every JSON number a float (parse_int=float) and never yields
         # NaN, so floats within float32 range are valid as they are. Anything else gets the
@@ -151,7 +157,7 @@ class Decoder:
             except ValueError:
                 raise _Reject("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
+                dt = dt.replace(tzinfo=UTC)
             ts = dt.timestamp()
         else:
             raise _Reject("bad_ts", f"'ts' must be epoch seconds or an ISO-8601 string, got {type(raw).__name__}")

@@ -9,6 +9,8 @@ from functools import lru_cache
 from json.encoder import encode_basestring  # C-accelerated, returns the quoted JSON string
 from math import isfinite
 
+from .reading import Rejection
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x more, once per reading
 class Result:
@@ -55,13 +57,16 @@ _BOOL = ("false", "true")
 @lru_cache(maxsize=64)
 def _template(key: str, names: tuple[str, ...], model: str, version: str, num: str) -> str:
     """The payload as one %-format string: a single C-level formatting call per result."""
+
     def lit(text: str) -> str:
         return text.replace("%", "%%")
 
     fields = ",".join(lit(encode_basestring(n)) + ":" + num for n in names)
     model_json = lit(json.dumps({"name": model, "version": version}, separators=(",", ":")))
-    return ('{"stream":%s,"ts":' + num + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
-            '"warming_up":%s,"model":' + model_json + ',"' + key + '":{' + fields + "}}")
+    return (
+        '{"stream":%s,"ts":' + num + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
+        '"warming_up":%s,"model":' + model_json + ',"' + key + '":{' + fields + "}}"
+    )
 
 
 def encode(r: Result) -> bytes:
@@ -76,9 +81,25 @@ def encode(r: Result) -> bytes:
     if isfinite(r.ts) and isfinite(r.score) and all(map(isfinite, values)):
         # float.__repr__ (%r) is exactly what json.dumps writes for a finite float.
         t = _template(key, r.names, model["name"], model["version"], "%r")
-        return (t % (encode_basestring(r.stream), r.ts, r.score, _BOOL[r.anomaly], threshold,
-                     _BOOL[r.warming_up], *values)).encode()
+        return (
+            t % (encode_basestring(r.stream), r.ts, r.score, _BOOL[r.anomaly], threshold, _BOOL[r.warming_up], *values)
+        ).encode()
     # JSON has no NaN/Infinity: such numbers become null.
     t = _template(key, r.names, model["name"], model["version"], "%s")
-    return (t % (encode_basestring(r.stream), _num(r.ts), _num(r.score), _BOOL[r.anomaly], threshold,
-                 _BOOL[r.warming_up], *map(_num, values))).encode()
+    return (
+        t
+        % (
+            encode_basestring(r.stream),
+            _num(r.ts),
+            _num(r.score),
+            _BOOL[r.anomaly],
+            threshold,
+            _BOOL[r.warming_up],
+            *map(_num, values),
+        )
+    ).encode()
+
+
+def encode_rejection(r: Rejection, topic: str) -> bytes:
+    """The payload published on `mqtt.errors_topic` for a rejected reading."""
+    return json.dumps({"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic}).encode()

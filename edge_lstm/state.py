@@ -7,8 +7,8 @@ Arrays grow by doubling up to `max_streams`. When full, the least recently seen 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -133,8 +133,10 @@ class StateTable:
             states = [a[v] for a in self.states]
             last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
             anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v]
-            rows = [StreamState(name, [a[i] for a in states], last_ts[i], steps[i], anomalies[i], prediction[i])
-                    for i, (name, _) in enumerate(victims)]
+            rows = [
+                StreamState(name, [a[i] for a in states], last_ts[i], steps[i], anomalies[i], prediction[i])
+                for i, (name, _) in enumerate(victims)
+            ]
         if new:
             self._reset(np.asarray(new, np.intp))
         return np.asarray(out, np.intp), rows, len(victims), fresh

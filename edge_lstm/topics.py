@@ -25,8 +25,9 @@ class TopicPattern:
     def __init__(self, pattern: str) -> None:
         levels = pattern.split("/")
         if levels.count(PLACEHOLDER) != 1 or pattern.count(PLACEHOLDER) != 1:
-            raise ValueError(f"topic pattern {pattern!r} must contain {PLACEHOLDER} exactly once, "
-                             "as a whole topic level")
+            raise ValueError(
+                f"topic pattern {pattern!r} must contain {PLACEHOLDER} exactly once, as a whole topic level"
+            )
         if any(("+" in lv or "#" in lv) for lv in levels):
             raise ValueError(f"topic pattern {pattern!r} must not contain MQTT wildcards")
         if "\x00" in pattern:
@@ -56,5 +57,5 @@ def sanitize_stream(stream: str) -> str:
     safe = _UNSAFE.sub(_escape, stream)
     if len(safe) > MAX_STREAM_ID:
         digest = hashlib.sha256(stream.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        safe = f"{safe[:MAX_STREAM_ID - 17]}~{digest}"
+        safe = f"{safe[: MAX_STREAM_ID - 17]}~{digest}"
     return safe

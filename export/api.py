@@ -7,16 +7,17 @@ serves unchanged, or untouched.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
-from edge_lstm.model import load_model
+from edge_lstm.onnx_model import load_model
 
 from .calibrate import DEFAULT_QUANTILE, CalibrationReport
 from .calibrate import calibrate as run_calibration  # the name `calibrate` is export_torch's argument
@@ -49,13 +50,17 @@ class ExportReport:
 
     def summary(self) -> str:
         p = self.parity
-        lines = [f"wrote {self.path}",
-                 f"parity: max_abs_error {p.max_abs_error:.3g} (tolerance {p.tolerance:g}; {p.sequences} "
-                 f"sequences x {p.steps} steps, {p.mode}, {p.data} data)"]
+        lines = [
+            f"wrote {self.path}",
+            f"parity: max_abs_error {p.max_abs_error:.3g} (tolerance {p.tolerance:g}; {p.sequences} "
+            f"sequences x {p.steps} steps, {p.mode}, {p.data} data)",
+        ]
         if self.quantization:
             q = self.quantization
-            lines.append(f"int8: max_abs_error vs float {q.max_abs_error:.3g} (bound {q.tolerance:g}); "
-                         f"step {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us (speedup {q.speedup:.2f}x)")
+            lines.append(
+                f"int8: max_abs_error vs float {q.max_abs_error:.3g} (bound {q.tolerance:g}); "
+                f"step {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us (speedup {q.speedup:.2f}x)"
+            )
         if self.calibration:
             c = self.calibration
             lines.append(f"calibration: threshold {c.threshold:.4g} = q{c.quantile} of {c.samples} normal scores")
@@ -134,7 +139,7 @@ def export_torch(
             "tool": f"edge-lstm-export {TOOL_VERSION}",
             "torch": torch.__version__,
             "onnx": onnx.__version__,
-            "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source": type(model).__name__,
             "parity": parity.to_dict(),
             **({"quantization": qreport.to_dict()} if qreport else {}),
@@ -156,19 +161,24 @@ def _streams(data: Data, features: list[str], what: str) -> list[np.ndarray]:
     """Normalise the accepted data forms to a list of `[steps, F]` float arrays (feature units)."""
     if isinstance(data, (str, Path)):
         return read_csv(data, features).arrays
-    arrays = [np.asarray(data, np.float64)] if isinstance(data, np.ndarray) and data.ndim == 2 else \
-        [np.asarray(a, np.float64) for a in data]
+    arrays = (
+        [np.asarray(data, np.float64)]
+        if isinstance(data, np.ndarray) and data.ndim == 2
+        else [np.asarray(a, np.float64) for a in data]
+    )
     for k, a in enumerate(arrays):
         if a.ndim != 2 or a.shape[1] != len(features):
-            raise DataError(f"{what}[{k}] has shape {list(a.shape)}; expected [steps, {len(features)}] "
-                            f"for features {features}")
+            raise DataError(
+                f"{what}[{k}] has shape {list(a.shape)}; expected [steps, {len(features)}] for features {features}"
+            )
         if not np.isfinite(a).all():
             raise DataError(f"{what}[{k}] contains NaN or infinite values")
     return arrays
 
 
-def _scaling(scaling: Mapping[str, Sequence[float]] | None, streams: list[np.ndarray] | None,
-             n: int) -> tuple[list[float], list[float]]:
+def _scaling(
+    scaling: Mapping[str, Sequence[float]] | None, streams: list[np.ndarray] | None, n: int
+) -> tuple[list[float], list[float]]:
     if scaling is not None:
         offset, scale = list(map(float, scaling["offset"])), list(map(float, scaling["scale"]))
         if len(offset) != n or len(scale) != n:
@@ -190,8 +200,10 @@ def _output_names(output: str, names: Sequence[str] | None, features: list[str],
         elif n_out == len(features):
             names = features
         else:
-            raise ExportError(f"the model has {n_out} outputs for {len(features)} features: a forecast model "
-                              "needs output_names saying which feature each output predicts")
+            raise ExportError(
+                f"the model has {n_out} outputs for {len(features)} features: a forecast model "
+                "needs output_names saying which feature each output predicts"
+            )
     names = list(names)
     if len(names) != n_out:
         raise ExportError(f"output_names has {len(names)} names but the model has {n_out} outputs")
@@ -205,7 +217,7 @@ def _windows(streams: list[np.ndarray], offset: list[float], scale: list[float])
     wins = []
     for s in usable:
         for start in np.linspace(0, len(s) - length, max(1, _PARITY_SEQUENCES // len(usable))).astype(int):
-            wins.append(s[start:start + length])
+            wins.append(s[start : start + length])
     if length < 20:
         return None  # too short to say anything about state: use generated sequences
     x = (np.asarray(wins[:_PARITY_SEQUENCES]) - np.asarray(offset)) / np.asarray(scale)

@@ -10,15 +10,16 @@ skew). Two passes, because the engine's scores depend on the residual statistics
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 
 from edge_lstm.engine import Engine
-from edge_lstm.model import load_model
+from edge_lstm.onnx_model import load_model
 from edge_lstm.reading import Reading
 from edge_lstm.result import Result
 from edge_lstm.score import threshold_from_scores
@@ -98,14 +99,17 @@ def calibrate(
         mean = res.mean(axis=0)
         # A perfectly predicted (e.g. constant) feature would give std 0, which the contract forbids.
         std = np.maximum(res.std(axis=0), 1e-6 * scale)
-        with_stats = {**meta, "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(),
-                                              "threshold": 1.0}}  # placeholder: scores do not use it
+        with_stats = {
+            **meta,
+            "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
+        }  # placeholder: scores do not use it
         scores = _normal_scores(model, with_stats, path, streams, interval)
         return _finish(meta, scores, quantile, mean.tolist(), std.tolist())
 
 
-def _normal_scores(model: onnx.ModelProto, meta: dict[str, Any], path: Path,
-                   streams: Sequence[np.ndarray], interval: float) -> np.ndarray:
+def _normal_scores(
+    model: onnx.ModelProto, meta: dict[str, Any], path: Path, streams: Sequence[np.ndarray], interval: float
+) -> np.ndarray:
     set_metadata(model, meta)
     save(model, path)
     scores = [r.score for results in run_engine(path, streams, interval) for r in results if not r.warming_up]
@@ -121,14 +125,16 @@ def _enough(n: int, meta: dict[str, Any]) -> None:
         )
 
 
-def _finish(meta: dict[str, Any], scores: np.ndarray, quantile: float,
-            mean: list[float] | None, std: list[float] | None) -> tuple[dict[str, Any], CalibrationReport]:
+def _finish(
+    meta: dict[str, Any], scores: np.ndarray, quantile: float, mean: list[float] | None, std: list[float] | None
+) -> tuple[dict[str, Any], CalibrationReport]:
     threshold = threshold_from_scores(scores, quantile)
     if not threshold > 0:
         raise DataError(f"the {quantile} quantile of normal scores is {threshold:g}; a threshold must be > 0")
     cal: dict[str, Any] = {"threshold": threshold, "quantile": quantile, "samples": int(scores.size)}
     if mean is not None:
         cal = {"residual_mean": mean, "residual_std": std, **cal}
-    report = CalibrationReport(threshold, quantile, int(scores.size), mean, std,
-                               float(scores.mean()), float(scores.max()))
+    report = CalibrationReport(
+        threshold, quantile, int(scores.size), mean, std, float(scores.mean()), float(scores.max())
+    )
     return {**meta, "calibration": cal}, report

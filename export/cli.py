@@ -10,8 +10,9 @@ import importlib
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ExportError, FactoryError, WeightsError
 
@@ -36,16 +37,24 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("torch", help="export a PyTorch model built by a factory, with a state_dict")
     t.add_argument("--factory", required=True, help="pkg.module:callable returning the nn.Module")
-    t.add_argument("--weights", required=True, type=Path, help="state_dict file (torch.save), loaded with "
-                   "weights_only=True")
+    t.add_argument(
+        "--weights", required=True, type=Path, help="state_dict file (torch.save), loaded with weights_only=True"
+    )
     t.add_argument("--features", required=True, type=_names, help="comma-separated input feature names")
     t.add_argument("--output", choices=("forecast", "score"), default="forecast")
-    t.add_argument("--output-names", type=_names, help="comma-separated output names (default: the "
-                   "features for a forecast, 'score' for a one-column score)")
+    t.add_argument(
+        "--output-names",
+        type=_names,
+        help="comma-separated output names (default: the features for a forecast, 'score' for a one-column score)",
+    )
     t.add_argument("--offset", type=_floats, help="input scaling offsets, one per feature")
     t.add_argument("--scale", type=_floats, help="input scaling scales, one per feature")
-    t.add_argument("--batch-first", choices=("auto", "yes", "no"), default="auto",
-                   help="layout of forward()'s input (default: that of the first LSTM/GRU)")
+    t.add_argument(
+        "--batch-first",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="layout of forward()'s input (default: that of the first LSTM/GRU)",
+    )
     _common(t)
     t.set_defaults(run=_run_torch)
 
@@ -98,8 +107,13 @@ def _run_torch(args: argparse.Namespace) -> int:
     if args.offset is not None:
         scaling = {"offset": args.offset, "scale": args.scale}
     report = export_torch(
-        model, args.out, features=args.features, output=args.output, output_names=args.output_names,
-        scaling=scaling, calibrate=args.calibrate,
+        model,
+        args.out,
+        features=args.features,
+        output=args.output,
+        output_names=args.output_names,
+        scaling=scaling,
+        calibrate=args.calibrate,
         batch_first={"auto": None, "yes": True, "no": False}[args.batch_first],
         provenance={"factory": args.factory, "weights": args.weights.name},
         **_export_kwargs(args),
@@ -113,10 +127,22 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     if args.calibrate is not None:
         raise ExportError("fit calibrates on the held-out part of its CSV; --calibrate is for `torch`")
-    config = FitConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs, seed=args.seed,
-                       window=args.window, patience=args.patience)
-    result = fit_csv(args.csv, args.out, features=args.features, config=config,
-                     progress=None if args.quiet else sys.stderr, **_export_kwargs(args))
+    config = FitConfig(
+        hidden=args.hidden,
+        layers=args.layers,
+        epochs=args.epochs,
+        seed=args.seed,
+        window=args.window,
+        patience=args.patience,
+    )
+    result = fit_csv(
+        args.csv,
+        args.out,
+        features=args.features,
+        config=config,
+        progress=None if args.quiet else sys.stderr,
+        **_export_kwargs(args),
+    )
     print(result.report.summary())
     return 0
 
@@ -129,7 +155,7 @@ def build_model(factory: str, weights: Path) -> Any:
     fn = _resolve(factory)
     try:
         model = fn()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the user's code may raise anything
         raise FactoryError(f"factory '{factory}' raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
         raise FactoryError(f"factory '{factory}' returned {type(model).__name__}, not a torch.nn.Module")
@@ -148,8 +174,9 @@ def build_model(factory: str, weights: Path) -> Any:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:4])
-        raise WeightsError(f"the state_dict in {weights} does not match the model built by '{factory}': "
-                           f"{detail}") from None
+        raise WeightsError(
+            f"the state_dict in {weights} does not match the model built by '{factory}': {detail}"
+        ) from None
     return model
 
 
@@ -162,7 +189,7 @@ def _resolve(factory: str) -> Callable[[], Any]:
         sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
-    except Exception as e:  # ImportError, but also whatever the user's module raises on import
+    except Exception as e:  # noqa: BLE001 - ImportError, but also whatever the user's module raises on import
         raise FactoryError(f"cannot import module '{mod_name}' of factory '{factory}': {e}") from None
     obj: Any = mod
     for part in attr.split("."):

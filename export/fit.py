@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -69,8 +70,7 @@ def fit_csv(
     **export_kwargs: object,
 ) -> FitResult:
     data = read_csv(csv_path, features)
-    return fit_arrays(data.arrays, out, features=data.features, config=config, progress=progress,
-                      **export_kwargs)
+    return fit_arrays(data.arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
 
 
 def fit_arrays(
@@ -93,9 +93,11 @@ def fit_arrays(
     for k, s in enumerate(streams):
         cut = int(len(s) * (1 - c.val_fraction))
         if cut < c.window + 1 or len(s) - cut < c.window + 1:
-            raise DataError(f"stream {k} has {len(s)} rows; fit needs at least "
-                            f"{int((c.window + 1) / min(c.val_fraction, 1 - c.val_fraction)) + 1} "
-                            f"(windows of {c.window + 1} in both the training and held-out parts)")
+            raise DataError(
+                f"stream {k} has {len(s)} rows; fit needs at least "
+                f"{int((c.window + 1) / min(c.val_fraction, 1 - c.val_fraction)) + 1} "
+                f"(windows of {c.window + 1} in both the training and held-out parts)"
+            )
         scaled = ((s - offset) / scale).astype(np.float32)
         train.append(scaled[:cut])
         val.append(scaled[cut:])
@@ -111,7 +113,7 @@ def fit_arrays(
         order = rng.permutation(len(x_train))
         losses = []
         for b in range(0, len(order), c.batch_size):
-            w = x_train[order[b:b + c.batch_size]]
+            w = x_train[order[b : b + c.batch_size]]
             loss = nn.functional.mse_loss(model(w[:, :-1]), w[:, 1:])
             opt.zero_grad()
             loss.backward()
@@ -132,25 +134,39 @@ def fit_arrays(
             break
     seconds = time.perf_counter() - start
     if progress is not None:
-        progress.write(("\n" if progress.isatty() else "") + f"trained {epoch} epochs in {seconds:.1f} s, best held-out MSE {best:.5f} (scaled)\n")
+        progress.write(
+            ("\n" if progress.isatty() else "")
+            + f"trained {epoch} epochs in {seconds:.1f} s, best held-out MSE {best:.5f} (scaled)\n"
+        )
     assert best_state is not None
     model.load_state_dict(best_state)
     held_out = [v * scale + offset for v in val]  # back to feature units for calibration
     kwargs = {"name": "fitted-forecaster", "warmup_steps": 10, **export_kwargs}
     report = export_torch(
-        model, out, features=list(features), output="forecast",
+        model,
+        out,
+        features=list(features),
+        output="forecast",
         scaling={"offset": offset.tolist(), "scale": scale.tolist()},
         calibrate=held_out,
-        provenance={"fit": {"hidden": c.hidden, "layers": c.layers, "epochs": epoch, "seed": c.seed,
-                            "best_val_mse": best, "train_rows": int(sum(len(t) for t in train)),
-                            "held_out_rows": int(sum(len(v) for v in val))}},
+        provenance={
+            "fit": {
+                "hidden": c.hidden,
+                "layers": c.layers,
+                "epochs": epoch,
+                "seed": c.seed,
+                "best_val_mse": best,
+                "train_rows": int(sum(len(t) for t in train)),
+                "held_out_rows": int(sum(len(v) for v in val)),
+            }
+        },
         **kwargs,  # type: ignore[arg-type]
     )
     return FitResult(report, epoch, best, seconds)
 
 
 def _windows(series: list[np.ndarray], length: int, *, stride: int) -> np.ndarray:
-    return np.stack([s[i:i + length] for s in series for i in range(0, len(s) - length + 1, stride)])
+    return np.stack([s[i : i + length] for s in series for i in range(0, len(s) - length + 1, stride)])
 
 
 def _progress(out: TextIO | None, epoch: int, total: int, train: float, val: float, improved: bool) -> None:
@@ -158,8 +174,10 @@ def _progress(out: TextIO | None, epoch: int, total: int, train: float, val: flo
         return
     width = 24
     done = int(width * epoch / total)
-    line = (f"epoch {epoch:3d}/{total} [{'#' * done}{'.' * (width - done)}] "
-            f"train {train:.5f}  held-out {val:.5f}{'  *' if improved else ''}")
+    line = (
+        f"epoch {epoch:3d}/{total} [{'#' * done}{'.' * (width - done)}] "
+        f"train {train:.5f}  held-out {val:.5f}{'  *' if improved else ''}"
+    )
     # Redraw in place on a terminal; one line per epoch in logs and pipes.
     out.write(("\r" + line) if out.isatty() else line + "\n")
     out.flush()

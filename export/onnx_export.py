@@ -41,14 +41,15 @@ def export_step(wrapper: StepWrapper, n_features: int) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         try:
             _export(wrapper, (x, *states), buf, in_names, out_names)
-        except Exception as e:  # the exporter raises many types; the first line says which op failed
+        except Exception as e:  # noqa: BLE001 - the exporter raises many types; the first line says which op failed
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UnsupportedModelError(f"torch.onnx cannot export the step model: {first}") from None
     return onnx.load_from_string(buf.getvalue())
 
 
-def _export(wrapper: StepWrapper, args: tuple[torch.Tensor, ...], buf: io.BytesIO,
-            in_names: list[str], out_names: list[str]) -> None:
+def _export(
+    wrapper: StepWrapper, args: tuple[torch.Tensor, ...], buf: io.BytesIO, in_names: list[str], out_names: list[str]
+) -> None:
     with torch.no_grad():
         torch.onnx.export(
             wrapper,

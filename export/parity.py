@@ -129,6 +129,12 @@ def check_parity(
 
 def merge(a: ParityReport, b: ParityReport) -> ParityReport:
     """One report over two sets of sequences (e.g. generated and given): the worst error, all counts."""
-    return ParityReport(max(a.max_abs_error, b.max_abs_error), a.tolerance, a.sequences + b.sequences,
-                        max(a.steps, b.steps), a.compared + b.compared,
-                        a.mode, f"{a.data}+{b.data}")
+    return ParityReport(
+        max(a.max_abs_error, b.max_abs_error),
+        a.tolerance,
+        a.sequences + b.sequences,
+        max(a.steps, b.steps),
+        a.compared + b.compared,
+        a.mode,
+        f"{a.data}+{b.data}",
+    )

@@ -57,8 +57,9 @@ def quantize_int8(
         level = root.level
         root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" hint meant for CNNs
         try:
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["LSTM", "MatMul", "Gemm"])
+            quantize_dynamic(
+                str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul", "Gemm"]
+            )
         finally:
             root.setLevel(level)
         qmodel = onnx.load(str(dst))
@@ -91,7 +92,8 @@ def _step_latency(fsess: Any, qsess: Any, seq: np.ndarray) -> tuple[float, float
             states = [np.zeros((1, *i.shape[1:]), np.float32) for i in ins[1:]]
             start = time.perf_counter()
             for t in range(min(_TIMING_STEPS, len(seq))):
-                _, *states = sess.run(None, {ins[0].name: seq[t:t + 1],
-                                             **{i.name: s for i, s in zip(ins[1:], states)}})
+                _, *states = sess.run(
+                    None, {ins[0].name: seq[t : t + 1], **{i.name: s for i, s in zip(ins[1:], states)}}
+                )
             rounds[k].append((time.perf_counter() - start) / min(_TIMING_STEPS, len(seq)) * 1e6)
     return float(np.median(rounds[0])), float(np.median(rounds[1]))

@@ -12,8 +12,9 @@ here: the parity check proves it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,9 +100,7 @@ class StepWrapper(nn.Module):
         self.model = model
         self.recurrent = recurrent
         self.batch_first = batch_first  # layout of the user's forward input and per-step output
-        self.specs = [
-            StateSpec(r.label, part, (r.num_layers, r.hidden)) for r in recurrent for part in r.parts
-        ]
+        self.specs = [StateSpec(r.label, part, (r.num_layers, r.hidden)) for r in recurrent for part in r.parts]
         self.calls: dict[str, int] = {}
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -110,7 +109,7 @@ class StepWrapper(nn.Module):
         i = 0
         for r in self.recurrent:
             # ONNX states are batch-first; torch wants (layers, batch, hidden) whatever batch_first says.
-            feeds[r.label] = [s.transpose(0, 1).contiguous() for s in states[i:i + len(r.parts)]]
+            feeds[r.label] = [s.transpose(0, 1).contiguous() for s in states[i : i + len(r.parts)]]
             i += len(r.parts)
         captured: dict[str, list[torch.Tensor]] = {}
         self.calls = {r.label: 0 for r in self.recurrent}
@@ -138,8 +137,9 @@ def first_tensor(out: Any) -> torch.Tensor:
             raise UnsupportedModelError("forward() returned an empty tuple")
         out = out[0]
     if not isinstance(out, torch.Tensor):
-        raise UnsupportedModelError(f"forward() must return a tensor (or a tuple starting with one), "
-                                    f"got {type(out).__name__}")
+        raise UnsupportedModelError(
+            f"forward() must return a tensor (or a tuple starting with one), got {type(out).__name__}"
+        )
     return out
 
 
@@ -155,8 +155,7 @@ def last_step(y: torch.Tensor, batch_first: bool, *, steps: int) -> torch.Tensor
             )
         return y[:, -1] if batch_first else y[-1]
     raise UnsupportedModelError(
-        f"forward() returned shape {list(y.shape)}: expected [batch, outputs] or every step "
-        "[batch, time, outputs]"
+        f"forward() returned shape {list(y.shape)}: expected [batch, outputs] or every step [batch, time, outputs]"
     )
 
 

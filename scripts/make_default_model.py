@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the packaged default model, edge_lstm/models/default.onnx, reproducibly.
 
-Normal operation of several simulated machines (edge_lstm.simulate, one seed per machine, 1 s
+Normal operation of several simulated machines (edge_lstm.demo.simulate, one seed per machine, 1 s
 interval) is written to a CSV, and `edge-lstm-export fit` trains, exports, parity-checks and
 calibrates a small next-step forecaster on it — the same path a user takes with their own CSV.
 
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edge_lstm.simulate import FEATURES, normal_series
+from edge_lstm.demo.simulate import FEATURES, normal_series
 from edge_lstm_export.cli import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,12 +41,32 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edge-lstm-default-") as tmp:
         data = Path(tmp) / "normal.csv"
         write_csv(data)
-        return export_main([
-            "fit", str(data), "--out", str(args.out),
-            "--name", "default-forecaster", "--version", "1.0.0",
-            "--hidden", "32", "--layers", "1", "--epochs", "40", "--seed", "0",
-            "--warmup-steps", "10", "--sample-interval", "1", "--quantile", "0.999",
-        ])
+        return export_main(
+            [
+                "fit",
+                str(data),
+                "--out",
+                str(args.out),
+                "--name",
+                "default-forecaster",
+                "--version",
+                "1.0.0",
+                "--hidden",
+                "32",
+                "--layers",
+                "1",
+                "--epochs",
+                "40",
+                "--seed",
+                "0",
+                "--warmup-steps",
+                "10",
+                "--sample-interval",
+                "1",
+                "--quantile",
+                "0.999",
+            ]
+        )
 
 
 if __name__ == "__main__":

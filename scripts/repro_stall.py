@@ -29,15 +29,19 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from edge_lstm.broker import PrivateBroker  # noqa: E402
+from edge_lstm.demo.broker import PrivateBroker  # noqa: E402
 
 STATE_NAMES = {int(v): k for k, v in vars(paho).items() if k.startswith("mqtt_ms_")}
 
 
 def _raw_client(port: int, inflight: int, v5: bool, echo_q: queue.SimpleQueue | None) -> paho.Client:
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"repro-{time.monotonic_ns()}",
-                    protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True,
-                    **({} if v5 else {"clean_session": True}))
+    c = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"repro-{time.monotonic_ns()}",
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        manual_ack=True,
+        **({} if v5 else {"clean_session": True}),
+    )
     c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     connected = threading.Event()
@@ -70,12 +74,16 @@ def one_run(args: argparse.Namespace, run: int) -> tuple[bool, float, str]:
         echo_q: queue.SimpleQueue | None = queue.SimpleQueue() if args.echo else None
         link = None
         if args.link:
-            from edge_lstm.config import MqttSettings
-            from edge_lstm.mqtt import MqttLink
+            from edge_lstm.service.config import MqttSettings
+            from edge_lstm.service.mqtt import MqttLink
 
             inbox: queue.SimpleQueue = queue.SimpleQueue()
-            cfg = MqttSettings(port=broker.port, client_id=f"repro-{time.monotonic_ns()}",
-                               max_inflight=args.inflight, protocol="5" if args.v5 else "3.1.1")
+            cfg = MqttSettings(
+                port=broker.port,
+                client_id=f"repro-{time.monotonic_ns()}",
+                max_inflight=args.inflight,
+                protocol="5" if args.v5 else "3.1.1",
+            )
             link = MqttLink(cfg, inbox, "repro/#" if args.echo else "nothing/here")
             link.start()
             if not link.wait_connected(10):
@@ -135,8 +143,10 @@ def one_run(args: argparse.Namespace, run: int) -> tuple[bool, float, str]:
             elif now - last_change > args.timeout:
                 break
             if args.verbose:
-                print(f"  unconfirmed={left} out_packets={len(client._out_packet)} "
-                      f"inflight={client._inflight_messages}", flush=True)
+                print(
+                    f"  unconfirmed={left} out_packets={len(client._out_packet)} inflight={client._inflight_messages}",
+                    flush=True,
+                )
                 time.sleep(0.5)
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
@@ -144,13 +154,16 @@ def one_run(args: argparse.Namespace, run: int) -> tuple[bool, float, str]:
         detail = ""
         if stuck:
             with client._out_message_mutex:
-                states = collections.Counter(STATE_NAMES.get(int(m.state), m.state)
-                                             for m in client._out_messages.values())
-                detail = (f"stuck={len(stuck)} connected={client.is_connected()} "
-                          f"inflight_counter={client._inflight_messages} max={client._max_inflight_messages} "
-                          f"out_messages={len(client._out_messages)} states={dict(states)} "
-                          f"out_packets={len(client._out_packet)} first_stuck_mid={stuck[0].mid} "
-                          f"rc={[int(s.rc) for s in stuck[:5]]}")
+                states = collections.Counter(
+                    STATE_NAMES.get(int(m.state), m.state) for m in client._out_messages.values()
+                )
+                detail = (
+                    f"stuck={len(stuck)} connected={client.is_connected()} "
+                    f"inflight_counter={client._inflight_messages} max={client._max_inflight_messages} "
+                    f"out_messages={len(client._out_messages)} states={dict(states)} "
+                    f"out_packets={len(client._out_packet)} first_stuck_mid={stuck[0].mid} "
+                    f"rc={[int(s.rc) for s in stuck[:5]]}"
+                )
         if link is not None:
             link.close(timeout=2)
         else:
@@ -164,16 +177,25 @@ def daemon_run(args: argparse.Namespace, run: int, model_path: Path, tmp: Path) 
     import json
     import random
 
-    from edge_lstm.config import load_settings
-    from edge_lstm.daemon import Daemon
+    from edge_lstm.service.config import load_settings
+    from edge_lstm.service.daemon import Daemon
 
     with PrivateBroker(persistence=True) as broker:
-        settings = load_settings(None, model=str(model_path), state_dir=str(tmp / f"state-{run}-{time.monotonic_ns()}"),
-                                 mqtt={"port": broker.port, "client_id": f"repro-d-{run}",
-                                       "max_inflight": args.inflight, "receive_maximum": 1000,
-                                       "protocol": "5" if args.v5 else "3.1.1",
-                                       "reconnect_min_delay_s": 0.2, "reconnect_max_delay_s": 1.0},
-                                 log={"stats_interval_s": 0})
+        settings = load_settings(
+            None,
+            model=str(model_path),
+            state_dir=str(tmp / f"state-{run}-{time.monotonic_ns()}"),
+            mqtt={
+                "port": broker.port,
+                "client_id": f"repro-d-{run}",
+                "max_inflight": args.inflight,
+                "receive_maximum": 1000,
+                "protocol": "5" if args.v5 else "3.1.1",
+                "reconnect_min_delay_s": 0.2,
+                "reconnect_max_delay_s": 1.0,
+            },
+            log={"stats_interval_s": 0},
+        )
         d = Daemon(settings)
         stop = threading.Event()
         th = threading.Thread(target=d.run, args=(stop,), daemon=True)
@@ -184,9 +206,10 @@ def daemon_run(args: argparse.Namespace, run: int, model_path: Path, tmp: Path) 
         pub.max_inflight_messages_set(1000)
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
-        payloads = [(f"sensors/s{i % 200}", json.dumps({"ts": 1_700_000_000 + i // 200,
-                                                        "values": [i % 7, i % 5, i % 3]}))
-                    for i in range(args.messages)]
+        payloads = [
+            (f"sensors/s{i % 200}", json.dumps({"ts": 1_700_000_000 + i // 200, "values": [i % 7, i % 5, i % 3]}))
+            for i in range(args.messages)
+        ]
 
         def feed() -> None:
             infos = []
@@ -222,15 +245,16 @@ def daemon_run(args: argparse.Namespace, run: int, model_path: Path, tmp: Path) 
         if not ok:
             c = d.link.client
             with c._out_message_mutex:
-                states = collections.Counter(STATE_NAMES.get(int(m.state), m.state)
-                                             for m in c._out_messages.values())
+                states = collections.Counter(STATE_NAMES.get(int(m.state), m.state) for m in c._out_messages.values())
                 p0 = d.pending[0] if d.pending else None
-                detail = (f"acked={d.counters.acked} pending={len(d.pending)} connected={d.link.connected} "
-                          f"connects={d.link.connects} inflight_counter={c._inflight_messages} "
-                          f"out_messages={len(c._out_messages)} states={dict(states)} "
-                          f"out_packets={len(c._out_packet)} oldest_pending="
-                          f"{[(i.mid, int(i.rc), i._published) for i in p0.infos] if p0 else None} "
-                          f"oldest_in_out_messages={bool(p0 and p0.infos and p0.infos[0].mid in c._out_messages)}")
+                detail = (
+                    f"acked={d.counters.acked} pending={len(d.pending)} connected={d.link.connected} "
+                    f"connects={d.link.connects} inflight_counter={c._inflight_messages} "
+                    f"out_messages={len(c._out_messages)} states={dict(states)} "
+                    f"out_packets={len(c._out_packet)} oldest_pending="
+                    f"{[(i.mid, int(i.rc), i._published) for i in p0.infos] if p0 else None} "
+                    f"oldest_in_out_messages={bool(p0 and p0.infos and p0.infos[0].mid in c._out_messages)}"
+                )
         stop.set()
         th.join(20)
         pub.disconnect()
@@ -251,7 +275,7 @@ def main() -> int:
     ap.add_argument("--daemon", action="store_true", help="the real Daemon in a thread, fed by a publisher")
     ap.add_argument("--restarts", type=int, default=0, help="with --daemon: broker restarts during the run")
     ap.add_argument("--verbose", "-v", action="store_true")
-    ap.add_argument("--link", action="store_true", help="go through edge_lstm.mqtt.MqttLink")
+    ap.add_argument("--link", action="store_true", help="go through edge_lstm.service.mqtt.MqttLink")
     args = ap.parse_args()
     bad = 0
     tmp = None
@@ -263,7 +287,7 @@ def main() -> int:
 
         tmp = Path(tempfile.mkdtemp(prefix="repro-stall-"))
         model_path = make_step_model(tmp / "model.onnx")
-        from edge_lstm.logs import configure
+        from edge_lstm.service.logs import configure
 
         configure("warning", "console")
     for r in range(args.runs):
@@ -272,8 +296,7 @@ def main() -> int:
         else:
             ok, elapsed, detail = one_run(args, r)
         bad += not ok
-        print(f"run {r + 1:3d}: {'ok   ' if ok else 'STALL'} {args.messages / elapsed:8.0f} msg/s {detail}",
-              flush=True)
+        print(f"run {r + 1:3d}: {'ok   ' if ok else 'STALL'} {args.messages / elapsed:8.0f} msg/s {detail}", flush=True)
     print(f"{bad}/{args.runs} runs stalled")
     return 1 if bad else 0
 

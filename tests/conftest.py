@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def step_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def broker() -> Iterator[Any]:
     """A started private mosquitto on a free port (persistence on, like docs/mosquitto.conf)."""
-    from edge_lstm.broker import BrokerUnavailable, PrivateBroker
+    from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
 
     try:
         b = PrivateBroker(persistence=True).start()
@@ -75,8 +76,13 @@ def daemon_config(broker: Any, model: Path, state_dir: Path, **sections: dict[st
     cfg: dict[str, Any] = {
         "model": str(model),
         "state_dir": str(state_dir),
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"edge-lstm-test-{os.getpid()}-"
-                 f"{time.monotonic_ns() % 10**9}", "reconnect_min_delay_s": 0.2, "reconnect_max_delay_s": 1.0},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "client_id": f"edge-lstm-test-{os.getpid()}-{time.monotonic_ns() % 10**9}",
+            "reconnect_min_delay_s": 0.2,
+            "reconnect_max_delay_s": 1.0,
+        },
         "log": {"format": "json", "level": "info", "stats_interval_s": 1.0},
     }
     for name, values in sections.items():
@@ -110,10 +116,15 @@ def start_in_thread(daemon: Any, timeout: float = 30.0) -> tuple[threading.Event
 
 
 class DaemonProcess:
-    """`python -m edge_lstm.daemon --config FILE` with captured, parsed JSON log lines."""
+    """`python -m edge_lstm.cli.run --config FILE` with captured, parsed JSON log lines."""
 
-    def __init__(self, config: dict[str, Any] | None, workdir: Path, env: dict[str, str] | None = None,
-                 config_text: str | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        config_text: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.config_path = workdir / f"config-{time.monotonic_ns()}.toml"
         self.config_path.write_text(config_text if config_text is not None else to_toml(config or {}))
@@ -124,8 +135,11 @@ class DaemonProcess:
         self.stderr_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_lstm.daemon", "--config", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=self._stderr, env=full_env, cwd=workdir,
+            [sys.executable, "-m", "edge_lstm.cli.run", "--config", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=full_env,
+            cwd=workdir,
         )
 
     def stderr(self) -> str:
@@ -168,8 +182,9 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """`run_daemon(config_dict, env=None, config_text=None)` → a started DaemonProcess (killed at teardown)."""
     started: list[DaemonProcess] = []
 
-    def start(config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-              config_text: str | None = None) -> DaemonProcess:
+    def start(
+        config: dict[str, Any] | None = None, env: dict[str, str] | None = None, config_text: str | None = None
+    ) -> DaemonProcess:
         d = DaemonProcess(config, tmp_path, env, config_text)
         started.append(d)
         return d
@@ -193,8 +208,7 @@ class Collector:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._pending_subs = len(topics)
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.topics = topics
 
@@ -227,7 +241,7 @@ class Collector:
     def json(self, prefix: str) -> list[dict[str, Any]]:
         return [json.loads(p) for t, p, r in self.snapshot(prefix)]
 
-    def wait_for(self, pred: Callable[["Collector"], bool], timeout: float = 30.0, what: str = "") -> None:
+    def wait_for(self, pred: Callable[[Collector], bool], timeout: float = 30.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pred(self):
@@ -301,5 +315,5 @@ def publisher() -> Iterator[Callable[[int], Publisher]]:
     for p in made:
         try:
             p.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best-effort cleanup
             pass

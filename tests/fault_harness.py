@@ -16,17 +16,16 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
-from edge_lstm import Engine, Reading, Result
-from edge_lstm import checkpoint
-from edge_lstm.journal import Journal, replay_batches
-
 from conftest import json_lines
 
+from edge_lstm import Engine, Reading, Result
+from edge_lstm.durable import checkpoint
+from edge_lstm.durable.journal import Journal, replay_batches
 
 # ---- broker ------------------------------------------------------------------------------------
 
@@ -39,7 +38,7 @@ def persistent_broker() -> Any:
     forgets all sessions and queued messages. The work dir is made world-writable instead of adding
     `user root` (which mosquitto refuses if the config already has a `user` line).
     """
-    from edge_lstm.broker import PrivateBroker
+    from edge_lstm.demo.broker import PrivateBroker
 
     workdir = Path(tempfile.mkdtemp(prefix="edge-lstm-faults-mosq-"))
     os.chmod(workdir, 0o777)
@@ -58,7 +57,6 @@ def broker_db_written(b: Any) -> bool:
 
 
 # ---- an MQTT client with a persistent session --------------------------------------------------
-
 
 
 def persistent_client(client_id: str, max_inflight: int) -> Any:
@@ -81,6 +79,7 @@ def connect_persistent(c: Any, port: int, expiry_s: int) -> None:
     props.SessionExpiryInterval = expiry_s
     c.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
 
+
 class SessionClient:
     """A paho MQTT v5 client with a stable id, clean_start=False and a session expiry, so that the broker
     keeps its subscriptions and queued QoS 1 messages across broker restarts and reconnects; paho
@@ -90,8 +89,15 @@ class SessionClient:
     (`sessions_lost` counts those that did not, i.e. a broker that forgot its state).
     """
 
-    def __init__(self, port: int, client_id: str, subscriptions: tuple[str, ...] = (),
-                 *, expiry_s: int = 3600, max_inflight: int = 1000) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        subscriptions: tuple[str, ...] = (),
+        *,
+        expiry_s: int = 3600,
+        max_inflight: int = 1000,
+    ) -> None:
         self.port = port
         self.subscriptions = subscriptions
         self.lock = threading.Lock()
@@ -139,7 +145,7 @@ class SessionClient:
         self.infos.append(self.client.publish(topic, payload, qos=qos))
 
     def all_published(self) -> bool:
-        from edge_lstm.mqtt import is_handed_over
+        from edge_lstm.service.mqtt import is_handed_over
 
         return all(is_handed_over(i) for i in self.infos)
 
@@ -232,7 +238,7 @@ class OrderedPublisher:
             self.publish(topic, payload)
 
     def wait_published(self, timeout: float) -> None:
-        from edge_lstm.mqtt import is_handed_over
+        from edge_lstm.service.mqtt import is_handed_over
 
         deadline = time.monotonic() + timeout
         while not all(is_handed_over(i) for i in self.infos):
@@ -299,8 +305,14 @@ class DaemonRunner:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_LSTM_")}
         for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"):
             env.pop(k, None)
-        defaults = {"log.format": "json", "log.level": "info", "log.stats_interval_s": 1.0,
-                    "mqtt.host": "127.0.0.1", "mqtt.reconnect_min_delay_s": 1, "mqtt.reconnect_max_delay_s": 2}
+        defaults = {
+            "log.format": "json",
+            "log.level": "info",
+            "log.stats_interval_s": 1.0,
+            "mqtt.host": "127.0.0.1",
+            "mqtt.reconnect_min_delay_s": 1,
+            "mqtt.reconnect_max_delay_s": 2,
+        }
         for key, value in {**defaults, **settings}.items():
             env["EDGE_LSTM_" + key.upper().replace(".", "__")] = str(value)
         self.env = env
@@ -313,8 +325,13 @@ class DaemonRunner:
         log = self.workdir / f"daemon-{len(self.logs)}.log"
         self.logs.append(log)
         with open(log, "wb") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge_lstm", "run"], env=self.env,
-                                         stdout=subprocess.DEVNULL, stderr=f, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_lstm", "run"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+                cwd=self.workdir,
+            )
         return self
 
     def running(self) -> bool:
@@ -336,8 +353,9 @@ class DaemonRunner:
         except subprocess.TimeoutExpired:
             # Where is it stuck? py-spy is not a dependency: ask faulthandler (SIGUSR1 is not wired),
             # so show the log, which says how far the shutdown got.
-            raise AssertionError(f"daemon did not exit {timeout} s after SIGTERM; log:\n"
-                                 f"{self.text()[-4000:]}") from None
+            raise AssertionError(
+                f"daemon did not exit {timeout} s after SIGTERM; log:\n{self.text()[-4000:]}"
+            ) from None
 
     def stop(self) -> None:
         """Teardown: kill whatever is still running."""
@@ -353,8 +371,9 @@ class DaemonRunner:
         files = self.logs if run is None else [self.logs[run]]
         return [doc for p in files for doc in json_lines(p.read_text(errors="replace"))]
 
-    def wait_event(self, name: str, timeout: float = 30.0, count: int = 1,
-                   where: Callable[[dict[str, Any]], bool] = lambda e: True) -> dict[str, Any]:
+    def wait_event(
+        self, name: str, timeout: float = 30.0, count: int = 1, where: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             found = [e for e in self.events() if e.get("event") == name and where(e)]
@@ -373,8 +392,11 @@ class DaemonRunner:
 def make_traffic(n_streams: int, n_steps: int, t0: float, seed: int) -> list[Reading]:
     """Readings in publication order: step by step, every stream once per step, explicit event times."""
     rng = np.random.default_rng(seed)
-    return [Reading(f"s{k:03d}", t0 + t, tuple(rng.normal(size=3).round(5).tolist()))
-            for t in range(n_steps) for k in range(n_streams)]
+    return [
+        Reading(f"s{k:03d}", t0 + t, tuple(rng.normal(size=3).round(5).tolist()))
+        for t in range(n_steps)
+        for k in range(n_streams)
+    ]
 
 
 def reference_run(model: Any, readings: list[Reading], batch: int) -> tuple[Engine, dict[tuple[str, float], Result]]:
@@ -382,7 +404,7 @@ def reference_run(model: Any, readings: list[Reading], batch: int) -> tuple[Engi
     engine = Engine(model)
     results: dict[tuple[str, float], Result] = {}
     for i in range(0, len(readings), batch):
-        for out in engine.process(readings[i:i + batch]):
+        for out in engine.process(readings[i : i + batch]):
             assert isinstance(out, Result), out
             results[(out.stream, out.ts)] = out
     return engine, results
@@ -406,8 +428,10 @@ def restored_engine(model: Any, state_dir: Path) -> tuple[Engine, checkpoint.Che
 
 def state_difference(a: Engine, b: Engine, stream: str) -> float:
     ra, rb = a.table.row(stream), b.table.row(stream)
-    return max(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
-               for x, y in zip([*ra.states, ra.prediction], [*rb.states, rb.prediction]))
+    return max(
+        float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+        for x, y in zip([*ra.states, ra.prediction], [*rb.states, rb.prediction])
+    )
 
 
 def results_by_key(payloads: list[bytes]) -> dict[tuple[str, float], list[dict[str, Any]]]:

@@ -16,8 +16,8 @@ its state (tests can tell a stepped stream from a fresh one).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -55,7 +55,6 @@ def make_step_model(
         return name
 
     axes0 = const("axes0", np.array([0], dtype=np.int64))
-    axes01 = const("axes01", np.array([0, 1], dtype=np.int64))
     nodes.append(helper.make_node("Unsqueeze", ["x", axes0], ["x_seq"]))  # [1, batch, F]
     nodes.append(helper.make_node("Transpose", ["state.lstm.h.in"], ["h_tm"], perm=[1, 0, 2]))
     nodes.append(helper.make_node("Transpose", ["state.lstm.c.in"], ["c_tm"], perm=[1, 0, 2]))

@@ -7,10 +7,10 @@ import os
 import time
 
 import pytest
-
 from conftest import start_in_thread
-from edge_lstm.config import load_settings
-from edge_lstm.daemon import Daemon
+
+from edge_lstm.service.config import load_settings
+from edge_lstm.service.daemon import Daemon
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,19 @@ class SlowDaemon(Daemon):
         super()._process(batch)
 
 
-def test_inbound_queue_stays_bounded_and_nothing_is_lost(broker, step_model_path, tmp_path, collector,
-                                                         publisher, monkeypatch) -> None:
+def test_inbound_queue_stays_bounded_and_nothing_is_lost(
+    broker, step_model_path, tmp_path, collector, publisher, monkeypatch
+) -> None:
     for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
     max_queue = 200
-    settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path),
-                             engine={"max_queue": max_queue, "max_batch": 20},
-                             mqtt={"port": broker.port, "client_id": "slow-consumer"})
+    settings = load_settings(
+        None,
+        model=str(step_model_path),
+        state_dir=str(tmp_path),
+        engine={"max_queue": max_queue, "max_batch": 20},
+        mqtt={"port": broker.port, "client_id": "slow-consumer"},
+    )
     d = SlowDaemon(settings)
     stop, t = start_in_thread(d)
     col = collector(broker.port, ["edge-lstm/scores/#"])
@@ -44,10 +49,13 @@ def test_inbound_queue_stays_bounded_and_nothing_is_lost(broker, step_model_path
     stop.set()
     t.join(30)
     link = d.link
-    print(f"\nslow consumer: {len(results)} results, reading paused {link.holds} times for "
-          f"{link.held_s:.2f} s, at most {link.max_inbox} readings waiting (max_queue {max_queue})")
+    print(
+        f"\nslow consumer: {len(results)} results, reading paused {link.holds} times for "
+        f"{link.held_s:.2f} s, at most {link.max_inbox} readings waiting (max_queue {max_queue})"
+    )
     assert link.holds > 0  # the worker really fell behind
     assert link.max_inbox <= max_queue + 1  # +1: a wake-up marker may sit in the queue
     assert {(r["stream"], r["ts"]) for r in results} == {
-        (f"m{s}", 1_700_000_000.0 + step) for s in range(n_streams) for step in range(steps)}
+        (f"m{s}", 1_700_000_000.0 + step) for s in range(n_streams) for step in range(steps)
+    }
     assert d.stats()["rejected"] == {}

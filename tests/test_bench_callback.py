@@ -14,15 +14,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.integration
 def test_bench_callback_prints_both_modes() -> None:
-    from edge_lstm.broker import BrokerUnavailable, find_mosquitto
+    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
 
     try:
         find_mosquitto()
     except BrokerUnavailable as e:
         pytest.skip(str(e))
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_callback.py"), "--readings", "300",
-                           "--streams", "10", "--timeout", "30", "--idle", "2"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_callback.py"),
+            "--readings",
+            "300",
+            "--streams",
+            "10",
+            "--timeout",
+            "30",
+            "--idle",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr + out
     for mode in ("daemon", "naive"):

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import to_toml
-from edge_lstm.config import ConfigError, load_settings
+
+from edge_lstm.service.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,11 @@ def test_defaults():
     assert (m.host, m.port, m.protocol, m.qos_in, m.qos_out) == ("127.0.0.1", 1883, "5", 1, 1)
     assert m.client_id.startswith("edge-lstm-")
     assert (m.input_pattern, m.output_pattern, m.status_topic, m.errors_topic) == (
-        "sensors/{stream}", "edge-lstm/scores/{stream}", "edge-lstm/status", "")
+        "sensors/{stream}",
+        "edge-lstm/scores/{stream}",
+        "edge-lstm/status",
+        "",
+    )
     assert m.session_expiry_s == 86400
     e = s.engine
     assert (e.max_streams, e.max_batch, e.max_wait_ms, e.threads, e.max_payload_bytes) == (10000, 1024, 5.0, 1, 4096)
@@ -44,9 +48,16 @@ def test_defaults():
 
 
 def test_toml_and_env_env_wins(tmp_path, monkeypatch):
-    p = write(tmp_path, to_toml({"model": "/m.onnx", "mqtt": {"host": "filehost", "port": 1884,
-                                                              "protocol": "3.1.1", "tls": {"enabled": True}},
-                                 "engine": {"max_batch": 64}}))
+    p = write(
+        tmp_path,
+        to_toml(
+            {
+                "model": "/m.onnx",
+                "mqtt": {"host": "filehost", "port": 1884, "protocol": "3.1.1", "tls": {"enabled": True}},
+                "engine": {"max_batch": 64},
+            }
+        ),
+    )
     monkeypatch.setenv("EDGE_LSTM_MQTT__HOST", "envhost")
     monkeypatch.setenv("EDGE_LSTM_ENGINE__MAX_WAIT_MS", "2.5")
     monkeypatch.setenv("EDGE_LSTM_STATE_DIR", "/var/lib/x")
@@ -58,7 +69,7 @@ def test_toml_and_env_env_wins(tmp_path, monkeypatch):
 
 
 def test_config_path_from_env(tmp_path, monkeypatch):
-    p = write(tmp_path, '[mqtt]\nport = 2000\n')
+    p = write(tmp_path, "[mqtt]\nport = 2000\n")
     monkeypatch.setenv("EDGE_LSTM_CONFIG", str(p))
     assert load_settings().mqtt.port == 2000
 
@@ -72,32 +83,38 @@ def test_state_directory_from_systemd(monkeypatch):
     assert load_settings().state_dir == Path("/var/lib/edge-lstm")
 
 
-@pytest.mark.parametrize("text, key", [
-    ("bogus = 1\n", "bogus"),
-    ("[mqtt]\nbogus = 1\n", "mqtt.bogus"),
-    ("[mqtt.tls]\nca = 'x'\n", "mqtt.tls.ca"),
-    ("[engine]\nmax_batch = 0\n", "engine.max_batch"),
-    ("[mqtt]\nport = 'abc'\n", "mqtt.port"),
-    ("[mqtt]\nport = 70000\n", "mqtt.port"),
-    ("[mqtt]\nprotocol = '4'\n", "mqtt.protocol"),
-    ("[mqtt]\nqos_in = 2\n", "mqtt.qos_in"),
-    ("[mqtt]\ninput_pattern = 'sensors/+'\n", "mqtt.input_pattern"),
-    ("[mqtt]\nstatus_topic = 'a/#'\n", "mqtt.status_topic"),
-    ("[log]\nformat = 'xml'\n", "log.format"),
-    ("[nosuch]\nx = 1\n", "nosuch"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("bogus = 1\n", "bogus"),
+        ("[mqtt]\nbogus = 1\n", "mqtt.bogus"),
+        ("[mqtt.tls]\nca = 'x'\n", "mqtt.tls.ca"),
+        ("[engine]\nmax_batch = 0\n", "engine.max_batch"),
+        ("[mqtt]\nport = 'abc'\n", "mqtt.port"),
+        ("[mqtt]\nport = 70000\n", "mqtt.port"),
+        ("[mqtt]\nprotocol = '4'\n", "mqtt.protocol"),
+        ("[mqtt]\nqos_in = 2\n", "mqtt.qos_in"),
+        ("[mqtt]\ninput_pattern = 'sensors/+'\n", "mqtt.input_pattern"),
+        ("[mqtt]\nstatus_topic = 'a/#'\n", "mqtt.status_topic"),
+        ("[log]\nformat = 'xml'\n", "log.format"),
+        ("[nosuch]\nx = 1\n", "nosuch"),
+    ],
+)
 def test_bad_file_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as e:
         load_settings(write(tmp_path, text))
     assert f"{key}:" in str(e.value)
 
 
-@pytest.mark.parametrize("env, key", [
-    ({"EDGE_LSTM_MQTT__PORT": "abc"}, "EDGE_LSTM_MQTT__PORT"),
-    ({"EDGE_LSTM_MQTT__BOGUS": "1"}, "EDGE_LSTM_MQTT__BOGUS"),
-    ({"EDGE_LSTM_BOGUS": "1"}, "EDGE_LSTM_BOGUS"),
-    ({"EDGE_LSTM_ENGINE__MAX_STREAMS": "-1"}, "EDGE_LSTM_ENGINE__MAX_STREAMS"),
-])
+@pytest.mark.parametrize(
+    "env, key",
+    [
+        ({"EDGE_LSTM_MQTT__PORT": "abc"}, "EDGE_LSTM_MQTT__PORT"),
+        ({"EDGE_LSTM_MQTT__BOGUS": "1"}, "EDGE_LSTM_MQTT__BOGUS"),
+        ({"EDGE_LSTM_BOGUS": "1"}, "EDGE_LSTM_BOGUS"),
+        ({"EDGE_LSTM_ENGINE__MAX_STREAMS": "-1"}, "EDGE_LSTM_ENGINE__MAX_STREAMS"),
+    ],
+)
 def test_bad_env_values_name_the_variable(monkeypatch, env, key):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -135,15 +152,24 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
     full = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_LSTM_")}
     full.update(env)
-    return subprocess.run([sys.executable, "-m", "edge_lstm.daemon", *args], env=full, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_lstm.cli.run", *args],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("text, env, needle", [
-    ("[mqtt]\nbogus = 1\n", {}, "mqtt.bogus"),
-    ("", {"EDGE_LSTM_MQTT__PORT": "abc"}, "EDGE_LSTM_MQTT__PORT"),
-    ("[mqtt\n", {}, "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, env, needle",
+    [
+        ("[mqtt]\nbogus = 1\n", {}, "mqtt.bogus"),
+        ("", {"EDGE_LSTM_MQTT__PORT": "abc"}, "EDGE_LSTM_MQTT__PORT"),
+        ("[mqtt\n", {}, "invalid TOML"),
+    ],
+)
 def test_daemon_exits_2_on_config_error(tmp_path, text, env, needle):
     p = write(tmp_path, text)
     r = _run(["--config", str(p)], env, tmp_path)
@@ -168,7 +194,13 @@ def test_cli_run_exits_2_naming_the_key(tmp_path):
 
     p = write(tmp_path, "[engine]\nmax_batchx = 3\n")
     full = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_LSTM_")}
-    r = subprocess.run([sys.executable, "-m", "edge_lstm", "run", "--config", str(p)], env=full,
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_lstm", "run", "--config", str(p)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2, r.stderr
     assert "engine.max_batchx: unknown key" in r.stderr

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from onnx_models import make_step_model
 
 from edge_lstm import ModelFormatError, load_model
 from edge_lstm.contract import METADATA_KEY
-from onnx_models import make_step_model
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import daemon_config
-from edge_lstm.broker import BrokerUnavailable, find_mosquitto, free_port
+
+from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +44,9 @@ class ConfBroker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -61,8 +62,7 @@ class ConfBroker:
             self.proc.wait(10)
 
 
-def test_docs_conf_keeps_readings_across_broker_restart(tmp_path, step_model_path, run_daemon, collector,
-                                                        publisher):
+def test_docs_conf_keeps_readings_across_broker_restart(tmp_path, step_model_path, run_daemon, collector, publisher):
     (tmp_path / "mosq").mkdir()
     b = ConfBroker(tmp_path / "mosq")
     conf = b.conf.read_text()

@@ -6,17 +6,20 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import start_in_thread
-from edge_lstm.config import load_settings
-from edge_lstm.daemon import Daemon
+
+from edge_lstm.service.config import load_settings
+from edge_lstm.service.daemon import Daemon
 
 
 def test_daemon_never_imports_torch():
-    code = ("import sys, edge_lstm, edge_lstm.daemon, edge_lstm.mqtt, edge_lstm.config, edge_lstm.notify, "
-            "edge_lstm.logs; edge_lstm.model.load_model; "
-            "bad = [m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, edge_lstm, edge_lstm.service.daemon, edge_lstm.service.mqtt, "
+        "edge_lstm.service.config, edge_lstm.service.notify, "
+        "edge_lstm.service.logs; edge_lstm.onnx_model.load_model; "
+        "bad = [m for m in ('torch', 'onnx', 'onnxscript') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -48,8 +51,12 @@ class FakeNotifier:
 def test_daemon_in_a_thread(broker, step_model_path, tmp_path, collector, publisher, monkeypatch):
     for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
-    settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path),
-                             mqtt={"port": broker.port, "client_id": "inproc", "errors_topic": "edge-lstm/errors"})
+    settings = load_settings(
+        None,
+        model=str(step_model_path),
+        state_dir=str(tmp_path),
+        mqtt={"port": broker.port, "client_id": "inproc", "errors_topic": "edge-lstm/errors"},
+    )
     notifier = FakeNotifier()
     d = Daemon(settings, notifier=notifier)
     stop, t = start_in_thread(d)

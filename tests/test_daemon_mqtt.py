@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-
 from conftest import daemon_config
 
 pytestmark = pytest.mark.integration
@@ -17,13 +14,11 @@ def reading(i: int, scale: float = 1.0) -> dict:
     return {"ts": T0 + i, "values": [scale * (i % 7) / 7, scale * (i % 5) / 5, scale * (i % 3) / 3]}
 
 
-def test_reading_yields_result_and_availability(broker, step_model_path, tmp_path, run_daemon, collector,
-                                                publisher):
+def test_reading_yields_result_and_availability(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     col = collector(broker.port, ["edge-lstm/#"])
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
     d.wait_ready()
-    col.wait_for(lambda c: (("edge-lstm/status", b"online", False) in c.snapshot("edge-lstm/status")),
-                 what="online")
+    col.wait_for(lambda c: ("edge-lstm/status", b"online", False) in c.snapshot("edge-lstm/status"), what="online")
     pub = publisher(broker.port)
     for i in range(3):
         pub.send("sensors/pump-7", reading(i))
@@ -76,8 +71,14 @@ def test_sigterm_while_logging_hard_still_exits(broker, step_model_path, tmp_pat
     The signal handler must not log: it would run in the main thread, possibly while that thread holds
     structlog's non-reentrant output lock, and the shutdown would hang forever (seen once in CI)."""
     for attempt in range(3):
-        d = run_daemon(daemon_config(broker, step_model_path, tmp_path / f"state{attempt}",
-                                     log={"format": "json", "level": "info", "rejections_burst": 1_000_000}))
+        d = run_daemon(
+            daemon_config(
+                broker,
+                step_model_path,
+                tmp_path / f"state{attempt}",
+                log={"format": "json", "level": "info", "rejections_burst": 1_000_000},
+            )
+        )
         d.wait_ready()
         pub = publisher(broker.port)
         for i in range(3000):

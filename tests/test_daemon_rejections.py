@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from conftest import daemon_config
 
 pytestmark = pytest.mark.integration
@@ -36,12 +35,17 @@ def bad_payloads(i: int) -> list[tuple[bytes, str]]:
     ]
 
 
-def test_bad_payloads_rejected_and_streams_unharmed(broker, step_model_path, tmp_path, run_daemon,
-                                                    collector, publisher):
+def test_bad_payloads_rejected_and_streams_unharmed(
+    broker, step_model_path, tmp_path, run_daemon, collector, publisher
+):
     col = collector(broker.port, ["edge-lstm/scores/#", "edge-lstm/errors"])
-    cfg = daemon_config(broker, step_model_path, tmp_path / "state",
-                        mqtt={"errors_topic": "edge-lstm/errors"},
-                        log={"rejections_burst": 3, "rejections_interval_s": 3600})
+    cfg = daemon_config(
+        broker,
+        step_model_path,
+        tmp_path / "state",
+        mqtt={"errors_topic": "edge-lstm/errors"},
+        log={"rejections_burst": 3, "rejections_interval_s": 3600},
+    )
     d = run_daemon(cfg)
     d.wait_ready()
     pub = publisher(broker.port)

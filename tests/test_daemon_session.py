@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from conftest import daemon_config
 
 pytestmark = pytest.mark.integration
@@ -14,8 +13,7 @@ pytestmark = pytest.mark.integration
 T0 = 1_700_000_000.0
 
 
-def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_path, run_daemon, collector,
-                                                   publisher):
+def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     """clean_start=False + session expiry: the broker keeps QoS 1 readings for the stopped daemon.
 
     Also the daemon-side throughput: the backlog is drained as fast as the daemon can go.
@@ -47,14 +45,15 @@ def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_
     assert len({(r["stream"], r["ts"]) for r in results}) == total == len(results)
     stats = [e for e in d2.events() if e["event"] == "stats"][-1]
     assert stats["acked"] == total and stats["rejected"] == {}
-    print(f"backlog of {total} readings / {n_streams} streams drained in {t_done - t_ready:.2f} s after ready "
-          f"= {total / (t_done - t_ready):.0f} readings/s through the daemon "
-          f"(start-up {t_ready - t0:.2f} s, model calls {stats['model_calls']}, "
-          f"max unacked {stats['unacked']})")
+    print(
+        f"backlog of {total} readings / {n_streams} streams drained in {t_done - t_ready:.2f} s after ready "
+        f"= {total / (t_done - t_ready):.0f} readings/s through the daemon "
+        f"(start-up {t_ready - t0:.2f} s, model calls {stats['model_calls']}, "
+        f"max unacked {stats['unacked']})"
+    )
 
 
-def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_path, run_daemon, collector,
-                                                 publisher):
+def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     cfg = daemon_config(broker, step_model_path, tmp_path / "state")
     d = run_daemon(cfg)
     d.wait_ready()
@@ -76,8 +75,11 @@ def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_pa
     for i in range(5, 10):
         pub2.send("sensors/pump-7", {"ts": T0 + i, "values": [i, 1, 2]})
     pub2.flush()
-    col.wait_for(lambda c: {r["ts"] for r in c.json("edge-lstm/scores/")} >= {T0 + i for i in range(10)},
-                 timeout=20, what="results after the restart")
+    col.wait_for(
+        lambda c: {r["ts"] for r in c.json("edge-lstm/scores/")} >= {T0 + i for i in range(10)},
+        timeout=20,
+        what="results after the restart",
+    )
     results = col.json("edge-lstm/scores/")
     after = [r for r in results if r["ts"] >= T0 + 5]
     assert after and all(r["stream"] == "pump-7" for r in after)

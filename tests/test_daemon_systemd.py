@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import daemon_config
-from edge_lstm.notify import Notifier
+
+from edge_lstm.service.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "edge-lstm.service"
@@ -34,8 +34,13 @@ def test_unit_key_settings():
     assert svc["StateDirectory"] == "edge-lstm" and svc["ConfigurationDirectory"] == "edge-lstm"
     assert svc["Restart"] == "on-failure" and svc["RestartPreventExitStatus"] == "2"
     assert int(svc["WatchdogSec"]) >= 10
-    for key, value in [("DynamicUser", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
-                       ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes")]:
+    for key, value in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+    ]:
         assert svc[key] == value, key
     assert set(svc["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert "MemoryMax" in svc
@@ -77,8 +82,10 @@ def test_daemon_speaks_sd_notify(broker, step_model_path, tmp_path, run_daemon):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(str(sock_path))
         s.settimeout(0.2)
-        d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"),
-                       env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "300000"})
+        d = run_daemon(
+            daemon_config(broker, step_model_path, tmp_path / "state"),
+            env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "300000"},
+        )
         got: list[str] = []
 
         def collect_until(pred, timeout: float) -> None:
@@ -86,7 +93,7 @@ def test_daemon_speaks_sd_notify(broker, step_model_path, tmp_path, run_daemon):
             while time.monotonic() < deadline and not pred():
                 try:
                     got.extend(s.recv(4096).decode().split("\n"))
-                except socket.timeout:
+                except TimeoutError:
                     pass
 
         collect_until(lambda: "READY=1" in got and got.count("WATCHDOG=1") >= 3, 15)

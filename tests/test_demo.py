@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge_lstm import Engine, Reading, load_model
-from edge_lstm.model import default_model_path
-from edge_lstm.simulate import FEATURES, Machine, normal_series
+from edge_lstm.demo.simulate import FEATURES, Machine, normal_series
+from edge_lstm.onnx_model import default_model_path
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +28,29 @@ def make_persistence_model(path: Path, warmup: int = 10) -> Path:
 
     h, nf = 4, len(FEATURES)
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.array([0], np.int64), "axes0"),
-             numpy_helper.from_array((rng.standard_normal((1, 4 * h, nf)) * 0.3).astype(np.float32), "W"),
-             numpy_helper.from_array((rng.standard_normal((1, 4 * h, h)) * 0.3).astype(np.float32), "R")]
-    nodes = [helper.make_node("Unsqueeze", ["x", "axes0"], ["xs"]),
-             helper.make_node("Transpose", ["h_in"], ["h0"], perm=[1, 0, 2]),
-             helper.make_node("Transpose", ["c_in"], ["c0"], perm=[1, 0, 2]),
-             helper.make_node("LSTM", ["xs", "W", "R", "", "", "h0", "c0"], ["Y", "Yh", "Yc"], hidden_size=h),
-             helper.make_node("Transpose", ["Yh"], ["h_out"], perm=[1, 0, 2]),
-             helper.make_node("Transpose", ["Yc"], ["c_out"], perm=[1, 0, 2]),
-             helper.make_node("Identity", ["x"], ["y"])]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "axes0"),
+        numpy_helper.from_array((rng.standard_normal((1, 4 * h, nf)) * 0.3).astype(np.float32), "W"),
+        numpy_helper.from_array((rng.standard_normal((1, 4 * h, h)) * 0.3).astype(np.float32), "R"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axes0"], ["xs"]),
+        helper.make_node("Transpose", ["h_in"], ["h0"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["c_in"], ["c0"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["xs", "W", "R", "", "", "h0", "c0"], ["Y", "Yh", "Yc"], hidden_size=h),
+        helper.make_node("Transpose", ["Yh"], ["h_out"], perm=[1, 0, 2]),
+        helper.make_node("Transpose", ["Yc"], ["c_out"], perm=[1, 0, 2]),
+        helper.make_node("Identity", ["x"], ["y"]),
+    ]
     f = TensorProto.FLOAT
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(
-        nodes, "persistence",
+        nodes,
+        "persistence",
         [vi("x", f, ["batch", nf]), vi("h_in", f, ["batch", 1, h]), vi("c_in", f, ["batch", 1, h])],
         [vi("y", f, ["batch", nf]), vi("h_out", f, ["batch", 1, h]), vi("c_out", f, ["batch", 1, h])],
-        initializer=inits)
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     data = np.concatenate([normal_series(1000, seed) for seed in range(5)])
@@ -53,15 +59,26 @@ def make_persistence_model(path: Path, warmup: int = 10) -> Path:
     z = (res - mu) / sd
     scores = np.sqrt((z * z).mean(1))
     meta = {
-        "schema_version": 1, "name": "persistence", "version": "0.0.1", "features": list(FEATURES),
+        "schema_version": 1,
+        "name": "persistence",
+        "version": "0.0.1",
+        "features": list(FEATURES),
         "scaling": {"offset": data.mean(0).tolist(), "scale": data.std(0).tolist()},
         "output": {"kind": "forecast", "names": list(FEATURES)},
-        "io": {"input": "x", "output": "y", "state": [{"input": "h_in", "output": "h_out"},
-                                                       {"input": "c_in", "output": "c_out"}]},
-        "calibration": {"residual_mean": mu.tolist(), "residual_std": sd.tolist(),
-                        "threshold": float(np.quantile(scores, 0.9995)), "quantile": 0.9995,
-                        "samples": int(len(scores))},
-        "sample_interval_s": 1.0, "warmup_steps": warmup,
+        "io": {
+            "input": "x",
+            "output": "y",
+            "state": [{"input": "h_in", "output": "h_out"}, {"input": "c_in", "output": "c_out"}],
+        },
+        "calibration": {
+            "residual_mean": mu.tolist(),
+            "residual_std": sd.tolist(),
+            "threshold": float(np.quantile(scores, 0.9995)),
+            "quantile": 0.9995,
+            "samples": int(len(scores)),
+        },
+        "sample_interval_s": 1.0,
+        "warmup_steps": warmup,
         "provenance": {"tool": "tests/test_demo.py persistence reference"},
     }
     helper.set_model_props(model, {"edge_lstm": json.dumps(meta)})
@@ -70,8 +87,9 @@ def make_persistence_model(path: Path, warmup: int = 10) -> Path:
 
 
 def run_demo(*args: str, timeout: float = 90) -> tuple[str, dict[str, float]]:
-    proc = subprocess.run([sys.executable, "-m", "edge_lstm", "demo", "--no-live", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_lstm", "demo", "--no-live", *args], capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode == 2 and "mosquitto" in proc.stderr and "not found" in proc.stderr:
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -103,8 +121,9 @@ def calibrated_well(path: Path) -> bool:
     n, warm = 300, max(model.meta.warmup_steps, 1) + 5
     flags = scored = 0
     for seed in range(8):
-        out = engine.process([Reading(f"n{seed}", 1e9 + t, tuple(v)) for t, v in
-                              enumerate(normal_series(n, 10_000 + seed))])
+        out = engine.process(
+            [Reading(f"n{seed}", 1e9 + t, tuple(v)) for t, v in enumerate(normal_series(n, 10_000 + seed))]
+        )
         flags += sum(r.anomaly for r in out[warm:])  # type: ignore[union-attr]
         scored += n - warm
     caught = 0
@@ -116,7 +135,7 @@ def calibrated_well(path: Path) -> bool:
                 m.inject("spike", 1)
             readings.append(Reading(f"s{seed}", 1e9 + t, m.step()))
         out = engine.process(readings)
-        caught += any(r.anomaly for r in out[warm + 10:warm + 12])  # type: ignore[union-attr]
+        caught += any(r.anomaly for r in out[warm + 10 : warm + 12])  # type: ignore[union-attr]
     return flags / scored < 0.01 and caught >= 6
 
 
@@ -150,13 +169,16 @@ def _args(**kw: object) -> argparse.Namespace:
     return argparse.Namespace(**base)
 
 
-def test_missing_mosquitto_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_lstm import broker, demo
+def test_missing_mosquitto_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_lstm.cli import demo
+    from edge_lstm.demo import broker
 
     def missing() -> str:
-        raise broker.BrokerUnavailable("the mosquitto broker binary was not found. Install it with "
-                                       "`sudo apt-get install mosquitto`")
+        raise broker.BrokerUnavailable(
+            "the mosquitto broker binary was not found. Install it with `sudo apt-get install mosquitto`"
+        )
 
     monkeypatch.setattr(broker, "find_mosquitto", missing)
     model = make_persistence_model(tmp_path / "p.onnx")
@@ -166,8 +188,9 @@ def test_missing_mosquitto_says_how_to_install(tmp_path: Path, monkeypatch: pyte
 
 
 def test_model_with_other_features_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_lstm import demo
     from onnx_models import make_step_model
+
+    from edge_lstm.cli import demo
 
     model = make_step_model(tmp_path / "abc.onnx", features=("a", "b", "c"))
     assert demo.main(_args(model=str(model))) == 2

@@ -8,26 +8,42 @@ import sys
 from pathlib import Path
 
 import pytest
+from onnx_models import make_step_model
 
 from edge_lstm.cli import main as cli
-from edge_lstm.model import default_model_path, file_sha256
-from onnx_models import make_step_model
+from edge_lstm.onnx_model import default_model_path, file_sha256
 
 FEATURES = ("temperature", "vibration", "current")
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_step_model(tmp_path_factory.mktemp("m") / "fc.onnx", features=FEATURES, hidden=8, layers=2,
-                           warmup_steps=7, name="inspect-me")
+    return make_step_model(
+        tmp_path_factory.mktemp("m") / "fc.onnx",
+        features=FEATURES,
+        hidden=8,
+        layers=2,
+        warmup_steps=7,
+        name="inspect-me",
+    )
 
 
 def test_text_shows_the_contract(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["inspect", str(model_path)]) == 0
     out = capsys.readouterr().out
-    for needle in ("inspect-me 0.0.1", "kind=forecast", "state.lstm.h.in -> state.lstm.h.out",
-                   "[batch, 2, 8]", "threshold 3", "quantile 0.999", "warm-up      7 steps",
-                   "1 s between readings", file_sha256(model_path), "parity: not recorded", "x  float32 [batch, 3]"):
+    for needle in (
+        "inspect-me 0.0.1",
+        "kind=forecast",
+        "state.lstm.h.in -> state.lstm.h.out",
+        "[batch, 2, 8]",
+        "threshold 3",
+        "quantile 0.999",
+        "warm-up      7 steps",
+        "1 s between readings",
+        file_sha256(model_path),
+        "parity: not recorded",
+        "x  float32 [batch, 3]",
+    ):
         assert needle in out, needle
     for f in FEATURES:
         assert f in out
@@ -85,8 +101,9 @@ def test_model_without_metadata_names_the_key(tmp_path: Path, capsys: pytest.Cap
 
 def test_packaged_default_via_subprocess() -> None:
     """Without MODEL: the packaged model (exit 0), or, while it is not built, a clear exit 2."""
-    proc = subprocess.run([sys.executable, "-m", "edge_lstm", "inspect", "--json"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_lstm", "inspect", "--json"], capture_output=True, text=True, timeout=60
+    )
     if default_model_path().is_file():
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
@@ -103,8 +120,9 @@ def test_inspect_into_a_closed_pipe_is_not_an_error() -> None:
 
     # `edge-lstm inspect --json | head -0`: the reader is gone before the first write (closed right
     # after start; importing takes far longer), so the write meets a broken pipe.
-    proc = subprocess.Popen([sys.executable, "-m", "edge_lstm", "inspect", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_lstm", "inspect", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from edge_lstm.config import Settings, load_settings
+from edge_lstm.service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,7 @@ def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_every_setting_is_in_the_readme_reference() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [k for k in keys(Settings)
-               if f"`{k}`" not in readme and f"`{k.rsplit('.', 1)[-1]}`" not in readme]
+    missing = [k for k in keys(Settings) if f"`{k}`" not in readme and f"`{k.rsplit('.', 1)[-1]}`" not in readme]
     assert not missing, f"README configuration reference lacks {missing}"
 
 
@@ -35,6 +34,7 @@ def test_example_config_is_valid_and_complete(monkeypatch) -> None:
     example = ROOT / "systemd" / "config.toml"
     load_settings(example)  # refuses unknown keys and bad values
     text = example.read_text()
-    absent = [k for k in keys(Settings) if k.rsplit(".", 1)[-1] + " =" not in text
-              and k.rsplit(".", 1)[-1] + "=" not in text]
+    absent = [
+        k for k in keys(Settings) if k.rsplit(".", 1)[-1] + " =" not in text and k.rsplit(".", 1)[-1] + "=" not in text
+    ]
     assert not absent, f"systemd/config.toml does not show {absent}"

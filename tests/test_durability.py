@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge_lstm import Engine, Reading, Result, load_model
-from edge_lstm import checkpoint
-from edge_lstm.journal import Journal, replay_batches
 from onnx_models import make_step_model
-from streams import T0, traffic
+from streams import traffic
+
+from edge_lstm import Engine, Result, load_model
+from edge_lstm.durable import checkpoint
+from edge_lstm.durable.journal import Journal, replay_batches
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +107,14 @@ def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) ->
     readings = traffic(6, 40, seed=5)
     reference = Engine(model)
     for i in range(0, len(readings), 17):
-        reference.process(readings[i:i + 17])
+        reference.process(readings[i : i + 17])
 
     # The "crashed" run: checkpoint part-way, keep journaling, then die (nothing closed).
     run = Engine(model)
     j = Journal(tmp_path)
     j.open(0)
     for i in range(0, 150, 17):
-        batch = readings[i:min(i + 17, 150)]
+        batch = readings[i : min(i + 17, 150)]
         out = run.process(batch)
         j.append((i, r) for r, o in zip(batch, out) if isinstance(o, Result))
         if i == 68:
@@ -133,7 +133,7 @@ def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) ->
     redelivered = readings[120:]
     out = []
     for i in range(0, len(redelivered), 17):
-        out += restarted.process(redelivered[i:i + 17])
+        out += restarted.process(redelivered[i : i + 17])
     assert sum(1 for o in out if not isinstance(o, Result)) == 30  # 120..149 were already applied
     assert same_tables(reference, restarted) <= 1e-6
     assert same_tables(reference, restarted) == 0.0  # same engine calls replayed: bit-exact
@@ -150,14 +150,14 @@ class _Log:
 
 
 def test_durable_state_restores_checkpoint_plus_journal(model, tmp_path: Path) -> None:
-    from edge_lstm.durable import DurableState, StateDirBusy
+    from edge_lstm.durable.store import DurableState, StateDirBusy
 
     readings = traffic(4, 10)
     first = Engine(model)
     d = DurableState(tmp_path, first, model.sha256, _Log())
     d.restore()
     for i in range(0, len(readings), 7):
-        batch = readings[i:i + 7]
+        batch = readings[i : i + 7]
         out = first.process(batch)
         d.record((i, r) for r, o in zip(batch, out) if isinstance(o, Result))
         if i == 14:
@@ -176,7 +176,7 @@ def test_durable_state_restores_checkpoint_plus_journal(model, tmp_path: Path) -
 
 
 def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) -> None:
-    from edge_lstm.durable import DurableState
+    from edge_lstm.durable.store import DurableState
 
     first = Engine(model)
     d = DurableState(tmp_path, first, model.sha256, _Log())

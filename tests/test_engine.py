@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from onnx_models import make_step_model
 
 from edge_lstm import Engine, Reading, Rejection, Result, load_model
-from onnx_models import make_step_model
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_batched_equals_one_stream_at_a_time(model) -> None:
     i = 0
     while i < len(readings):
         n = int(rng.integers(1, 60))
-        got.update(results(batched.process(readings[i:i + n])))
+        got.update(results(batched.process(readings[i : i + n])))
         i += n
     assert len(got) == len(ref) == len(readings)
     assert batched.stats.model_calls < alone.stats.model_calls / 3
@@ -115,8 +115,7 @@ def test_warming_up_never_flags_and_big_residual_flags_after(model) -> None:
     engine = Engine(model)
     base = 1_700_000_000.0
     huge = (1e3, 1e3, 1e3)
-    out = [engine.process([Reading("p", base + t, huge if t in (1, 4) else (0.0, 0.0, 0.0))])[0]
-           for t in range(6)]
+    out = [engine.process([Reading("p", base + t, huge if t in (1, 4) else (0.0, 0.0, 0.0))])[0] for t in range(6)]
     assert out[1].score > model.meta.calibration.threshold and not out[1].anomaly  # warming up
     assert out[4].anomaly and not out[5].warming_up
     assert engine.table.row("p").anomalies == sum(o.anomaly for o in out)

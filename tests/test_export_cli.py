@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from edge_lstm import load_model
-from edge_lstm.simulate import FEATURES, normal_series
+from edge_lstm.demo.simulate import FEATURES, normal_series
 from edge_lstm_export.cli import main
 
 pytestmark = pytest.mark.export
 
 BIN = Path(sys.executable).parent
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -44,7 +44,7 @@ NOT_A_FACTORY = 42
 
 def broken():
     raise RuntimeError("no GPU here")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,31 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_round_trip_export_inspect_replay(workdir: Path) -> None:
     out = workdir / "cli-model.onnx"
-    p = run([str(BIN / "edge-lstm-export"), "torch", "--factory", "user_models:build",
-             "--weights", "weights.pt", "--features", ",".join(FEATURES), "--out", str(out),
-             "--calibrate", "normal.csv", "--name", "cli-model", "--version", "2.0.0",
-             "--sample-interval", "1", "--warmup-steps", "5"], workdir)
+    p = run(
+        [
+            str(BIN / "edge-lstm-export"),
+            "torch",
+            "--factory",
+            "user_models:build",
+            "--weights",
+            "weights.pt",
+            "--features",
+            ",".join(FEATURES),
+            "--out",
+            str(out),
+            "--calibrate",
+            "normal.csv",
+            "--name",
+            "cli-model",
+            "--version",
+            "2.0.0",
+            "--sample-interval",
+            "1",
+            "--warmup-steps",
+            "5",
+        ],
+        workdir,
+    )
     assert p.returncode == 0, p.stderr
     assert "parity: max_abs_error" in p.stdout and "calibration: threshold" in p.stdout
 
@@ -111,18 +132,26 @@ def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 def _torch_args(workdir: Path, **over: str) -> list[str]:
-    args = {"--factory": "user_models:build", "--weights": str(workdir / "weights.pt"),
-            "--features": ",".join(FEATURES), "--out": str(workdir / "x.onnx"), **over}
+    args = {
+        "--factory": "user_models:build",
+        "--weights": str(workdir / "weights.pt"),
+        "--features": ",".join(FEATURES),
+        "--out": str(workdir / "x.onnx"),
+        **over,
+    }
     return ["torch", *[t for kv in args.items() for t in kv]]
 
 
-@pytest.mark.parametrize("factory, message", [
-    ("user_models.build", "must look like 'package.module:callable'"),
-    ("no_such_pkg.mod:build", "cannot import module 'no_such_pkg.mod'"),
-    ("user_models:nope", "has no attribute 'nope'"),
-    ("user_models:broken", "raised RuntimeError: no GPU here"),
-    ("user_models:NOT_A_FACTORY", "is not callable"),
-])
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("user_models.build", "must look like 'package.module:callable'"),
+        ("no_such_pkg.mod:build", "cannot import module 'no_such_pkg.mod'"),
+        ("user_models:nope", "has no attribute 'nope'"),
+        ("user_models:broken", "raised RuntimeError: no GPU here"),
+        ("user_models:NOT_A_FACTORY", "is not callable"),
+    ],
+)
 def test_wrong_factory(workdir: Path, capsys: pytest.CaptureFixture[str], factory: str, message: str) -> None:
     assert message in _err(capsys, _torch_args(workdir, **{"--factory": factory}))
 
@@ -155,8 +184,26 @@ def test_bad_calibration_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_fit_small_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = workdir / "fitted.onnx"
-    rc = main(["fit", str(workdir / "normal.csv"), "--out", str(out), "--hidden", "8", "--epochs", "3",
-               "--window", "32", "--seed", "1", "--name", "tiny", "--sample-interval", "1"])
+    rc = main(
+        [
+            "fit",
+            str(workdir / "normal.csv"),
+            "--out",
+            str(out),
+            "--hidden",
+            "8",
+            "--epochs",
+            "3",
+            "--window",
+            "32",
+            "--seed",
+            "1",
+            "--name",
+            "tiny",
+            "--sample-interval",
+            "1",
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "epoch   1/3" in cap.err and "held-out" in cap.err
@@ -169,8 +216,26 @@ def test_fit_small_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert (scale > 0).all()
     # Deterministic for a seed: the same command gives the same weights.
     again = workdir / "fitted2.onnx"
-    assert main(["fit", str(workdir / "normal.csv"), "--out", str(again), "--hidden", "8", "--epochs", "3",
-                 "--window", "32", "--seed", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(workdir / "normal.csv"),
+                "--out",
+                str(again),
+                "--hidden",
+                "8",
+                "--epochs",
+                "3",
+                "--window",
+                "32",
+                "--seed",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     w1 = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     w2 = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(again)).graph.initializer}
     assert w1.keys() == w2.keys() and all(np.array_equal(w1[k], w2[k]) for k in w1)

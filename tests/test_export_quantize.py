@@ -37,8 +37,10 @@ def test_int8_quantization(tmp_path: Path) -> None:
     report = export_torch(Net(), path, features=FEATURES, quantize="int8", calibrate=normal)
     q = report.quantization
     assert q is not None
-    print(f"int8: max_abs_error {q.max_abs_error:.3g}, {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us "
-          f"(speedup {q.speedup:.2f}), {q.float_bytes} -> {q.int8_bytes} bytes")
+    print(
+        f"int8: max_abs_error {q.max_abs_error:.3g}, {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us "
+        f"(speedup {q.speedup:.2f}), {q.float_bytes} -> {q.int8_bytes} bytes"
+    )
     assert q.quantized_lstm_nodes == 2
     assert 0 < q.max_abs_error <= q.tolerance
     assert q.float_step_us > 0 and q.int8_step_us > 0

@@ -118,8 +118,9 @@ def test_bidirectional_is_refused_naming_the_module(tmp_path: Path) -> None:
 
 def test_bidirectional_gru_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModelError, match=r"GRU.*bidirectional"):
-        export_torch(Holder(nn.GRU(3, 8, batch_first=True, bidirectional=True), 16), tmp_path / "m.onnx",
-                     features=FEATURES)
+        export_torch(
+            Holder(nn.GRU(3, 8, batch_first=True, bidirectional=True), 16), tmp_path / "m.onnx", features=FEATURES
+        )
 
 
 def test_proj_size_is_refused_naming_the_module(tmp_path: Path) -> None:

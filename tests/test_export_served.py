@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import daemon_config
 from torch import nn
 
-from conftest import daemon_config
 from edge_lstm_export import export_torch
 
 pytestmark = [pytest.mark.export, pytest.mark.integration]
@@ -56,10 +56,17 @@ def test_exported_user_model_is_served_by_the_daemon(tmp_path, broker, run_daemo
     torch.manual_seed(0)
     model = UserForecaster()
     path = tmp_path / "user.onnx"
-    report = export_torch(model, path, features=FEATURES, output="forecast",
-                          scaling={"offset": OFFSET, "scale": SCALE},
-                          calibrate=[readings(300, s) for s in range(3)], warmup_steps=3,
-                          name="user-forecaster", version="2.1.0")
+    report = export_torch(
+        model,
+        path,
+        features=FEATURES,
+        output="forecast",
+        scaling={"offset": OFFSET, "scale": SCALE},
+        calibrate=[readings(300, s) for s in range(3)],
+        warmup_steps=3,
+        name="user-forecaster",
+        version="2.1.0",
+    )
     assert report.max_abs_error <= 1e-5
 
     daemon = run_daemon(daemon_config(broker, path, tmp_path / "state"))

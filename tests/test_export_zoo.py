@@ -4,8 +4,8 @@ the daemon's loader, and the daemon's Engine reproduces the source model's own f
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -140,14 +140,19 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], str, list[str]]] = {
     # name: (builder, output kind, expected state inputs)
     "lstm-1layer": (lambda: LastStep(), "forecast", ["state.lstm.h.in", "state.lstm.c.in"]),
     "lstm-3layer": (lambda: LastStep(layers=3), "forecast", ["state.lstm.h.in", "state.lstm.c.in"]),
-    "lstm-time-first": (lambda: LastStep(layers=2, batch_first=False), "forecast",
-                        ["state.lstm.h.in", "state.lstm.c.in"]),
+    "lstm-time-first": (
+        lambda: LastStep(layers=2, batch_first=False),
+        "forecast",
+        ["state.lstm.h.in", "state.lstm.c.in"],
+    ),
     "lstm-every-step-time-first": (EveryStepTimeFirst, "forecast", ["state.rnn.h.in", "state.rnn.c.in"]),
     "gru-2layer": (GruEveryStep, "forecast", ["state.gru.h.in"]),
-    "nested-last-head": (NestedLastHead, "forecast",
-                         ["state.body.enc.lstm.h.in", "state.body.enc.lstm.c.in"]),
-    "nested-every-step-head": (NestedEveryStepHead, "forecast",
-                               ["state.body.enc.lstm.h.in", "state.body.enc.lstm.c.in"]),
+    "nested-last-head": (NestedLastHead, "forecast", ["state.body.enc.lstm.h.in", "state.body.enc.lstm.c.in"]),
+    "nested-every-step-head": (
+        NestedEveryStepHead,
+        "forecast",
+        ["state.body.enc.lstm.h.in", "state.body.enc.lstm.c.in"],
+    ),
     "lstm-then-gru": (TwoInSequence, "forecast", ["state.lstm.h.in", "state.lstm.c.in", "state.gru.h.in"]),
     "returns-tuple": (ReturnsTuple, "forecast", ["state.lstm.h.in", "state.lstm.c.in"]),
     "rnn-score": (ElmanScore, "score", ["state.rnn.h.in"]),
@@ -180,8 +185,15 @@ def test_zoo_model_exports_and_engine_reproduces_source(name: str, tmp_path: Pat
     torch.manual_seed(zlib.crc32(name.encode()))  # stable across runs (hash() is salted)
     model = build()
     path = tmp_path / f"{name}.onnx"
-    report = export_torch(model, path, features=FEATURES, output=kind,
-                          scaling={"offset": OFFSET, "scale": SCALE}, warmup_steps=3, name=name)
+    report = export_torch(
+        model,
+        path,
+        features=FEATURES,
+        output=kind,
+        scaling={"offset": OFFSET, "scale": SCALE},
+        warmup_steps=3,
+        name=name,
+    )
     print(f"{name}: parity max_abs_error {report.max_abs_error:.3g} ({report.parity.mode})")
     assert report.max_abs_error <= 1e-5
     assert report.parity.steps >= 300 and report.parity.sequences >= 4
@@ -200,11 +212,17 @@ def test_zoo_model_exports_and_engine_reproduces_source(name: str, tmp_path: Pat
     results = engine.process(batch)
     assert all(isinstance(r, Result) for r in results)
     scaled = (values - np.asarray(OFFSET)) / np.asarray(SCALE)
-    batch_first = not isinstance(model, (EveryStepTimeFirst,)) and not (
-        isinstance(model, LastStep) and not model.bf)
+    batch_first = not isinstance(model, (EveryStepTimeFirst,)) and not (isinstance(model, LastStep) and not model.bf)
     expected = source_per_step(model, scaled, batch_first)
-    got = np.asarray([[r.prediction if kind == "forecast" else r.output  # type: ignore[union-attr]
-                       for r in results[s::2]] for s in range(2)])
+    got = np.asarray(
+        [
+            [
+                r.prediction if kind == "forecast" else r.output  # type: ignore[union-attr]
+                for r in results[s::2]
+            ]
+            for s in range(2)
+        ]
+    )
     if kind == "forecast":
         expected = expected * np.asarray(SCALE) + np.asarray(OFFSET)  # the engine publishes feature units
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * max(SCALE))

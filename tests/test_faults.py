@@ -15,15 +15,27 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_harness import (
+    DaemonRunner,
+    OrderedPublisher,
+    SessionClient,
+    broker_db_written,
+    discard_broker,
+    make_traffic,
+    persistent_broker,
+    reference_run,
+    restored_engine,
+    results_by_key,
+    retained,
+    state_difference,
+    wait_until,
+)
+from onnx_models import make_step_model
 
 from edge_lstm import Engine, Reading, load_model
-from edge_lstm import checkpoint
-from edge_lstm.broker import BrokerUnavailable
-from edge_lstm.journal import Journal
-from fault_harness import (DaemonRunner, OrderedPublisher, SessionClient, broker_db_written, discard_broker,
-                           make_traffic, persistent_broker, reference_run, restored_engine, results_by_key,
-                           retained, state_difference, wait_until)
-from onnx_models import make_step_model
+from edge_lstm.demo.broker import BrokerUnavailable
+from edge_lstm.durable import checkpoint
+from edge_lstm.durable.journal import Journal
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +69,7 @@ def cleanup():
     for x in reversed(items):
         try:
             x.stop() if isinstance(x, DaemonRunner) else x.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
 
 
@@ -82,12 +94,17 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
     t_start = time.monotonic()
     readings = make_traffic(N_STREAMS, N_STEPS, T0, seed)
     state_dir = tmp_path / "state"
-    daemon = DaemonRunner(tmp_path / "daemon", {
-        "model": model_path, "state_dir": state_dir, "mqtt.port": mosquitto.port,
-        "mqtt.client_id": _client_id("daemon"),
-        "checkpoint.interval_s": 0.7,  # several checkpoints between the faults
-        "checkpoint.fsync_interval_s": 0.5,
-    })
+    daemon = DaemonRunner(
+        tmp_path / "daemon",
+        {
+            "model": model_path,
+            "state_dir": state_dir,
+            "mqtt.port": mosquitto.port,
+            "mqtt.client_id": _client_id("daemon"),
+            "checkpoint.interval_s": 0.7,  # several checkpoints between the faults
+            "checkpoint.fsync_interval_s": 0.5,
+        },
+    )
     cleanup.append(daemon)
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+",))
     cleanup.append(collector)
@@ -104,7 +121,7 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
         try:
             publisher.run(messages, RATE)
             publisher.wait_published(40)  # the broker has every reading
-        except BaseException as e:  # reported by the main thread
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
             publish_errors.append(e)
 
     pub_thread = threading.Thread(target=publish_all, name="publisher", daemon=True)
@@ -147,8 +164,10 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
         wait_until(lambda: received() >= expected, 45, "a result for every reading")
     except AssertionError:
         missing = sorted(expected - received())
-        raise AssertionError(f"{len(missing)} readings without a result, e.g. {missing[:5]}; faults {done}; "
-                             f"daemon log:\n{daemon.text()[-3000:]}") from None
+        raise AssertionError(
+            f"{len(missing)} readings without a result, e.g. {missing[:5]}; faults {done}; "
+            f"daemon log:\n{daemon.text()[-3000:]}"
+        ) from None
     daemon.wait_event("mqtt_subscribed", timeout=20)  # the last start is up (a SIGTERM before is a kill)
     time.sleep(0.5)  # let the last results' acks and redelivered duplicates settle
     assert daemon.terminate() == 0, daemon.text()[-3000:]
@@ -204,11 +223,13 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
             rejected[reason] = rejected.get(reason, 0) + n
     assert set(rejected) <= {"duplicate", "out_of_order"}, rejected  # redeliveries, nothing else
 
-    print(f"\nfault test (seed {seed}): readings sent {len(readings)}, results received {n_results}, "
-          f"duplicates {duplicates}, max state difference {worst_state:.3g}, max result difference "
-          f"{worst_result:.3g}, kills {daemon.kills}, broker restarts {broker_restarts}, runtime {runtime:.1f} s; "
-          f"journal records replayed at restarts {replayed_at_start}, redeliveries rejected (>=) {rejected}, "
-          f"faults {done}")
+    print(
+        f"\nfault test (seed {seed}): readings sent {len(readings)}, results received {n_results}, "
+        f"duplicates {duplicates}, max state difference {worst_state:.3g}, max result difference "
+        f"{worst_result:.3g}, kills {daemon.kills}, broker restarts {broker_restarts}, runtime {runtime:.1f} s; "
+        f"journal records replayed at restarts {replayed_at_start}, redeliveries rejected (>=) {rejected}, "
+        f"faults {done}"
+    )
     assert daemon.kills == KILLS and broker_restarts == BROKER_RESTARTS
     assert worst_state <= 1e-6, f"state differs from the uninterrupted run by {worst_state}"
     assert worst_result <= 1e-5, f"published results differ from the uninterrupted run by {worst_result}"
@@ -230,8 +251,7 @@ def _serve_check(mosquitto, daemon: DaemonRunner, collector: SessionClient, stre
     return [json.loads(p) for _, p, _ in collector.snapshot(SCORES + stream)]
 
 
-def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosquitto, model_path, tmp_path,
-                                                                          cleanup):
+def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosquitto, model_path, tmp_path, cleanup):
     model = load_model(model_path)
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+",))
     cleanup.append(collector)
@@ -255,9 +275,15 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
     j.close()
 
     for name, state_dir, reason in [("corrupt", corrupt_dir, "corrupt"), ("foreign", foreign_dir, "model_mismatch")]:
-        daemon = DaemonRunner(tmp_path / f"daemon-{name}", {
-            "model": model_path, "state_dir": state_dir, "mqtt.port": mosquitto.port,
-            "mqtt.client_id": _client_id(name)})
+        daemon = DaemonRunner(
+            tmp_path / f"daemon-{name}",
+            {
+                "model": model_path,
+                "state_dir": state_dir,
+                "mqtt.port": mosquitto.port,
+                "mqtt.client_id": _client_id(name),
+            },
+        )
         cleanup.append(daemon)
         daemon.start()
         aside = daemon.wait_event("checkpoint_set_aside")
@@ -281,8 +307,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
 # ---- 3. broker outage with readings already received ------------------------------------------------
 
 
-def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path,
-                                                                           cleanup):
+def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path, cleanup):
     """The daemon holds a batch (max_wait_ms 2500) that arrived just before the broker goes down: it is
     stepped during the outage, its results go out once the broker is back, and the broker's redelivery
     of those (unacked) readings is recognised as duplicates: stepped once, scored once.
@@ -294,15 +319,29 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     without a clean disconnect (kill -9), and a clean stop publishes `offline` explicitly.
     """
     state_dir = tmp_path / "state"
-    daemon = DaemonRunner(tmp_path / "daemon", {
-        "model": model_path, "state_dir": state_dir, "mqtt.port": mosquitto.port,
-        "mqtt.client_id": _client_id("daemon"), "engine.max_wait_ms": 2500, "log.stats_interval_s": 0.25})
+    daemon = DaemonRunner(
+        tmp_path / "daemon",
+        {
+            "model": model_path,
+            "state_dir": state_dir,
+            "mqtt.port": mosquitto.port,
+            "mqtt.client_id": _client_id("daemon"),
+            "engine.max_wait_ms": 2500,
+            "log.stats_interval_s": 0.25,
+        },
+    )
     cleanup.append(daemon)
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+", STATUS))
     cleanup.append(collector)
     daemon.start().wait_event("mqtt_subscribed")
-    wait_until(lambda: (STATUS, b"online", True) in collector.snapshot(STATUS)
-               or (STATUS, b"online", False) in collector.snapshot(STATUS), 10, "status online")
+    wait_until(
+        lambda: (
+            (STATUS, b"online", True) in collector.snapshot(STATUS)
+            or (STATUS, b"online", False) in collector.snapshot(STATUS)
+        ),
+        10,
+        "status online",
+    )
 
     pub = SessionClient(mosquitto.port, _client_id("pub"))
     cleanup.append(pub)
@@ -317,8 +356,9 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     mosquitto.stop()
     t_down = time.monotonic()
     # During the outage: the batch is stepped and its results wait in the client for the broker.
-    during = daemon.wait_event("stats", timeout=30,
-                               where=lambda e: not e["connected"] and e["results"] == len(readings))
+    during = daemon.wait_event(
+        "stats", timeout=30, where=lambda e: not e["connected"] and e["results"] == len(readings)
+    )
     assert during["unacked"] == len(readings)
     assert not collector.snapshot(SCORES)
     time.sleep(max(0.0, 3.0 - (time.monotonic() - t_down)))
@@ -330,13 +370,21 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     # After the reconnect: a client that connects now sees `online` (retained, republished).
     assert retained(mosquitto.port, STATUS) == b"online"
     expected = {(r.stream, r.ts) for r in readings}
-    wait_until(lambda: set(results_by_key([p for _, p, _ in collector.snapshot(SCORES)])) >= expected, 20,
-               "the results produced during the outage")
+    wait_until(
+        lambda: set(results_by_key([p for _, p, _ in collector.snapshot(SCORES)])) >= expected,
+        20,
+        "the results produced during the outage",
+    )
     # The broker redelivers the 20 readings (they were never acked on the old connection): by event time
     # they are not newer than what their streams have applied (`duplicate` for the last one of each
     # stream, `out_of_order` for the older ones), so each is stepped once and scored once.
-    daemon.wait_event("stats", timeout=30, where=lambda e: e["unacked"] == 0 and e["rejected"] == {
-        "duplicate": n_streams, "out_of_order": len(readings) - n_streams})
+    daemon.wait_event(
+        "stats",
+        timeout=30,
+        where=lambda e: (
+            e["unacked"] == 0 and e["rejected"] == {"duplicate": n_streams, "out_of_order": len(readings) - n_streams}
+        ),
+    )
     by_key = results_by_key([p for _, p, _ in collector.snapshot(SCORES)])
     assert all(len(v) == 1 for v in by_key.values())
     model = load_model(model_path)
@@ -371,12 +419,21 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     one serving another model) stops with exit 2 and leaves the first one's state alone, including the
     spill store of streams evicted from its full table."""
     state_dir = tmp_path / "state"
-    first = DaemonRunner(tmp_path / "first", {"model": model_path, "state_dir": state_dir,
-                                              "mqtt.port": mosquitto.port, "mqtt.client_id": _client_id("a"),
-                                              "engine.max_streams": 2})
+    first = DaemonRunner(
+        tmp_path / "first",
+        {
+            "model": model_path,
+            "state_dir": state_dir,
+            "mqtt.port": mosquitto.port,
+            "mqtt.client_id": _client_id("a"),
+            "engine.max_streams": 2,
+        },
+    )
     other_model = make_step_model(tmp_path / "other.onnx", layers=2, seed=7)
-    second = DaemonRunner(tmp_path / "second", {"model": other_model, "state_dir": state_dir,
-                                                "mqtt.port": mosquitto.port, "mqtt.client_id": _client_id("b")})
+    second = DaemonRunner(
+        tmp_path / "second",
+        {"model": other_model, "state_dir": state_dir, "mqtt.port": mosquitto.port, "mqtt.client_id": _client_id("b")},
+    )
     cleanup += [first, second]
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+",))
     cleanup.append(collector)

@@ -14,12 +14,12 @@ import time
 import tracemalloc
 
 import pytest
+from onnx_models import make_step_model
 
 from edge_lstm.engine import Engine
-from edge_lstm.model import load_model
+from edge_lstm.onnx_model import load_model
 from edge_lstm.reading import Reading
 from edge_lstm.result import Result
-from onnx_models import make_step_model
 
 N_IDS = int(os.environ.get("EDGE_LSTM_FLOOD_IDS", "1000000"))
 MAX_STREAMS = 1_000
@@ -74,8 +74,7 @@ def test_million_stream_ids_bounded_memory(model) -> None:
         taken += len(rows)
         if b % 97 == 0:  # spot checks, cheap enough to keep the loop fast
             assert all(isinstance(o, Result) for o in outs)
-            assert all(r.stream.startswith("flood-") and r.steps == 1 and r.stream not in eng.table
-                       for r in rows)
+            assert all(r.stream.startswith("flood-") and r.steps == 1 and r.stream not in eng.table for r in rows)
         if b == warm:
             gc.collect()
             base_rss = rss_mb()
@@ -94,11 +93,13 @@ def test_million_stream_ids_bounded_memory(model) -> None:
     assert eng.stats.evicted_dropped == 0 and eng.evicted == []
     for h in range(HOT):  # the active streams were never evicted: their state has every step
         assert eng.table.row(f"hot-{h}").steps == n_batches
-    print(f"\nflood: {ids:,} stream ids, max_streams={MAX_STREAMS:,}, {n_batches:,} process calls of "
-          f"{BATCH:,}: {elapsed:.1f} s ({elapsed / ids * 1e6:.1f} us/reading; process {t_process:.1f} s, "
-          f"take_evicted {t_take:.2f} s); table {eng.table.nbytes() / 1024:.0f} KiB; RSS growth after "
-          f"warm-up: {growth_mark:.1f} MB after {mark * fresh:,} ids, {growth_end:.1f} MB after {ids:,}, "
-          f"peak {peak_growth:.1f} MB (RSS {peak_rss:.0f} MB)")
+    print(
+        f"\nflood: {ids:,} stream ids, max_streams={MAX_STREAMS:,}, {n_batches:,} process calls of "
+        f"{BATCH:,}: {elapsed:.1f} s ({elapsed / ids * 1e6:.1f} us/reading; process {t_process:.1f} s, "
+        f"take_evicted {t_take:.2f} s); table {eng.table.nbytes() / 1024:.0f} KiB; RSS growth after "
+        f"warm-up: {growth_mark:.1f} MB after {mark * fresh:,} ids, {growth_end:.1f} MB after {ids:,}, "
+        f"peak {peak_growth:.1f} MB (RSS {peak_rss:.0f} MB)"
+    )
     assert peak_growth < 32, f"RSS grew by {peak_growth:.1f} MB"
     assert growth_end - growth_mark < 8, "memory grows with the number of stream ids"
 
@@ -127,8 +128,10 @@ def test_evicted_rows_are_bounded_when_nobody_takes_them(model) -> None:
     assert len(rows) <= eng.max_evicted + BATCH and eng.take_evicted() == []
     # The rows kept are the most recently evicted ones.
     assert rows[-1].stream == f"flood-{(n_batches - 1) * fresh - 1}"
-    print(f"\nnobody takes: {eng.stats.evicted:,} evicted, {eng.stats.evicted_dropped:,} dropped, "
-          f"{len(rows):,} kept; traced Python heap peak {peak / 2**20:.1f} MiB (current {current / 2**20:.1f})")
+    print(
+        f"\nnobody takes: {eng.stats.evicted:,} evicted, {eng.stats.evicted_dropped:,} dropped, "
+        f"{len(rows):,} kept; traced Python heap peak {peak / 2**20:.1f} MiB (current {current / 2**20:.1f})"
+    )
     assert peak < 16 * 2**20
 
     none_kept = Engine(model, max_streams=MAX_STREAMS, max_evicted=0)
@@ -168,11 +171,10 @@ def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(m
 
 def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None:
     """The daemon's default (`engine.evicted = "spill"`): evicted rows go to SQLite, bounded."""
-    from edge_lstm.spill import SqliteSpill
+    from edge_lstm.durable.spill import SqliteSpill
 
     max_spilled = 10_000
-    store = SqliteSpill(tmp_path / "spill.db", model.state_shapes, len(model.meta.output.names),
-                        max_rows=max_spilled)
+    store = SqliteSpill(tmp_path / "spill.db", model.state_shapes, len(model.meta.output.names), max_rows=max_spilled)
     eng = Engine(model, max_streams=MAX_STREAMS, spill=store)
     fresh = BATCH - HOT
     n_batches = 80  # ~80,000 distinct ids: 8x past the spill bound
@@ -185,9 +187,11 @@ def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None
     assert len(eng.table) <= MAX_STREAMS and eng.take_evicted() == []
     assert store.rows == max_spilled and store.dropped == eng.stats.evicted - max_spilled
     (rss_half, disk_half), (rss_end, disk_end) = sizes
-    print(f"\nspill flood: {n_batches * fresh:,} ids, {eng.stats.evicted:,} evicted, {store.rows:,} kept, "
-          f"{store.dropped:,} dropped; RSS {rss_half:.0f} -> {rss_end:.0f} MB, "
-          f"disk {disk_half / 2**20:.1f} -> {disk_end / 2**20:.1f} MiB")
+    print(
+        f"\nspill flood: {n_batches * fresh:,} ids, {eng.stats.evicted:,} evicted, {store.rows:,} kept, "
+        f"{store.dropped:,} dropped; RSS {rss_half:.0f} -> {rss_end:.0f} MB, "
+        f"disk {disk_half / 2**20:.1f} -> {disk_end / 2**20:.1f} MiB"
+    )
     assert rss_end - rss_half < 20
     assert disk_end < 2 * max(disk_half, 1 << 20)  # the db does not keep growing past its bound
     # Hot streams kept their state throughout; a spilled flood stream comes back with its row.

@@ -9,16 +9,17 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import structlog
 
-from edge_lstm.broker import BrokerUnavailable, PrivateBroker, free_port
-from edge_lstm.config import load_settings
-from edge_lstm.daemon import Daemon
-from edge_lstm.logs import configure
+from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker, free_port
+from edge_lstm.service.config import load_settings
+from edge_lstm.service.daemon import Daemon
+from edge_lstm.service.logs import configure
 
 pytestmark = pytest.mark.integration
 
@@ -78,9 +79,13 @@ class _Running:
 
 
 def _settings(model: Path, state: Path, port: int, **mqtt: Any) -> Any:
-    return load_settings(None, model=str(model), state_dir=str(state),
-                         mqtt={"port": port, "client_id": f"auth-{time.monotonic_ns()}", **mqtt},
-                         log={"stats_interval_s": 0})
+    return load_settings(
+        None,
+        model=str(model),
+        state_dir=str(state),
+        mqtt={"port": port, "client_id": f"auth-{time.monotonic_ns()}", **mqtt},
+        log={"stats_interval_s": 0},
+    )
 
 
 def _round_trip(broker_port: int, collector: Any, publisher: Any, n: int = 3) -> list[dict[str, Any]]:
@@ -131,8 +136,7 @@ def password_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
 def test_password_right(password_broker, step_model_path, tmp_path, clean_env, collector, publisher, log):
     pw_file = tmp_path / "mqtt_password"
     pw_file.write_text("s3cret\n")  # like a systemd credential: trailing newline is stripped
-    s = _settings(step_model_path, tmp_path / "s", password_broker.port, username="edge",
-                  password_file=str(pw_file))
+    s = _settings(step_model_path, tmp_path / "s", password_broker.port, username="edge", password_file=str(pw_file))
     r = _Running(s)
     try:
         assert r.daemon.ready.wait(15)
@@ -141,10 +145,18 @@ def test_password_right(password_broker, step_model_path, tmp_path, clean_env, c
         r.close()
 
 
-def test_password_wrong_is_refused_clearly_without_busy_looping(password_broker, step_model_path, tmp_path,
-                                                                clean_env, log):
-    s = _settings(step_model_path, tmp_path / "s", password_broker.port, username="edge", password="wrong",
-                  reconnect_min_delay_s=1.0, reconnect_max_delay_s=30.0)
+def test_password_wrong_is_refused_clearly_without_busy_looping(
+    password_broker, step_model_path, tmp_path, clean_env, log
+):
+    s = _settings(
+        step_model_path,
+        tmp_path / "s",
+        password_broker.port,
+        username="edge",
+        password="wrong",
+        reconnect_min_delay_s=1.0,
+        reconnect_max_delay_s=30.0,
+    )
     r = _Running(s)
     try:
         t_wall, t_cpu = time.monotonic(), time.process_time()
@@ -173,25 +185,54 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[PrivateBroker, int, Path]]:
     d = tmp_path / "pki"
     d.mkdir()
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edge-lstm test CA",
-             cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edge-lstm test CA",
+        cwd=d,
+    )
     _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=d,
+    )
     tls_port = free_port()
     # A second listener with TLS (the settings after a `listener` line belong to it); the plain one
     # stays for the test's own clients.
-    b = _broker(extra_conf=f"listener {tls_port} 127.0.0.1\ncafile {d / 'ca.crt'}\n"
-                           f"certfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n")
+    b = _broker(
+        extra_conf=f"listener {tls_port} 127.0.0.1\ncafile {d / 'ca.crt'}\n"
+        f"certfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
+    )
     yield b, tls_port, d
     _close_broker(b)
 
 
 def test_tls_with_private_ca(tls_broker, step_model_path, tmp_path, clean_env, collector, publisher, log):
     b, tls_port, pki = tls_broker
-    s = _settings(step_model_path, tmp_path / "s", tls_port,
-                  tls={"enabled": True, "ca_file": str(pki / "ca.crt")})
+    s = _settings(step_model_path, tmp_path / "s", tls_port, tls={"enabled": True, "ca_file": str(pki / "ca.crt")})
     r = _Running(s)
     try:
         assert r.daemon.ready.wait(15), log.getvalue()[-2000:]
@@ -203,8 +244,14 @@ def test_tls_with_private_ca(tls_broker, step_model_path, tmp_path, clean_env, c
 def test_tls_untrusted_server_is_not_connected(tls_broker, step_model_path, tmp_path, clean_env, log):
     """Without the private CA (system store only) the handshake fails: no connection, no busy loop."""
     b, tls_port, pki = tls_broker
-    s = _settings(step_model_path, tmp_path / "s", tls_port, tls={"enabled": True},
-                  reconnect_min_delay_s=1.0, reconnect_max_delay_s=30.0)
+    s = _settings(
+        step_model_path,
+        tmp_path / "s",
+        tls_port,
+        tls={"enabled": True},
+        reconnect_min_delay_s=1.0,
+        reconnect_max_delay_s=30.0,
+    )
     r = _Running(s)
     try:
         t_wall, t_cpu = time.monotonic(), time.process_time()

@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_lstm.broker import BrokerUnavailable, PrivateBroker
+from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,9 @@ pytestmark = pytest.mark.integration
 class _Client:
     """A minimal MQTT v5 client: connects, optionally subscribes, collects messages."""
 
-    def __init__(self, port: int, client_id: str = "", *, persistent: bool = False,
-                 subscribe: str | None = None) -> None:
+    def __init__(
+        self, port: int, client_id: str = "", *, persistent: bool = False, subscribe: str | None = None
+    ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.session_present: bool | None = None
         self._ready = threading.Event()

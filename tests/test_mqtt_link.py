@@ -8,8 +8,8 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from edge_lstm.config import MqttSettings
-from edge_lstm.mqtt import MqttLink, is_handed_over
+from edge_lstm.service.config import MqttSettings
+from edge_lstm.service.mqtt import MqttLink, is_handed_over
 
 
 def test_qos0_publish_while_disconnected_counts_as_handed_over():
@@ -35,8 +35,11 @@ def _wait(pred, timeout: float = 5.0) -> bool:
 @pytest.mark.parametrize("state", ["queued", "publish"])
 def test_kick_sends_messages_stuck_while_connected(broker, state):
     """The stuck state: window counter full with nothing in flight, or messages never resent."""
-    link = MqttLink(MqttSettings(port=broker.port, client_id=f"t-kick-{state}", max_inflight=10),
-                    queue.SimpleQueue(), "nothing/here")
+    link = MqttLink(
+        MqttSettings(port=broker.port, client_id=f"t-kick-{state}", max_inflight=10),
+        queue.SimpleQueue(),
+        "nothing/here",
+    )
     link.start()
     try:
         assert link.wait_connected(10)

@@ -7,10 +7,10 @@ import queue
 import time
 
 import pytest
-
 from conftest import daemon_config
-from edge_lstm.config import MqttSettings
-from edge_lstm.mqtt import WAKE, Inbound, MqttLink
+
+from edge_lstm.service.config import MqttSettings
+from edge_lstm.service.mqtt import WAKE, Inbound, MqttLink
 
 T0 = 1_700_000_000.0
 
@@ -58,17 +58,18 @@ def test_on_message_only_appends():
 
 
 @pytest.mark.integration
-def test_burst_of_5000_qos1_readings_none_dropped(broker, step_model_path, tmp_path, run_daemon, collector,
-                                                  publisher):
+def test_burst_of_5000_qos1_readings_none_dropped(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     n_streams, per_stream = 100, 50
     total = n_streams * per_stream
     col = collector(broker.port, ["edge-lstm/scores/#"])
-    d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state",
-                                 mqtt={"receive_maximum": 1000}))
+    d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state", mqtt={"receive_maximum": 1000}))
     d.wait_ready()
     pub = publisher(broker.port)
-    payloads = [(f"sensors/s{k}", json.dumps({"ts": T0 + i, "values": [i % 7, k % 5, (i * k) % 3]}))
-                for i in range(per_stream) for k in range(n_streams)]
+    payloads = [
+        (f"sensors/s{k}", json.dumps({"ts": T0 + i, "values": [i % 7, k % 5, (i * k) % 3]}))
+        for i in range(per_stream)
+        for k in range(n_streams)
+    ]
     t0 = time.perf_counter()
     for topic, p in payloads:
         pub.send(topic, p)
@@ -88,5 +89,7 @@ def test_burst_of_5000_qos1_readings_none_dropped(broker, step_model_path, tmp_p
     assert d.terminate() == 0
     stats = [e for e in d.events() if e["event"] == "stats"][-1]
     assert stats["rejected"] == {} and stats["results"] == total and stats["acked"] == total
-    print(f"{total} readings over {n_streams} streams: published in {t_sent:.2f} s, all results in "
-          f"{elapsed:.2f} s = {total / elapsed:.0f} readings/s end to end; model calls {stats['model_calls']}")
+    print(
+        f"{total} readings over {n_streams} streams: published in {t_sent:.2f} s, all results in "
+        f"{elapsed:.2f} s = {total / elapsed:.0f} readings/s end to end; model calls {stats['model_calls']}"
+    )

@@ -9,19 +9,19 @@ import json
 import math
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from onnx_models import make_step_model
 
 from edge_lstm.engine import Engine
-from edge_lstm.model import load_model
+from edge_lstm.onnx_model import load_model
 from edge_lstm.reading import MIN_TS, REASONS, Decoder, Reading, Rejection
 from edge_lstm.result import Result
-from onnx_models import make_step_model
 
 FEATURES = ("a", "b", "c")
 NOW = 1_750_000_000.0  # arrival time of every message in these tests
@@ -30,7 +30,7 @@ F32_LIMIT = 3.0e38  # the decoder's bound: beyond it the model would see inf
 DEC = Decoder(FEATURES)
 BIG = Decoder(FEATURES, max_payload_bytes=10_000_000)  # to reach the parser with huge payloads
 ONE = Decoder(("a",))
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def dumps(doc: Any) -> bytes:
@@ -75,8 +75,7 @@ OFFSET_MIN = st.integers(min_value=-(14 * 60), max_value=14 * 60)
 @st.composite
 def timestamps(draw: st.DrawFn) -> tuple[Any, float]:
     """A valid `ts` field (or none at all) and the epoch seconds it must decode to."""
-    kind = draw(st.sampled_from(["absent", "null", "float", "int", "iso_utc", "iso_z", "iso_naive",
-                                 "iso_offset"]))
+    kind = draw(st.sampled_from(["absent", "null", "float", "int", "iso_utc", "iso_z", "iso_naive", "iso_offset"]))
     if kind in ("absent", "null"):
         return (None if kind == "null" else ...), NOW
     us = draw(TS_US)
@@ -104,27 +103,43 @@ def valid_docs(draw: st.DrawFn, values: st.SearchStrategy = VALUES) -> tuple[dic
         items = list(zip(FEATURES, vals))
     else:
         items = [("values", list(vals))]
-    items += draw(st.lists(st.tuples(st.sampled_from(["unit", "fw", "seq", "x"]),
-                                     st.one_of(st.text(max_size=10), st.integers(), st.none())),
-                           max_size=3))
+    items += draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["unit", "fw", "seq", "x"]), st.one_of(st.text(max_size=10), st.integers(), st.none())
+            ),
+            max_size=3,
+        )
+    )
     if ts is not ...:
         items.append(("ts", ts))
     items = draw(st.permutations(items))
     return dict(items), tuple(float(v) for v in vals), expected_ts
 
 
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=20))
-JSON = st.recursive(JSON_LEAF, lambda kids: st.one_of(
-    st.lists(kids, max_size=5),
-    st.dictionaries(st.one_of(st.sampled_from([*FEATURES, "values", "ts"]), st.text(max_size=5)), kids,
-                    max_size=6)), max_leaves=30)
-NOT_A_NUMBER = st.one_of(st.booleans(), st.none(), st.text(max_size=20), st.lists(JSON_LEAF, max_size=4),
-                         st.dictionaries(st.text(max_size=3), JSON_LEAF, max_size=3),
-                         st.sampled_from(["1.5", "NaN", "", "0x10", [1.0], [[[]]], {"v": 1}]))
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20)
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=5),
+        st.dictionaries(st.one_of(st.sampled_from([*FEATURES, "values", "ts"]), st.text(max_size=5)), kids, max_size=6),
+    ),
+    max_leaves=30,
+)
+NOT_A_NUMBER = st.one_of(
+    st.booleans(),
+    st.none(),
+    st.text(max_size=20),
+    st.lists(JSON_LEAF, max_size=4),
+    st.dictionaries(st.text(max_size=3), JSON_LEAF, max_size=3),
+    st.sampled_from(["1.5", "NaN", "", "0x10", [1.0], [[[]]], {"v": 1}]),
+)
 
 
 # -- valid payloads ---------------------------------------------------------------------------------
+
 
 @given(valid_docs())
 def test_valid_payloads_decode_to_exactly_their_values(case: tuple[dict, tuple, float]) -> None:
@@ -141,6 +156,7 @@ def test_bare_number_for_a_one_feature_model(v: Any) -> None:
 
 
 # -- random, mutated and arbitrary input: never an exception -----------------------------------------
+
 
 @settings(max_examples=300)
 @given(st.binary(max_size=6000))
@@ -162,9 +178,18 @@ def test_arbitrary_json_documents(doc: Any) -> None:
 
 
 @settings(max_examples=300)
-@given(valid_docs(), st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate", "dup"]),
-                                         st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
-                               max_size=8))
+@given(
+    valid_docs(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "insert", "delete", "truncate", "dup"]),
+            st.integers(0, 10_000),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
 def test_mutated_valid_payloads(case: tuple[dict, tuple, float], edits: list[tuple[str, int, int]]) -> None:
     p = bytearray(dumps(case[0]))
     for op, pos, byte in edits:
@@ -174,18 +199,29 @@ def test_mutated_valid_payloads(case: tuple[dict, tuple, float], edits: list[tup
         elif op == "insert":
             p[pos:pos] = bytes([byte])
         elif op == "delete":
-            del p[pos:pos + 1 + byte % 4]
+            del p[pos : pos + 1 + byte % 4]
         elif op == "truncate":
             del p[pos:]
         elif op == "dup":
-            p[pos:pos] = p[pos:pos + byte % 16]
+            p[pos:pos] = p[pos : pos + byte % 16]
     check(DEC.decode("s", bytes(p), NOW))
 
 
 # -- each kind of hostile input: its specific reason -------------------------------------------------
 
-BAD_UTF8 = [b"\xff", b"\xfe", b"\x80", b"\xc0\xaf", b"\xc1\xbf", b"\xed\xa0\x80", b"\xed\xbf\xbf",
-            b"\xf4\x90\x80\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82", b"\xf0\x9f\x98"]
+BAD_UTF8 = [
+    b"\xff",
+    b"\xfe",
+    b"\x80",
+    b"\xc0\xaf",
+    b"\xc1\xbf",
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xf8\x88\x80\x80\x80",
+    b"\xe2\x82",
+    b"\xf0\x9f\x98",
+]
 
 
 @given(valid_docs(), st.sampled_from(BAD_UTF8), st.integers(0, 10_000))
@@ -195,14 +231,17 @@ def test_invalid_utf8(case: tuple[dict, tuple, float], bad: bytes, pos: int) -> 
     assert reason(p[:pos] + bad + p[pos:]) == "not_utf8"
 
 
-@pytest.mark.parametrize("payload", [
-    b"[" * 100_000,
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"a":' * 100_000,
-    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-    b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b',"b":1,"c":2}',
-    b'{"values":[1,2,' + b"{" * 50_000 + b"}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b',"b":1,"c":2}',
+        b'{"values":[1,2,' + b"{" * 50_000 + b"}",
+    ],
+)
 def test_deeply_nested_json(payload: bytes) -> None:
     assert reason(payload, BIG) == "not_json"
     assert reason(payload) == "too_large"  # with the default limit it never reaches the parser
@@ -224,16 +263,27 @@ def test_nesting_depth(depth: int, opener: str) -> None:
         assert top in (shallow, "not_json") and in_value in ("not_number", "not_json")
 
 
-HUGE = ["1e400", "-1e400", "1e309", "1" + "0" * 309, "-" + "9" * 400, "1" + "0" * 5000,
-        "9" * 100_000, "1.7976931348623159e308", "3.1e38", "-3.4028235e38", "1e39", "123456789e300"]
+HUGE = [
+    "1e400",
+    "-1e400",
+    "1e309",
+    "1" + "0" * 309,
+    "-" + "9" * 400,
+    "1" + "0" * 5000,
+    "9" * 100_000,
+    "1.7976931348623159e308",
+    "3.1e38",
+    "-3.4028235e38",
+    "1e39",
+    "123456789e300",
+]
 
 
 @pytest.mark.parametrize("num", HUGE)
 def test_huge_numbers(num: str) -> None:
     assert reason(f'{{"a":{num},"b":1,"c":2}}'.encode(), BIG) == "not_finite"
     assert reason(f'{{"values":[1,{num},2]}}'.encode(), BIG) == "not_finite"
-    assert reason(num.encode(), ONE if len(num) < 4096 else Decoder(("a",), max_payload_bytes=10**6)) \
-        == "not_finite"
+    assert reason(num.encode(), ONE if len(num) < 4096 else Decoder(("a",), max_payload_bytes=10**6)) == "not_finite"
     # As a timestamp: not a finite number (bad_ts), or finite and absurdly far ahead (ts_in_future).
     ts_reason = reason(f'{{"a":1,"b":1,"c":2,"ts":{num}}}'.encode(), BIG)
     if num.startswith("-"):
@@ -244,8 +294,11 @@ def test_huge_numbers(num: str) -> None:
         assert ts_reason == "ts_in_future"
 
 
-@given(st.floats(min_value=F32_LIMIT, exclude_min=True, allow_nan=False, allow_infinity=False),
-       st.booleans(), st.integers(0, 2))
+@given(
+    st.floats(min_value=F32_LIMIT, exclude_min=True, allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.integers(0, 2),
+)
 def test_beyond_float32_range(v: float, negative: bool, i: int) -> None:
     vals: list[float] = [1.0, 2.0, 3.0]
     vals[i] = -v if negative else v
@@ -254,10 +307,19 @@ def test_beyond_float32_range(v: float, negative: bool, i: int) -> None:
 
 
 @pytest.mark.parametrize("const", ["NaN", "Infinity", "-Infinity"])
-@pytest.mark.parametrize("template", [
-    '{{"a":{c},"b":1,"c":2}}', '{{"a":1,"b":1,"c":{c}}}', '{{"values":[{c},1,2]}}', '{{"values":[1,2,{c}]}}',
-    '{{"a":1,"b":1,"c":2,"ts":{c}}}', '{{"a":1,"b":1,"c":2,"other":[{c}]}}', "{c}", "[{c}]",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{"a":{c},"b":1,"c":2}}',
+        '{{"a":1,"b":1,"c":{c}}}',
+        '{{"values":[{c},1,2]}}',
+        '{{"values":[1,2,{c}]}}',
+        '{{"a":1,"b":1,"c":2,"ts":{c}}}',
+        '{{"a":1,"b":1,"c":2,"other":[{c}]}}',
+        "{c}",
+        "[{c}]",
+    ],
+)
 def test_nan_and_infinity_literals(const: str, template: str) -> None:
     assert reason(template.format(c=const).encode()) == "not_finite"
     assert reason(template.format(c=const).encode(), ONE) == "not_finite"
@@ -313,8 +375,12 @@ def with_ts(ts: Any) -> bytes:
     return dumps({"a": 1.0, "b": 2.0, "c": 3.0, "ts": ts})
 
 
-@given(st.one_of(st.floats(max_value=MIN_TS, exclude_max=True, allow_nan=False, allow_infinity=False),
-                 st.integers(max_value=int(MIN_TS) - 1)))
+@given(
+    st.one_of(
+        st.floats(max_value=MIN_TS, exclude_max=True, allow_nan=False, allow_infinity=False),
+        st.integers(max_value=int(MIN_TS) - 1),
+    )
+)
 @example(-1)
 @example(0)
 @example(-1e308)
@@ -323,9 +389,12 @@ def test_ts_before_2000(ts: float) -> None:
     assert reason(with_ts(ts)) == "bad_ts"
 
 
-@given(st.one_of(st.floats(min_value=NOW + MAX_FUTURE, exclude_min=True, allow_nan=False,
-                           allow_infinity=False),
-                 st.integers(min_value=int(NOW + MAX_FUTURE) + 1, max_value=10**300)))
+@given(
+    st.one_of(
+        st.floats(min_value=NOW + MAX_FUTURE, exclude_min=True, allow_nan=False, allow_infinity=False),
+        st.integers(min_value=int(NOW + MAX_FUTURE) + 1, max_value=10**300),
+    )
+)
 @example(1e30)
 @example(NOW + MAX_FUTURE + 0.001)
 @example(253402300799)  # 9999-12-31
@@ -342,9 +411,25 @@ def not_iso(s: str) -> bool:
     return False
 
 
-BAD_ISO = ["", " ", "yesterday", "now", "2024-13-01", "2024-02-30T00:00:00", "2024-01-01T25:00",
-           "2024-01-01T00:00:00+25:00", "2024-01-01T00:00:00ZZ", "1.7e9", "1750000000", "T12:00",
-           "2024-01-01 00:00:00 UTC", "\x00", "\ud800", "２０２４-01-01", "2024-01-01T00:00:00" + "0" * 5000]
+BAD_ISO = [
+    "",
+    " ",
+    "yesterday",
+    "now",
+    "2024-13-01",
+    "2024-02-30T00:00:00",
+    "2024-01-01T25:00",
+    "2024-01-01T00:00:00+25:00",
+    "2024-01-01T00:00:00ZZ",
+    "1.7e9",
+    "1750000000",
+    "T12:00",
+    "2024-01-01 00:00:00 UTC",
+    "\x00",
+    "\ud800",
+    "２０２４-01-01",
+    "2024-01-01T00:00:00" + "0" * 5000,
+]
 
 
 @given(st.one_of(st.sampled_from(BAD_ISO), st.text(max_size=40).filter(not_iso)))
@@ -352,29 +437,35 @@ def test_ts_bad_strings(ts: str) -> None:
     assert reason(with_ts(ts), BIG) == "bad_ts"
 
 
-@pytest.mark.parametrize("ts, expected", [
-    ("1999-12-31T23:59:59Z", "bad_ts"),
-    ("1970-01-01T00:00:00", "bad_ts"),
-    ("0001-01-01T00:00:00+23:59", "bad_ts"),
-    ("9999-12-31T23:59:59.999999-23:59", "ts_in_future"),
-    ("2100-01-01", "ts_in_future"),
-])
+@pytest.mark.parametrize(
+    "ts, expected",
+    [
+        ("1999-12-31T23:59:59Z", "bad_ts"),
+        ("1970-01-01T00:00:00", "bad_ts"),
+        ("0001-01-01T00:00:00+23:59", "bad_ts"),
+        ("9999-12-31T23:59:59.999999-23:59", "ts_in_future"),
+        ("2100-01-01", "ts_in_future"),
+    ],
+)
 def test_ts_absurd_dates(ts: str, expected: str) -> None:
     assert reason(with_ts(ts)) == expected
 
 
-@given(st.one_of(st.booleans(), st.lists(JSON_LEAF, max_size=3),
-                 st.dictionaries(st.text(max_size=3), JSON_LEAF, max_size=3)))
+@given(
+    st.one_of(
+        st.booleans(), st.lists(JSON_LEAF, max_size=3), st.dictionaries(st.text(max_size=3), JSON_LEAF, max_size=3)
+    )
+)
 def test_ts_of_the_wrong_type(ts: Any) -> None:
     assert reason(with_ts(ts)) == "bad_ts"
 
 
 # -- interleaving: garbage changes nothing -----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):
-    return load_model(make_step_model(tmp_path_factory.mktemp("model") / "m.onnx", hidden=8,
-                                      warmup_steps=2))
+    return load_model(make_step_model(tmp_path_factory.mktemp("model") / "m.onnx", hidden=8, warmup_steps=2))
 
 
 GARBAGE: list[tuple[bytes, str]] = [
@@ -402,8 +493,14 @@ def snapshot(engine: Engine) -> tuple:
     """Every row of the table, bit for bit, in LRU order."""
     t = engine.table
     return tuple(
-        (s, tuple(a[slot].tobytes() for a in t.states), t.last_ts[slot].item(), t.steps[slot].item(),
-         t.anomalies[slot].item(), t.prediction[slot].tobytes())
+        (
+            s,
+            tuple(a[slot].tobytes() for a in t.states),
+            t.last_ts[slot].item(),
+            t.steps[slot].item(),
+            t.anomalies[slot].item(),
+            t.prediction[slot].tobytes(),
+        )
         for s, slot in t.slots.items()
     )
 
@@ -413,7 +510,7 @@ def run(engine: Engine, items: list[tuple[str, bytes]], sizes: list[int]) -> lis
     while i < len(items):
         n = sizes[k % len(sizes)]
         k += 1
-        chunk = items[i:i + n]
+        chunk = items[i : i + n]
         i += n
         decoded = [DEC.decode(s, p, NOW) for s, p in chunk]
         before = snapshot(engine)
@@ -461,7 +558,7 @@ def traffic(rng: random.Random) -> tuple[list[tuple[str, bytes]], list[tuple[str
             elif r < 0.6:
                 mixed.append((target, rng.randbytes(rng.randint(0, 64)) + b"\xff", "?"))
             elif r < 0.8:  # redelivery of one of the stream's readings sent so far
-                old_ts, old_p = rng.choice(per_stream[target][:pos[target]])
+                old_ts, old_p = rng.choice(per_stream[target][: pos[target]])
                 mixed.append((target, old_p, "duplicate" if old_ts == last[target] else "out_of_order"))
             else:  # an older reading with other values
                 old_ts = last[target] - rng.choice([1e-6, 0.5, 1000.0])
@@ -471,8 +568,13 @@ def traffic(rng: random.Random) -> tuple[list[tuple[str, bytes]], list[tuple[str
 
 
 def same_result(a: Result, b: Result) -> None:
-    assert (a.stream, a.ts, a.anomaly, a.warming_up, a.threshold) == (b.stream, b.ts, b.anomaly, b.warming_up,
-                                                                      b.threshold)
+    assert (a.stream, a.ts, a.anomaly, a.warming_up, a.threshold) == (
+        b.stream,
+        b.ts,
+        b.anomaly,
+        b.warming_up,
+        b.threshold,
+    )
     assert a.score == pytest.approx(b.score, rel=1e-6, abs=1e-6)
     assert np.allclose(a.prediction, b.prediction, rtol=1e-6, atol=1e-6)
 
@@ -515,8 +617,9 @@ def test_garbage_interleaved_with_valid_traffic_changes_nothing(model, seed: int
 
 def test_rejections_only_batches_touch_no_state(model) -> None:
     eng = Engine(model, max_streams=3)
-    warm = [DEC.decode(f"s{k}", dumps({"ts": NOW - 10 + i, "values": [i, k, 1]}), NOW)
-            for i in range(3) for k in range(3)]
+    warm = [
+        DEC.decode(f"s{k}", dumps({"ts": NOW - 10 + i, "values": [i, k, 1]}), NOW) for i in range(3) for k in range(3)
+    ]
     eng.process(warm)
     before = snapshot(eng)
     junk = [DEC.decode(s, g, NOW) for s in ["s0", "s1", "new"] for g, _ in GARBAGE]

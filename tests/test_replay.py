@@ -7,16 +7,16 @@ import io
 import math
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from onnx_models import make_step_model
 
 from edge_lstm import Decoder, Engine, Reading, Result, load_model
 from edge_lstm.cli import main as cli
-from edge_lstm.replay import ReplayError, replay
-from edge_lstm.simulate import FEATURES, normal_series
-from onnx_models import make_step_model
+from edge_lstm.cli.replay import ReplayError, replay
+from edge_lstm.demo.simulate import FEATURES, normal_series
 
 T0 = 1_700_000_000.0
 
@@ -36,7 +36,7 @@ def fleet_csv(n_streams: int = 3, n_steps: int = 40, iso: bool = False) -> tuple
     for t in range(n_steps):
         for s, values in series.items():
             ts = T0 + t
-            shown = datetime.fromtimestamp(ts, timezone.utc).isoformat() if iso else repr(ts)
+            shown = datetime.fromtimestamp(ts, UTC).isoformat() if iso else repr(ts)
             w.writerow([shown, s, *(repr(float(v)) for v in values[t]), "ok"])
             readings.append(Reading(s, ts, tuple(float(v) for v in values[t])))
     return buf.getvalue(), readings
@@ -60,8 +60,7 @@ def test_results_equal_the_engine(model_path: Path, batch: int, iso: bool) -> No
 
 
 def test_no_stream_column_means_one_stream(model_path: Path) -> None:
-    rows = "ts,temperature,vibration,current\n" + "".join(
-        f"{T0 + i},{40 + i * 0.1},0.5,10\n" for i in range(5))
+    rows = "ts,temperature,vibration,current\n" + "".join(f"{T0 + i},{40 + i * 0.1},0.5,10\n" for i in range(5))
     got: list[Result] = []
     s = replay(io.StringIO(rows), load_model(model_path), got.append)
     assert [r.stream for r in got] == ["replay"] * 5
@@ -89,8 +88,16 @@ def test_bad_rows_are_rejected_by_reason_with_line_numbers(model_path: Path) -> 
     got: list[Result] = []
     s = replay(io.StringIO(BAD_ROWS), model, got.append)
     assert [(r.stream, r.ts) for r in got] == [("a", T0), ("a", T0 + 4), ("b", T0 + 1)]
-    assert dict(s.rejected) == {"not_number": 1, "missing_feature": 1, "not_finite": 1, "bad_ts": 1,
-                                "out_of_order": 1, "duplicate": 1, "bad_stream": 1, "wrong_length": 1}
+    assert dict(s.rejected) == {
+        "not_number": 1,
+        "missing_feature": 1,
+        "not_finite": 1,
+        "bad_ts": 1,
+        "out_of_order": 1,
+        "duplicate": 1,
+        "bad_stream": 1,
+        "wrong_length": 1,
+    }
     assert s.examples["not_number"] == ["line 3: current: 'hot' is not a number"]
     assert s.examples["missing_feature"][0].startswith("line 4: missing ['vibration']")
     assert s.examples["bad_ts"][0].startswith("line 6:")
@@ -108,13 +115,17 @@ def test_strict_stops_at_the_first_bad_row(model_path: Path) -> None:
         replay(io.StringIO(BAD_ROWS), load_model(model_path), lambda r: None, strict=True)
 
 
-@pytest.mark.parametrize("header,needle", [
-    ("ts,temperature,vibration", "missing feature column(s) ['current']"),
-    ("time,temperature,vibration,current", "no timestamp column"),
-    ("ts,temperature,vibration,current,current", "duplicate column(s) ['current']"),
-])
-def test_header_errors_exit_2(model_path: Path, tmp_path: Path, header: str, needle: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "header,needle",
+    [
+        ("ts,temperature,vibration", "missing feature column(s) ['current']"),
+        ("time,temperature,vibration,current", "no timestamp column"),
+        ("ts,temperature,vibration,current,current", "duplicate column(s) ['current']"),
+    ],
+)
+def test_header_errors_exit_2(
+    model_path: Path, tmp_path: Path, header: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = tmp_path / "in.csv"
     p.write_text(header + "\n1700000000,1,2,3\n")
     out = tmp_path / "scores.csv"
@@ -141,16 +152,41 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
     src = tmp_path / "fleet.csv"
     src.write_text(text + "1700000000,m0,1,2,3,late\n")
     out = tmp_path / "scores.csv"
-    proc = subprocess.run([sys.executable, "-m", "edge_lstm", "replay", str(src), "--model", str(model_path),
-                           "--out", str(out), "--batch", "3"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_lstm",
+            "replay",
+            str(src),
+            "--model",
+            str(model_path),
+            "--out",
+            str(out),
+            "--batch",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "20 readings scored" in proc.stderr and "1 rows rejected (out_of_order=1)" in proc.stderr
     assert "line 22" in proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 20
-    assert list(rows[0]) == ["stream", "ts", "score", "anomaly", "warming_up", "threshold",
-                             "prediction_temperature", "prediction_vibration", "prediction_current"]
+    assert list(rows[0]) == [
+        "stream",
+        "ts",
+        "score",
+        "anomaly",
+        "warming_up",
+        "threshold",
+        "prediction_temperature",
+        "prediction_vibration",
+        "prediction_current",
+    ]
     want = Engine(load_model(model_path)).process(readings)
     for row, w in zip(rows, want):
         assert row["stream"] == w.stream and float(row["ts"]) == w.ts  # type: ignore[union-attr]
@@ -162,8 +198,12 @@ def test_score_model_columns_and_stdout(tmp_path: Path) -> None:
     m = make_step_model(tmp_path / "s.onnx", features=FEATURES, kind="score")
     src = tmp_path / "in.csv"
     src.write_text("ts,temperature,vibration,current\n2023-11-14T22:13:20Z,40,0.5,10\n")
-    proc = subprocess.run([sys.executable, "-m", "edge_lstm", "replay", str(src), "--model", str(m)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_lstm", "replay", str(src), "--model", str(m)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.strip().splitlines()
     assert header.endswith("threshold,output_score")
@@ -172,7 +212,7 @@ def test_score_model_columns_and_stdout(tmp_path: Path) -> None:
 
 def test_decoder_is_the_validation(model_path: Path) -> None:
     """Replay accepts a row exactly when the daemon's Decoder accepts the equivalent payload."""
-    from edge_lstm.replay import RowReader
+    from edge_lstm.cli.replay import RowReader
 
     conv = RowReader(["ts", *FEATURES], FEATURES)
     dec = Decoder(FEATURES)
@@ -181,8 +221,10 @@ def test_decoder_is_the_validation(model_path: Path) -> None:
         (["1700000000", "1", "x", "3"], b'{"ts":1700000000,"temperature":1,"vibration":"x","current":3}'),
         (["1e999", "1", "2", "3"], b'{"ts":1e999,"temperature":1,"vibration":2,"current":3}'),
         (["1700000000", "1", "2", "1e999"], b'{"ts":1700000000,"temperature":1,"vibration":2,"current":1e999}'),
-        (["2023-11-14T22:13:20", "1", "2", "3"], b'{"ts":"2023-11-14T22:13:20","temperature":1,"vibration":2,'
-                                                 b'"current":3}'),
+        (
+            ["2023-11-14T22:13:20", "1", "2", "3"],
+            b'{"ts":"2023-11-14T22:13:20","temperature":1,"vibration":2,"current":3}',
+        ),
         (["1700000000", "NaN", "2", "3"], b'{"ts":1700000000,"temperature":NaN,"vibration":2,"current":3}'),
         (["1700000000", "1", "2", "true"], b'{"ts":1700000000,"temperature":1,"vibration":2,"current":"true"}'),
     ]:

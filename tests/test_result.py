@@ -7,8 +7,16 @@ import pytest
 
 from edge_lstm import Result, encode
 
-BASE = dict(stream="pump-7", ts=1_700_000_000.25, score=1.5, anomaly=False, threshold=2.5,
-            warming_up=False, model={"name": "m", "version": "1.0"}, names=("temp", "vib"))
+BASE = dict(
+    stream="pump-7",
+    ts=1_700_000_000.25,
+    score=1.5,
+    anomaly=False,
+    threshold=2.5,
+    warming_up=False,
+    model={"name": "m", "version": "1.0"},
+    names=("temp", "vib"),
+)
 
 
 @pytest.mark.parametrize(

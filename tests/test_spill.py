@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from edge_lstm import Engine, Reading, Result, load_model
-from edge_lstm.spill import SqliteSpill
 from onnx_models import make_step_model
 from streams import T0, traffic
+
+from edge_lstm import Engine, Reading, Result, load_model
+from edge_lstm.durable.spill import SqliteSpill
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_spilled_streams_continue_exactly_as_if_never_evicted(model, tmp_path) -
     small = Engine(model, max_streams=4, spill=spill_for(model, tmp_path))
     ref, got = {}, {}
     for i in range(0, len(readings), 3):
-        ref.update(by_key(roomy.process(readings[i:i + 3])))
-        got.update(by_key(small.process(readings[i:i + 3])))
+        ref.update(by_key(roomy.process(readings[i : i + 3])))
+        got.update(by_key(small.process(readings[i : i + 3])))
     assert small.stats.evicted > 50 and small.stats.unspilled > 50
     assert len(small.table) == 4
     for key, r in ref.items():

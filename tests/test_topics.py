@@ -35,7 +35,7 @@ def unsanitize(safe: str) -> str:
     i = 0
     while i < len(safe):
         if safe[i] == "%":
-            out.append(int(safe[i + 1:i + 3], 16))
+            out.append(int(safe[i + 1 : i + 3], 16))
             i += 3
         else:
             out += safe[i].encode("ascii")
@@ -89,9 +89,35 @@ def test_no_collisions_in_random_samples(ids: list[str]) -> None:
 def near_collisions() -> list[str]:
     """Ids built to collide if the encoding were lossy: escapes vs the characters they encode,
     wildcards vs their replacements, long ids sharing a prefix, ids straddling the length cut."""
-    ids = {"a/b", "a%2Fb", "a%2fb", "a+b", "a%2Bb", "a#b", "a%23b", "a_b", "a-b", "a b", "a%20b",
-           "a~b", "a%7Eb", "%", "%25", "%2525", "~", "", "\x00", "%00", "é", "%C3%A9", "e\u0301",
-           "\ud800", "%ED%A0%80", "\ufeff", "\u200b"}
+    ids = {
+        "a/b",
+        "a%2Fb",
+        "a%2fb",
+        "a+b",
+        "a%2Bb",
+        "a#b",
+        "a%23b",
+        "a_b",
+        "a-b",
+        "a b",
+        "a%20b",
+        "a~b",
+        "a%7Eb",
+        "%",
+        "%25",
+        "%2525",
+        "~",
+        "",
+        "\x00",
+        "%00",
+        "é",
+        "%C3%A9",
+        "e\u0301",
+        "\ud800",
+        "%ED%A0%80",
+        "\ufeff",
+        "\u200b",
+    }
     rng = random.Random(4)
     base = "sensor/" * 20  # 200 characters once encoded: always cut
     for i in range(8_000):
@@ -117,42 +143,53 @@ def test_no_collisions_on_a_large_sample_of_near_collisions() -> None:
 
 # -- TopicPattern ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pattern", [
-    "sensors/stream",  # no placeholder
-    "sensors/{stream}/{stream}",  # twice
-    "sensors/x{stream}",  # not a whole level
-    "sensors/{stream}x",
-    "{stream}{stream}",
-    "sensors/+/{stream}",  # wildcards
-    "sensors/{stream}/#",
-    "sensors#/{stream}",
-    "a+/{stream}",
-    "sensors/{stream}\x00",  # NUL is not allowed in an MQTT topic
-    "sensors\x00/{stream}",
-    "",
-])
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "sensors/stream",  # no placeholder
+        "sensors/{stream}/{stream}",  # twice
+        "sensors/x{stream}",  # not a whole level
+        "sensors/{stream}x",
+        "{stream}{stream}",
+        "sensors/+/{stream}",  # wildcards
+        "sensors/{stream}/#",
+        "sensors#/{stream}",
+        "a+/{stream}",
+        "sensors/{stream}\x00",  # NUL is not allowed in an MQTT topic
+        "sensors\x00/{stream}",
+        "",
+    ],
+)
 def test_bad_patterns_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError):
         TopicPattern(pattern)
 
 
-@pytest.mark.parametrize("pattern, subscription", [
-    ("sensors/{stream}", "sensors/+"),
-    ("{stream}", "+"),
-    ("plant/{stream}/telemetry", "plant/+/telemetry"),
-    ("edge-lstm/scores/{stream}", "edge-lstm/scores/+"),
-])
+@pytest.mark.parametrize(
+    "pattern, subscription",
+    [
+        ("sensors/{stream}", "sensors/+"),
+        ("{stream}", "+"),
+        ("plant/{stream}/telemetry", "plant/+/telemetry"),
+        ("edge-lstm/scores/{stream}", "edge-lstm/scores/+"),
+    ],
+)
 def test_good_patterns(pattern: str, subscription: str) -> None:
     p = TopicPattern(pattern)
     assert p.subscription == subscription
     assert p.stream_of(pattern.replace(PLACEHOLDER, "pump-1")) == "pump-1"
 
 
-LEVEL = st.text(st.characters(min_codepoint=1, max_codepoint=0x10FFFF,
-                              exclude_categories=("Cs",), exclude_characters="/+#"), max_size=8)
-TOPIC_LEVEL = st.text(st.characters(min_codepoint=1, max_codepoint=0x10FFFF,
-                                    exclude_categories=("Cs",), exclude_characters="/"), min_size=1,
-                      max_size=50)
+LEVEL = st.text(
+    st.characters(min_codepoint=1, max_codepoint=0x10FFFF, exclude_categories=("Cs",), exclude_characters="/+#"),
+    max_size=8,
+)
+TOPIC_LEVEL = st.text(
+    st.characters(min_codepoint=1, max_codepoint=0x10FFFF, exclude_categories=("Cs",), exclude_characters="/"),
+    min_size=1,
+    max_size=50,
+)
 
 
 def mqtt_matches(subscription: str, topic: str) -> bool:
@@ -160,9 +197,12 @@ def mqtt_matches(subscription: str, topic: str) -> bool:
     return len(sub) == len(top) and all(s == "+" or s == t for s, t in zip(sub, top))
 
 
-@given(st.lists(LEVEL.filter(lambda lv: PLACEHOLDER not in lv), max_size=3),
-       st.lists(LEVEL.filter(lambda lv: PLACEHOLDER not in lv), max_size=3),
-       TOPIC_LEVEL, STREAM_IDS)
+@given(
+    st.lists(LEVEL.filter(lambda lv: PLACEHOLDER not in lv), max_size=3),
+    st.lists(LEVEL.filter(lambda lv: PLACEHOLDER not in lv), max_size=3),
+    TOPIC_LEVEL,
+    STREAM_IDS,
+)
 def test_stream_of_and_topic_for(prefix: list[str], suffix: list[str], level: str, stream: str) -> None:
     p = TopicPattern("/".join([*prefix, PLACEHOLDER, *suffix]))
     topic = "/".join([*prefix, level, *suffix])

@@ -6,10 +6,10 @@ The engine only sees the `StepModel` protocol, so tests and benchmarks can subst
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -17,17 +17,6 @@ import onnxruntime as ort
 from .contract import METADATA_KEY, ModelFormatError, ModelMeta, parse_meta
 
 DEFAULT_MODEL = "default.onnx"
-
-
-class StepModel(Protocol):
-    """One timestep for a batch of streams: scaled inputs and states in, outputs and states out."""
-
-    meta: ModelMeta
-    state_shapes: list[tuple[int, ...]]
-
-    def step(
-        self, x: np.ndarray, states: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +28,7 @@ class TensorInfo:
 
 def default_model_path() -> Path:
     """The model shipped inside the package."""
-    return Path(str(resources.files("edge_lstm.models").joinpath(DEFAULT_MODEL)))
+    return Path(str(resources.files("edge_lstm.data").joinpath(DEFAULT_MODEL)))
 
 
 def file_sha256(path: str | Path) -> str:
@@ -65,10 +54,8 @@ class OnnxStepModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelFormatError(f"{self.path} is not a loadable ONNX model: {e}") from None
         meta_map = self.session.get_modelmeta().custom_metadata_map
         self.meta = parse_meta(meta_map.get(METADATA_KEY))
@@ -81,9 +68,7 @@ class OnnxStepModel:
         self._out_names = [io.output] + [p.output for p in io.state]
         self.n_outputs = int(self.outputs[io.output].shape[1])  # type: ignore[arg-type]
 
-    def step(
-        self, x: np.ndarray, states: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def step(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = dict(zip(self._in_names, [x, *states]))
         y, *new_states = self.session.run(self._out_names, feeds)
         return y, new_states
@@ -98,12 +83,14 @@ def check_graph(
     want_out = [io.output] + [p.output for p in io.state]
     for name in want_in:
         if name not in inputs:
-            raise ModelFormatError(f"metadata names input tensor '{name}' but the graph has no such input "
-                                   f"(inputs: {sorted(inputs)})")
+            raise ModelFormatError(
+                f"metadata names input tensor '{name}' but the graph has no such input (inputs: {sorted(inputs)})"
+            )
     for name in want_out:
         if name not in outputs:
-            raise ModelFormatError(f"metadata names output tensor '{name}' but the graph has no such output "
-                                   f"(outputs: {sorted(outputs)})")
+            raise ModelFormatError(
+                f"metadata names output tensor '{name}' but the graph has no such output (outputs: {sorted(outputs)})"
+            )
     extra = sorted(set(inputs) - set(want_in)) + sorted(set(outputs) - set(want_out))
     if extra:
         raise ModelFormatError(f"graph tensors {extra} are not listed in the metadata 'io' section")
@@ -132,9 +119,7 @@ def check_graph(
     for p in io.state:
         si, so = inputs[p.input].shape, outputs[p.output].shape
         if si[1:] != so[1:]:
-            raise ModelFormatError(
-                f"state pair '{p.input}' -> '{p.output}' changes shape: {list(si)} vs {list(so)}"
-            )
+            raise ModelFormatError(f"state pair '{p.input}' -> '{p.output}' changes shape: {list(si)} vs {list(so)}")
         shapes.append(tuple(int(d) for d in si[1:]))  # type: ignore[arg-type]
     return shapes
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .state import StateTable, StreamState
+from ..state import StateTable, StreamState
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 1\n"
 _DIGEST = 32  # bytes of the SHA-256 trailer
@@ -44,11 +44,19 @@ def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: i
     """Write the table to `path` atomically; return the file size."""
     streams = list(table.slots)  # LRU order
     idx = np.fromiter(table.slots.values(), np.intp, len(streams))
-    header = {"model_sha256": model_sha256, "journal_segment": journal_segment,
-              "created": time.time(), "streams": streams}
+    header = {
+        "model_sha256": model_sha256,
+        "journal_segment": journal_segment,
+        "created": time.time(),
+        "streams": streams,
+    }
     arrays = {f"state{k}": a[idx] for k, a in enumerate(table.states)}
-    arrays.update(last_ts=table.last_ts[idx], steps=table.steps[idx], anomalies=table.anomalies[idx],
-                  prediction=table.prediction[idx])
+    arrays.update(
+        last_ts=table.last_ts[idx],
+        steps=table.steps[idx],
+        anomalies=table.anomalies[idx],
+        prediction=table.prediction[idx],
+    )
     buf = io.BytesIO()
     np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
     body = MAGIC + buf.getvalue()
@@ -75,22 +83,30 @@ def load(path: Path, *, model_sha256: str, state_shapes: list[tuple[int, ...]]) 
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointRefused("corrupt", "checksum mismatch (truncated or damaged file)")
     try:
-        with np.load(io.BytesIO(body[len(MAGIC):]), allow_pickle=False) as z:
+        with np.load(io.BytesIO(body[len(MAGIC) :]), allow_pickle=False) as z:
             header = json.loads(z["header"].tobytes())
             states = [z[f"state{k}"] for k in range(len(state_shapes))]
             last_ts, steps, anomalies, prediction = (z["last_ts"], z["steps"], z["anomalies"], z["prediction"])
-    except Exception as e:  # any decoding problem of a file whose checksum matched is still "corrupt"
+    except Exception as e:  # noqa: BLE001 - any decoding problem of a file whose checksum matched is still "corrupt"
         raise CheckpointRefused("corrupt", f"unreadable content: {e}") from None
     if header.get("model_sha256") != model_sha256:
-        raise CheckpointRefused("model_mismatch", f"made for model sha256 {str(header.get('model_sha256'))[:12]}…, "
-                                                  f"serving {model_sha256[:12]}…")
+        raise CheckpointRefused(
+            "model_mismatch",
+            f"made for model sha256 {str(header.get('model_sha256'))[:12]}…, serving {model_sha256[:12]}…",
+        )
     streams = header["streams"]
     for k, (a, shape) in enumerate(zip(states, state_shapes)):
         if a.shape != (len(streams), *shape):
             raise CheckpointRefused("corrupt", f"state{k} has shape {a.shape}, expected {(len(streams), *shape)}")
     rows = [
-        StreamState(stream=s, states=[a[i] for a in states], last_ts=float(last_ts[i]), steps=int(steps[i]),
-                    anomalies=int(anomalies[i]), prediction=prediction[i])
+        StreamState(
+            stream=s,
+            states=[a[i] for a in states],
+            last_ts=float(last_ts[i]),
+            steps=int(steps[i]),
+            anomalies=int(anomalies[i]),
+            prediction=prediction[i],
+        )
         for i, s in enumerate(streams)
     ]
     return Checkpoint(rows, model_sha256, int(header["journal_segment"]), float(header["created"]))

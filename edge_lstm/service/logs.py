@@ -10,7 +10,8 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import structlog
 
@@ -84,8 +85,7 @@ class RateLimitedLog:
             return None
         suppressed = {k: v for k, v in self._suppressed.items() if v}
         if suppressed:
-            self.log.warning(f"{self.event}_suppressed", counts=suppressed,
-                             window_s=round(now - self._window_start, 1))
+            self.log.warning(f"{self.event}_suppressed", counts=suppressed, window_s=round(now - self._window_start, 1))
         self._window_start = now
         self._logged.clear()
         self._suppressed.clear()

@@ -41,8 +41,14 @@ class PrivateBroker:
     broker with `persistence true`). `extra_conf` lines are appended to the generated config.
     """
 
-    def __init__(self, port: int | None = None, *, persistence: bool = False, extra_conf: str = "",
-                 workdir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        extra_conf: str = "",
+        workdir: str | Path | None = None,
+    ) -> None:
         self.binary = find_mosquitto()
         self.port = port or free_port()
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="edge-lstm-mosq-")

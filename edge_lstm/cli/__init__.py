@@ -12,15 +12,15 @@ import sys
 from importlib import import_module
 
 SUBCOMMANDS = {
-    "run": ("daemon", "run the daemon (MQTT in, scores out)"),
+    "run": ("run", "run the daemon (MQTT in, scores out)"),
     "demo": ("demo", "a private broker, a simulated fleet and the daemon, with a live view"),
-    "inspect": ("describe", "print a model's contract"),
+    "inspect": ("inspect", "print a model's contract"),
     "replay": ("replay", "run a CSV of readings through the engine offline"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="edge-lstm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edge-lstm {__version__}")
@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         import_module(f".{module}", __package__).add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(module_name=module)
     args = parser.parse_args(argv)
     try:
-        return int(import_module(f".{args._module}", __package__).main(args) or 0)
+        return int(import_module(f".{args.module_name}", __package__).main(args) or 0)
     except BrokenPipeError:
         # `edge-lstm inspect --json | head`: the reader left; not an error. Point stdout at devnull so
         # the interpreter's final flush does not raise again.

@@ -19,10 +19,10 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from .reading import Reading
+from ..reading import Reading
 
 _HEAD = struct.Struct("<II")
 MAX_RECORD = 1 << 20
@@ -132,7 +132,7 @@ def _read_segment(path: Path) -> Iterator[tuple[int, Reading]]:
         end = pos + _HEAD.size + length
         if length > MAX_RECORD or end > len(data):
             break
-        payload = data[pos + _HEAD.size:end]
+        payload = data[pos + _HEAD.size : end]
         if zlib.crc32(payload) != crc:
             break
         try:

@@ -88,7 +88,7 @@ class MqttSettings(_Section):
     @field_validator("input_pattern", "output_pattern")
     @classmethod
     def _pattern(cls, v: str) -> str:
-        from .topics import TopicPattern
+        from ..topics import TopicPattern
 
         TopicPattern(v)  # raises ValueError with a clear message
         return v
@@ -166,7 +166,7 @@ def _default_state_dir() -> Path:
     return Path(sd.split(":")[0]) if sd else Path("state")
 
 
-_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("edge_lstm_toml", default={})
+_TOML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("edge_lstm_toml", default=None)
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -176,7 +176,7 @@ class _TomlSource(PydanticBaseSettingsSource):
         return None, field_name, False  # unused: __call__ returns the whole document
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_TOML_DATA.get())
+        return dict(_TOML_DATA.get() or {})
 
 
 class Settings(BaseSettings):
@@ -234,10 +234,9 @@ def _check_env(environ: dict[str, str] | os._Environ[str]) -> None:
     for name in environ:
         if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
             continue
-        first = name[len(ENV_PREFIX):].split("__")[0].lower()
+        first = name[len(ENV_PREFIX) :].split("__")[0].lower()
         if first not in top:
-            raise ConfigError(f"environment variable {name}: unknown key '{first}' "
-                              f"(known: {', '.join(sorted(top))})")
+            raise ConfigError(f"environment variable {name}: unknown key '{first}' (known: {', '.join(sorted(top))})")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

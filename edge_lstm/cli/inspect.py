@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .contract import ModelFormatError
-from .model import OnnxStepModel, load_model
+from ..contract import ModelFormatError
+from ..onnx_model import OnnxStepModel, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", metavar="MODEL",
-                        help="an ONNX step model (default: the model shipped inside the package)")
+    parser.add_argument(
+        "model", nargs="?", metavar="MODEL", help="an ONNX step model (default: the model shipped inside the package)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
@@ -31,8 +32,11 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
     def tensor(name: str, table: dict) -> dict[str, Any]:
         t = table[name]
         dtype = t.dtype.removeprefix("tensor(").removesuffix(")")
-        return {"name": name, "dtype": "float32" if dtype == "float" else dtype,
-                "shape": [d if isinstance(d, int) else (d or "batch") for d in t.shape]}
+        return {
+            "name": name,
+            "dtype": "float32" if dtype == "float" else dtype,
+            "shape": [d if isinstance(d, int) else (d or "batch") for d in t.shape],
+        }
 
     path = Path(model.path)
     doc: dict[str, Any] = {
@@ -40,11 +44,13 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
         "model": meta.model_id,
         "schema_version": meta.schema_version,
         "input": tensor(io.input, model.inputs),
-        "output": {**tensor(io.output, model.outputs), "kind": meta.output.kind,
-                   "names": list(meta.output.names)},
+        "output": {**tensor(io.output, model.outputs), "kind": meta.output.kind, "names": list(meta.output.names)},
         "state": [
-            {"input": tensor(p.input, model.inputs), "output": tensor(p.output, model.outputs),
-             "per_stream_shape": list(shape)}
+            {
+                "input": tensor(p.input, model.inputs),
+                "output": tensor(p.output, model.outputs),
+                "per_stream_shape": list(shape),
+            }
             for p, shape in zip(io.state, model.state_shapes)
         ],
         "features": [

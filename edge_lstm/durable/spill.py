@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
 
 import numpy as np
 
-from .state import StreamState
-
-
-class SpillStore(Protocol):
-    def put(self, rows: Sequence[StreamState]) -> None: ...
-
-    def get(self, stream: str, before_ts: float) -> StreamState | None: ...
-
+from ..state import StreamState
 
 _COUNTS = struct.Struct("<qq")  # steps, anomalies
 
 
 class SqliteSpill:
-    def __init__(self, path: Path, state_shapes: Sequence[tuple[int, ...]], n_predictions: int,
-                 *, max_rows: int = 1_000_000, model_sha256: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        state_shapes: Sequence[tuple[int, ...]],
+        n_predictions: int,
+        *,
+        max_rows: int = 1_000_000,
+        model_sha256: str = "",
+    ) -> None:
         self.path = path
         self.max_rows = max_rows
         self.shapes = [tuple(sh) for sh in state_shapes]
@@ -43,8 +43,10 @@ class SqliteSpill:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS spill (stream TEXT NOT NULL, last_ts REAL NOT NULL, "
-                        "row BLOB NOT NULL, PRIMARY KEY (stream, last_ts)) WITHOUT ROWID")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS spill (stream TEXT NOT NULL, last_ts REAL NOT NULL, "
+            "row BLOB NOT NULL, PRIMARY KEY (stream, last_ts)) WITHOUT ROWID"
+        )
         self.db.execute("CREATE INDEX IF NOT EXISTS by_ts ON spill (last_ts)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         # Rows of another model (other state shapes, other meaning) are never restored.
@@ -60,19 +62,25 @@ class SqliteSpill:
     def put(self, rows: Sequence[StreamState]) -> None:
         if not rows:
             return
-        self.db.executemany("INSERT OR REPLACE INTO spill VALUES (?, ?, ?)",
-                            [(r.stream, r.last_ts, _pack(r)) for r in rows])
+        self.db.executemany(
+            "INSERT OR REPLACE INTO spill VALUES (?, ?, ?)", [(r.stream, r.last_ts, _pack(r)) for r in rows]
+        )
         self.rows += len(rows)
         if self.rows > self.max_rows:
             excess = self.rows - self.max_rows
-            self.db.execute("DELETE FROM spill WHERE (stream, last_ts) IN "
-                            "(SELECT stream, last_ts FROM spill ORDER BY last_ts LIMIT ?)", (excess,))
+            self.db.execute(
+                "DELETE FROM spill WHERE (stream, last_ts) IN "
+                "(SELECT stream, last_ts FROM spill ORDER BY last_ts LIMIT ?)",
+                (excess,),
+            )
             self.rows -= excess
             self.dropped += excess
 
     def get(self, stream: str, before_ts: float) -> StreamState | None:
-        hit = self.db.execute("SELECT last_ts, row FROM spill WHERE stream = ? AND last_ts < ? "
-                              "ORDER BY last_ts DESC LIMIT 1", (stream, before_ts)).fetchone()
+        hit = self.db.execute(
+            "SELECT last_ts, row FROM spill WHERE stream = ? AND last_ts < ? ORDER BY last_ts DESC LIMIT 1",
+            (stream, before_ts),
+        ).fetchone()
         if hit is None:
             return None
         self.restored += 1
@@ -80,8 +88,9 @@ class SqliteSpill:
 
     def compact(self) -> None:
         """Keep only the newest version of each stream (call when a checkpoint covers the past)."""
-        self.db.execute("DELETE FROM spill WHERE last_ts < (SELECT MAX(s2.last_ts) FROM spill s2 "
-                        "WHERE s2.stream = spill.stream)")
+        self.db.execute(
+            "DELETE FROM spill WHERE last_ts < (SELECT MAX(s2.last_ts) FROM spill s2 WHERE s2.stream = spill.stream)"
+        )
         self.rows = self.db.execute("SELECT COUNT(*) FROM spill").fetchone()[0]
 
     def close(self) -> None:

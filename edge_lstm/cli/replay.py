@@ -29,15 +29,17 @@ import math
 import re
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TextIO
 
-from .contract import ModelFormatError
-from .engine import Engine
-from .model import StepModel, load_model
-from .reading import Decoder, Reading, Rejection
-from .result import Result
+from ..contract import ModelFormatError
+from ..engine import Engine
+from ..onnx_model import load_model
+from ..ports import StepModel
+from ..reading import Decoder, Reading, Rejection
+from ..result import Result
 
 DEFAULT_STREAM = "replay"
 TS_COLUMNS = ("ts", "timestamp")
@@ -89,8 +91,8 @@ class RowReader:
     """CSV rows → Reading | Rejection, through the daemon's own `Decoder`.
 
     This is the only place a row becomes a reading: each row is turned into the JSON text a sensor
-    would publish (`{"ts": ..., "<feature>": ...}`, cells written as they are, see `_cell`) and decoded by `Decoder.decode`, so replay accepts
-    and rejects exactly what the daemon accepts and rejects.
+    would publish (`{"ts": ..., "<feature>": ...}`, cells written as they are, see `_cell`) and decoded
+    by `Decoder.decode`, so replay accepts and rejects exactly what the daemon accepts and rejects.
     """
 
     def __init__(self, header: list[str], features: Iterable[str]) -> None:
@@ -99,13 +101,14 @@ class RowReader:
         self.header = cols
         ts_cols = [c for c in TS_COLUMNS if c in cols]
         if not ts_cols:
-            raise ReplayError(f"line 1: no timestamp column: expected 'ts' or 'timestamp' "
-                              f"(columns: {cols})")
+            raise ReplayError(f"line 1: no timestamp column: expected 'ts' or 'timestamp' (columns: {cols})")
         self.ts_index = cols.index(ts_cols[0])
         missing = [f for f in self.features if f not in cols]
         if missing:
-            raise ReplayError(f"line 1: missing feature column(s) {missing}: the model's features are "
-                              f"{list(self.features)} (columns: {cols})")
+            raise ReplayError(
+                f"line 1: missing feature column(s) {missing}: the model's features are "
+                f"{list(self.features)} (columns: {cols})"
+            )
         dupes = sorted({c for c in cols if cols.count(c) > 1 and c})
         if dupes:
             raise ReplayError(f"line 1: duplicate column(s) {dupes}")
@@ -126,8 +129,7 @@ class RowReader:
             if not stream:
                 return Rejection("", "bad_stream", f"line {line}: empty '{STREAM_COLUMN}'")
         if len(row) != len(self.header):
-            return Rejection(stream, "wrong_length",
-                             f"line {line}: {len(row)} fields for {len(self.header)} columns")
+            return Rejection(stream, "wrong_length", f"line {line}: {len(row)} fields for {len(self.header)} columns")
         parts = ['"ts":' + _cell(row[self.ts_index])]
         for key, i in zip(self.keys, self.feature_index):
             cell = row[i]
@@ -189,8 +191,15 @@ def result_columns(engine: Engine) -> list[str]:
 
 def result_row(r: Result) -> list[object]:
     values = r.prediction if r.prediction is not None else (r.output or [])
-    return [r.stream, repr(r.ts), repr(r.score), int(r.anomaly), int(r.warming_up),
-            "" if r.threshold is None else repr(r.threshold), *(repr(v) for v in values)]
+    return [
+        r.stream,
+        repr(r.ts),
+        repr(r.score),
+        int(r.anomaly),
+        int(r.warming_up),
+        "" if r.threshold is None else repr(r.threshold),
+        *(repr(v) for v in values),
+    ]
 
 
 def replay(
@@ -248,14 +257,25 @@ def replay(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("csv", metavar="CSV", help="readings: a ts/timestamp column, one column per feature, "
-                                                   "optionally a stream column ('-' for stdin)")
+    parser.add_argument(
+        "csv",
+        metavar="CSV",
+        help="readings: a ts/timestamp column, one column per feature, optionally a stream column ('-' for stdin)",
+    )
     parser.add_argument("--model", metavar="M", help="ONNX step model (default: the packaged model)")
     parser.add_argument("--out", metavar="FILE", help="write the scores CSV here (default: stdout)")
-    parser.add_argument("--batch", type=int, default=1024, metavar="N",
-                        help="rows per engine call, like the daemon's micro-batches (default 1024)")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at the first row the daemon would reject (exit 2) instead of counting it")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="rows per engine call, like the daemon's micro-batches (default 1024)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first row the daemon would reject (exit 2) instead of counting it",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

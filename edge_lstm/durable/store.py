@@ -14,13 +14,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+from ..engine import Engine
+from ..reading import Reading
 from . import checkpoint
-from .engine import Engine
 from .journal import Journal, replay_batches
-from .reading import Reading
 
 CHECKPOINT = "checkpoint"
 LOCK = "lock"
@@ -31,8 +32,16 @@ class StateDirBusy(RuntimeError):
 
 
 class DurableState:
-    def __init__(self, state_dir: Path, engine: Engine, model_sha256: str, log: Any,
-                 *, fsync_interval_s: float = 5.0, spill: Any = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        engine: Engine,
+        model_sha256: str,
+        log: Any,
+        *,
+        fsync_interval_s: float = 5.0,
+        spill: Any = None,
+    ) -> None:
         self.dir = state_dir
         self.engine = engine
         self.model_sha256 = model_sha256
@@ -52,8 +61,7 @@ class DurableState:
         from_segment = 0
         restored = 0
         try:
-            ck = checkpoint.load(self.path, model_sha256=self.model_sha256,
-                                 state_shapes=engine.model.state_shapes)
+            ck = checkpoint.load(self.path, model_sha256=self.model_sha256, state_shapes=engine.model.state_shapes)
         except checkpoint.CheckpointRefused as e:
             aside = checkpoint.set_aside(self.path, e.reason)
             self.log.warning("checkpoint_set_aside", reason=e.reason, detail=e.detail, moved_to=str(aside))
@@ -74,8 +82,12 @@ class DurableState:
         engine.take_evicted()
         segments = [n for n, _ in self.journal.segments()]
         self.journal.open(max(segments + [from_segment - 1]) + 1)
-        info = {"streams": restored, "replayed": replayed, "checkpoint": ck is not None,
-                "seconds": round(time.monotonic() - t0, 3)}
+        info = {
+            "streams": restored,
+            "replayed": replayed,
+            "checkpoint": ck is not None,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
         self.log.info("state_restored", **info)
         self.checkpoint()
         return info
@@ -88,16 +100,16 @@ class DurableState:
         """Write the whole table. Only call when no stepped reading is unacknowledged."""
         t0 = time.monotonic()
         segment = self.journal.rotate()
-        size = checkpoint.save(self.path, self.engine.table, model_sha256=self.model_sha256,
-                               journal_segment=segment)
+        size = checkpoint.save(self.path, self.engine.table, model_sha256=self.model_sha256, journal_segment=segment)
         self.journal.drop_before(segment)
         if self.spill is not None:
             # Older spilled versions were only needed to replay journal segments now dropped.
             self.spill.compact()
         self.checkpoints += 1
         self.last_checkpoint = time.monotonic()
-        self.log.debug("checkpoint", streams=len(self.engine.table), bytes=size,
-                       seconds=round(self.last_checkpoint - t0, 3))
+        self.log.debug(
+            "checkpoint", streams=len(self.engine.table), bytes=size, seconds=round(self.last_checkpoint - t0, 3)
+        )
 
     def close(self, *, final_checkpoint: bool) -> None:
         if final_checkpoint:

@@ -2,7 +2,7 @@
 
 Rules this module keeps (docs/operations.md, "How messages flow"):
 
-* `on_message` only appends `Inbound(topic, payload, mid, qos, arrival, generation)` to a
+* `on_message` only appends `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
   `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
   work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
   and the broker then queues and drops (paho #379, #328; paho holds its locks during callbacks, #346).
@@ -20,7 +20,6 @@ import queue
 import ssl
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -28,31 +27,19 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ..ports import WAKE, Inbound
 from .config import MqttSettings
 from .logs import get_logger
 
 ONLINE = b"online"
 # Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
-_AWAITING_ACK = (paho.mqtt_ms_wait_for_puback, paho.mqtt_ms_wait_for_pubrec, paho.mqtt_ms_wait_for_pubcomp,
-                 paho.mqtt_ms_resend_pubrel)
+_AWAITING_ACK = (
+    paho.mqtt_ms_wait_for_puback,
+    paho.mqtt_ms_wait_for_pubrec,
+    paho.mqtt_ms_wait_for_pubcomp,
+    paho.mqtt_ms_resend_pubrel,
+)
 OFFLINE = b"offline"
-
-
-@dataclass(slots=True)
-class Inbound:
-    """One received MQTT message, as handed from the network thread to the worker."""
-
-    topic: bytes  # raw: decoding (and rejecting invalid UTF-8) is the worker's job
-    payload: bytes
-    mid: int
-    qos: int
-    arrival: float  # epoch seconds
-    generation: int  # connection number it arrived on (acks of older connections are not sent)
-
-
-# Put in the queue (at most one outstanding) to wake the worker when a publish completes or the
-# connection changes, so acknowledgements are not delayed until the next reading arrives.
-WAKE = object()
 
 
 def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
@@ -67,8 +54,9 @@ def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
 class MqttLink:
     """The daemon's MQTT connection. Thread-safe for `publish`/`ack` from the worker thread."""
 
-    def __init__(self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str,
-                 *, max_queue: int = 10_000) -> None:
+    def __init__(
+        self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str, *, max_queue: int = 10_000
+    ) -> None:
         self.cfg = cfg
         self.inbox = inbox
         self.subscription = subscription
@@ -117,8 +105,9 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             c.tls_insecure_set(t.insecure)
-        c.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_delay_s)),
-                              max_delay=max(1, int(cfg.reconnect_max_delay_s)))
+        c.reconnect_delay_set(
+            min_delay=max(1, int(cfg.reconnect_min_delay_s)), max_delay=max(1, int(cfg.reconnect_max_delay_s))
+        )
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)  # bounded by us: results are only produced for unacked readings
         c.on_connect = self._on_connect
@@ -180,8 +169,14 @@ class MqttLink:
             room = inflight < c._max_inflight_messages  # noqa: SLF001
             # `queued` is normal while the window is full; `publish` is never normal once connected.
             # timestamp 0: reset by a reconnect and not yet resent by _handle_connack (it sets it): skip.
-            stuck = [m for m in msgs if m.qos > 0 and m.timestamp > 0 and now - m.timestamp >= min_age_s
-                     and (m.state == paho.mqtt_ms_publish or (room and m.state == paho.mqtt_ms_queued))]
+            stuck = [
+                m
+                for m in msgs
+                if m.qos > 0
+                and m.timestamp > 0
+                and now - m.timestamp >= min_age_s
+                and (m.state == paho.mqtt_ms_publish or (room and m.state == paho.mqtt_ms_queued))
+            ]
             if not stuck:
                 return 0
             counter = c._inflight_messages  # noqa: SLF001
@@ -189,9 +184,17 @@ class MqttLink:
                 m.state = paho.mqtt_ms_queued
             c._inflight_messages = inflight  # noqa: SLF001
             c._update_inflight()  # noqa: SLF001 - sends queued messages while the window has room (max >= 1)
-        self.log.warning("mqtt_publish_kicked", stuck=len(stuck), inflight_counter=counter, inflight_actual=inflight,
-                         oldest_age_s=round(now - min(m.timestamp for m in stuck), 1))
+        self.log.warning(
+            "mqtt_publish_kicked",
+            stuck=len(stuck),
+            inflight_counter=counter,
+            inflight_actual=inflight,
+            oldest_age_s=round(now - min(m.timestamp for m in stuck), 1),
+        )
         return len(stuck)
+
+    def handed_over(self, handle: paho.MQTTMessageInfo) -> bool:
+        return bool(handle._published)  # noqa: SLF001 - see is_handed_over
 
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:
@@ -237,11 +240,9 @@ class MqttLink:
         """The worker took a WAKE from the queue."""
         self._wake_pending = False
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self.log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host,
-                           port=self.cfg.port)
+            self.log.error("mqtt_connect_refused", reason=str(reason_code), host=self.cfg.host, port=self.cfg.port)
             return
         self.generation += 1
         self.connects += 1
@@ -249,9 +250,15 @@ class MqttLink:
         self.session_present = bool(getattr(flags, "session_present", False))
         client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True)
         rc, self._sub_mid = client.subscribe(self.subscription, qos=self.cfg.qos_in)
-        self.log.info("mqtt_connected", host=self.cfg.host, port=self.cfg.port, client_id=self.cfg.client_id,
-                      protocol=self.cfg.protocol, session_present=self.session_present,
-                      connection=self.generation)
+        self.log.info(
+            "mqtt_connected",
+            host=self.cfg.host,
+            port=self.cfg.port,
+            client_id=self.cfg.client_id,
+            protocol=self.cfg.protocol,
+            session_present=self.session_present,
+            connection=self.generation,
+        )
         self._wake()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
@@ -259,11 +266,16 @@ class MqttLink:
         # (connection refused, TLS certificate/handshake failure, DNS) is the exception being handled.
         err = sys.exc_info()[1]
         self.connect_failures += 1
-        self.log.warning("mqtt_connect_failed", host=self.cfg.host, port=self.cfg.port, tls=self.cfg.tls.enabled,
-                         error=f"{type(err).__name__}: {err}" if err else "unknown", attempt=self.connect_failures)
+        self.log.warning(
+            "mqtt_connect_failed",
+            host=self.cfg.host,
+            port=self.cfg.port,
+            tls=self.cfg.tls.enabled,
+            error=f"{type(err).__name__}: {err}" if err else "unknown",
+            attempt=self.connect_failures,
+        )
 
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any,
-                      properties: Any) -> None:
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         if mid != self._sub_mid:
             return
         bad = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -274,8 +286,7 @@ class MqttLink:
         self.log.info("mqtt_subscribed", topic=self.subscription, qos=self.cfg.qos_in)
         self._wake()
 
-    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self.connected
         self.connected = False
         self.subscribed = False
@@ -287,8 +298,8 @@ class MqttLink:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Nothing but an append: see the module docstring.
         if self.accepting:
-            self.inbox.put(Inbound(msg._topic, msg.payload, msg.mid, msg.qos, time.time(),  # noqa: SLF001
-                                   self.generation))
+            topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
+            self.inbox.put(Inbound(topic, msg.payload, msg.mid, msg.qos, time.time(), self.generation))
             self.received += 1
             waiting = self.inbox.qsize()
             if waiting > self.max_inbox:
@@ -315,13 +326,11 @@ class MqttLink:
             time.sleep(0.002)
         self.held_s += time.monotonic() - t0
 
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # A v5 PUBACK can carry a failure (e.g. not authorised to publish on the output topic).
         # Retrying cannot fix that: count and log it (cheap, rare) so it is visible, not silent.
         if getattr(reason_code, "is_failure", False):
             self.publish_failures += 1
             if self.publish_failures <= 10 or self.publish_failures % 1000 == 0:
-                self.log.warning("mqtt_publish_refused", mid=mid, reason=str(reason_code),
-                                 count=self.publish_failures)
+                self.log.warning("mqtt_publish_refused", mid=mid, reason=str(reason_code), count=self.publish_failures)
         self._wake()

@@ -1,0 +1,1 @@
+"""Durable state on disk: the journal, checkpoints and the spill store for evicted streams."""

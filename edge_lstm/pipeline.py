@@ -1,0 +1,83 @@
+"""A batch of received messages → stepped results → what to publish and what to journal. Pure.
+
+    Inbound(topic, payload) ─ topic → stream (topics) ─ payload → Reading (reading) ─┐
+                                                                                     ▼
+    Processed(publishes, reading to journal) ◀── encode (result) ◀── Engine.process (engine)
+
+The daemon (service/daemon.py) owns the I/O around it: taking messages from the link, publishing,
+journaling and acknowledging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .engine import Engine
+from .ports import Inbound
+from .reading import Decoder, Reading, Rejection
+from .result import Result, encode, encode_rejection
+from .topics import TopicPattern
+
+
+@dataclass(slots=True)
+class Processed:
+    """The outcome of one received message, in the order received."""
+
+    message: Inbound
+    topic: str
+    publishes: list[tuple[str, bytes]]  # (topic, payload)
+    reading: Reading | None  # stepped: journal it before acknowledging; None for a rejection
+    rejection: Rejection | None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: Engine,
+        decoder: Decoder,
+        input_pattern: TopicPattern,
+        output_pattern: TopicPattern,
+        *,
+        errors_topic: str = "",
+    ) -> None:
+        self.engine = engine
+        self.decoder = decoder
+        self.input = input_pattern
+        self.errors_topic = errors_topic
+        # Sanitising a stream id into its output topic is per stream, not per reading: cache it for
+        # as many streams as the table holds.
+        self.topic_for = lru_cache(maxsize=engine.table.max_streams)(output_pattern.topic_for)
+        self.batches = 0
+
+    def run(self, batch: Sequence[Inbound]) -> list[Processed]:
+        decoded: list[Reading | Rejection] = []
+        topics: list[str] = []
+        stream_of, decode = self.input.stream_of, self.decoder.decode
+        for m in batch:
+            try:
+                topic = m.topic.decode("utf-8")
+            except UnicodeDecodeError:
+                topic = m.topic.decode("utf-8", "replace")
+                decoded.append(Rejection("", "bad_stream", "topic is not valid UTF-8"))
+                topics.append(topic)
+                continue
+            topics.append(topic)
+            stream = stream_of(topic)
+            if stream is None:
+                decoded.append(Rejection("", "bad_stream", f"topic does not match {self.input.pattern!r}"))
+                continue
+            decoded.append(decode(stream, m.payload, m.arrival))
+        outcomes = self.engine.process(decoded)
+        self.batches += 1
+        out: list[Processed] = []
+        errors_topic, topic_for = self.errors_topic, self.topic_for
+        for m, topic, reading, res in zip(batch, topics, decoded, outcomes):
+            if type(res) is Result:
+                out.append(Processed(m, topic, [(topic_for(res.stream), encode(res))], reading, None))  # type: ignore[arg-type]
+            else:
+                rej: Rejection = res  # type: ignore[assignment]
+                pubs = [(errors_topic, encode_rejection(rej, topic))] if errors_topic else []
+                out.append(Processed(m, topic, pubs, None, rej))
+        return out

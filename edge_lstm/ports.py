@@ -1,0 +1,126 @@
+"""The ports the core owns: what it needs from the model, the spill store, the broker link, the clock
+and the disk.
+
+Adapters implement them at the edges (`onnx_model.OnnxStepModel`, `durable.spill.SqliteSpill`,
+`service.mqtt.MqttLink`, `durable.store.DurableState`), so the core imports neither onnxruntime, sqlite3
+nor paho, and tests substitute doubles (`tests/support/fakes.py`).
+"""
+
+from __future__ import annotations
+
+import queue
+import time as _time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from .contract import ModelMeta
+from .reading import Reading
+from .state import StreamState
+
+
+class StepModel(Protocol):
+    """One timestep for a batch of streams: scaled inputs and states in, outputs and states out."""
+
+    meta: ModelMeta
+    state_shapes: list[tuple[int, ...]]
+
+    def step(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
+class SpillStore(Protocol):
+    """Where evicted streams' rows go, and come back from when the stream returns."""
+
+    def put(self, rows: Sequence[StreamState]) -> None: ...
+
+    def get(self, stream: str, before_ts: float) -> StreamState | None: ...
+
+    def compact(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One received MQTT message, as the link hands it from its network thread to the worker."""
+
+    topic: bytes  # raw: decoding (and rejecting invalid UTF-8) is the worker's job
+    payload: bytes
+    mid: int
+    qos: int
+    arrival: float  # epoch seconds
+    generation: int  # connection number it arrived on (acks of older connections are not sent)
+
+
+# Put in the inbox (at most one outstanding) to wake the worker when a publish completes or the
+# connection changes, so acknowledgements are not delayed until the next reading arrives.
+WAKE: Final = object()
+
+Inbox = queue.SimpleQueue  # of Inbound | WAKE; C-implemented, never blocks the network thread
+
+
+class Link(Protocol):
+    """What the daemon needs from its broker connection (`service.mqtt.MqttLink` over paho).
+
+    Thread contract: the link's own thread only appends to the inbox; everything here is called from
+    the worker thread.
+    """
+
+    connected: bool
+    subscribed: bool
+    generation: int  # connection number: acks are only sent for messages of the current one
+    connects: int
+    holds: int  # times reading from the broker paused because the worker was behind
+    held_s: float
+    max_inbox: int
+    publish_failures: int
+
+    def start(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
+        """Queue a message; returns a handle for `handed_over`."""
+        ...
+
+    def handed_over(self, handle: Any) -> bool:
+        """True once the broker has the message (PUBACK for QoS 1, written for QoS 0)."""
+        ...
+
+    def ack(self, mid: int, qos: int) -> None: ...
+
+    def woken(self) -> None:
+        """The worker took a WAKE from the inbox."""
+        ...
+
+    def kick(self, min_age_s: float = 5.0) -> int: ...
+
+    def stop_accepting(self) -> None: ...
+
+    def close(self, timeout: float = 5.0) -> bool: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    monotonic = staticmethod(_time.monotonic)
+    time = staticmethod(_time.time)
+    sleep = staticmethod(_time.sleep)
+
+
+class StateStore(Protocol):
+    """The disk: durable per-stream state (`durable.store.DurableState`), see docs/durability.md."""
+
+    def restore(self) -> dict[str, Any]: ...
+
+    def record(self, entries: Iterable[tuple[int, Reading]]) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+    def close(self, *, final_checkpoint: bool) -> None: ...

@@ -1,0 +1,49 @@
+"""When to checkpoint: every `checkpoint.interval_s`, at a moment when nothing is unacknowledged.
+
+A checkpoint must not contain the effect of a reading the broker could still redeliver (docs/durability.md),
+so when one is due the worker pauses intake until every result is acknowledged, at most
+`quiesce_timeout_s`; if the broker does not take the results in that time (an outage), the checkpoint
+is postponed to the next interval and serving goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ports import Clock, StateStore
+
+
+class CheckpointPolicy:
+    def __init__(
+        self, store: StateStore, *, interval_s: float, quiesce_timeout_s: float, clock: Clock, log: Any
+    ) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.quiesce_timeout_s = quiesce_timeout_s
+        self.clock = clock
+        self.log = log
+        self._quiesce_since: float | None = None
+        self.last = clock.monotonic()  # the last checkpoint (or postponement)
+        self.postponed = 0
+
+    def pause_intake(self, unacked: int) -> bool:
+        """Call every worker iteration. True while intake should pause for a due checkpoint; the
+        checkpoint is taken here as soon as nothing is unacknowledged."""
+        now = self.clock.monotonic()
+        if now - self.last < self.interval_s:
+            return False
+        if not unacked:
+            self.store.checkpoint()
+            self.last = self.clock.monotonic()
+            self._quiesce_since = None
+            return False
+        if self._quiesce_since is None:
+            self._quiesce_since = now
+        elif now - self._quiesce_since > self.quiesce_timeout_s:
+            # The broker is not taking results (outage): keep serving, try again next interval.
+            self.log.info("checkpoint_postponed", unacked=unacked, detail="results not yet taken by the broker")
+            self.last = now
+            self._quiesce_since = None
+            self.postponed += 1
+            return False
+        return True

@@ -1,0 +1,374 @@
+"""`edge-lstm run`: the daemon. MQTT readings in, scores out, one worker thread doing all the work.
+
+    link's network thread          worker (this module)
+    on_message ──append──▶ inbox ──▶ gather ≤ max_batch / ≤ max_wait_ms
+                                     Pipeline.run: topic → stream, decode, Engine.process, encode
+                                     publish results (+ rejections to errors_topic)
+                                     ack readings in arrival order once their results are handed over
+                                     (AckLedger), journaling them first (StateStore)
+
+The daemon wires its parts and runs the loop; the parts have one job each: `pipeline.Pipeline` (pure),
+`acks.AckLedger`, `checkpoints.CheckpointPolicy`, `housekeeping.Housekeeping`. The broker, the disk and
+the clock come in through ports (edge_lstm/ports.py), so tests drive the daemon with a fake link
+(tests/support/fakes.py). Signals and exit codes are the CLI's (cli/run.py).
+
+In-process use (the demo runs it in a thread):
+
+    d = Daemon(load_settings(), model=None)
+    stop = threading.Event(); threading.Thread(target=d.run, args=(stop,)).start(); ...; stop.set()
+
+This module must never import torch (tests/test_daemon_notorch).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine import Engine
+from ..onnx_model import load_model
+from ..pipeline import Pipeline
+from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
+from ..reading import Decoder
+from ..topics import TopicPattern
+from .acks import AckLedger, Pending
+from .checkpoints import CheckpointPolicy
+from .config import MqttSettings, Settings
+from .housekeeping import Housekeeping
+from .logs import RateLimitedLog, get_logger
+from .notify import Notifier
+
+LinkFactory = Callable[[MqttSettings, Inbox[Any], str, int], Link]
+
+
+def mqtt_link(cfg: MqttSettings, inbox: Inbox[Any], subscription: str, max_queue: int) -> Link:
+    from .mqtt import MqttLink  # paho is imported only when a real link is made
+
+    return MqttLink(cfg, inbox, subscription, max_queue=max_queue)
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    published: int = 0
+    acked: int = 0
+    not_acked_old_connection: int = 0
+
+
+class Daemon:
+    """The worker: owns the engine, the pipeline and the link. `run(stop)` blocks until `stop` is set."""
+
+    idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
+    drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
+    quiesce_timeout_s = 2.0  # how long intake may pause for a checkpoint before it is postponed
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: StepModel | None = None,
+        *,
+        notifier: Notifier | None = None,
+        link_factory: LinkFactory = mqtt_link,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        eng = settings.engine
+        self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
+        self.engine = Engine(self.model, max_streams=eng.max_streams, max_evicted=0)
+        self.input = TopicPattern(settings.mqtt.input_pattern)
+        decoder = Decoder(
+            self.model.meta.features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s
+        )
+        self.pipeline = Pipeline(
+            self.engine,
+            decoder,
+            self.input,
+            TopicPattern(settings.mqtt.output_pattern),
+            errors_topic=settings.mqtt.errors_topic,
+        )
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.log = get_logger("edge_lstm.daemon")
+        self.reject_log = RateLimitedLog(
+            self.log, burst=settings.log.rejections_burst, interval_s=settings.log.rejections_interval_s
+        )
+        self.inbox: Inbox[Any] = queue.SimpleQueue()
+        self._link_factory = link_factory
+        self._link: Link | None = None
+        self.ledger = AckLedger()
+        self.counters = Counters()
+        self.ready = threading.Event()  # set once connected and subscribed (READY=1)
+        self.stop_reason = "stop requested"  # set by the CLI's signal handler, logged at shutdown
+        self.durable: StateStore | None = None  # once run() has restored it
+        self.spill: SpillStore | None = None
+        self.checkpoints: CheckpointPolicy | None = None
+        self.housekeeping: Housekeeping | None = None
+        self._last_stats_results = 0
+        self._last_stats_t = self.clock.monotonic()
+
+    @property
+    def link(self) -> Link:
+        if self._link is None:
+            raise RuntimeError("the daemon has no link before run()")
+        return self._link
+
+    # ---- main loop ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        self.start()
+        try:
+            while not stop.is_set():
+                self.iteration(self.idle_poll_s)
+        finally:
+            self.shutdown()
+        return 0
+
+    def start(self) -> None:
+        """Open durable state, create the link and start connecting (run() calls it)."""
+        s = self.settings
+        link = self._link = self._link_factory(s.mqtt, self.inbox, self.input.subscription, s.engine.max_queue)
+        meta = self.model.meta
+        self.log.info(
+            "starting",
+            model=meta.name,
+            model_version=meta.version,
+            features=list(meta.features),
+            kind=meta.output.kind,
+            broker=f"{s.mqtt.host}:{s.mqtt.port}",
+            subscription=self.input.subscription,
+            output=s.mqtt.output_pattern,
+            status_topic=s.mqtt.status_topic,
+            max_streams=s.engine.max_streams,
+            receive_maximum=s.mqtt.receive_maximum,
+        )
+        self._open_durable()
+        self.housekeeping = Housekeeping(
+            s, self.engine, link, self.ledger, self.inbox, self.reject_log, self.log, self.clock, self.log_stats
+        )
+        self.notifier.status("connecting to the broker")
+        link.start()
+
+    def _open_durable(self) -> None:
+        from ..durable.spill import SqliteSpill
+        from ..durable.store import DurableState
+
+        s = self.settings
+        sha = getattr(self.model, "sha256", None)
+        durable = None
+        if s.checkpoint.enabled and sha is not None:
+            # Takes the state dir lock: before anything in the directory is opened, so that a second
+            # daemon on it stops (StateDirBusy) without touching it (the spill store below would
+            # delete the first one's spilled rows if the second serves another model).
+            durable = DurableState(
+                Path(s.state_dir), self.engine, sha, self.log, fsync_interval_s=s.checkpoint.fsync_interval_s
+            )
+        if s.engine.evicted == "spill":
+            Path(s.state_dir).mkdir(parents=True, exist_ok=True)
+            spill = SqliteSpill(
+                Path(s.state_dir) / "spill.db",
+                self.model.state_shapes,
+                len(self.model.meta.output.names),
+                max_rows=s.engine.max_spilled,
+                model_sha256=sha or "",
+            )
+            if spill.discarded:
+                self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model")
+            self.engine.spill = self.spill = spill
+        if durable is None:
+            self.log.warning(
+                "durable_state_off",
+                reason="checkpoint.enabled is false" if sha else "the model has no file hash",
+                detail="state starts fresh at every start",
+            )
+            return
+        durable.spill = self.spill
+        durable.restore()
+        self.durable = durable
+        self.checkpoints = CheckpointPolicy(
+            durable,
+            interval_s=s.checkpoint.interval_s,
+            quiesce_timeout_s=self.quiesce_timeout_s,
+            clock=self.clock,
+            log=self.log,
+        )
+
+    def iteration(self, idle_wait: float) -> None:
+        """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is
+        ready, then readiness, watchdog and housekeeping."""
+        if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
+            self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
+        else:
+            batch = self._gather(idle_wait)
+            if batch:
+                self._process(batch)
+        self._ack_ready()
+        now = self.clock.monotonic()
+        if not self.ready.is_set() and self.link.subscribed:
+            self.ready.set()
+            self.notifier.ready(f"serving {self.input.subscription}")
+        self.notifier.watchdog(now)
+        assert self.housekeeping is not None
+        self.housekeeping.run(now)
+
+    def _gather(self, idle_wait: float) -> list[Inbound]:
+        max_batch = self.settings.engine.max_batch
+        items: list[Inbound] = []
+        try:
+            item = self.inbox.get(timeout=idle_wait)
+        except queue.Empty:
+            return items
+        deadline = self.clock.monotonic() + self.settings.engine.max_wait_ms / 1000.0
+        while True:
+            if item is WAKE:
+                self.link.woken()
+            else:
+                items.append(item)
+                if len(items) >= max_batch:
+                    break
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self.inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+        return items
+
+    def _process(self, batch: list[Inbound]) -> None:
+        c = self.counters
+        c.received += len(batch)
+        processed = self.pipeline.run(batch)
+        batch_no = self.pipeline.batches
+        qos = self.settings.mqtt.qos_out
+        publish, ledger, reject_log = self.link.publish, self.ledger, self.reject_log
+        now = self.clock.monotonic()
+        for p in processed:
+            m = p.message
+            entry = Pending(m.mid, m.qos, m.generation, now, [publish(t, payload, qos) for t, payload in p.publishes])
+            if p.rejection is not None:
+                r = p.rejection
+                reject_log(r.reason, stream=r.stream[:200], topic=p.topic[:200], detail=r.detail[:200])
+            else:
+                entry.reading, entry.batch = p.reading, batch_no
+                c.published += 1
+            ledger.add(entry)
+        ledger.note_size()
+
+    def _ack_ready(self) -> None:
+        """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
+
+        The stepped readings among them are journaled first: once a reading is acknowledged the broker
+        forgets it, so from then on only the journal can bring its step back after a crash.
+        """
+        link = self.link
+        ready = self.ledger.take_ready(link.handed_over)
+        if not ready:
+            return
+        if self.housekeeping is not None:
+            self.housekeeping.acked(self.clock.monotonic())
+        if self.durable is not None:
+            self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
+        gen = link.generation
+        c = self.counters
+        for p in ready:
+            if p.qos == 0:
+                continue
+            if p.generation == gen:
+                link.ack(p.mid, p.qos)
+                c.acked += 1
+            else:
+                # Received on an earlier connection: the broker redelivers it on this one (same session),
+                # and that copy is acked; acking the old packet id could ack a different message.
+                c.not_acked_old_connection += 1
+
+    # ---- stats ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        st = self.engine.stats
+        link = self._link
+        return {
+            "received": self.counters.received,
+            "readings": st.readings,
+            "results": st.results,
+            "anomalies": st.anomalies,
+            "rejected": dict(st.rejected),
+            "streams": len(self.engine.table),
+            "evicted": st.evicted,
+            "queue": self.inbox.qsize(),
+            "unacked": len(self.ledger),
+            "acked": self.counters.acked,
+            "backpressure_events": link.holds if link else 0,
+            "max_queue_seen": link.max_inbox if link else 0,
+            "max_outstanding": self.ledger.max_outstanding,
+            "stalls": self.housekeeping.stalls if self.housekeeping else 0,
+            "publish_refused": link.publish_failures if link else 0,
+            "model_calls": st.model_calls,
+            "connected": bool(link and link.connected),
+            "reconnects": max(0, (link.connects if link else 0) - 1),
+        }
+
+    def log_stats(self, now: float | None = None) -> None:
+        now = self.clock.monotonic() if now is None else now
+        st = self.stats()
+        dt = max(now - self._last_stats_t, 1e-9)
+        rate = (st["results"] - self._last_stats_results) / dt
+        self._last_stats_t, self._last_stats_results = now, st["results"]
+        self.log.info("stats", rate_per_s=round(rate, 1), **st)
+        self.notifier.status(
+            f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
+            f"{'connected' if st['connected'] else 'disconnected'}"
+        )
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self.notifier.stopping("draining")
+        self.log.info("stopping", reason=self.stop_reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
+        link = self.link
+        link.stop_accepting()
+        # Drain what was received before the stop: everything now in the inbox.
+        max_batch = self.settings.engine.max_batch
+        while True:
+            batch: list[Inbound] = []
+            try:
+                while len(batch) < max_batch:
+                    item = self.inbox.get_nowait()
+                    if item is not WAKE:
+                        batch.append(item)
+            except queue.Empty:
+                pass
+            if not batch:
+                break
+            self._process(batch)
+            self._ack_ready()
+        deadline = self.clock.monotonic() + self.drain_timeout_s
+        while self.ledger and link.connected and self.clock.monotonic() < deadline:
+            self._ack_ready()
+            if self.ledger:
+                self.clock.sleep(0.005)
+        self._ack_ready()
+        if self.ledger:
+            self.log.warning(
+                "shutdown_unacked",
+                count=len(self.ledger),
+                detail="the broker redelivers these readings to the next session",
+            )
+        self.reject_log.flush(force=True)
+        if self.durable is not None:
+            # With results still unacked the state is ahead of checkpoint + journal; the broker
+            # redelivers those readings, so the journal alone is the right record.
+            self.durable.close(final_checkpoint=not self.ledger)
+        if self.spill is not None:
+            self.spill.close()
+        self.log_stats()
+        offline = link.close(timeout=self.drain_timeout_s)
+        self.log.info("stopped", offline_published=offline)
+        self.notifier.close()
