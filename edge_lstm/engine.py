@@ -93,8 +93,8 @@ class Engine:
                 rejected[item.reason] += 1
                 outcomes[i] = item
                 continue
-            k = seen.get(item.stream, 0)  # type: ignore[union-attr]
-            seen[item.stream] = k + 1  # type: ignore[union-attr]
+            k = seen.get(item.stream, 0)
+            seen[item.stream] = k + 1
             if k == len(rounds):
                 rounds.append([])
             rounds[k].append(i)
@@ -115,10 +115,11 @@ class Engine:
         n = len(readings)
         out: list[Outcome | None] = [None] * n
         ts = np.fromiter([r.ts for r in readings], np.float64, n)
-        known = [table.slots.get(r.stream) for r in readings]
+        slots_get = table.slots.get
+        known = [slots_get(r.stream, -1) for r in readings]
         # Event time: a reading not newer than its stream's last one is a duplicate or out of order.
         stale: set[int] = set()
-        kidx = [j for j in range(n) if known[j] is not None]
+        kidx = [j for j in range(n) if known[j] >= 0]
         if kidx:
             last = table.last_ts[[known[j] for j in kidx]]
             for m in np.flatnonzero(ts[kidx] <= last).tolist():

@@ -37,12 +37,14 @@ class Scorer:
         """RMS z-score of `values[:, targets] - predicted`, one per row (feature units in, ≥ 0 out)."""
         residual = values[:, self.targets] - predicted
         z = (residual - self.residual_mean) / self.residual_std
-        return np.sqrt(np.mean(z * z, axis=1))
+        out: np.ndarray = np.sqrt(np.mean(z * z, axis=1))
+        return out
 
     def flags(self, scores: np.ndarray, warming: np.ndarray) -> np.ndarray:
         if self.threshold is None:
             return np.zeros(len(scores), dtype=bool)
-        return (scores > self.threshold) & ~warming
+        out: np.ndarray = (scores > self.threshold) & ~warming
+        return out
 
 
 def threshold_from_scores(scores: np.ndarray, quantile: float) -> float:

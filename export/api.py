@@ -221,4 +221,5 @@ def _windows(streams: list[np.ndarray], offset: list[float], scale: list[float])
     if length < 20:
         return None  # too short to say anything about state: use generated sequences
     x = (np.asarray(wins[:_PARITY_SEQUENCES]) - np.asarray(offset)) / np.asarray(scale)
-    return x.astype(np.float32)
+    out: np.ndarray = x.astype(np.float32)
+    return out

@@ -34,8 +34,8 @@ class CsvData:
 def read_csv(path: str | Path, features: Sequence[str] | None = None) -> CsvData:
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
     except FileNotFoundError:
         raise DataError(f"CSV file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:

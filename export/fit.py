@@ -36,7 +36,8 @@ class Forecaster(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
-        return x + self.head(out)
+        y: torch.Tensor = x + self.head(out)
+        return y
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def fit_arrays(
             w = x_train[order[b : b + c.batch_size]]
             loss = nn.functional.mse_loss(model(w[:, :-1]), w[:, 1:])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())

@@ -54,7 +54,7 @@ def _export(
         torch.onnx.export(
             wrapper,
             args,
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works (torch.onnx docs); the stub says path
             dynamo=False,
             opset_version=OPSET,
             input_names=in_names,

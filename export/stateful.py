@@ -169,7 +169,7 @@ def _patched(
     """Temporarily replace each recurrent module's forward (instance attribute, so tracing sees it)."""
     try:
         for r in recurrent:
-            r.module.forward = _stateful_forward(r, feeds[r.label], captured, calls)  # type: ignore[method-assign]
+            r.module.forward = _stateful_forward(r, feeds[r.label], captured, calls)
         yield
     finally:
         for r in recurrent:

@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
     # The demo is self-contained: EDGE_LSTM_* variables meant for a real daemon (TLS, another
     # broker, ...) must not leak into it, so environment variables are read under a prefix nobody sets.
     settings = Settings(
-        _env_prefix="EDGE_LSTM_DEMO_IGNORES_ENV_",
+        _env_prefix="EDGE_LSTM_DEMO_IGNORES_ENV_",  # type: ignore[call-arg]  # pydantic-settings init kwarg
         model=Path(model.path),
         state_dir=tmp / "state",
         mqtt=MqttSettings(host="127.0.0.1", port=broker.port, client_id=f"edge-lstm-demo-{os.getpid()}"),

@@ -29,7 +29,7 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
     meta = model.meta
     io = meta.io
 
-    def tensor(name: str, table: dict) -> dict[str, Any]:
+    def tensor(name: str, table: dict[str, Any]) -> dict[str, Any]:
         t = table[name]
         dtype = t.dtype.removeprefix("tensor(").removesuffix(")")
         return {

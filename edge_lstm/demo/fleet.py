@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from .simulate import Machine
 
@@ -86,9 +87,9 @@ class Fleet:
         self.steps_done = 0
         self.error: str | None = None
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"edge-lstm-demo-fleet-{os.getpid()}",
-            protocol=paho.MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.max_inflight_messages_set(65_000)
         self.client.max_queued_messages_set(0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from .fleet import GRACE_STEPS, RECOVERY_STEPS, Fleet, Injected
 
@@ -54,13 +55,13 @@ class Observer:
         self.threshold: float | None = None
         self.subscribed = threading.Event()
         c = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"edge-lstm-demo-view-{os.getpid()}",
-            protocol=paho.MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5,
         )
         c.on_connect = lambda cl, *a: cl.subscribe([("edge-lstm/scores/+", 1), ("edge-lstm/status", 1)])
         c.on_subscribe = lambda *a: self.subscribed.set()
-        c.on_message = lambda cl, ud, msg: self.inbox.put((msg.topic, msg.payload))
+        c.on_message = lambda cl, ud, msg: self.inbox.put((msg.topic, bytes(msg.payload)))
         self.client = c
         c.connect("127.0.0.1", port)
         c.loop_start()

@@ -58,7 +58,8 @@ def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: i
         prediction=table.prediction[idx],
     )
     buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     body = MAGIC + buf.getvalue()
     data = body + hashlib.sha256(body).digest()
     tmp = path.with_name(path.name + ".tmp")

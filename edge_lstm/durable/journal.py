@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..reading import Reading
 
@@ -33,7 +34,7 @@ class Journal:
         self.dir = directory
         self.fsync_interval_s = fsync_interval_s
         self.segment = -1
-        self._file = None
+        self._file: BinaryIO | None = None
         self._last_fsync = time.monotonic()
         self.records = 0  # appended to the current segment
 

@@ -124,7 +124,7 @@ class MqttLink:
         cfg = self.cfg
         kwargs: dict[str, Any] = {}
         if self.v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = cfg.session_expiry_s
             props.ReceiveMaximum = cfg.receive_maximum
             # clean_start=False on every connect, also the first: the default
@@ -299,7 +299,7 @@ class MqttLink:
         # Nothing but an append: see the module docstring.
         if self.accepting:
             topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
-            self.inbox.put(Inbound(topic, msg.payload, msg.mid, msg.qos, time.time(), self.generation))
+            self.inbox.put(Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation))
             self.received += 1
             waiting = self.inbox.qsize()
             if waiting > self.max_inbox:
