@@ -25,7 +25,8 @@ from conftest import json_lines
 
 from edge_lstm import Engine, Reading, Result
 from edge_lstm.durable import checkpoint
-from edge_lstm.durable.journal import Journal, replay_batches
+from edge_lstm.durable.journal import Journal
+from edge_lstm.durable.store import load_into
 
 # ---- broker ------------------------------------------------------------------------------------
 
@@ -411,19 +412,13 @@ def reference_run(model: Any, readings: list[Reading], batch: int) -> tuple[Engi
 
 
 def restored_engine(model: Any, state_dir: Path) -> tuple[Engine, checkpoint.Checkpoint, int]:
-    """What a restart would load from `state_dir`: checkpoint + replay of the journal after it.
-
-    Returns (engine, checkpoint, journal records replayed)."""
+    """What a restart would load from `state_dir`, loaded by the production code (durable.store.load_into),
+    read-only. Returns (engine, checkpoint, journal records replayed)."""
     ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None, f"no checkpoint in {state_dir}"
     engine = Engine(model)
-    for row in ck.rows:
-        engine.table.restore(row)
-    replayed = 0
-    for group in replay_batches(Journal(state_dir).replay(ck.journal_segment)):
-        engine.process(group)
-        replayed += len(group)
-    return engine, ck, replayed
+    loaded = load_into(engine, ck, Journal(state_dir))
+    return engine, ck, loaded.replayed
 
 
 def state_difference(a: Engine, b: Engine, stream: str) -> float:

@@ -15,6 +15,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,6 @@ class DurableState:
         """Load the checkpoint and replay the journal after it; then start a fresh checkpoint."""
         t0 = time.monotonic()
         engine = self.engine
-        from_segment = 0
-        restored = 0
         try:
             ck = checkpoint.load(self.path, model_sha256=self.model_sha256, state_shapes=engine.model.state_shapes)
         except checkpoint.CheckpointRefused as e:
@@ -70,15 +69,9 @@ class DurableState:
             # streams a partial history (or another model's). Start truly fresh; keep it for inspection.
             for _, seg in self.journal.segments():
                 os.replace(seg, seg.with_name(f"{seg.name}.{e.reason}.{int(time.time())}"))
-        if ck is not None:
-            for row in ck.rows:
-                engine.table.restore(row)
-            restored = len(ck.rows)
-            from_segment = ck.journal_segment
-        replayed = 0
-        for group in replay_batches(self.journal.replay(from_segment)):
-            engine.process(group)
-            replayed += len(group)
+        loaded = load_into(engine, ck, self.journal)
+        restored, replayed = (len(ck.rows) if ck is not None else 0), loaded.replayed
+        from_segment = loaded.from_segment
         engine.take_evicted()
         segments = [n for n, _ in self.journal.segments()]
         self.journal.open(max(segments + [from_segment - 1]) + 1)
@@ -116,6 +109,31 @@ class DurableState:
             self.checkpoint()
         self.journal.close()
         os.close(self._lock)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    from_segment: int  # the first journal segment after the checkpoint
+    replayed: int  # journal records stepped
+
+
+def load_into(engine: Engine, ck: checkpoint.Checkpoint | None, journal: Journal) -> Loaded:
+    """Put a checkpoint's rows into the engine's table and step the journal written after it.
+
+    This is the whole of a restore; `DurableState.restore` adds the lock, the refusal handling and the
+    fresh checkpoint around it, and the fault tests call it directly (read-only) to check what a restart
+    would load.
+    """
+    from_segment = 0
+    if ck is not None:
+        for row in ck.rows:
+            engine.table.restore(row)
+        from_segment = ck.journal_segment
+    replayed = 0
+    for group in replay_batches(journal.replay(from_segment)):
+        engine.process(group)
+        replayed += len(group)
+    return Loaded(from_segment, replayed)
 
 
 def _lock(path: Path) -> int:
