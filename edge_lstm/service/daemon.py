@@ -95,7 +95,10 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
         self.reject_log = RateLimitedLog(
-            self.log, burst=settings.log.rejections_burst, interval_s=settings.log.rejections_interval_s
+            self.log,
+            burst=settings.log.rejections_burst,
+            interval_s=settings.log.rejections_interval_s,
+            clock=self.clock.monotonic,
         )
         self.inbox: Inbox[Any] = queue.SimpleQueue()
         self._link_factory = link_factory

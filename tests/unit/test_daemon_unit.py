@@ -1,0 +1,227 @@
+"""The daemon without a broker: batching, in-order acks, checkpoint policy and housekeeping timers,
+through a fake link and a fake clock (tests/support/fakes.py). The same Daemon class `edge-lstm run`
+uses; only the ports are doubles."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from support.fakes import FakeClock, FakeNotifier, LinkFactory
+
+from edge_lstm.onnx_model import load_model
+from edge_lstm.service.config import load_settings
+from edge_lstm.service.daemon import Daemon
+
+T0 = 1_764_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
+        monkeypatch.delenv(k)
+
+
+def make_daemon(
+    step_model_path: Path,
+    tmp_path: Path,
+    *,
+    auto_complete: bool = True,
+    checkpoint_interval_s: float | None = None,
+    **sections: Any,
+) -> tuple[Daemon, Any, FakeClock, FakeNotifier]:
+    """A started daemon on a fake link and clock; durable state only with `checkpoint_interval_s`."""
+    sections.setdefault("log", {"stats_interval_s": 0})
+    settings = load_settings(
+        None,
+        model=str(step_model_path),
+        state_dir=str(tmp_path / "state"),
+        checkpoint={"enabled": checkpoint_interval_s is not None, "interval_s": checkpoint_interval_s or 300},
+        **sections,
+    )
+    factory, clock, notifier = LinkFactory(auto_complete=auto_complete), FakeClock(), FakeNotifier()
+    d = Daemon(settings, load_model(step_model_path), notifier=notifier, link_factory=factory, clock=clock)  # type: ignore[arg-type]
+    d.start()
+    assert factory.link is not None
+    return d, factory.link, clock, notifier
+
+
+def reading(ts: float, *values: float) -> bytes:
+    return json.dumps({"ts": ts, "values": list(values or (1.0, 2.0, 3.0))}).encode()
+
+
+def test_a_batch_is_stepped_once_per_round_and_published_in_order(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, notifier = make_daemon(step_model_path, tmp_path)
+    for step in range(2):
+        for s in ("a", "b", "c"):
+            link.deliver(f"sensors/{s}", reading(T0 + step))
+    d.iteration(0.01)
+    results = [json.loads(s.payload) for s in link.results()]
+    assert [(r["stream"], r["ts"]) for r in results] == [(s, T0 + step) for step in range(2) for s in ("a", "b", "c")]
+    assert [s.topic for s in link.results()][:3] == ["edge-lstm/scores/a", "edge-lstm/scores/b", "edge-lstm/scores/c"]
+    assert d.engine.stats.model_calls == 2  # two rounds: each stream once per model call
+    assert [mid for mid, _ in link.acked] == [1, 2, 3, 4, 5, 6]
+    assert notifier.sent.count("READY=1") == 1
+
+
+def test_acks_wait_for_the_handover_and_keep_arrival_order(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, auto_complete=False)
+    for k in range(3):
+        link.deliver(f"sensors/s{k}", reading(T0))
+    d.iteration(0.01)
+    assert len(link.results()) == 3 and link.acked == []
+    first, second, third = link.results()
+    link.complete(second, third)
+    d.iteration(0.01)
+    assert link.acked == []  # the first is not handed over yet: later ones wait for it
+    link.complete(first)
+    d.iteration(0.01)
+    assert link.acked == [(1, 1), (2, 1), (3, 1)]
+    assert d.stats()["unacked"] == 0 and d.stats()["max_outstanding"] == 3
+
+
+def test_rejections_are_published_counted_and_acked(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, mqtt={"errors_topic": "edge-lstm/errors"})
+    link.deliver("sensors/x", b"not json")
+    link.deliver("other/topic/x", reading(T0))
+    link.deliver("sensors/x", reading(T0))
+    d.iteration(0.01)
+    errors = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/errors"]
+    assert [e["reason"] for e in errors] == ["not_json", "bad_stream"]
+    assert errors[0] == {"stream": "x", "reason": "not_json", "detail": errors[0]["detail"], "topic": "sensors/x"}
+    assert len(link.results()) == 1
+    assert [mid for mid, _ in link.acked] == [1, 2, 3]
+    assert d.stats()["rejected"] == {"not_json": 1, "bad_stream": 1}
+
+
+def test_messages_of_an_earlier_connection_are_not_acked(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, auto_complete=False)
+    link.deliver("sensors/a", reading(T0))
+    d.iteration(0.01)
+    link.disconnect()
+    link.connect()  # the broker will redeliver it on this connection; acking the old mid could ack another
+    link.complete()
+    d.iteration(0.01)
+    assert link.acked == []
+    assert d.counters.not_acked_old_connection == 1
+
+
+def test_qos0_readings_need_no_ack(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path)
+    link.deliver("sensors/a", reading(T0), qos=0)
+    d.iteration(0.01)
+    assert len(link.results()) == 1 and link.acked == []
+
+
+def test_a_due_checkpoint_pauses_intake_until_everything_is_acked(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, auto_complete=False, checkpoint_interval_s=60)
+    assert d.checkpoints is not None and d.durable is not None
+    taken = d.durable.checkpoints  # type: ignore[attr-defined]
+    link.deliver("sensors/a", reading(T0))
+    d.iteration(0.01)
+    clock.advance(61)  # a checkpoint is due, and one result is not yet taken by the broker
+    link.deliver("sensors/a", reading(T0 + 1))
+    d.iteration(0.01)
+    assert len(link.results()) == 1, "intake must pause while a checkpoint waits for acks"
+    link.complete()
+    d.iteration(0.01)  # acked; the next iteration takes the checkpoint, then intake resumes
+    d.iteration(0.01)
+    assert d.durable.checkpoints == taken + 1  # type: ignore[attr-defined]
+    assert len(link.results()) == 2
+
+
+def test_a_checkpoint_is_postponed_when_the_broker_takes_nothing(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, auto_complete=False, checkpoint_interval_s=60)
+    assert d.checkpoints is not None
+    link.deliver("sensors/a", reading(T0))
+    d.iteration(0.01)
+    clock.advance(61)
+    with structlog.testing.capture_logs() as logs:
+        d.iteration(0.01)  # pause starts
+        clock.advance(d.quiesce_timeout_s + 0.1)
+        d.iteration(0.01)  # gives up: serving goes on
+    assert any(e["event"] == "checkpoint_postponed" for e in logs)
+    assert d.checkpoints.postponed == 1
+    link.deliver("sensors/a", reading(T0 + 1))
+    d.iteration(0.01)
+    assert len(link.results()) == 2
+
+
+def test_housekeeping_warns_of_a_stall_and_repairs_unsent_results(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, auto_complete=False)
+    link.deliver("sensors/a", reading(T0))
+    d.iteration(0.01)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(7):
+            clock.advance(5.0)
+            d.iteration(0.001)
+    assert link.kicks >= 6  # every 5 s while results wait and the link is up
+    stalled = [e for e in logs if e["event"] == "publish_stalled"]
+    assert len(stalled) == 1 and stalled[0]["unacked"] == 1
+    assert d.stats()["stalls"] == 1
+
+
+def test_stats_are_logged_on_their_interval(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, notifier = make_daemon(step_model_path, tmp_path, log={"stats_interval_s": 60})
+    with structlog.testing.capture_logs() as logs:
+        d.iteration(0.001)
+        clock.advance(59)
+        d.iteration(0.001)
+        assert not [e for e in logs if e["event"] == "stats"]
+        clock.advance(2)
+        d.iteration(0.001)
+    stats = [e for e in logs if e["event"] == "stats"]
+    assert len(stats) == 1 and stats[0]["connected"] is True
+    assert any(s.startswith("STATUS=") for s in notifier.sent)
+
+
+def test_idle_streams_are_evicted_by_event_time(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, engine={"idle_timeout_s": 30, "evicted": "drop"})
+    now = clock.time()
+    link.deliver("sensors/old", reading(now - 100))
+    link.deliver("sensors/new", reading(now))
+    d.iteration(0.01)
+    clock.advance(11)  # the idle check runs every min(10 s, idle_timeout)
+    d.iteration(0.001)
+    assert "old" not in d.engine.table and "new" in d.engine.table
+
+
+def test_shutdown_drains_the_inbox_and_closes_the_spill_store(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, notifier = make_daemon(step_model_path, tmp_path)
+    link.deliver("sensors/a", reading(T0))
+    link.deliver("sensors/b", reading(T0))
+    assert d.spill is not None
+    d.shutdown()
+    assert len(link.results()) == 2 and len(link.acked) == 2
+    assert link.closed and not link.accepting and "STOPPING=1" in notifier.sent
+    with pytest.raises(Exception, match="closed"):
+        d.spill.get("a", T0 + 1)  # SpillStore.close() really closed the database
+
+
+def test_shutdown_reports_results_the_broker_never_took(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, auto_complete=False)
+    link.deliver("sensors/a", reading(T0))
+    d.iteration(0.01)
+    link.disconnect()  # nothing more can be handed over: no drain wait
+    with structlog.testing.capture_logs() as logs:
+        d.shutdown()
+    assert [e["count"] for e in logs if e["event"] == "shutdown_unacked"] == [1]
+    assert link.acked == []
+
+
+def test_run_returns_when_stopped(step_model_path: Path, tmp_path: Path) -> None:
+    settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path), checkpoint={"enabled": False})
+    factory = LinkFactory()
+    d = Daemon(settings, link_factory=factory, notifier=FakeNotifier())  # type: ignore[arg-type]
+    stop = threading.Event()
+    t = threading.Thread(target=d.run, args=(stop,))
+    t.start()
+    assert d.ready.wait(10)
+    stop.set()
+    t.join(10)
+    assert not t.is_alive() and factory.link is not None and factory.link.closed
