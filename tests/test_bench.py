@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

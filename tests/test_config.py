@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import to_toml
+from support.config import to_toml
 
 from edge_lstm.service.config import ConfigError, load_settings
 

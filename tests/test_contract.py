@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm import ModelFormatError, load_model
 from edge_lstm.contract import METADATA_KEY

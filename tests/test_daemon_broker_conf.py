@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import daemon_config
+from support.config import daemon_config
 
 from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto, free_port
 

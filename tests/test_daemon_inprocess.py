@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import start_in_thread
+from support.daemon import start_in_thread
 
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import daemon_config
+from support.config import daemon_config
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import daemon_config
+from support.config import daemon_config
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import daemon_config
+from support.config import daemon_config
 
 from edge_lstm.service.notify import Notifier
 

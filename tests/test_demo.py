@@ -188,7 +188,7 @@ def test_missing_mosquitto_says_how_to_install(
 
 
 def test_model_with_other_features_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from onnx_models import make_step_model
+    from support.models import make_step_model
 
     from edge_lstm.cli import demo
 

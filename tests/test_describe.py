@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm.cli import main as cli
 from edge_lstm.onnx_model import default_model_path, file_sha256
@@ -62,7 +62,7 @@ def test_json_is_one_document(model_path: Path, capsys: pytest.CaptureFixture[st
     assert doc["state_bytes_per_stream"] == 2 * 2 * 8 * 4
     assert doc["calibration"]["threshold"] == 3.0
     assert doc["warmup_steps"] == 7 and doc["sample_interval_s"] == 1.0
-    assert doc["provenance"]["tool"] == "tests/onnx_models.py"
+    assert doc["provenance"]["tool"] == "tests/support/models.py"
 
 
 def test_score_model_without_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

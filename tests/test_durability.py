@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_models import make_step_model
-from streams import traffic
+from support.models import make_step_model
+from support.traffic import traffic
 
 from edge_lstm import Engine, Result, load_model
 from edge_lstm.durable import checkpoint

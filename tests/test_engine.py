@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm import Engine, Reading, Rejection, Result, load_model
 

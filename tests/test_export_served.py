@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import daemon_config
+from support.config import daemon_config
 from torch import nn
 
 from edge_lstm_export import export_torch

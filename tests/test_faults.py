@@ -15,22 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_harness import (
-    DaemonRunner,
-    OrderedPublisher,
-    SessionClient,
+from support.daemon import DaemonProcess
+from support.faults import (
     broker_db_written,
     discard_broker,
-    make_traffic,
     persistent_broker,
     reference_run,
     restored_engine,
     results_by_key,
-    retained,
     state_difference,
     wait_until,
 )
-from onnx_models import make_step_model
+from support.models import make_step_model
+from support.mqtt import OrderedPublisher, SessionClient, retained
+from support.traffic import make_traffic, reading_payload
 
 from edge_lstm import Engine, Reading, load_model
 from edge_lstm.demo.broker import BrokerUnavailable
@@ -68,17 +66,13 @@ def cleanup():
     yield items
     for x in reversed(items):
         try:
-            x.stop() if isinstance(x, DaemonRunner) else x.close()
+            x.stop() if isinstance(x, DaemonProcess) else x.close()
         except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
 
 
 def _client_id(name: str) -> str:
     return f"faults-{name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-
-
-def _payload(r: Reading) -> bytes:
-    return json.dumps({"ts": r.ts, "values": list(r.values)}).encode()
 
 
 # ---- 1. broker restarts and kill -9 during a QoS 1 stream ---------------------------------------
@@ -94,9 +88,9 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
     t_start = time.monotonic()
     readings = make_traffic(N_STREAMS, N_STEPS, T0, seed)
     state_dir = tmp_path / "state"
-    daemon = DaemonRunner(
+    daemon = DaemonProcess(
         tmp_path / "daemon",
-        {
+        settings={
             "model": model_path,
             "state_dir": state_dir,
             "mqtt.port": mosquitto.port,
@@ -113,7 +107,7 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
     cleanup.append(publisher)
 
     publishing_s = len(readings) / RATE
-    messages = [(f"sensors/{r.stream}", _payload(r)) for r in readings]
+    messages = [(f"sensors/{r.stream}", reading_payload(r.ts, r.values)) for r in readings]
 
     publish_errors: list[BaseException] = []
 
@@ -238,12 +232,12 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
 # ---- 2. unusable checkpoints at start --------------------------------------------------------------
 
 
-def _serve_check(mosquitto, daemon: DaemonRunner, collector: SessionClient, stream: str, n: int = 3) -> list:
+def _serve_check(mosquitto, daemon: DaemonProcess, collector: SessionClient, stream: str, n: int = 3) -> list:
     """Send n readings of a new stream; return their results (the daemon keeps serving)."""
     pub = SessionClient(mosquitto.port, _client_id("pub"))
     try:
         for i in range(n):
-            pub.publish(f"sensors/{stream}", json.dumps({"ts": T0 + i, "values": [i, 1.0, 2.0]}).encode())
+            pub.publish(f"sensors/{stream}", reading_payload(T0 + i, [i, 1.0, 2.0]))
         pub.wait_published(10)
     finally:
         pub.close()
@@ -275,9 +269,9 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
     j.close()
 
     for name, state_dir, reason in [("corrupt", corrupt_dir, "corrupt"), ("foreign", foreign_dir, "model_mismatch")]:
-        daemon = DaemonRunner(
+        daemon = DaemonProcess(
             tmp_path / f"daemon-{name}",
-            {
+            settings={
                 "model": model_path,
                 "state_dir": state_dir,
                 "mqtt.port": mosquitto.port,
@@ -319,9 +313,9 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     without a clean disconnect (kill -9), and a clean stop publishes `offline` explicitly.
     """
     state_dir = tmp_path / "state"
-    daemon = DaemonRunner(
+    daemon = DaemonProcess(
         tmp_path / "daemon",
-        {
+        settings={
             "model": model_path,
             "state_dir": state_dir,
             "mqtt.port": mosquitto.port,
@@ -348,7 +342,7 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     n_streams, n_steps = 4, 5
     readings = make_traffic(n_streams, n_steps, T0, seed=11)
     for r in readings:
-        pub.publish(f"sensors/{r.stream}", _payload(r))
+        pub.publish(f"sensors/{r.stream}", reading_payload(r.ts, r.values))
     pub.wait_published(10)
     # The daemon has them now (delivered within milliseconds) and gathers its batch for 2.5 s.
     time.sleep(0.3)
@@ -419,9 +413,9 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     one serving another model) stops with exit 2 and leaves the first one's state alone, including the
     spill store of streams evicted from its full table."""
     state_dir = tmp_path / "state"
-    first = DaemonRunner(
+    first = DaemonProcess(
         tmp_path / "first",
-        {
+        settings={
             "model": model_path,
             "state_dir": state_dir,
             "mqtt.port": mosquitto.port,
@@ -430,9 +424,14 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
         },
     )
     other_model = make_step_model(tmp_path / "other.onnx", layers=2, seed=7)
-    second = DaemonRunner(
+    second = DaemonProcess(
         tmp_path / "second",
-        {"model": other_model, "state_dir": state_dir, "mqtt.port": mosquitto.port, "mqtt.client_id": _client_id("b")},
+        settings={
+            "model": other_model,
+            "state_dir": state_dir,
+            "mqtt.port": mosquitto.port,
+            "mqtt.client_id": _client_id("b"),
+        },
     )
     cleanup += [first, second]
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+",))
@@ -448,7 +447,7 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     # The first one is unaffected: pump-a comes back from the spill store where it left off.
     pub = SessionClient(mosquitto.port, _client_id("pub"))
     cleanup.append(pub)
-    pub.publish("sensors/pump-a", json.dumps({"ts": T0 + 3, "values": [3, 1.0, 2.0]}).encode())
+    pub.publish("sensors/pump-a", reading_payload(T0 + 3, [3, 1.0, 2.0]))
     wait_until(lambda: len(collector.snapshot(SCORES + "pump-a")) == 4, 15, "pump-a's 4th result")
     back = json.loads(collector.snapshot(SCORES + "pump-a")[-1][1])
     assert back["ts"] == T0 + 3 and back["warming_up"] is False

@@ -14,7 +14,7 @@ import time
 import tracemalloc
 
 import pytest
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model

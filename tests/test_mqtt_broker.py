@@ -8,11 +8,8 @@ import threading
 import time
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from support.mqtt import mqtt_client
 
 from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
 
@@ -29,8 +26,6 @@ class _Client:
         self.session_present: bool | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        self.client = c
 
         def on_connect(cl: Any, u: Any, flags: Any, rc: Any, p: Any) -> None:
             self.session_present = bool(flags.session_present)
@@ -46,14 +41,15 @@ class _Client:
             with self._lock:
                 self.messages.append((m.topic, m.payload, bool(m.retain)))
 
-        c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-        kw: dict[str, Any] = {}
-        if persistent:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 3600
-            kw = {"clean_start": False, "properties": props}
-        c.connect("127.0.0.1", port, **kw)
-        c.loop_start()
+        self.client = mqtt_client(
+            port,
+            client_id,
+            persistent=persistent,  # session expiry 3600 s
+            on_connect=on_connect,
+            on_subscribe=on_subscribe,
+            on_message=on_message,
+        )
+        self.client.loop_start()
         assert self._ready.wait(10), "no CONNACK/SUBACK"
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:

@@ -7,7 +7,7 @@ import queue
 import time
 
 import pytest
-from conftest import daemon_config
+from support.config import daemon_config
 
 from edge_lstm.service.config import MqttSettings
 from edge_lstm.service.mqtt import WAKE, Inbound, MqttLink

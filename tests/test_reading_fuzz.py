@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from onnx_models import make_step_model
+from support.models import make_step_model
 
 from edge_lstm import Decoder, Engine, Reading, Result, load_model
 from edge_lstm.cli import main as cli

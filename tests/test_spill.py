@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_models import make_step_model
-from streams import T0, traffic
+from support.models import make_step_model
+from support.traffic import T0, traffic
 
 from edge_lstm import Engine, Reading, Result, load_model
 from edge_lstm.durable.spill import SqliteSpill

@@ -138,7 +138,7 @@ def make_step_model(
         },
         "sample_interval_s": 1.0,
         "warmup_steps": warmup_steps,
-        "provenance": {"tool": "tests/onnx_models.py", "onnx": onnx.__version__, "seed": seed},
+        "provenance": {"tool": "tests/support/models.py", "onnx": onnx.__version__, "seed": seed},
     }
     if calibration:
         if kind == "forecast":
