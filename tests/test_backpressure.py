@@ -8,6 +8,7 @@ import time
 
 import pytest
 from support.daemon import start_in_thread
+from support.traffic import reading_payload
 
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
@@ -43,7 +44,7 @@ def test_inbound_queue_stays_bounded_and_nothing_is_lost(
     n_streams, steps = 20, 100
     for step in range(steps):
         for s in range(n_streams):
-            pub.send(f"sensors/m{s}", {"ts": 1_700_000_000 + step, "values": [1.0, 2.0, 3.0]})
+            pub.send(f"sensors/m{s}", reading_payload(1_700_000_000 + step, [1.0, 2.0, 3.0]))
     pub.flush()
     results = col.wait_count("edge-lstm/scores/", n_streams * steps, timeout=60)
     stop.set()

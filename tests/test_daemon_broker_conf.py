@@ -3,7 +3,6 @@ daemon is down survive a broker restart (persistence) and are all scored afterwa
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.config import daemon_config
+from support.traffic import reading_payload
 
 from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto, free_port
 
@@ -78,7 +78,7 @@ def test_docs_conf_keeps_readings_across_broker_restart(tmp_path, step_model_pat
         pub = publisher(b.port)
         n = 300
         for i in range(n):
-            pub.send(f"sensors/s{i % 10}", json.dumps({"ts": T0 + i // 10, "values": [i % 7, 1, 2]}))
+            pub.send(f"sensors/s{i % 10}", reading_payload(T0 + i // 10, [i % 7, 1, 2]))
         pub.flush()
         pub.client.disconnect()
         pub.client.loop_stop()

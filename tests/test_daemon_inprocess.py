@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from support.daemon import start_in_thread
+from support.traffic import reading_payload
 
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
@@ -62,7 +63,7 @@ def test_daemon_in_a_thread(broker, step_model_path, tmp_path, collector, publis
     stop, t = start_in_thread(d)
     col = collector(broker.port, ["edge-lstm/#"])
     pub = publisher(broker.port)
-    pub.send("sensors/x", {"ts": 1_700_000_000, "values": [1, 2, 3]})
+    pub.send("sensors/x", reading_payload(1_700_000_000, [1, 2, 3]))
     pub.send("sensors/x", b"garbage")
     pub.flush()
     col.wait_count("edge-lstm/scores/", 1)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 from support.config import daemon_config
+from support.traffic import reading_payload
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
 
 
-def reading(i: int, scale: float = 1.0) -> dict:
-    return {"ts": T0 + i, "values": [scale * (i % 7) / 7, scale * (i % 5) / 5, scale * (i % 3) / 3]}
+def reading(i: int, scale: float = 1.0) -> bytes:
+    return reading_payload(T0 + i, [scale * (i % 7) / 7, scale * (i % 5) / 5, scale * (i % 3) / 3])
 
 
 def test_reading_yields_result_and_availability(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
@@ -22,7 +23,7 @@ def test_reading_yields_result_and_availability(broker, step_model_path, tmp_pat
     pub = publisher(broker.port)
     for i in range(3):
         pub.send("sensors/pump-7", reading(i))
-    pub.send("sensors/pump-7", {"ts": T0 + 3, "a": 0.5, "b": 0.25, "c": 1.0})  # one field per feature
+    pub.send("sensors/pump-7", reading_payload(T0 + 3, a=0.5, b=0.25, c=1.0))  # one field per feature
     pub.flush()
     results = col.wait_count("edge-lstm/scores/", 4)
     assert [t for t, _, _ in col.snapshot("edge-lstm/scores/")] == ["edge-lstm/scores/pump-7"] * 4

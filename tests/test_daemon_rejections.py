@@ -7,14 +7,15 @@ import time
 
 import pytest
 from support.config import daemon_config
+from support.traffic import reading_payload
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
 
 
-def good(i: int, k: int) -> dict:
-    return {"ts": T0 + i, "values": [((i * 3 + k) % 7) / 7, ((i + k) % 5) / 5, (i % 3) / 3]}
+def good(i: int, k: int) -> bytes:
+    return reading_payload(T0 + i, [((i * 3 + k) % 7) / 7, ((i + k) % 5) / 5, (i % 3) / 3])
 
 
 def bad_payloads(i: int) -> list[tuple[bytes, str]]:
@@ -23,15 +24,15 @@ def bad_payloads(i: int) -> list[tuple[bytes, str]]:
         (b"\xff\xfe\x00garbage", "not_utf8"),
         (b"not json", "not_json"),
         (b"[1, 2, 3]", "bad_shape"),
-        (json.dumps({"ts": T0 + i + 0.5, "values": [1, 2]}).encode(), "wrong_length"),
-        (json.dumps({"ts": T0 + i + 0.5, "values": [1, "x", 3]}).encode(), "not_number"),
+        (reading_payload(T0 + i + 0.5, [1, 2]), "wrong_length"),
+        (reading_payload(T0 + i + 0.5, [1, "x", 3]), "not_number"),
         (b'{"ts": %f, "values": [NaN, 1, 2]}' % (T0 + i + 0.5), "not_finite"),
-        (json.dumps({"ts": "yesterday", "values": [1, 2, 3]}).encode(), "bad_ts"),
-        (json.dumps({"ts": time.time() + 86400, "values": [1, 2, 3]}).encode(), "ts_in_future"),
-        (json.dumps({"ts": T0 + i + 0.5, "a": 1}).encode(), "missing_feature"),
+        (reading_payload("yesterday", [1, 2, 3]), "bad_ts"),
+        (reading_payload(time.time() + 86400, [1, 2, 3]), "ts_in_future"),
+        (reading_payload(T0 + i + 0.5, a=1), "missing_feature"),
         (b'{"values": [' + b"1," * 3000 + b"1]}", "too_large"),
-        (json.dumps(good(i, 0)).encode(), "duplicate"),  # same ts as the good reading just sent
-        (json.dumps({"ts": T0 + i - 0.5, "values": [9, 9, 9]}).encode(), "out_of_order"),
+        (good(i, 0), "duplicate"),  # same ts as the good reading just sent
+        (reading_payload(T0 + i - 0.5, [9, 9, 9]), "out_of_order"),
     ]
 
 
@@ -60,10 +61,10 @@ def test_bad_payloads_rejected_and_streams_unharmed(
             if i >= 1:  # after the first reading, so duplicate/out_of_order have a last ts
                 for payload, reason in bad_payloads(i):
                     if reason == "duplicate":
-                        payload = json.dumps(v).encode()
+                        payload = v
                     pub.send(f"sensors/g{k}", payload)
                     expected[reason] = expected.get(reason, 0) + 1
-        pub.send("sensors/", {"ts": T0 + i, "values": [1, 2, 3]})  # empty stream level
+        pub.send("sensors/", reading_payload(T0 + i, [1, 2, 3]))  # empty stream level
         expected["bad_stream"] = expected.get("bad_stream", 0) + 1
     pub.flush()
     total_bad = sum(expected.values())

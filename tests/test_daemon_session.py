@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 from support.config import daemon_config
+from support.traffic import reading_payload
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_
     pub = publisher(broker.port)
     for i in range(per_stream):
         for k in range(n_streams):
-            pub.send(f"sensors/s{k}", json.dumps({"ts": T0 + i, "values": [i % 7, k % 5, (i * k) % 3]}))
+            pub.send(f"sensors/s{k}", reading_payload(T0 + i, [i % 7, k % 5, (i * k) % 3]))
     pub.flush(60)
 
     col = collector(broker.port, ["edge-lstm/scores/#"])
@@ -60,7 +60,7 @@ def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_pa
     col = collector(broker.port, ["edge-lstm/#"])
     pub = publisher(broker.port)
     for i in range(5):
-        pub.send("sensors/pump-7", {"ts": T0 + i, "values": [i, 1, 2]})
+        pub.send("sensors/pump-7", reading_payload(T0 + i, [i, 1, 2]))
     pub.flush()
     col.wait_count("edge-lstm/scores/", 5)
 
@@ -73,7 +73,7 @@ def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_pa
 
     pub2 = publisher(broker.port)
     for i in range(5, 10):
-        pub2.send("sensors/pump-7", {"ts": T0 + i, "values": [i, 1, 2]})
+        pub2.send("sensors/pump-7", reading_payload(T0 + i, [i, 1, 2]))
     pub2.flush()
     col.wait_for(
         lambda c: {r["ts"] for r in c.json("edge-lstm/scores/")} >= {T0 + i for i in range(10)},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from support.config import daemon_config
+from support.traffic import reading_payload
 from torch import nn
 
 from edge_lstm_export import export_torch
@@ -76,7 +77,7 @@ def test_exported_user_model_is_served_by_the_daemon(tmp_path, broker, run_daemo
     series = {"press-1": readings(25, 10), "press-2": readings(25, 11)}
     for t in range(25):
         for stream, x in series.items():
-            pub.send(f"sensors/{stream}", {"ts": T0 + t, **dict(zip(FEATURES, x[t].tolist()))})
+            pub.send(f"sensors/{stream}", reading_payload(T0 + t, **dict(zip(FEATURES, x[t].tolist()))))
     pub.flush()
     got = col.wait_count("edge-lstm/scores/", 50, timeout=30)
     assert daemon.terminate() == 0

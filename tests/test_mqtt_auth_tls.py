@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import structlog
+from support.traffic import reading_payload
 
 from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker, free_port
 from edge_lstm.service.config import load_settings
@@ -92,7 +93,7 @@ def _round_trip(broker_port: int, collector: Any, publisher: Any, n: int = 3) ->
     col = collector(broker_port, ["edge-lstm/scores/#"])
     pub = publisher(broker_port)
     for i in range(n):
-        pub.send("sensors/pump-1", {"ts": T0 + i, "values": [i, 1, 2]})
+        pub.send("sensors/pump-1", reading_payload(T0 + i, [i, 1, 2]))
     pub.flush()
     return col.wait_count("edge-lstm/scores/", n)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 
 import pytest
 from support.config import daemon_config
+from support.traffic import reading_payload
 
 from edge_lstm.service.config import MqttSettings
 from edge_lstm.service.mqtt import WAKE, Inbound, MqttLink
@@ -20,7 +20,7 @@ class _Msg:
 
     def __init__(self, i: int) -> None:
         self._topic = f"sensors/s{i % 100}".encode()
-        self.payload = b'{"ts": 1700000000, "values": [1, 2, 3]}'
+        self.payload = reading_payload(1700000000, [1, 2, 3])
         self.mid = i % 65535 + 1
         self.qos = 1
 
@@ -66,7 +66,7 @@ def test_burst_of_5000_qos1_readings_none_dropped(broker, step_model_path, tmp_p
     d.wait_ready()
     pub = publisher(broker.port)
     payloads = [
-        (f"sensors/s{k}", json.dumps({"ts": T0 + i, "values": [i % 7, k % 5, (i * k) % 3]}))
+        (f"sensors/s{k}", reading_payload(T0 + i, [i % 7, k % 5, (i * k) % 3]))
         for i in range(per_stream)
         for k in range(n_streams)
     ]
