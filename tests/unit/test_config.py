@@ -11,7 +11,7 @@ from support.config import to_toml
 
 from edge_lstm.service.config import ConfigError, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

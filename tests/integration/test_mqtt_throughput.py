@@ -29,7 +29,7 @@ def test_on_message_only_appends():
     """The network-thread callback does nothing but an append: a few microseconds per message."""
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     msgs = [_Msg(i) for i in range(20_000)]
-    # Nobody drains this inbox: keep it below the backpressure bound (tests/test_backpressure.py).
+    # Nobody drains this inbox: keep it below the backpressure bound (tests/integration/test_backpressure.py).
     link = MqttLink(MqttSettings(client_id="t"), inbox, "sensors/+", max_queue=len(msgs) + 10)
 
     def no_publish(*a: object, **k: object) -> None:

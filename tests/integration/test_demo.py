@@ -79,7 +79,7 @@ def make_persistence_model(path: Path, warmup: int = 10) -> Path:
         },
         "sample_interval_s": 1.0,
         "warmup_steps": warmup,
-        "provenance": {"tool": "tests/test_demo.py persistence reference"},
+        "provenance": {"tool": "tests/integration/test_demo.py persistence reference"},
     }
     helper.set_model_props(model, {"edge_lstm": json.dumps(meta)})
     onnx.save(model, str(path))

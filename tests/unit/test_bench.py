@@ -9,7 +9,7 @@ from pathlib import Path
 
 from support.models import make_step_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench(*args: str) -> str:

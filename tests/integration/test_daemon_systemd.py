@@ -15,7 +15,7 @@ from support.config import daemon_config
 
 from edge_lstm.service.notify import Notifier
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edge-lstm.service"
 
 

@@ -18,7 +18,7 @@ from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from edge_lstm.service.config import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
