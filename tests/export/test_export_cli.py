@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from edge_lstm import load_model
 from edge_lstm.demo.simulate import FEATURES, normal_series
-from edge_lstm_export.cli import main
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+
+from edge_lstm_export.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.export
 

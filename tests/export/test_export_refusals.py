@@ -7,17 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from edge_lstm_export import (
+torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+
+from torch import nn  # noqa: E402
+
+from edge_lstm_export import (  # noqa: E402
     DataError,
     FeatureMismatchError,
     ParityError,
     UnsupportedModelError,
     export_torch,
 )
-from edge_lstm_export.csvdata import read_csv
+from edge_lstm_export.csvdata import read_csv  # noqa: E402
 
 pytestmark = pytest.mark.export
 

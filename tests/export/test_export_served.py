@@ -7,12 +7,14 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from support.config import daemon_config
 from support.traffic import reading_payload
-from torch import nn
 
-from edge_lstm_export import export_torch
+torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+
+from torch import nn  # noqa: E402
+
+from edge_lstm_export import export_torch  # noqa: E402
 
 pytestmark = [pytest.mark.export, pytest.mark.integration]
 

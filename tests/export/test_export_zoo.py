@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-from torch import nn
 
 from edge_lstm import Engine, Reading, Result, load_model
-from edge_lstm_export import export_torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+
+from torch import nn  # noqa: E402
+
+from edge_lstm_export import export_torch  # noqa: E402
 
 pytestmark = pytest.mark.export
 
