@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def fallback_model(directory: Path, features: tuple[str, ...]) -> Path:
     """A generated LSTM step model (random weights) when the packaged model is not there yet."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from onnx_models import make_step_model  # needs the `onnx` package (test extra)
+    from support.models import make_step_model  # needs the `onnx` package (test extra)
 
     return make_step_model(
         directory / "bench-fallback.onnx", features=features, hidden=32, layers=2, warmup_steps=5, name="bench-fallback"

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .alarm import COLUMNS as ALARM_COLUMNS
+from .alarm import AlarmPolicy
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
-from .result import Result
-from .score import Scorer
+from .result import AlarmEvent, Result
+from .score import Scorer, ScoringConfig
 from .state import StateTable, StreamState
 
 
@@ -28,6 +30,7 @@ class Stats:
     evicted: int = 0
     unspilled: int = 0  # returning streams restored from the spill store
     evicted_dropped: int = 0  # evicted rows never handed out by take_evicted (see Engine.max_evicted)
+    alarms_raised: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -42,18 +45,27 @@ class Engine:
         max_streams: int = 10_000,
         max_evicted: int | None = None,
         spill: SpillStore | None = None,
+        scoring: ScoringConfig | None = None,
+        alarms: AlarmPolicy | None = None,
     ) -> None:
         """`spill`: where evicted streams' rows go and come back from (spill.py); without it they
-        are collected for `take_evicted` (at most `max_evicted`) and otherwise dropped."""
+        are collected for `take_evicted` (at most `max_evicted`) and otherwise dropped.
+        `scoring`, `alarms`: per-stream scoring and alarm hysteresis settings (defaults when None)."""
         self.model = model
         self.spill = spill
         meta = model.meta
         self.meta = meta
-        self.scorer = Scorer(meta)
+        self.scorer = Scorer(meta, scoring or ScoringConfig())
+        self.alarms = alarms or AlarmPolicy()
         self.forecast = meta.output.kind == "forecast"
         self.names = tuple(meta.output.names)
         self.warmup = max(meta.warmup_steps, 1) if self.forecast else meta.warmup_steps
-        self.table = StateTable(model.state_shapes, len(self.names), max_streams=max_streams)
+        self.table = StateTable(
+            model.state_shapes,
+            len(self.names),
+            max_streams=max_streams,
+            columns={**self.scorer.columns, **ALARM_COLUMNS},
+        )
         self._offset = np.asarray(meta.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(meta.scaling.scale, np.float64)
         self.stats = Stats()
@@ -152,46 +164,82 @@ class Engine:
             self.stats.evicted_dropped += n_evicted
 
         values = np.asarray([readings[j].values for j in take], np.float64)
-        x = ((values - self._offset) * self._inv_scale).astype(np.float32)
+        u = (values - self._offset) * self._inv_scale
+        x = u.astype(np.float32)
         y, new_states = self.model.step(x, [a[s] for a in table.states])
         self.stats.model_calls += 1
         for a, ns in zip(table.states, new_states):
             a[s] = ns
 
         steps = table.steps[s]
-        warming = steps < self.warmup
+        cols = {k: a[s] for k, a in table.columns.items()}  # gathered (copies), scattered back below
         if self.forecast:
-            scores = self.scorer.forecast_scores(values, table.prediction[s])
-            scores[steps == 0] = 0.0  # nothing was predicted for a stream's first reading
+            predicted = table.prediction[s]
             predictions = self.scorer.unscale(y)
             table.prediction[s] = predictions
         else:
-            scores = y[:, 0].astype(np.float64)
+            predicted = None
             predictions = y.astype(np.float64)
-        flags = self.scorer.flags(scores, warming)
+        tss = ts[take] if stale else ts
+        gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
+        scored = self.scorer.score(cols, values, u, y, predicted, steps, self.warmup, gap)
+        raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss)
+        for k, a in table.columns.items():
+            a[s] = cols[k]
+        flags = scored.flags
         table.steps[s] = steps + 1
         table.anomalies[s] += flags
-        table.last_ts[s] = ts[take] if stale else ts
+        table.last_ts[s] = tss
         self.stats.results += len(take)
         self.stats.anomalies += int(flags.sum())
 
-        threshold, model_id, names = self.scorer.threshold, self.meta.model_id, self.names
-        forecast = self.forecast
-        for j, score, flag, warm, pred in zip(
-            take, scores.tolist(), flags.tolist(), warming.tolist(), predictions.tolist()
-        ):
+        events: dict[int, AlarmEvent] = {}
+        if raised.any() or cleared.any():
+            since, peak, count = cols["alarm.since"], cols["alarm.peak"], cols["alarm.readings"]
+            for m in np.flatnonzero(raised | cleared).tolist():
+                events[m] = AlarmEvent(
+                    readings[take[m]].stream,
+                    "raised" if raised[m] else "cleared",
+                    float(since[m]),
+                    float(peak[m]),
+                    int(count[m]),
+                )
+            self.stats.alarms_raised += int(raised.sum())
+        model_id, names, forecast = self.meta.model_id, self.names, self.forecast
+        ready = scored.ready
+        likelihood = [v if r else None for v, r in zip(scored.likelihood.tolist(), ready.tolist())]
+        deviation = [v if r else None for v, r in zip(scored.deviation.tolist(), ready.tolist())]
+        thresholds = scored.thresholds.tolist() if scored.thresholds is not None else [None] * len(take)
+        rows = zip(
+            take,
+            scored.scores.tolist(),
+            flags.tolist(),
+            scored.warming.tolist(),
+            predictions.tolist(),
+            thresholds,
+            likelihood,
+            deviation,
+            cols["alarm.raised"].tolist(),
+        )
+        dev_threshold = self.scorer.baseline.h
+        for m, (j, score, flag, warm, pred, thr, like, dev, alarm) in enumerate(rows):
             r = readings[j]
             out[j] = Result(
                 r.stream,
                 r.ts,
                 score,
                 flag,
-                threshold,
+                thr,
                 warm,
                 model_id,
                 pred if forecast else None,
                 None if forecast else pred,
                 names,
+                like,
+                alarm,
+                events.get(m) if events else None,
+                dev,
+                dev_threshold if dev is not None else None,
             )
         return out  # type: ignore[return-value]
 

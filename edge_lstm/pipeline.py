@@ -17,7 +17,7 @@ from functools import lru_cache
 from .engine import Engine
 from .ports import Inbound
 from .reading import Decoder, Reading, Rejection
-from .result import Result, encode, encode_rejection
+from .result import Result, encode, encode_alarm, encode_rejection
 from .topics import TopicPattern
 
 
@@ -27,7 +27,7 @@ class Processed:
 
     message: Inbound
     topic: str
-    publishes: list[tuple[str, bytes]]  # (topic, payload)
+    publishes: list[tuple[str, bytes, bool]]  # (topic, payload, retain)
     reading: Reading | None  # stepped: journal it before acknowledging; None for a rejection
     rejection: Rejection | None
 
@@ -41,6 +41,7 @@ class Pipeline:
         output_pattern: TopicPattern,
         *,
         errors_topic: str = "",
+        alarm_pattern: TopicPattern | None = None,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
@@ -49,6 +50,7 @@ class Pipeline:
         # Sanitising a stream id into its output topic is per stream, not per reading: cache it for
         # as many streams as the table holds.
         self.topic_for = lru_cache(maxsize=engine.table.max_streams)(output_pattern.topic_for)
+        self.alarm_pattern = alarm_pattern
         self.batches = 0
 
     def run(self, batch: Sequence[Inbound]) -> list[Processed]:
@@ -73,11 +75,17 @@ class Pipeline:
         self.batches += 1
         out: list[Processed] = []
         errors_topic, topic_for = self.errors_topic, self.topic_for
+        model = self.engine.meta.model_id
         for m, topic, reading, res in zip(batch, topics, decoded, outcomes):
             if type(res) is Result:
-                out.append(Processed(m, topic, [(topic_for(res.stream), encode(res))], reading, None))  # type: ignore[arg-type]
+                pubs = [(topic_for(res.stream), encode(res), False)]
+                if res.alarm_event is not None and self.alarm_pattern is not None:
+                    # Retained: a subscriber (or Home Assistant) learns the current state on subscribing.
+                    alarm = encode_alarm(res.alarm_event, model)
+                    pubs.append((self.alarm_pattern.topic_for(res.stream), alarm, True))
+                out.append(Processed(m, topic, pubs, reading, None))  # type: ignore[arg-type]
             else:
                 rej: Rejection = res  # type: ignore[assignment]
-                pubs = [(errors_topic, encode_rejection(rej, topic))] if errors_topic else []
+                pubs = [(errors_topic, encode_rejection(rej, topic), False)] if errors_topic else []
                 out.append(Processed(m, topic, pubs, None, rej))
         return out

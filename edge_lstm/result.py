@@ -1,4 +1,5 @@
-"""Result → JSON payload for `edge-lstm/scores/{stream}` (README, "MQTT topics and payloads")."""
+"""Result → JSON payload for `edge-lstm/scores/{stream}`, alarm events → `edge-lstm/alarms/{stream}`,
+rejections → `mqtt.errors_topic` (README, "MQTT topics and payloads")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,27 @@ from json.encoder import encode_basestring  # C-accelerated, returns the quoted 
 from math import isfinite
 
 from .reading import Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """A change of a stream's alarm state (alarm.py), published retained on its alarm topic."""
+
+    stream: str
+    state: str  # "raised" | "cleared"
+    since: float  # event time of the change
+    peak_score: float  # highest score of the episode (so far, for "raised")
+    readings: int  # readings in the episode (so far, for "raised")
+
+    def to_dict(self, model: dict[str, str]) -> dict[str, object]:
+        return {
+            "stream": self.stream,
+            "state": self.state,
+            "since": self.since,
+            "peak_score": _finite_or_none(self.peak_score),
+            "readings": self.readings,
+            "model": model,
+        }
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x more, once per reading
@@ -24,6 +46,11 @@ class Result:
     prediction: list[float] | None = None  # forecast models: next reading, feature units
     output: list[float] | None = None  # score models: the model's outputs as they are
     names: tuple[str, ...] = ()  # output column names (forecast: feature names)
+    likelihood: float | None = None  # anomaly likelihood in [0, 1] (docs/scoring.md); None while unknown
+    alarm: bool = False  # the stream's alarm state after this reading
+    alarm_event: AlarmEvent | None = None  # set when this reading changed the alarm state
+    deviation: float | None = None  # smoothed deviation from the stream's normal operation (docs/scoring.md)
+    deviation_threshold: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -32,6 +59,10 @@ class Result:
             "score": _finite_or_none(self.score),
             "anomaly": self.anomaly,
             "threshold": self.threshold,
+            "deviation": None if self.deviation is None else _finite_or_none(self.deviation),
+            "deviation_threshold": self.deviation_threshold,
+            "likelihood": self.likelihood,
+            "alarm": self.alarm,
             "warming_up": self.warming_up,
             "model": self.model,
         }
@@ -65,7 +96,13 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
     model_json = lit(json.dumps({"name": model, "version": version}, separators=(",", ":")))
     return (
         '{"stream":%s,"ts":' + num + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
-        '"warming_up":%s,"model":' + model_json + ',"' + key + '":{' + fields + "}}"
+        '"deviation":%s,"deviation_threshold":%s,"likelihood":%s,"alarm":%s,"warming_up":%s,"model":'
+        + model_json
+        + ',"'
+        + key
+        + '":{'
+        + fields
+        + "}}"
     )
 
 
@@ -77,12 +114,28 @@ def encode(r: Result) -> bytes:
     else:
         key, values = "output", r.output or []
     threshold = "null" if r.threshold is None else repr(r.threshold)
+    likelihood = "null" if r.likelihood is None else repr(r.likelihood)
+    deviation = "null" if r.deviation is None else _num(r.deviation)
+    dev_threshold = "null" if r.deviation_threshold is None else repr(r.deviation_threshold)
     model = r.model
     if isfinite(r.ts) and isfinite(r.score) and all(map(isfinite, values)):
         # float.__repr__ (%r) is exactly what json.dumps writes for a finite float.
         t = _template(key, r.names, model["name"], model["version"], "%r")
         return (
-            t % (encode_basestring(r.stream), r.ts, r.score, _BOOL[r.anomaly], threshold, _BOOL[r.warming_up], *values)
+            t
+            % (
+                encode_basestring(r.stream),
+                r.ts,
+                r.score,
+                _BOOL[r.anomaly],
+                threshold,
+                deviation,
+                dev_threshold,
+                likelihood,
+                _BOOL[r.alarm],
+                _BOOL[r.warming_up],
+                *values,
+            )
         ).encode()
     # JSON has no NaN/Infinity: such numbers become null.
     t = _template(key, r.names, model["name"], model["version"], "%s")
@@ -94,6 +147,10 @@ def encode(r: Result) -> bytes:
             _num(r.score),
             _BOOL[r.anomaly],
             threshold,
+            deviation,
+            dev_threshold,
+            likelihood,
+            _BOOL[r.alarm],
             _BOOL[r.warming_up],
             *map(_num, values),
         )
@@ -103,3 +160,8 @@ def encode(r: Result) -> bytes:
 def encode_rejection(r: Rejection, topic: str) -> bytes:
     """The payload published on `mqtt.errors_topic` for a rejected reading."""
     return json.dumps({"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic}).encode()
+
+
+def encode_alarm(e: AlarmEvent, model: dict[str, str]) -> bytes:
+    """The retained payload of `edge-lstm/alarms/{stream}` (rare: plain json.dumps)."""
+    return json.dumps(e.to_dict(model), separators=(",", ":"), ensure_ascii=False).encode()

@@ -2,15 +2,28 @@
 
 Arrays grow by doubling up to `max_streams`. When full, the least recently seen stream is evicted
 (LRU, O(1) via an ordered dict). Evicted rows are handed back so the caller can spill them.
+
+Besides the model's recurrent state, the table holds named per-stream *columns* declared by the scorer
+and the alarm (running statistics, thresholds, hysteresis state): `Column(shape, dtype, init)`. They are
+gathered and scattered with the rest of the row, checkpointed, spilled and restored with it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Column:
+    """A per-stream column of the table: each stream's value has `shape`, and a new stream gets `init`."""
+
+    shape: tuple[int, ...]
+    dtype: type[np.generic]
+    init: float | np.ndarray = 0.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class StreamState:
     steps: int
     anomalies: int
     prediction: np.ndarray
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # missing names start from their init
 
 
 class StateTable:
@@ -33,6 +47,7 @@ class StateTable:
         *,
         max_streams: int = 10_000,
         initial_capacity: int = 64,
+        columns: Mapping[str, Column] | None = None,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
@@ -47,6 +62,10 @@ class StateTable:
         self.steps = np.zeros(0, np.int64)
         self.anomalies = np.zeros(0, np.int64)
         self.prediction = np.zeros((0, n_predictions), np.float64)
+        self.column_specs: dict[str, Column] = dict(columns or {})
+        self.columns: dict[str, np.ndarray] = {
+            k: np.zeros((0, *c.shape), c.dtype) for k, c in self.column_specs.items()
+        }
         self._grow(min(initial_capacity, max_streams))
 
     def __len__(self) -> int:
@@ -56,7 +75,7 @@ class StateTable:
         return stream in self.slots
 
     def nbytes(self) -> int:
-        arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction]
+        arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction, *self.columns.values()]
         return sum(a.nbytes for a in arrays)
 
     def _grow(self, capacity: int) -> None:
@@ -72,6 +91,7 @@ class StateTable:
         self.states = [grown(a) for a in self.states]
         self.last_ts, self.steps = grown(self.last_ts), grown(self.steps)
         self.anomalies, self.prediction = grown(self.anomalies), grown(self.prediction)
+        self.columns = {k: grown(a) for k, a in self.columns.items()}
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
         self.capacity = capacity
 
@@ -82,6 +102,8 @@ class StateTable:
         self.steps[slots] = 0
         self.anomalies[slots] = 0
         self.prediction[slots] = 0.0
+        for k, a in self.columns.items():
+            a[slots] = self.column_specs[k].init
 
     def acquire(self, stream: str) -> tuple[int, StreamState | None]:
         """The stream's slot, marked most recently seen (a fresh zeroed slot for a new stream), and
@@ -133,8 +155,17 @@ class StateTable:
             states = [a[v] for a in self.states]
             last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
             anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v]
+            cols = {k: a[v] for k, a in self.columns.items()}
             rows = [
-                StreamState(name, [a[i] for a in states], last_ts[i], steps[i], anomalies[i], prediction[i])
+                StreamState(
+                    name,
+                    [a[i] for a in states],
+                    last_ts[i],
+                    steps[i],
+                    anomalies[i],
+                    prediction[i],
+                    {k: c[i] for k, c in cols.items()},
+                )
                 for i, (name, _) in enumerate(victims)
             ]
         if new:
@@ -156,6 +187,7 @@ class StateTable:
             steps=self.steps.item(slot),
             anomalies=self.anomalies.item(slot),
             prediction=self.prediction[slot].copy(),
+            columns={k: a[slot].copy() for k, a in self.columns.items()},
         )
 
     def put_row(self, slot: int, row: StreamState) -> None:
@@ -165,6 +197,10 @@ class StateTable:
         self.steps[slot] = row.steps
         self.anomalies[slot] = row.anomalies
         self.prediction[slot] = row.prediction
+        for k, a in self.columns.items():
+            v = row.columns.get(k)
+            # A row from before a column existed (an older checkpoint or spill) keeps the fresh value.
+            a[slot] = self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v
 
     def restore(self, row: StreamState) -> StreamState | None:
         """Put a detached row back (from a checkpoint or a spill).

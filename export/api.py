@@ -17,8 +17,10 @@ import onnx
 import torch
 from torch import nn
 
+from edge_lstm.contract import SCHEMA_VERSION
 from edge_lstm.onnx_model import load_model
 
+from . import __version__
 from .calibrate import DEFAULT_QUANTILE, CalibrationReport
 from .calibrate import calibrate as run_calibration  # the name `calibrate` is export_torch's argument
 from .csvdata import read_csv
@@ -28,7 +30,7 @@ from .parity import DEFAULT_TOLERANCE, ParityReport, check_parity, generate_sequ
 from .quantize import DEFAULT_QUANT_TOLERANCE, QuantReport, quantize_int8
 from .stateful import make_step
 
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = __version__  # the package version, from its metadata (pyproject.toml)
 _PARITY_SEQUENCES, _PARITY_STEPS = 4, 300
 
 Data = str | Path | np.ndarray | Sequence[np.ndarray]
@@ -76,6 +78,7 @@ def export_torch(
     output_names: Sequence[str] | None = None,
     scaling: Mapping[str, Sequence[float]] | None = None,
     calibrate: Data | None = None,
+    calibrate_from: Sequence[int] | None = None,
     sample_interval_s: float | None = None,
     warmup_steps: int = 10,
     name: str = "model",
@@ -93,7 +96,9 @@ def export_torch(
     `scaling` ({"offset": [...], "scale": [...]}) is what the model expects inputs divided by; when
     omitted it is learned from the calibration data (mean/std), or identity without data.
     `calibrate`/`parity_data`: an array `[steps, F]`, a list of them (one per stream), or a CSV path,
-    in feature units. `batch_first` is the layout of the forward's input (default: the first RNN's).
+    in feature units; `calibrate_from[k]`: the first row of calibration stream k that counts (the rows
+    before only warm the model's state: `fit` calibrates on each series' held-out tail this way).
+    `batch_first` is the layout of the forward's input (default: the first RNN's).
     """
     features = list(features)
     if not features or len(set(features)) != len(features):
@@ -127,7 +132,7 @@ def export_torch(
         served, qreport = quantize_int8(float_model, seqs, tolerance=quant_tolerance)
 
     meta: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "name": name,
         "version": version,
         "features": features,
@@ -150,7 +155,7 @@ def export_torch(
         meta["sample_interval_s"] = float(sample_interval_s)
     creport = None
     if cal_streams is not None:
-        meta, creport = run_calibration(served, meta, cal_streams, quantile=quantile)
+        meta, creport = run_calibration(served, meta, cal_streams, quantile=quantile, score_from=calibrate_from)
     set_metadata(served, meta)
     out = save(served, path)
     load_model(out)  # the daemon's own loader is the final judge of the contract

@@ -28,7 +28,7 @@ from .errors import DataError
 from .onnx_export import save, set_metadata
 
 DEFAULT_QUANTILE = 0.999
-MIN_SAMPLES = 100
+MIN_SAMPLES = 30  # fit holds out at least this many rows per stream (fit.MIN_HELD_OUT)
 _TS0 = 1_700_000_000.0  # any epoch after 2000: the engine only needs increasing timestamps
 
 
@@ -73,8 +73,14 @@ def calibrate(
     streams: Sequence[np.ndarray],
     *,
     quantile: float = DEFAULT_QUANTILE,
+    score_from: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
-    """Return `meta` with its `calibration` section filled in, and the report."""
+    """Return `meta` with its `calibration` section filled in, and the report.
+
+    `score_from[k]`: the first row of stream k whose residuals and scores count (default 0). `fit` runs
+    each whole series and counts only its held-out tail: the model's state is warm when the tail starts,
+    so no held-out row is lost to the warm-up."""
+    start = list(score_from) if score_from is not None else [0] * len(streams)
     if not 0 < quantile < 1:
         raise DataError(f"calibration quantile must be in (0, 1), got {quantile}")
     interval = float(meta.get("sample_interval_s") or 1.0)
@@ -82,15 +88,15 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cal-") as tmp:
         path = Path(tmp) / "calibrating.onnx"
         if meta["output"]["kind"] == "score":
-            scores = _normal_scores(model, meta, path, streams, interval)
+            scores = _normal_scores(model, meta, path, streams, interval, start)
             return _finish(meta, scores, quantile, None, None)
         targets = [meta["features"].index(n) for n in meta["output"]["names"]]
         scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
         set_metadata(model, meta)
         save(model, path)
         residuals = []
-        for s, results in zip(streams, run_engine(path, streams, interval)):
-            for t in range(1, len(results)):
+        for s, results, first in zip(streams, run_engine(path, streams, interval), start):
+            for t in range(max(1, first), len(results)):
                 if not results[t].warming_up:
                     pred = np.asarray(results[t - 1].prediction, np.float64)
                     residuals.append(np.asarray(s[t], np.float64)[targets] - pred)
@@ -103,16 +109,22 @@ def calibrate(
             **meta,
             "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
         }  # placeholder: scores do not use it
-        scores = _normal_scores(model, with_stats, path, streams, interval)
+        scores = _normal_scores(model, with_stats, path, streams, interval, start)
         return _finish(meta, scores, quantile, mean.tolist(), std.tolist())
 
 
 def _normal_scores(
-    model: onnx.ModelProto, meta: dict[str, Any], path: Path, streams: Sequence[np.ndarray], interval: float
+    model: onnx.ModelProto,
+    meta: dict[str, Any],
+    path: Path,
+    streams: Sequence[np.ndarray],
+    interval: float,
+    start: Sequence[int],
 ) -> np.ndarray:
     set_metadata(model, meta)
     save(model, path)
-    scores = [r.score for results in run_engine(path, streams, interval) for r in results if not r.warming_up]
+    runs = run_engine(path, streams, interval)
+    scores = [r.score for results, first in zip(runs, start) for r in results[first:] if not r.warming_up]
     _enough(len(scores), meta)
     return np.asarray(scores, np.float64)
 
@@ -126,7 +138,11 @@ def _enough(n: int, meta: dict[str, Any]) -> None:
 
 
 def _finish(
-    meta: dict[str, Any], scores: np.ndarray, quantile: float, mean: list[float] | None, std: list[float] | None
+    meta: dict[str, Any],
+    scores: np.ndarray,
+    quantile: float,
+    mean: list[float] | None,
+    std: list[float] | None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     threshold = threshold_from_scores(scores, quantile)
     if not threshold > 0:

@@ -17,6 +17,9 @@ from typing import Any
 from .errors import ExportError, FactoryError, WeightsError
 
 EXIT_ERROR = 2
+# The export extra's modules (pyproject.toml, [project.optional-dependencies] export).
+EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript"})
+NEEDS_EXTRA = "edge-lstm-export: needs the export extra: pip install 'edge-lstm[export]'"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args))
     except ExportError as e:
         print(f"edge-lstm-export: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in EXTRA_MODULES:
+            raise
+        print(NEEDS_EXTRA, file=sys.stderr)
         return EXIT_ERROR
 
 
@@ -56,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         help="layout of forward()'s input (default: that of the first LSTM/GRU)",
     )
     _common(t)
+    t.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     t.set_defaults(run=_run_torch)
 
     f = sub.add_parser("fit", help="train a small next-step LSTM forecaster on a CSV of normal operation")
@@ -65,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--layers", type=int, default=1)
     f.add_argument("--epochs", type=int, default=40)
     f.add_argument("--patience", type=int, default=5, help="early stopping: epochs without improvement")
-    f.add_argument("--window", type=int, default=64, help="training window length, steps")
+    f.add_argument(
+        "--window", type=int, default=64, help="training window length, steps (shortened for short data; default 64)"
+    )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--quiet", action="store_true", help="no progress display")
     _common(f)
@@ -75,7 +86,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="ONNX file to write")
-    p.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     p.add_argument("--quantize", choices=("int8",))
     p.add_argument("--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold")
     p.add_argument("--name", default=None)
@@ -125,8 +135,6 @@ def _run_torch(args: argparse.Namespace) -> int:
 def _run_fit(args: argparse.Namespace) -> int:
     from .fit import FitConfig, fit_csv
 
-    if args.calibrate is not None:
-        raise ExportError("fit calibrates on the held-out part of its CSV; --calibrate is for `torch`")
     config = FitConfig(
         hidden=args.hidden,
         layers=args.layers,

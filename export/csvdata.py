@@ -1,8 +1,10 @@
 """CSV of readings → one float array per stream, with errors that name the column and the line.
 
-Layout: a header row; optional `ts`/`timestamp` column (ignored: rows are taken in file order per
-stream, one per sample interval); optional `stream` column splitting the file into several series; every other
-column is a feature (or only the `features` asked for, in that order).
+Layout: a header row (`,`, `;` or tab separated, as `edge-lstm replay` reads; a UTF-8 byte order mark is
+skipped); optional `ts`/`timestamp`/`datetime`/`time` column (ignored: rows are taken in file order per
+stream, one per sample interval); optional `stream` column splitting the file into several series; an
+`anomaly` column is a label (as `edge-lstm evaluate` reads it), never a feature; every other column is a
+feature (or only the `features` asked for, in that order).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 from .errors import DataError
 
-TIME_COLUMNS = ("ts", "timestamp", "time")
+TIME_COLUMNS = ("ts", "timestamp", "datetime", "time")
+LABEL_COLUMN = "anomaly"
 STREAM_COLUMN = "stream"
 
 
@@ -34,8 +37,10 @@ class CsvData:
 def read_csv(path: str | Path, features: Sequence[str] | None = None) -> CsvData:
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+        first = text.split("\n", 1)[0]
+        rows = list(csv.reader(text.splitlines(), delimiter=max(",;\t", key=first.count)))
     except FileNotFoundError:
         raise DataError(f"CSV file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -45,7 +50,7 @@ def read_csv(path: str | Path, features: Sequence[str] | None = None) -> CsvData
     header = [c.strip() for c in rows[0]]
     lower = [c.lower() for c in header]
     stream_col = lower.index(STREAM_COLUMN) if STREAM_COLUMN in lower else None
-    skip = {i for i, c in enumerate(lower) if c in TIME_COLUMNS or c == STREAM_COLUMN}
+    skip = {i for i, c in enumerate(lower) if c in TIME_COLUMNS or c in (STREAM_COLUMN, LABEL_COLUMN)}
     if features is None:
         features = [c for i, c in enumerate(header) if i not in skip]
         if not features:

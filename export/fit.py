@@ -5,7 +5,8 @@ Choices, for 2 CPU cores and minutes not hours: one small LSTM predicting the *c
 reading (x + head(h): slowly varying signals make "no change" a good prior), short overlapping
 windows, Adam, a held-out split at the end of every stream (time order is preserved, so validation
 never sees a window overlapping training), early stopping on it. Calibration uses the held-out part:
-scores on data the model was fitted to would give a threshold that is too low.
+scores on data the model was fitted to would give a threshold that is too low. Short data (down to a
+few dozen rows per series) fits too: the window and the hold-out adapt to it (`plan_split`).
 """
 
 from __future__ import annotations
@@ -90,20 +91,17 @@ def fit_arrays(
     allv = np.concatenate(streams)
     offset, std = allv.mean(axis=0), allv.std(axis=0)
     scale = np.where(std > 0, std, 1.0)
+    plan = plan_split([len(s) for s in streams], c)
     train, val = [], []
-    for k, s in enumerate(streams):
-        cut = int(len(s) * (1 - c.val_fraction))
-        if cut < c.window + 1 or len(s) - cut < c.window + 1:
-            raise DataError(
-                f"stream {k} has {len(s)} rows; fit needs at least "
-                f"{int((c.window + 1) / min(c.val_fraction, 1 - c.val_fraction)) + 1} "
-                f"(windows of {c.window + 1} in both the training and held-out parts)"
-            )
+    for s, cut in zip(streams, plan.cuts):
         scaled = ((s - offset) / scale).astype(np.float32)
         train.append(scaled[:cut])
         val.append(scaled[cut:])
-    x_train = torch.from_numpy(_windows(train, c.window + 1, stride=c.window // 2))
-    x_val = torch.from_numpy(_windows(val, c.window + 1, stride=c.window + 1))
+    w = plan.window
+    x_train = torch.from_numpy(_windows(train, w + 1, stride=max(1, w // 2)))
+    # Held-out windows as long as the shortest held-out part allows (at most the training window).
+    vw = min(w + 1, min(len(v) for v in val))
+    x_val = torch.from_numpy(_windows(val, vw, stride=vw))
 
     model = Forecaster(len(features), c.hidden, c.layers)
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
@@ -114,8 +112,8 @@ def fit_arrays(
         order = rng.permutation(len(x_train))
         losses = []
         for b in range(0, len(order), c.batch_size):
-            w = x_train[order[b : b + c.batch_size]]
-            loss = nn.functional.mse_loss(model(w[:, :-1]), w[:, 1:])
+            win = x_train[order[b : b + c.batch_size]]
+            loss = nn.functional.mse_loss(model(win[:, :-1]), win[:, 1:])
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -141,7 +139,6 @@ def fit_arrays(
         )
     assert best_state is not None
     model.load_state_dict(best_state)
-    held_out = [v * scale + offset for v in val]  # back to feature units for calibration
     kwargs = {"name": "fitted-forecaster", "warmup_steps": 10, **export_kwargs}
     report = export_torch(
         model,
@@ -149,7 +146,9 @@ def fit_arrays(
         features=list(features),
         output="forecast",
         scaling={"offset": offset.tolist(), "scale": scale.tolist()},
-        calibrate=held_out,
+        # Whole series, counted from the cut: calibration sees only held-out rows, with a warm state.
+        calibrate=[np.asarray(x, np.float64) for x in streams],
+        calibrate_from=plan.cuts,
         provenance={
             "fit": {
                 "hidden": c.hidden,
@@ -159,11 +158,50 @@ def fit_arrays(
                 "best_val_mse": best,
                 "train_rows": int(sum(len(t) for t in train)),
                 "held_out_rows": int(sum(len(v) for v in val)),
+                "window": plan.window,
             }
         },
         **kwargs,  # type: ignore[arg-type]
     )
     return FitResult(report, epoch, best, seconds)
+
+
+MIN_WINDOW = 8  # shorter training windows teach the LSTM too little about its own state
+MIN_TRAIN_WINDOWS = 4  # per stream, with the half-window stride
+MIN_HELD_OUT = 30  # held-out rows per stream: early stopping and calibration need some
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    window: int  # training window length (steps predicted per window)
+    cuts: list[int]  # per stream: rows before the cut train, rows from it are held out
+
+
+def plan_split(lengths: Sequence[int], c: FitConfig) -> SplitPlan:
+    """Fit the window and the hold-out to the data, or say exactly how much data is missing.
+
+    Every stream holds out its last `val_fraction` of rows, at least MIN_HELD_OUT. The window is
+    `config.window`, shrunk (down to MIN_WINDOW) so that the shortest training part still gives
+    MIN_TRAIN_WINDOWS windows. Checked before any training starts.
+    """
+    if not 0 < c.val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {c.val_fraction}")
+    if c.window < MIN_WINDOW:
+        raise DataError(f"window must be at least {MIN_WINDOW}, got {c.window}")
+    cuts = [n - max(MIN_HELD_OUT, round(n * c.val_fraction)) for n in lengths]
+    # MIN_TRAIN_WINDOWS windows of w + 1 rows at stride w // 2 need (k + 1) * w / 2 + 1 rows.
+    min_train = (MIN_TRAIN_WINDOWS + 1) * MIN_WINDOW // 2 + 1
+    need = max(min_train + MIN_HELD_OUT, int(np.ceil(min_train / (1 - c.val_fraction))))
+    for k, (n, cut) in enumerate(zip(lengths, cuts)):
+        if cut < min_train:
+            raise DataError(
+                f"stream {k} has {n} rows; fit needs at least {need} per stream "
+                f"({min_train} to train on with windows of {MIN_WINDOW + 1}, and "
+                f"max({MIN_HELD_OUT}, {c.val_fraction:g} of the rows) held out for early stopping and calibration)"
+            )
+    shortest = min(cuts)
+    window = min(c.window, max(MIN_WINDOW, 2 * (shortest - 1) // (MIN_TRAIN_WINDOWS + 1)))
+    return SplitPlan(window, cuts)
 
 
 def _windows(series: list[np.ndarray], length: int, *, stride: int) -> np.ndarray:

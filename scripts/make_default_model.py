@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Make the packaged default model, edge_lstm/models/default.onnx, reproducibly.
+"""Make the packaged default model, edge_lstm/data/default.onnx, reproducibly.
 
 Normal operation of several simulated machines (edge_lstm.demo.simulate, one seed per machine, 1 s
 interval) is written to a CSV, and `edge-lstm-export fit` trains, exports, parity-checks and
 calibrates a small next-step forecaster on it — the same path a user takes with their own CSV.
 
-    .venv/bin/python scripts/make_default_model.py [--out edge_lstm/models/default.onnx]
+    .venv/bin/python scripts/make_default_model.py [--out edge_lstm/data/default.onnx]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def write_csv(path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "edge_lstm" / "models" / "default.onnx")
+    p.add_argument("--out", type=Path, default=ROOT / "edge_lstm" / "data" / "default.onnx")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="edge-lstm-default-") as tmp:
         data = Path(tmp) / "normal.csv"

@@ -283,7 +283,7 @@ def main() -> int:
         import tempfile
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from onnx_models import make_step_model
+        from support.models import make_step_model
 
         tmp = Path(tempfile.mkdtemp(prefix="repro-stall-"))
         model_path = make_step_model(tmp / "model.onnx")

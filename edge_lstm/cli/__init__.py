@@ -1,7 +1,9 @@
 """`edge-lstm` command line: run | demo | inspect | replay.
 
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
-modules keep heavy imports inside `main` so that parsing arguments stays cheap.
+modules keep heavy imports inside `main` so that parsing arguments stays cheap. Only the module of the
+command given is imported (to add its arguments): `edge-lstm --version` and `edge-lstm --help` import
+no subcommand module, hence neither onnxruntime nor paho (tests/unit/test_startup.py).
 """
 
 from __future__ import annotations
@@ -16,18 +18,23 @@ SUBCOMMANDS = {
     "demo": ("demo", "a private broker, a simulated fleet and the daemon, with a live view"),
     "inspect": ("inspect", "print a model's contract"),
     "replay": ("replay", "run a CSV of readings through the engine offline"),
+    "evaluate": ("evaluate", "detection quality (F1, FAR, events, delay, alarms) on labelled CSVs"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     from .. import __version__
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="edge-lstm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edge-lstm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The top level has only value-less options, so the first other word is the command.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        import_module(f".{module}", __package__).add_arguments(p)
+        if name == chosen:
+            import_module(f".{module}", __package__).add_arguments(p)
         p.set_defaults(module_name=module)
     args = parser.parse_args(argv)
     try:

@@ -3,8 +3,9 @@
 Runs a CSV of readings through the same validation and the same `Engine` the daemon uses, so the
 scores equal what `edge-lstm run` would publish for the same readings in the same order.
 
-Input CSV (header row required):
-  - a timestamp column, `ts` or `timestamp`: epoch seconds or ISO-8601 (no zone = UTC);
+Input CSV (header row required; `,`, `;` or tab separated; a UTF-8 byte order mark, as Excel writes, is
+skipped):
+  - a timestamp column, `ts`, `timestamp` or `datetime`: epoch seconds or ISO-8601 (no zone = UTC);
   - one column per model feature, named as in the model (`edge-lstm inspect` lists them);
   - optionally a `stream` column (many streams in one file); without it every row is stream `replay`.
   Other columns are ignored (and listed in the summary).
@@ -16,8 +17,10 @@ with its line number in the summary, and the replay goes on, as the daemon does.
 first rejected row an error instead. A missing feature or timestamp column is always an error.
 Exit code 2 on errors (message on stderr naming the column or line), 0 otherwise.
 
-Output CSV: stream, ts (epoch seconds), score, anomaly, warming_up, threshold, then prediction_<name>
-per output column (forecast models) or output_<name> (score models). One row per accepted reading.
+Output CSV: stream, line (of the input), ts (epoch seconds), score, anomaly, warming_up, threshold,
+deviation, deviation_threshold, likelihood, alarm (docs/scoring.md; empty when not yet known), then
+prediction_<name> per output column (forecast models) or output_<name> (score models). One row per
+accepted reading.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ..reading import Decoder, Reading, Rejection
 from ..result import Result
 
 DEFAULT_STREAM = "replay"
-TS_COLUMNS = ("ts", "timestamp")
+TS_COLUMNS = ("ts", "timestamp", "datetime")
 STREAM_COLUMN = "stream"
 MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
 
@@ -101,7 +104,7 @@ class RowReader:
         self.header = cols
         ts_cols = [c for c in TS_COLUMNS if c in cols]
         if not ts_cols:
-            raise ReplayError(f"line 1: no timestamp column: expected 'ts' or 'timestamp' (columns: {cols})")
+            raise ReplayError(f"line 1: no timestamp column: expected one of {list(TS_COLUMNS)} (columns: {cols})")
         self.ts_index = cols.index(ts_cols[0])
         missing = [f for f in self.features if f not in cols]
         if missing:
@@ -163,7 +166,12 @@ def _cell(text: str) -> str:
 
 def read_rows(f: TextIO, features: Iterable[str]) -> tuple[RowReader, Iterator[tuple[int, list[str]]]]:
     """Open a CSV: the converter for its header and an iterator of (line number, row)."""
-    reader = csv.reader(f)
+    first = f.readline()
+    if first.startswith("\ufeff"):  # Excel's "CSV UTF-8" starts with a byte order mark
+        first = first[1:]
+    # The header decides the delimiter: the one of , ; tab that splits it into the most columns.
+    delimiter = max(",;\t", key=first.count)
+    reader = csv.reader(_chain_line(first, f), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -184,20 +192,49 @@ def read_rows(f: TextIO, features: Iterable[str]) -> tuple[RowReader, Iterator[t
     return conv, rows()
 
 
+def _chain_line(first: str, rest: TextIO) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+RESULT_COLUMNS = (
+    "stream",
+    "line",
+    "ts",
+    "score",
+    "anomaly",
+    "warming_up",
+    "threshold",
+    "deviation",
+    "deviation_threshold",
+    "likelihood",
+    "alarm",
+)
+
+
 def result_columns(engine: Engine) -> list[str]:
     prefix = "prediction_" if engine.forecast else "output_"
-    return ["stream", "ts", "score", "anomaly", "warming_up", "threshold"] + [prefix + n for n in engine.names]
+    return [*RESULT_COLUMNS] + [prefix + n for n in engine.names]
 
 
-def result_row(r: Result) -> list[object]:
+def _opt(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
+def result_row(r: Result, line: int) -> list[object]:
     values = r.prediction if r.prediction is not None else (r.output or [])
     return [
         r.stream,
+        line,
         repr(r.ts),
         repr(r.score),
         int(r.anomaly),
         int(r.warming_up),
-        "" if r.threshold is None else repr(r.threshold),
+        _opt(r.threshold),
+        _opt(r.deviation),
+        _opt(r.deviation_threshold),
+        _opt(r.likelihood),
+        int(r.alarm),
         *(repr(v) for v in values),
     ]
 
@@ -205,13 +242,14 @@ def result_row(r: Result) -> list[object]:
 def replay(
     f: TextIO,
     model: StepModel,
-    on_result: Callable[[Result], None],
+    on_result: Callable[[Result, int], None],
     *,
     batch: int = 1024,
     strict: bool = False,
     engine: Engine | None = None,
 ) -> Summary:
-    """Replay CSV text from `f` through an engine for `model`; call `on_result` per accepted reading.
+    """Replay CSV text from `f` through an engine for `model`; call `on_result(result, line)` per
+    accepted reading (`line`: its line in the CSV).
 
     Rows go to the engine in batches of `batch` rows (as the daemon's micro-batches): results do not
     depend on the batch size.
@@ -237,7 +275,7 @@ def replay(
             summary.anomalies += out.anomaly
             summary.warming_up += out.warming_up
             summary.max_score = max(summary.max_score, out.score)
-            on_result(out)
+            on_result(out, line)
         pending.clear()
         lines.clear()
 
@@ -306,10 +344,10 @@ def main(args: argparse.Namespace) -> int:
         engine = Engine(model, max_streams=10_000_000)
         header = [result_columns(engine)]  # written with the first result: nothing on a header error
 
-        def write(r: Result) -> None:
+        def write(r: Result, line: int) -> None:
             if header:
                 writer.writerow(header.pop())
-            writer.writerow(result_row(r))
+            writer.writerow(result_row(r, line))
 
         summary = replay(src, model, write, batch=args.batch, strict=args.strict, engine=engine)
         if header:

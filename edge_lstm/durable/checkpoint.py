@@ -1,7 +1,8 @@
 """Checkpoints of the state table: atomic (write, fsync, rename), self-checking, model-bound.
 
 A checkpoint holds every stream's row (recurrent state, last event time, step and anomaly counts,
-pending prediction) in LRU order, the SHA-256 of the model it was made with, and the journal segment
+pending prediction, the scorer's and alarm's per-stream columns as `col.<name>`) in LRU order, the
+SHA-256 of the model it was made with, and the journal segment
 that continues it (journal.py). A file that is corrupt, truncated, or made for another model is set
 aside (renamed, with a log line by the caller) and never stops the daemon.
 """
@@ -22,6 +23,7 @@ from ..state import StateTable, StreamState
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 1\n"
 _DIGEST = 32  # bytes of the SHA-256 trailer
+_COL = "col."  # prefix of per-stream columns; a checkpoint without some column restores it fresh
 
 
 class CheckpointRefused(Exception):
@@ -57,6 +59,7 @@ def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: i
         anomalies=table.anomalies[idx],
         prediction=table.prediction[idx],
     )
+    arrays.update({f"{_COL}{k}": a[idx] for k, a in table.columns.items()})
     buf = io.BytesIO()
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
@@ -88,6 +91,7 @@ def load(path: Path, *, model_sha256: str, state_shapes: list[tuple[int, ...]]) 
             header = json.loads(z["header"].tobytes())
             states = [z[f"state{k}"] for k in range(len(state_shapes))]
             last_ts, steps, anomalies, prediction = (z["last_ts"], z["steps"], z["anomalies"], z["prediction"])
+            columns = {k[len(_COL) :]: z[k] for k in z.files if k.startswith(_COL)}
     except Exception as e:  # noqa: BLE001 - any decoding problem of a file whose checksum matched is still "corrupt"
         raise CheckpointRefused("corrupt", f"unreadable content: {e}") from None
     if header.get("model_sha256") != model_sha256:
@@ -107,6 +111,7 @@ def load(path: Path, *, model_sha256: str, state_shapes: list[tuple[int, ...]]) 
             steps=int(steps[i]),
             anomalies=int(anomalies[i]),
             prediction=prediction[i],
+            columns={k: c[i] for k, c in columns.items()},
         )
         for i, s in enumerate(streams)
     ]

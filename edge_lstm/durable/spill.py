@@ -12,14 +12,15 @@ version per stream; `max_rows` bounds the disk (oldest versions dropped first, c
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..state import StreamState
+from ..state import Column, StreamState
 
 _COUNTS = struct.Struct("<qq")  # steps, anomalies
 
@@ -31,10 +32,15 @@ class SqliteSpill:
         state_shapes: Sequence[tuple[int, ...]],
         n_predictions: int,
         *,
+        columns: Mapping[str, Column],
         max_rows: int = 1_000_000,
         model_sha256: str = "",
     ) -> None:
+        """`columns`: the state table's per-stream columns (`StateTable.column_specs`), stored with
+        each row; rows stored with other columns (another version's scorer) are discarded at open."""
         self.path = path
+        # Per-stream columns (state.Column), packed after the states in name order.
+        self.columns = sorted((k, c.shape, np.dtype(c.dtype)) for k, c in columns.items())
         self.max_rows = max_rows
         self.shapes = [tuple(sh) for sh in state_shapes]
         self.n_predictions = n_predictions
@@ -50,11 +56,14 @@ class SqliteSpill:
         self.db.execute("CREATE INDEX IF NOT EXISTS by_ts ON spill (last_ts)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         # Rows of another model (other state shapes, other meaning) are never restored.
-        found = self.db.execute("SELECT value FROM meta WHERE key = 'model_sha256'").fetchone()
+        # So are rows packed with another set of columns (another edge-lstm version's scorer).
+        layout = json.dumps([[k, list(shape), dt.str] for k, shape, dt in self.columns])
+        found = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.discarded = 0
-        if found is not None and found[0] != model_sha256:
+        if found and (found.get("model_sha256") != model_sha256 or found.get("layout", "[]") != layout):
             self.discarded = self.db.execute("DELETE FROM spill").rowcount
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (model_sha256,))
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (layout,))
         self.rows = self.db.execute("SELECT COUNT(*) FROM spill").fetchone()[0]
         self.dropped = 0
         self.restored = 0
@@ -63,7 +72,7 @@ class SqliteSpill:
         if not rows:
             return
         self.db.executemany(
-            "INSERT OR REPLACE INTO spill VALUES (?, ?, ?)", [(r.stream, r.last_ts, _pack(r)) for r in rows]
+            "INSERT OR REPLACE INTO spill VALUES (?, ?, ?)", [(r.stream, r.last_ts, self._pack(r)) for r in rows]
         )
         self.rows += len(rows)
         if self.rows > self.max_rows:
@@ -106,10 +115,15 @@ class SqliteSpill:
             n = int(np.prod(shape))
             states.append(np.frombuffer(blob, np.float32, n, pos).reshape(shape).copy())
             pos += 4 * n
-        return StreamState(stream, states, float(last_ts), steps, anomalies, prediction)
+        columns = {}
+        for k, shape, dt in self.columns:
+            n = int(np.prod(shape))
+            columns[k] = np.frombuffer(blob, dt, n, pos).reshape(shape).copy()
+            pos += dt.itemsize * n
+        return StreamState(stream, states, float(last_ts), steps, anomalies, prediction, columns)
 
-
-def _pack(r: StreamState) -> bytes:
-    parts = [_COUNTS.pack(r.steps, r.anomalies), np.asarray(r.prediction, np.float64).tobytes()]
-    parts += [np.asarray(st, np.float32).tobytes() for st in r.states]
-    return b"".join(parts)
+    def _pack(self, r: StreamState) -> bytes:
+        parts = [_COUNTS.pack(r.steps, r.anomalies), np.asarray(r.prediction, np.float64).tobytes()]
+        parts += [np.asarray(st, np.float32).tobytes() for st in r.states]
+        parts += [np.asarray(r.columns[k], dt).tobytes() for k, _, dt in self.columns]
+        return b"".join(parts)

@@ -16,7 +16,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -24,12 +33,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from ..alarm import AlarmPolicy
+from ..score import ScoringConfig
+from .startup import StartupError
+
 ENV_PREFIX = "EDGE_LSTM_"
 CONFIG_ENV = "EDGE_LSTM_CONFIG"
 
 
-class ConfigError(ValueError):
-    """Bad configuration. The message names the key; the CLI exits 2."""
+class ConfigError(StartupError, ValueError):
+    """Bad configuration. The message names the key; the CLI exits 2 (`StartupError.exit_code`)."""
 
 
 class _Section(BaseModel):
@@ -70,6 +83,8 @@ class MqttSettings(_Section):
     qos_out: Literal[0, 1] = 1
     input_pattern: str = "sensors/{stream}"
     output_pattern: str = "edge-lstm/scores/{stream}"
+    # Alarm state changes, retained (README, "MQTT topics and payloads"); "" = not published.
+    alarm_pattern: str = "edge-lstm/alarms/{stream}"
     status_topic: str = Field(default="edge-lstm/status", min_length=1)
     errors_topic: str = ""  # "" = rejections are not published
     session_expiry_s: int = Field(default=86_400, ge=0, le=4_294_967_295)
@@ -85,12 +100,13 @@ class MqttSettings(_Section):
     def _proto_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
-    @field_validator("input_pattern", "output_pattern")
+    @field_validator("input_pattern", "output_pattern", "alarm_pattern")
     @classmethod
-    def _pattern(cls, v: str) -> str:
+    def _pattern(cls, v: str, info: ValidationInfo) -> str:
         from ..topics import TopicPattern
 
-        TopicPattern(v)  # raises ValueError with a clear message
+        if v or info.field_name != "alarm_pattern":
+            TopicPattern(v)  # raises ValueError with a clear message
         return v
 
     @field_validator("status_topic", "errors_topic")
@@ -109,17 +125,22 @@ class MqttSettings(_Section):
     def resolved_password(self) -> str | None:
         if self.password is not None:
             return self.password.get_secret_value()
-        path = self.password_file
+        path, where = self.password_file, "mqtt.password_file"
+        env = _env_name(("mqtt", "password_file"))
         if path is None:
             creds = os.environ.get("CREDENTIALS_DIRECTORY")
-            if creds and (Path(creds) / "mqtt_password").is_file():
-                path = Path(creds) / "mqtt_password"
+            if creds and (Path(creds) / "mqtt_password").exists():
+                path, where, env = Path(creds) / "mqtt_password", "credential mqtt_password", "CREDENTIALS_DIRECTORY"
         if path is None:
             return None
         try:
             return path.read_text().rstrip("\r\n")
+        except IsADirectoryError:
+            raise ConfigError(f"{where}: {path} is a directory, not a file [env {env}]") from None
         except OSError as e:
-            raise ConfigError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
+            raise ConfigError(f"{where}: cannot read {path}: {e.strerror or e} [env {env}]") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: {path} is not UTF-8 text [env {env}]") from None
 
 
 class EngineSettings(_Section):
@@ -137,6 +158,49 @@ class EngineSettings(_Section):
     max_spilled: int = Field(default=100_000, ge=1)  # versions kept in spill.db; oldest dropped beyond
     max_payload_bytes: int = Field(default=4096, ge=16)
     max_future_s: float = Field(default=300.0, ge=0)
+
+
+_SCORING, _ALARM = ScoringConfig(), AlarmPolicy()
+
+
+class ScoringSettings(_Section):
+    """Per-stream scoring (docs/scoring.md): the deviation channel's baseline period, smoothing and risk."""
+
+    # Defaults are ScoringConfig's (one source: replay and evaluate use them too).
+    baseline: int = Field(default=_SCORING.baseline, ge=3)  # readings a stream learns its normal operation from
+    span: int = Field(default=_SCORING.span, ge=1)  # EWMA span of the deviation, readings
+    risk: float = Field(default=_SCORING.risk, gt=0, lt=0.5)  # per-reading false-flag probability of the threshold
+    inflate: float = Field(default=_SCORING.inflate, ge=1)  # EWMA variance vs i.i.d. (autocorrelated sensors)
+    track: float = Field(default=_SCORING.track, ge=0)  # readings: how slowly the level follows the stream
+    max_gap_s: float = Field(default=_SCORING.max_gap_s, ge=0)  # a reading after a longer gap only re-anchors
+
+    def config(self) -> ScoringConfig:
+        return ScoringConfig(
+            baseline=self.baseline,
+            span=self.span,
+            risk=self.risk,
+            inflate=self.inflate,
+            track=self.track,
+            max_gap_s=self.max_gap_s,
+        )
+
+
+class AlarmSettings(_Section):
+    """Alarm hysteresis per stream (alarm.py): raise after `raise_n` of the last `raise_window` readings
+    are flagged, clear after `clear_after` consecutive unflagged readings."""
+
+    raise_n: int = Field(default=_ALARM.raise_n, ge=1)
+    raise_window: int = Field(default=_ALARM.raise_window, ge=1, le=62)
+    clear_after: int = Field(default=_ALARM.clear_after, ge=1)
+
+    @model_validator(mode="after")
+    def _n_in_window(self) -> AlarmSettings:
+        if self.raise_n > self.raise_window:
+            raise ValueError(f"raise_n ({self.raise_n}) must be <= raise_window ({self.raise_window})")
+        return self
+
+    def policy(self) -> AlarmPolicy:
+        return AlarmPolicy(self.raise_n, self.raise_window, self.clear_after)
 
 
 class LogSettings(_Section):
@@ -194,6 +258,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    alarm: AlarmSettings = Field(default_factory=AlarmSettings)
 
     @classmethod
     def settings_customise_sources(

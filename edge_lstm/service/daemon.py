@@ -17,7 +17,7 @@ In-process use (the demo runs it in a thread):
     d = Daemon(load_settings(), model=None)
     stop = threading.Event(); threading.Thread(target=d.run, args=(stop,)).start(); ...; stop.set()
 
-This module must never import torch (tests/test_daemon_notorch).
+This module must never import torch (tests/integration/test_daemon_inprocess.py).
 """
 
 from __future__ import annotations
@@ -80,7 +80,13 @@ class Daemon:
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
         # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
-        self.engine = Engine(self.model, max_streams=eng.max_streams, max_evicted=0)
+        self.engine = Engine(
+            self.model,
+            max_streams=eng.max_streams,
+            max_evicted=0,
+            scoring=settings.scoring.config(),
+            alarms=settings.alarm.policy(),
+        )
         self.input = TopicPattern(settings.mqtt.input_pattern)
         decoder = Decoder(
             self.model.meta.features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s
@@ -91,6 +97,7 @@ class Daemon:
             self.input,
             TopicPattern(settings.mqtt.output_pattern),
             errors_topic=settings.mqtt.errors_topic,
+            alarm_pattern=TopicPattern(settings.mqtt.alarm_pattern) if settings.mqtt.alarm_pattern else None,
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
@@ -176,11 +183,12 @@ class Daemon:
                 Path(s.state_dir) / "spill.db",
                 self.model.state_shapes,
                 len(self.model.meta.output.names),
+                columns=self.engine.table.column_specs,
                 max_rows=s.engine.max_spilled,
                 model_sha256=sha or "",
             )
             if spill.discarded:
-                self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model")
+                self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model or version")
             self.engine.spill = self.spill = spill
         if durable is None:
             self.log.warning(
@@ -255,7 +263,13 @@ class Daemon:
         now = self.clock.monotonic()
         for p in processed:
             m = p.message
-            entry = Pending(m.mid, m.qos, m.generation, now, [publish(t, payload, qos) for t, payload in p.publishes])
+            entry = Pending(
+                m.mid,
+                m.qos,
+                m.generation,
+                now,
+                [publish(t, payload, qos, retain) for t, payload, retain in p.publishes],
+            )
             if p.rejection is not None:
                 r = p.rejection
                 reject_log(r.reason, stream=r.stream[:200], topic=p.topic[:200], detail=r.detail[:200])

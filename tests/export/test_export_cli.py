@@ -247,3 +247,24 @@ def test_fit_too_short_csv(workdir: Path, capsys: pytest.CaptureFixture[str]) ->
     short = workdir / "short.csv"
     short.write_text("temperature,vibration,current\n" + "20,0.3,9\n" * 50)
     assert "fit needs at least" in _err(capsys, ["fit", str(short), "--out", str(workdir / "s.onnx")])
+
+
+def test_fit_fits_short_series(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """170 rows of normal data (a few minutes of one sensor series) fit, calibrate and export."""
+    rng = np.random.default_rng(0)
+    t = np.arange(170)
+    rows = [f"{20 + np.sin(i / 9) + rng.normal(0, 0.05):.4f},{0.3 + rng.normal(0, 0.01):.4f}" for i in t]
+    short = workdir / "short170.csv"
+    short.write_text("temperature,vibration\n" + "\n".join(rows) + "\n")
+    out = workdir / "s170.onnx"
+    assert main(["fit", str(short), "--out", str(out), "--epochs", "3", "--quiet"]) == 0
+    meta = load_model(out).meta
+    assert meta.calibration is not None and meta.calibration.samples is not None
+    assert meta.calibration.samples >= 30  # the held-out tail, all of it scored (the state is warm)
+    assert meta.provenance["fit"]["window"] < 64  # the window was fitted to the data
+
+
+def test_fit_help_lists_only_what_fit_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "--calibrate" not in capsys.readouterr().out

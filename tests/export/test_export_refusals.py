@@ -206,8 +206,9 @@ def test_csv_streams_are_split(tmp_path: Path) -> None:
 
 def test_calibration_needs_enough_data(tmp_path: Path) -> None:
     model = Holder(nn.LSTM(3, 8, batch_first=True), 8)
-    with pytest.raises(DataError, match="at least 100"):
-        export_torch(model, tmp_path / "m.onnx", features=FEATURES, calibrate=np.ones((50, 3)))
+    # 35 rows minus the 10-step warm-up leave 25 scored readings: fewer than the 30 calibration needs.
+    with pytest.raises(DataError, match="only 25 scored readings .* at least 30"):
+        export_torch(model, tmp_path / "m.onnx", features=FEATURES, calibrate=np.ones((35, 3)))
 
 
 def test_unused_recurrent_module_is_refused(tmp_path: Path) -> None:

@@ -85,11 +85,14 @@ def restored_engine(model: Any, state_dir: Path) -> tuple[Engine, checkpoint.Che
 
 
 def state_difference(a: Engine, b: Engine, stream: str) -> float:
+    """The largest difference between two engines' rows of a stream: recurrent state, pending prediction,
+    and every scoring and alarm column (per-stream statistics must be crash-exact too)."""
     ra, rb = a.table.row(stream), b.table.row(stream)
-    return max(
-        float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
-        for x, y in zip([*ra.states, ra.prediction], [*rb.states, rb.prediction])
-    )
+    assert ra.columns.keys() == rb.columns.keys()
+    xs = [*ra.states, ra.prediction, *(ra.columns[k] for k in sorted(ra.columns))]
+    ys = [*rb.states, rb.prediction, *(rb.columns[k] for k in sorted(rb.columns))]
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)), initial=0.0))
+               for x, y in zip(xs, ys))  # fmt: skip
 
 
 def results_by_key(payloads: list[bytes]) -> dict[tuple[str, float], list[dict[str, Any]]]:

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import structlog
 from support.fakes import FakeClock, FakeNotifier, LinkFactory
@@ -225,3 +226,29 @@ def test_run_returns_when_stopped(step_model_path: Path, tmp_path: Path) -> None
     stop.set()
     t.join(10)
     assert not t.is_alive() and factory.link is not None and factory.link.closed
+
+
+def test_alarm_changes_are_published_retained_once(step_model_path: Path, tmp_path: Path) -> None:
+    """A sustained fault after the stream's baseline: one retained `raised` on the alarm topic, the
+    results carry `alarm: true` meanwhile, and one retained `cleared` after the quiet period."""
+    d, link, _, _ = make_daemon(
+        step_model_path, tmp_path, scoring={"baseline": 40}, alarm={"raise_n": 3, "raise_window": 5, "clear_after": 10}
+    )
+    rng = np.random.default_rng(0)
+    t = 0
+    for phase, n in (("normal", 60), ("fault", 40), ("normal", 200)):
+        for _ in range(n):
+            a, b, c = rng.normal(0, 0.1, 3)
+            if phase == "fault":
+                b += 5.0  # 50 sd on one feature
+            link.deliver("sensors/pump", reading(T0 + t, 1 + a, 2 + b, 3 + c))
+            t += 1
+        d.iteration(0.01)
+    alarms = [s for s in link.sent if s.topic == "edge-lstm/alarms/pump"]
+    states = [json.loads(s.payload)["state"] for s in alarms]
+    assert states == ["raised", "cleared"] and all(s.retain for s in alarms)
+    raised = json.loads(alarms[0].payload)
+    assert raised["stream"] == "pump" and T0 + 60 <= raised["since"] < T0 + 70 and raised["readings"] == 1
+    results = [json.loads(s.payload) for s in link.results()]
+    assert any(r["alarm"] for r in results[60:100]) and not any(r["alarm"] for r in results[:60])
+    assert all(r["deviation"] is None for r in results[:39]) and results[45]["deviation"] is not None

@@ -25,9 +25,36 @@ def same_tables(a: Engine, b: Engine) -> float:
     for s in a.table.slots:
         ra, rb = a.table.row(s), b.table.row(s)
         assert (ra.last_ts, ra.steps, ra.anomalies) == (rb.last_ts, rb.steps, rb.anomalies)
-        for x, y in zip([*ra.states, ra.prediction], [*rb.states, rb.prediction]):
-            worst = max(worst, float(np.max(np.abs(x - y))))
+        assert ra.columns.keys() == rb.columns.keys()
+        cols = sorted(ra.columns)
+        xs = [*ra.states, ra.prediction, *(ra.columns[k] for k in cols)]
+        ys = [*rb.states, rb.prediction, *(rb.columns[k] for k in cols)]
+        for x, y in zip(xs, ys):
+            diff = np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))
+            worst = max(worst, float(np.max(diff, initial=0.0)))
     return worst
+
+
+def test_checkpoint_carries_the_scoring_statistics(model, tmp_path: Path) -> None:
+    from edge_lstm.score import ScoringConfig
+
+    scoring = ScoringConfig(baseline=5)
+    engine = Engine(model, scoring=scoring)
+    engine.process(traffic(5, 30))
+    row = engine.table.row("s0")
+    assert row.columns["dev.P"].shape == (3, 3) and not np.allclose(row.columns["dev.P"], np.eye(3))
+    path = tmp_path / "checkpoint"
+    checkpoint.save(path, engine.table, model_sha256=model.sha256, journal_segment=0)
+    ck = checkpoint.load(path, model_sha256=model.sha256, state_shapes=model.state_shapes)
+    assert ck is not None
+    restored = Engine(model, scoring=scoring)
+    for r in ck.rows:
+        restored.table.restore(r)
+    assert same_tables(engine, restored) == 0.0
+    more = traffic(5, 40)[150:]  # the next steps: both continue identically
+    a = [o.deviation for o in engine.process(more)]
+    b = [o.deviation for o in restored.process(more)]
+    assert a == b and all(d is not None for d in a)
 
 
 def test_checkpoint_round_trip(model, tmp_path: Path) -> None:

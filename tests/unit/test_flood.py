@@ -174,7 +174,10 @@ def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None
     from edge_lstm.durable.spill import SqliteSpill
 
     max_spilled = 10_000
-    store = SqliteSpill(tmp_path / "spill.db", model.state_shapes, len(model.meta.output.names), max_rows=max_spilled)
+    columns = Engine(model).table.column_specs
+    store = SqliteSpill(
+        tmp_path / "spill.db", model.state_shapes, len(model.meta.output.names), columns=columns, max_rows=max_spilled
+    )
     eng = Engine(model, max_streams=MAX_STREAMS, spill=store)
     fresh = BATCH - HOT
     n_batches = 80  # ~80,000 distinct ids: 8x past the spill bound

@@ -47,7 +47,7 @@ def test_results_equal_the_engine(model_path: Path, batch: int, iso: bool) -> No
     text, readings = fleet_csv(iso=iso)
     model = load_model(model_path)
     got: list[Result] = []
-    summary = replay(io.StringIO(text), model, got.append, batch=batch)
+    summary = replay(io.StringIO(text), model, lambda r, line: got.append(r), batch=batch)
     want = Engine(model).process(readings)  # the whole file in one call
     assert summary.readings == len(readings) == len(got) and summary.rows == len(readings)
     assert not summary.rejected and summary.ignored_columns == ["comment"]
@@ -62,7 +62,7 @@ def test_results_equal_the_engine(model_path: Path, batch: int, iso: bool) -> No
 def test_no_stream_column_means_one_stream(model_path: Path) -> None:
     rows = "ts,temperature,vibration,current\n" + "".join(f"{T0 + i},{40 + i * 0.1},0.5,10\n" for i in range(5))
     got: list[Result] = []
-    s = replay(io.StringIO(rows), load_model(model_path), got.append)
+    s = replay(io.StringIO(rows), load_model(model_path), lambda r, line: got.append(r))
     assert [r.stream for r in got] == ["replay"] * 5
     assert [r.warming_up for r in got] == [True, True, True, False, False]
     assert s.streams == {"replay"}
@@ -86,7 +86,7 @@ yesterday,a,40,0.5,10
 def test_bad_rows_are_rejected_by_reason_with_line_numbers(model_path: Path) -> None:
     model = load_model(model_path)
     got: list[Result] = []
-    s = replay(io.StringIO(BAD_ROWS), model, got.append)
+    s = replay(io.StringIO(BAD_ROWS), model, lambda r, line: got.append(r))
     assert [(r.stream, r.ts) for r in got] == [("a", T0), ("a", T0 + 4), ("b", T0 + 1)]
     assert dict(s.rejected) == {
         "not_number": 1,
@@ -112,7 +112,7 @@ def test_bad_rows_are_rejected_by_reason_with_line_numbers(model_path: Path) -> 
 
 def test_strict_stops_at_the_first_bad_row(model_path: Path) -> None:
     with pytest.raises(ReplayError, match=r"line 3: current: 'hot' is not a number"):
-        replay(io.StringIO(BAD_ROWS), load_model(model_path), lambda r: None, strict=True)
+        replay(io.StringIO(BAD_ROWS), load_model(model_path), lambda r, line: None, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -178,11 +178,16 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
     assert len(rows) == 20
     assert list(rows[0]) == [
         "stream",
+        "line",
         "ts",
         "score",
         "anomaly",
         "warming_up",
         "threshold",
+        "deviation",
+        "deviation_threshold",
+        "likelihood",
+        "alarm",
         "prediction_temperature",
         "prediction_vibration",
         "prediction_current",
@@ -190,6 +195,7 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
     want = Engine(load_model(model_path)).process(readings)
     for row, w in zip(rows, want):
         assert row["stream"] == w.stream and float(row["ts"]) == w.ts  # type: ignore[union-attr]
+        assert int(row["line"]) >= 2  # the input line the reading came from
         assert math.isclose(float(row["score"]), w.score, abs_tol=1e-5)  # type: ignore[union-attr]
         assert row["anomaly"] == str(int(w.anomaly))  # type: ignore[union-attr]
 
@@ -206,8 +212,17 @@ def test_score_model_columns_and_stdout(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.strip().splitlines()
-    assert header.endswith("threshold,output_score")
-    assert row.startswith("replay,1700000000.0,")
+    assert header.endswith("alarm,output_score")
+    assert row.startswith("replay,2,1700000000.0,")
+
+
+def test_excel_csv_with_bom_and_semicolons(model_path: Path) -> None:
+    """A CSV saved by Excel ("CSV UTF-8": a byte order mark) or with ; separators, as SKAB's, is read."""
+    text = "\ufeffdatetime;temperature;vibration;current\n2023-11-14 22:13:20;1;2;3\n2023-11-14 22:13:21;1.5;2;3\n"
+    got: list[Result] = []
+    s = replay(io.StringIO(text), load_model(model_path), lambda r, line: got.append(r))
+    assert s.readings == 2 and not s.rejected
+    assert [r.ts for r in got] == [1700000000.0, 1700000001.0]
 
 
 def test_decoder_is_the_validation(model_path: Path) -> None:

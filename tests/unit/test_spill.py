@@ -17,7 +17,8 @@ def model(tmp_path_factory: pytest.TempPathFactory):
 
 
 def spill_for(model, tmp_path, name="spill.db", **kw) -> SqliteSpill:
-    return SqliteSpill(tmp_path / name, model.state_shapes, len(model.meta.output.names), **kw)
+    columns = Engine(model, **({"scoring": kw.pop("scoring")} if "scoring" in kw else {})).table.column_specs
+    return SqliteSpill(tmp_path / name, model.state_shapes, len(model.meta.output.names), columns=columns, **kw)
 
 
 def by_key(outcomes) -> dict:
@@ -104,3 +105,39 @@ def test_idle_evicted_streams_are_spilled_too(model, tmp_path) -> None:
     (res,) = e.process([Reading("old", T0 + 600, (1, 2, 3))])
     assert res.score > 0  # compared with the prediction made before eviction: not a fresh start
     assert e.table.row("old").steps == 2 and e.stats.unspilled == 1
+
+
+def test_scoring_statistics_are_spilled_and_restored(model, tmp_path) -> None:
+    """Past the baseline period (5 readings here), a spilled stream's per-stream statistics and alarm
+    state come back with it: rows, results and deviations equal an engine that never evicted."""
+    from edge_lstm.score import ScoringConfig
+
+    scoring = ScoringConfig(baseline=5)
+    readings = traffic(12, 20)
+    roomy = Engine(model, scoring=scoring)
+    small = Engine(model, max_streams=4, scoring=scoring, spill=spill_for(model, tmp_path, scoring=scoring))
+    ref, got = {}, {}
+    for i in range(0, len(readings), 3):
+        ref.update(by_key(roomy.process(readings[i : i + 3])))
+        got.update(by_key(small.process(readings[i : i + 3])))
+    assert small.stats.unspilled > 50
+    assert sum(r.deviation is not None for r in ref.values()) > 100
+    for key, r in ref.items():
+        g = got[key]
+        assert (g.deviation is None) == (r.deviation is None)
+        if r.deviation is not None:
+            assert abs(g.deviation - r.deviation) <= 1e-9 * max(1.0, abs(r.deviation))
+            assert abs(g.likelihood - r.likelihood) <= 1e-9
+        assert g.anomaly == r.anomaly and g.alarm == r.alarm
+
+
+def test_rows_spilled_with_other_columns_are_discarded(model, tmp_path) -> None:
+    from edge_lstm.state import Column
+
+    old = SqliteSpill(tmp_path / "s.db", model.state_shapes, len(model.meta.output.names), columns={})
+    e = Engine(model, max_streams=2, spill=old)
+    e.process(traffic(6, 2))
+    old.close()
+    cols = {"x": Column((2,), np.float64)}
+    new = SqliteSpill(tmp_path / "s.db", model.state_shapes, len(model.meta.output.names), columns=cols)
+    assert new.discarded > 0 and new.get("s0", T0 + 100) is None

@@ -1,0 +1,75 @@
+"""Alarm events per stream: the per-reading `anomaly` flag turned into a state people can wire to a
+notification, with hysteresis so that it never flaps on noise (docs/scoring.md, "Alarms").
+
+    raised   when at least `raise_n` of the stream's last `raise_window` readings are flagged
+    cleared  after `clear_after` consecutive unflagged readings while raised
+
+Vectorised over a round of streams; the state is five per-stream columns of the state table, so it is
+checkpointed, journal-replayed and spilled with the rest of the stream's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .state import Column
+
+COLUMNS = {
+    "alarm.history": Column((), np.int64, 0),  # bit i: the reading i steps ago was flagged
+    "alarm.raised": Column((), np.bool_, False),
+    "alarm.since": Column((), np.float64, 0.0),  # event time of the last change
+    "alarm.peak": Column((), np.float64, 0.0),  # highest score while raised
+    "alarm.readings": Column((), np.int64, 0),  # readings since raised (including the one that raised it)
+    "alarm.quiet": Column((), np.int64, 0),  # consecutive unflagged readings while raised
+}
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    # Measured on SKAB (docs/quality.md): 5 of 10 never raises on isolated flags; a minute of quiet at 1 Hz.
+    raise_n: int = 5
+    raise_window: int = 10
+    clear_after: int = 60
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.raise_window <= 62:
+            raise ValueError(f"alarm raise_window must be in 1..62, got {self.raise_window}")
+        if not 1 <= self.raise_n <= self.raise_window:
+            raise ValueError(f"alarm raise_n must be in 1..raise_window ({self.raise_window}), got {self.raise_n}")
+        if self.clear_after < 1:
+            raise ValueError(f"alarm clear_after must be >= 1, got {self.clear_after}")
+
+    def update(
+        self, cols: dict[str, np.ndarray], flags: np.ndarray, scores: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
+        per stream. Returns the boolean masks of streams whose alarm was raised and cleared now."""
+        mask = np.int64((1 << self.raise_window) - 1)
+        history = ((cols["alarm.history"] << 1) | flags.astype(np.int64)) & mask
+        was = cols["alarm.raised"]
+        quiet = np.where(flags, 0, cols["alarm.quiet"] + 1)
+        cleared_now = was & (quiet >= self.clear_after)
+        raised_now = ~was & (_popcount(history) >= self.raise_n)
+        still = (was & ~cleared_now) | raised_now
+        # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
+        cols["alarm.history"] = np.where(cleared_now, 0, history)
+        cols["alarm.quiet"] = np.where(still, quiet, 0)
+        # While raised: readings and peak of the episode; a cleared event reports the episode's totals.
+        cols["alarm.readings"] = np.where(
+            raised_now, 1, np.where(was, cols["alarm.readings"] + 1, cols["alarm.readings"])
+        )
+        cols["alarm.peak"] = np.where(
+            raised_now, scores, np.where(was, np.maximum(cols["alarm.peak"], scores), cols["alarm.peak"])
+        )
+        cols["alarm.since"] = np.where(raised_now | cleared_now, ts, cols["alarm.since"])
+        cols["alarm.raised"] = still
+        return raised_now, cleared_now
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per int64 (numpy < 2 has no bitwise_count)."""
+    bits = np.unpackbits(np.ascontiguousarray(x, dtype="<i8").view(np.uint8).reshape(-1, 8), axis=1)
+    out: np.ndarray = bits.sum(axis=1)
+    return out

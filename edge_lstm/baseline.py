@@ -1,0 +1,194 @@
+"""Per-stream deviation from the stream's own normal operation (docs/scoring.md, "Deviation").
+
+A next-step forecaster follows a sustained fault within a few steps, so its residual falls back to
+normal while the machine is still faulty (measured on SKAB: docs/quality.md). This channel does not:
+each stream learns, during its first `baseline` readings, its own level μ, a per-feature AR(1)
+coefficient φ and the covariance Σ of the AR(1) innovation; afterwards every reading is scored by
+
+    a  = (u_t − μ) − φ ⊙ (u_{t−1} − μ)        u: the reading, scaled by the model's scaling
+    s  = aᵀ P a / F                           P = (shrunk, floored Σ)⁻¹: ~ χ²(F)/F on normal data
+    e  = (1 − α) e + α s                      EWMA, α = 2 / (span + 1)
+    flag when e > h,   P(e > h) = risk        e modelled as χ²(k)/k, k = F (2 − α) / α / inflate
+    μ += w (u_t − μ) / track,  w = min(1, clip / √s)     bounded-influence level tracking
+
+A noisy feature (φ ≈ 0) is predicted by its level, so a shift stays in the score for as long as it lasts;
+a smooth, drifting one (φ ≈ 1, a temperature) by its last value, so slow drift does not pile up but a
+jump shows. Everything is a fixed set of per-stream columns of the state table (O(F²) each), updated
+for a whole round of streams at once; the warm-up sums are folded into μ, φ and P once, at the end of
+the baseline period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from .state import Column
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    baseline: int = 300  # readings a stream learns its normal operation from (no deviation flags before)
+    span: int = 30  # EWMA span of the deviation, readings
+    risk: float = 1e-4  # per-reading probability that normal operation exceeds the threshold
+    inflate: float = 8.0  # variance of the EWMA relative to an i.i.d. χ² (autocorrelation, heavy tails)
+    shrink: float = 0.1  # covariance shrinkage towards its diagonal (few readings, correlated sensors)
+    var_floor: float = 1e-4  # variance floor, scaled units: a constant feature neither divides by 0 nor alarms
+    # Level μ follows the stream after the baseline with this time constant, readings (0: fixed level),
+    # and a reading with s > clip² moves it with weight clip / √s only (bounded influence): slow drift is
+    # followed, a fault barely; a lasting change becomes the new normal over a few `track` readings.
+    track: float = 3000.0
+    clip: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.baseline < 3:
+            raise ValueError(f"scoring.baseline must be >= 3 readings, got {self.baseline}")
+        if self.span < 1:
+            raise ValueError(f"scoring.span must be >= 1, got {self.span}")
+        if not 0 < self.risk < 0.5:
+            raise ValueError(f"scoring.risk must be in (0, 0.5), got {self.risk}")
+        if not self.inflate >= 1:
+            raise ValueError(f"scoring.inflate must be >= 1, got {self.inflate}")
+        if not 0 <= self.shrink <= 1:
+            raise ValueError(f"scoring.shrink must be in [0, 1], got {self.shrink}")
+        if not self.var_floor > 0:
+            raise ValueError(f"scoring.var_floor must be > 0, got {self.var_floor}")
+        if not (self.track == 0 or self.track >= 1):
+            raise ValueError(f"scoring.track must be 0 (fixed level) or >= 1 readings, got {self.track}")
+        if not self.clip > 0:
+            raise ValueError(f"scoring.clip must be > 0, got {self.clip}")
+
+    @property
+    def alpha(self) -> float:
+        return 2.0 / (self.span + 1.0)
+
+    def dof(self, features: int) -> float:
+        """k of the χ²(k)/k law the EWMA is modelled by."""
+        return features * (2.0 - self.alpha) / self.alpha / self.inflate
+
+    def threshold(self, features: int) -> float:
+        """h with P(e > h) = risk (Wilson–Hilferty: (χ²(k)/k)^(1/3) is nearly normal)."""
+        k = self.dof(features)
+        z = _ndtri(1.0 - self.risk)
+        return (1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k))) ** 3
+
+
+def columns(features: int) -> dict[str, Column]:
+    f = (features,)
+    ff = (features, features)
+    return {
+        "dev.e": Column((), np.float64, 1.0),  # EWMA of s; starts at its normal mean
+        "dev.ref": Column(f, np.float64),  # the stream's first reading: sums are shifted by it (precision)
+        "dev.prev": Column(f, np.float64),  # previous reading (scaled)
+        "dev.pairs": Column((), np.int64, 0),  # warm-up: consecutive pairs (x_{t-1}, x_t) summed
+        "dev.sum0": Column(f, np.float64),  # warm-up: Σ x_{t-1}
+        "dev.sum1": Column(f, np.float64),  # warm-up: Σ x_t
+        "dev.s00": Column(ff, np.float64),  # warm-up: Σ x_{t-1} x_{t-1}ᵀ
+        "dev.s11": Column(ff, np.float64),  # warm-up: Σ x_t x_tᵀ
+        "dev.s10": Column(ff, np.float64),  # warm-up: Σ x_t x_{t-1}ᵀ
+        "dev.mu": Column(f, np.float64),  # level, relative to ref
+        "dev.phi": Column(f, np.float64),  # per-feature AR(1) coefficient in [0, 1]
+        "dev.P": Column(ff, np.float64, np.eye(features)),  # precision of the AR(1) innovation
+    }
+
+
+class Baseline:
+    """The deviation channel for one model (F features); stateless apart from the columns it is given."""
+
+    def __init__(self, features: int, config: BaselineConfig) -> None:
+        self.F = features
+        self.config = config
+        self.columns = columns(features)
+        self.h = config.threshold(features)
+        self._k = config.dof(features)
+
+    def update(
+        self, cols: dict[str, np.ndarray], u: np.ndarray, steps: np.ndarray, restart: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One reading per stream: `u` [B, F] scaled readings of streams that have seen `steps` readings
+        before this one; `restart`: streams whose previous reading is too old to predict this one (a gap),
+        which only re-anchor. Updates `cols` in place. Returns (e, ready, likelihood): the smoothed
+        deviation, whether the stream's baseline is learned, and the likelihood (0 while not ready)."""
+        c = self.config
+        first = steps == 0
+        if first.any():
+            cols["dev.ref"][first] = u[first]
+            cols["dev.prev"][first] = u[first]
+        x1 = u - cols["dev.ref"]
+        x0 = cols["dev.prev"] - cols["dev.ref"]
+        learning = steps < c.baseline
+        acc = learning & ~first & ~restart
+        if acc.any():
+            a0, a1 = x0[acc], x1[acc]
+            cols["dev.pairs"][acc] += 1
+            cols["dev.sum0"][acc] += a0
+            cols["dev.sum1"][acc] += a1
+            cols["dev.s00"][acc] += a0[:, :, None] * a0[:, None, :]
+            cols["dev.s11"][acc] += a1[:, :, None] * a1[:, None, :]
+            cols["dev.s10"][acc] += a1[:, :, None] * a0[:, None, :]
+        done = steps == c.baseline - 1
+        if done.any():
+            self._learn(cols, done)
+        ready = ~learning
+        d = (x1 - cols["dev.mu"]) - cols["dev.phi"] * (x0 - cols["dev.mu"])
+        s = np.einsum("bi,bij,bj->b", d, cols["dev.P"], d) / self.F
+        live = ready & ~restart
+        e = np.where(live, (1.0 - c.alpha) * cols["dev.e"] + c.alpha * s, cols["dev.e"])
+        cols["dev.e"] = e
+        if c.track > 0 and live.any():
+            # Bounded-influence level tracking: normal slow drift is followed, a fault (large s) barely is.
+            w = c.clip / np.sqrt(np.maximum(s[live], c.clip * c.clip))
+            mu = cols["dev.mu"][live]
+            cols["dev.mu"][live] = mu + (w / c.track)[:, None] * (x1[live] - mu)
+        cols["dev.prev"] = u
+        likelihood = np.where(ready, self.likelihood(e), 0.0)
+        return e, ready, likelihood
+
+    def likelihood(self, e: np.ndarray) -> np.ndarray:
+        """P(e' <= e) under the χ²(k)/k law of normal operation: near 1 means rarely this far out."""
+        k = self._k
+        z = (np.cbrt(np.maximum(e, 0.0)) - (1.0 - 2.0 / (9.0 * k))) / math.sqrt(2.0 / (9.0 * k))
+        return _ndtr(z)
+
+    def _learn(self, cols: dict[str, np.ndarray], m: np.ndarray) -> None:
+        """End of the baseline period: moments of the pairs (x_{t−1}, x_t) → μ, φ, P (once per stream)."""
+        c = self.config
+        n = np.maximum(cols["dev.pairs"][m].astype(np.float64), 1.0)[:, None]
+        m0, m1 = cols["dev.sum0"][m] / n, cols["dev.sum1"][m] / n
+        n3 = n[:, :, None]
+        c00 = cols["dev.s00"][m] / n3 - m0[:, :, None] * m0[:, None, :]
+        c11 = cols["dev.s11"][m] / n3 - m1[:, :, None] * m1[:, None, :]
+        c10 = cols["dev.s10"][m] / n3 - m1[:, :, None] * m0[:, None, :]
+        v0 = np.einsum("bii->bi", c00)
+        cov = np.einsum("bii->bi", c10)
+        phi = np.clip(np.divide(cov, v0, out=np.zeros_like(cov), where=v0 > 0), 0.0, 1.0)
+        # Covariance of a = (x_t − m1) − φ (x_{t−1} − m0): C11 − C10 Φ − Φ C01 + Φ C00 Φ.
+        sigma = (
+            c11
+            - c10 * phi[:, None, :]
+            - phi[:, :, None] * np.swapaxes(c10, 1, 2)
+            + phi[:, :, None] * c00 * phi[:, None, :]
+        )
+        sigma = 0.5 * (sigma + np.swapaxes(sigma, 1, 2))
+        eye = np.eye(self.F)
+        sigma = (1.0 - c.shrink) * sigma + c.shrink * sigma * eye + c.var_floor * eye
+        cols["dev.phi"][m] = phi
+        cols["dev.mu"][m] = m1
+        cols["dev.P"][m] = np.linalg.inv(sigma)
+
+
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): no scipy on the daemon."""
+    x = np.abs(z) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t
+    out: np.ndarray = 0.5 * (1.0 + np.sign(z) * (1.0 - poly * np.exp(-x * x)))
+    return out
+
+
+def _ndtri(p: float) -> float:
+    """Inverse standard normal CDF (the standard library's, Wichura's AS 241)."""
+    return NormalDist().inv_cdf(p)
