@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -48,15 +49,26 @@ def test_unit_key_settings():
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
-def test_unit_verifies(tmp_path):
+@pytest.mark.parametrize(
+    "source,name", [("edge-lstm.service", "edge-lstm.service"), ("edge-lstm@.service", "edge-lstm@line1.service")]
+)
+def test_units_verify_and_are_hardened(tmp_path, source, name):
+    """`systemd-analyze verify` on a copy whose ExecStart is the test venv's entry point; and the
+    shipped hardening keeps `systemd-analyze security` exposure at or under 2.0."""
     exe = ROOT / ".venv" / "bin" / "edge-lstm"
     if not exe.exists():
         pytest.skip("no venv entry point to stand in for /opt/edge-lstm/venv/bin/edge-lstm")
-    unit = tmp_path / "edge-lstm.service"
-    unit.write_text(UNIT.read_text().replace("/opt/edge-lstm/venv/bin/edge-lstm", str(exe)))
+    unit = tmp_path / name
+    unit.write_text((UNIT.parent / source).read_text().replace("/opt/edge-lstm/venv/bin/edge-lstm", str(exe)))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "edge-lstm.service" not in r.stderr, r.stderr  # no warnings about our unit
+    assert name not in r.stderr, r.stderr  # no warnings about our unit
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert exposure is not None, r.stdout[-2000:] + r.stderr
+    assert float(exposure.group(1)) <= 2.0, r.stdout[-3000:]
 
 
 def test_notifier_abstract_namespace_and_noop():
