@@ -14,6 +14,11 @@ from typing import Any
 
 # Readings stamped before this are certainly a sensor with an unset clock (2000-01-01T00:00:00Z).
 MIN_TS = 946_684_800.0
+# Units of a numeric `ts` (parse_ts): above MS_ABOVE it is epoch milliseconds, above US_ABOVE epoch
+# microseconds. Epoch seconds reach 1e11 only in the year 5138; epoch ms passed 1e11 in 1973, epoch µs
+# passed 1e14 in 1973: the ranges of dates after 2000 in the three units never overlap.
+MS_ABOVE = 1e11
+US_ABOVE = 1e14
 _INF = math.inf
 F32_MAX = 3.0e38  # beyond this (float32's range) the model would see inf
 
@@ -41,7 +46,7 @@ REASONS = {
     "wrong_length": "'values' does not have one number per feature",
     "not_number": "a value is not a number",
     "not_finite": "a value is NaN or infinite",
-    "bad_ts": "'ts' is not epoch seconds or ISO-8601, or is before 2000",
+    "bad_ts": "'ts' is not epoch seconds (or ms, µs) or ISO-8601, or is before 2000",
     "ts_in_future": "'ts' is further in the future than the allowed clock skew",
     "duplicate": "'ts' equals the stream's last processed ts (a redelivery)",
     "out_of_order": "'ts' is older than the stream's last processed ts",
@@ -52,6 +57,65 @@ REASONS = {
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         self.reason, self.detail = reason, detail
+
+
+class TimestampError(_Reject, ValueError):
+    """A `ts` parse_ts refuses: `reason` is `bad_ts` or `ts_in_future`, `detail` says why."""
+
+
+_UNIT_HINT = "a numeric ts above 1e11 is epoch ms, above 1e14 µs"
+
+
+def parse_ts(raw: Any, arrival_ts: float, max_future_s: float = _INF) -> float:
+    """A reading's `ts` → epoch seconds. The one timestamp rule of the daemon and of `replay`:
+
+    - absent (None): the arrival time `arrival_ts`;
+    - a number: epoch seconds, except that values above 1e11 (`MS_ABOVE`) are epoch milliseconds and
+      values above 1e14 (`US_ABOVE`) epoch microseconds (ESP32 and JavaScript clocks count in ms);
+      for dates after 2000 the three ranges never overlap;
+    - a string: ISO-8601 (`datetime.fromisoformat`), UTC when it has no zone.
+
+    Raises `TimestampError` (reason `bad_ts`) for anything else, for non-finite numbers and for times
+    before 2000-01-01, and (reason `ts_in_future`) for a time more than `max_future_s` after
+    `arrival_ts`; that detail says which unit the number was read in.
+    """
+    unit = ""
+    if raw is None:
+        return arrival_ts
+    if _is_number(raw):
+        try:
+            ts = float(raw)
+        except OverflowError:
+            raise TimestampError("bad_ts", "'ts' is an integer too large for a timestamp") from None
+        if not math.isfinite(ts):
+            raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
+        if ts > US_ABOVE:
+            ts, unit = ts / 1e6, "microseconds"
+        elif ts > MS_ABOVE:
+            ts, unit = ts / 1e3, "milliseconds"
+        else:
+            unit = "seconds"
+    elif isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise TimestampError("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ts = dt.timestamp()
+    else:
+        raise TimestampError(
+            "bad_ts", f"'ts' must be epoch seconds (ms, µs) or an ISO-8601 string, got {type(raw).__name__}"
+        )
+    if ts < MIN_TS:
+        read_as = f" (read as epoch {unit})" if unit else ""
+        raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r}{read_as} is before 2000-01-01")
+    if ts > arrival_ts + max_future_s:
+        ahead = f"'ts' {str(raw)[:40]!r} is {ts - arrival_ts:.6g} s ahead of the clock"
+        if unit:
+            raise TimestampError("ts_in_future", f"{ahead}: read as epoch {unit} ({_UNIT_HINT})")
+        raise TimestampError("ts_in_future", f"{ahead} (an ISO-8601 time without a zone is UTC)")
+    return ts
 
 
 def _reject_constant(name: str) -> Any:
@@ -143,31 +207,12 @@ class Decoder:
         return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
 
     def _ts(self, raw: Any, arrival_ts: float) -> float:
-        # The common case first. NaN fails every comparison and inf fails `< _INF` (needed: with
-        # max_future_s = inf, or an infinite arrival time, the last bound would let inf through).
-        if type(raw) is float and MIN_TS <= raw < _INF and raw <= arrival_ts + self.max_future_s:
+        # The common case first: a float in epoch seconds. NaN fails every comparison; `< MS_ABOVE`
+        # also keeps inf out (needed: with max_future_s = inf, or an infinite arrival time, the last
+        # bound would let it through) and sends milliseconds and microseconds to parse_ts.
+        if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
             return raw
-        if raw is None:
-            return arrival_ts
-        if _is_number(raw):
-            ts = float(raw)
-        elif isinstance(raw, str):
-            try:
-                dt = datetime.fromisoformat(raw)
-            except ValueError:
-                raise _Reject("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            ts = dt.timestamp()
-        else:
-            raise _Reject("bad_ts", f"'ts' must be epoch seconds or an ISO-8601 string, got {type(raw).__name__}")
-        if not math.isfinite(ts):
-            raise _Reject("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
-        if ts < MIN_TS:
-            raise _Reject("bad_ts", f"'ts' {raw!r} is before 2000-01-01 (epoch seconds expected)")
-        if ts > arrival_ts + self.max_future_s:
-            raise _Reject("ts_in_future", f"'ts' {ts:.16g} is {ts - arrival_ts:.6g} s ahead of the clock")
-        return ts
+        return parse_ts(raw, arrival_ts, self.max_future_s)
 
 
 def _is_number(v: Any) -> bool:

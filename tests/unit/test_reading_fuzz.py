@@ -389,6 +389,11 @@ def test_ts_before_2000(ts: float) -> None:
     assert reason(with_ts(ts)) == "bad_ts"
 
 
+def documented_seconds(ts: float) -> float:
+    """README's rule for a numeric ts: above 1e11 epoch ms, above 1e14 epoch µs, else seconds."""
+    return ts / 1e6 if ts > 1e14 else ts / 1e3 if ts > 1e11 else ts
+
+
 @given(
     st.one_of(
         st.floats(min_value=NOW + MAX_FUTURE, exclude_min=True, allow_nan=False, allow_infinity=False),
@@ -397,10 +402,18 @@ def test_ts_before_2000(ts: float) -> None:
 )
 @example(1e30)
 @example(NOW + MAX_FUTURE + 0.001)
-@example(253402300799)  # 9999-12-31
-@example(NOW * 1000)  # milliseconds instead of seconds
+@example(253402300799)  # 9999-12-31 in seconds, but above 1e11: read as ms (1978), bad_ts
+@example(NOW * 1000)  # milliseconds: accepted (tests/unit/test_timestamps.py)
+@example((NOW + 2 * MAX_FUTURE) * 1000)  # milliseconds, still ahead
 def test_ts_in_future(ts: float) -> None:
-    assert reason(with_ts(ts)) == "ts_in_future"
+    seconds = documented_seconds(float(ts))
+    if seconds > NOW + MAX_FUTURE:
+        assert reason(with_ts(ts)) == "ts_in_future"
+    elif seconds < MIN_TS:  # e.g. 9999-12-31 in seconds: 1978 in milliseconds
+        assert reason(with_ts(ts)) == "bad_ts"
+    else:
+        out = DEC.decode("s", with_ts(ts), NOW)
+        assert isinstance(out, Reading) and out.ts == seconds
 
 
 def not_iso(s: str) -> bool:
