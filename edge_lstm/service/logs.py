@@ -1,5 +1,9 @@
 """Logging: structlog, JSON lines off a terminal (journald), a readable console renderer on one.
 
+When stderr is the journal (systemd sets `JOURNAL_STREAM` to its `device:inode`), each line starts with
+its sd-daemon priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug): journald strips the prefix
+and files the line at that priority (SyslogLevelPrefix=, on by default), so `journalctl -p warning` works.
+
 `RateLimitedLog` keeps hostile input from flooding the log: per reason, the first `burst` events of
 each interval are logged in full, the rest only counted and reported in one summary line per interval.
 """
@@ -7,10 +11,11 @@ each interval are logged in full, the rest only counted and reported in one summ
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -18,23 +23,59 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog for the process. `fmt`: auto (json unless stderr is a tty) | json | console."""
+# sd-daemon(3) priorities of structlog's level names (add_log_level: "exception" is "error").
+PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def is_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when `stream` is connected to the journal: `JOURNAL_STREAM` ("device:inode", set by systemd
+    for a service's stdout/stderr) names the stream's file. Inherited by a child whose stderr goes
+    elsewhere, it does not match, so the check is on the file itself, as systemd.exec(5) advises."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (ValueError, OSError, AttributeError):  # unset/garbled, or a stream without a file (tests)
+        return False
+
+
+class PriorityPrefix:
+    """Wraps a renderer: `<N>` + the rendered line, N the sd-daemon priority of the event's level."""
+
+    def __init__(self, renderer: Callable[..., str | bytes]) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
+        level = event_dict.get("level", method_name)
+        line = self.renderer(logger, method_name, event_dict)
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", "replace")
+        return f"<{PRIORITIES.get(level, 6)}>{line}"
+
+
+def configure(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, journal: bool | None = None
+) -> None:
+    """Configure structlog for the process. `fmt`: auto (json unless stderr is a tty) | json | console.
+    `journal`: prefix lines with their priority (default: when `stream` is the journal, `is_journal`)."""
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
+    if journal is None:
+        journal = is_journal(out)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    renderer: Callable[..., str | bytes]
     if fmt == "json":
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False),
-        ]
+        processors.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
-        processors += [structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    processors.append(PriorityPrefix(renderer) if journal else renderer)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
