@@ -1,7 +1,8 @@
 """`edge-lstm run`: start the daemon in the foreground, as the systemd unit does.
 
-A bad start (config, model, state directory) is one line on stderr and exit code 2: the unit's
-`RestartPreventExitStatus=2` then stops systemd from restarting into the same error forever.
+A bad start (config, model, state directory, TLS or password files) is a `StartupError`
+(service/startup.py): one line on stderr naming the key and its environment variable, and exit code 2.
+The unit's `RestartPreventExitStatus=2` then stops systemd from restarting into the same error forever.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import sys
 import threading
 from types import FrameType
 
-from ..contract import ModelFormatError
-from ..service.config import ConfigError, load_settings
-from ..service.logs import configure, get_logger
+# Signals that stop the daemon cleanly.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,26 +29,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..durable.store import StateDirBusy
-    from ..onnx_model import load_model
-    from ..service.daemon import Daemon
+    from ..service.startup import StartupError
 
     try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
+        return _run(args)
+    except StartupError as e:
         print(f"edge-lstm: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..contract import ModelFormatError
+    from ..onnx_model import load_model
+    from ..service.config import load_settings
+    from ..service.daemon import Daemon
+    from ..service.logs import configure
+    from ..service.startup import preflight, setting_error
+
+    settings = load_settings(args.config)
     configure(settings.log.level, settings.log.format)
-    log = get_logger("edge_lstm.daemon")
+    preflight(settings)
     try:
         model = load_model(settings.model, threads=settings.engine.threads)
     except ModelFormatError as e:
-        print(f"edge-lstm: model: {e}", file=sys.stderr)
-        log.error("model_refused", error=str(e))
-        return 2
-    except ConfigError as e:  # e.g. an unreadable password file
-        print(f"edge-lstm: {e}", file=sys.stderr)
-        return 2
+        raise setting_error("model", str(e)) from None
     stop = threading.Event()
     daemon: Daemon | None = None
 
@@ -60,20 +64,10 @@ def main(args: argparse.Namespace) -> int:
             daemon.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    try:
-        daemon = Daemon(settings, model)
-        return daemon.run(stop)
-    except ConfigError as e:
-        print(f"edge-lstm: {e}", file=sys.stderr)
-        return 2
-    except StateDirBusy as e:
-        print(f"edge-lstm: {e}", file=sys.stderr)
-        return 2
-    except PermissionError as e:
-        print(f"edge-lstm: state_dir: {e}", file=sys.stderr)
-        return 2
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+    daemon = Daemon(settings, model)
+    return daemon.run(stop)
 
 
 if __name__ == "__main__":  # `python -m edge_lstm.cli.run --config FILE` (same as `edge-lstm run`)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..reading import Reading
+from ..service.startup import StartupError
 from . import checkpoint
 from .journal import Journal, replay_batches
 
@@ -28,8 +29,8 @@ CHECKPOINT = "checkpoint"
 LOCK = "lock"
 
 
-class StateDirBusy(RuntimeError):
-    pass
+class StateDirBusy(StartupError, RuntimeError):
+    """Another process holds the state directory's lock (exit 2: restarting would not help)."""
 
 
 class DurableState:
@@ -143,5 +144,7 @@ def _lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StateDirBusy(f"state directory {path.parent} is in use by another edge-lstm process") from None
+        raise StateDirBusy(
+            f"state_dir: state directory {path.parent} is in use by another edge-lstm process [env EDGE_LSTM_STATE_DIR]"
+        ) from None
     return fd
