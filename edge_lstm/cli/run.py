@@ -3,6 +3,9 @@
 A bad start (config, model, state directory, TLS or password files) is a `StartupError`
 (service/startup.py): one line on stderr naming the key and its environment variable, and exit code 2.
 The unit's `RestartPreventExitStatus=2` then stops systemd from restarting into the same error forever.
+
+SIGTERM, SIGINT and SIGHUP stop the daemon cleanly (drain, checkpoint, `offline`); SIGHUP does not
+reload anything yet.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import sys
 import threading
 from types import FrameType
 
-# Signals that stop the daemon cleanly.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Signals that stop the daemon cleanly. SIGHUP's default action would kill it silently (no `stopping`
+# line, no checkpoint, `offline` only through the will): until hot reload exists it stops like SIGTERM.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
