@@ -5,7 +5,8 @@ scores equal what `edge-lstm run` would publish for the same readings in the sam
 
 Input CSV (header row required; `,`, `;` or tab separated; a UTF-8 byte order mark, as Excel writes, is
 skipped):
-  - a timestamp column, `ts`, `timestamp` or `datetime`: epoch seconds or ISO-8601 (no zone = UTC);
+  - a timestamp column, `ts`, `timestamp` or `datetime`: epoch seconds, ms or µs, or ISO-8601 (no zone = UTC),
+    read by the daemon's own `reading.parse_ts` (above 1e11 milliseconds, above 1e14 microseconds);
   - one column per model feature, named as in the model (`edge-lstm inspect` lists them);
   - optionally a `stream` column (many streams in one file); without it every row is stream `replay`.
   Other columns are ignored (and listed in the summary).
