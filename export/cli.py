@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import pickle
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from .errors import ExportError, FactoryError, WeightsError
 
 EXIT_ERROR = 2
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The export extra's modules (pyproject.toml, [project.optional-dependencies] export).
 EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript"})
 NEEDS_EXTRA = "edge-lstm-export: needs the export extra: pip install 'edge-lstm[export]'"
@@ -172,8 +174,13 @@ def build_model(factory: str, weights: Path) -> Any:
     except FileNotFoundError:
         raise WeightsError(f"weights file not found: {weights}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{weights} is not a plain state_dict readable with weights_only=True: {first}") from None
+        # torch's message is several paragraphs with terminal escapes: keep its first sentence, plainly.
+        text = _ANSI.sub("", str(e)).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
+        raise WeightsError(
+            f"{weights} is not a plain state_dict readable with weights_only=True ({first}); "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a common checkpoint layout
     if not isinstance(state, dict):

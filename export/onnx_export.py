@@ -7,9 +7,14 @@ quantization needs), and honours `dynamic_axes` for every input and output.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +45,43 @@ def export_step(wrapper: StepWrapper, n_features: int) -> onnx.ModelProto:
         # not apply: h0/c0 are explicit inputs, which is exactly the fix that warning recommends.
         warnings.simplefilter("ignore")
         try:
-            _export(wrapper, (x, *states), buf, in_names, out_names)
+            with _captured_output() as printed:
+                _export(wrapper, (x, *states), buf, in_names, out_names)
         except Exception as e:  # noqa: BLE001 - the exporter raises many types; the first line says which op failed
+            # The exporter has also printed its whole TorchScript IR (tens of lines) to stderr: dropped,
+            # the error is one line.
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UnsupportedModelError(f"torch.onnx cannot export the step model: {first}") from None
+    if printed.text.strip():
+        sys.stderr.write(printed.text)  # a successful export's own notes are passed on
     return onnx.load_from_string(buf.getvalue())
+
+
+class _Printed:
+    text = ""
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[_Printed]:
+    """Capture what is written to file descriptors 1 and 2 (the exporter's C++ side prints there too)."""
+    out = _Printed()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield out
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            tmp.seek(0)
+            out.text = tmp.read().decode("utf-8", "replace")
 
 
 def _export(

@@ -166,6 +166,10 @@ def test_mismatched_state_dict(workdir: Path, capsys: pytest.CaptureFixture[str]
 def test_weights_that_are_not_a_state_dict(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "junk.pt").write_bytes(b"not a torch file")
     assert "weights_only=True" in _err(capsys, _torch_args(workdir, **{"--weights": str(workdir / "junk.pt")}))
+    # A whole pickled module: torch's refusal is paragraphs with terminal escapes; ours is one plain line.
+    torch.save(torch.nn.LSTM(3, 4), workdir / "module.pt")
+    err = _err(capsys, _torch_args(workdir, **{"--weights": str(workdir / "module.pt")}))
+    assert "\x1b" not in err and "torch.save(model.state_dict(), path)" in err
     assert "not found" in _err(capsys, _torch_args(workdir, **{"--weights": str(workdir / "nope.pt")}))
 
 

@@ -140,9 +140,11 @@ def test_time_mixing_forward_fails_parity(model_cls: type[nn.Module], tmp_path: 
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_unexportable_op_is_a_clear_error(tmp_path: Path) -> None:
+def test_unexportable_op_is_a_clear_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UnsupportedModelError, match="torch.onnx cannot export the step model: .*attention"):
         export_torch(TorchAttention(), tmp_path / "m.onnx", features=FEATURES)
+    printed = capfd.readouterr()
+    assert "Torch IR graph" not in printed.err + printed.out  # the exporter's IR dump is not shown
 
 
 def test_cell_loop_is_refused(tmp_path: Path) -> None:
