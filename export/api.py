@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,10 +24,10 @@ from . import __version__
 from .calibrate import DEFAULT_QUANTILE, CalibrationReport
 from .calibrate import calibrate as run_calibration  # the name `calibrate` is export_torch's argument
 from .csvdata import read_csv
-from .errors import DataError, ExportError
+from .errors import DataError, ExportError, QuantizationError
 from .onnx_export import export_step, io_section, save, set_metadata
 from .parity import DEFAULT_TOLERANCE, ParityReport, check_parity, generate_sequences, merge
-from .quantize import DEFAULT_QUANT_TOLERANCE, QuantReport, quantize_int8
+from .quantize import DEFAULT_QUANT_TOLERANCE, MIN_FLAG_AGREEMENT, QuantReport, flag_agreement, quantize_int8
 from .stateful import make_step
 
 TOOL_VERSION = __version__  # the package version, from its metadata (pyproject.toml)
@@ -59,10 +59,22 @@ class ExportReport:
         ]
         if self.quantization:
             q = self.quantization
-            lines.append(
-                f"int8: max_abs_error vs float {q.max_abs_error:.3g} (bound {q.tolerance:g}); "
-                f"step {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us (speedup {q.speedup:.2f}x)"
+            agree = (
+                f"; anomaly flags unchanged on {100 * q.flag_agreement:.2f} % of {q.flag_readings} calibration readings"
+                if q.flag_agreement is not None
+                else ""
             )
+            lines.append(
+                f"int8: error vs float {q.max_relative_error:.3g} of the {q.relative_to} (bound {q.tolerance:g}; "
+                f"max abs {q.max_abs_error:.3g}){agree}"
+            )
+            lines.append(
+                f"int8: step {q.float_step_us:.1f} -> {q.int8_step_us:.1f} us at batch 1 (speedup {q.speedup:.2f}x), "
+                f"{q.float_step_us_256:.0f} -> {q.int8_step_us_256:.0f} us at batch 256 ({q.speedup_256:.2f}x), "
+                f"{q.float_bytes} -> {q.int8_bytes} bytes"
+            )
+            if q.speedup < 1 and q.speedup_256 < 1:
+                lines.append("int8: note: slower than float on this machine at both batch sizes; measure on the target")
         if self.calibration:
             c = self.calibration
             lines.append(f"calibration: threshold {c.threshold:.4g} = q{c.quantile} of {c.samples} normal scores")
@@ -127,10 +139,6 @@ def export_torch(
         parity = merge(parity, check_parity(wrapper, model_bytes, real, tolerance=tolerance, data="given"))
         seqs = real  # quantization is judged on real data when there is some
 
-    served, qreport = float_model, None
-    if quantize == "int8":
-        served, qreport = quantize_int8(float_model, seqs, tolerance=quant_tolerance)
-
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
@@ -147,19 +155,57 @@ def export_torch(
             "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source": type(model).__name__,
             "parity": parity.to_dict(),
-            **({"quantization": qreport.to_dict()} if qreport else {}),
             **dict(provenance or {}),
         },
     }
     if sample_interval_s is not None:
         meta["sample_interval_s"] = float(sample_interval_s)
-    creport = None
-    if cal_streams is not None:
+    served, qreport, creport = float_model, None, None
+    if quantize == "int8":
+        served, meta, qreport, creport = _int8(
+            float_model, meta, seqs, cal_streams, quant_tolerance, quantile=quantile, score_from=calibrate_from
+        )
+        meta["provenance"]["quantization"] = qreport.to_dict()
+    elif cal_streams is not None:
         meta, creport = run_calibration(served, meta, cal_streams, quantile=quantile, score_from=calibrate_from)
     set_metadata(served, meta)
     out = save(served, path)
     load_model(out)  # the daemon's own loader is the final judge of the contract
     return ExportReport(out, parity.max_abs_error, parity, meta, creport, qreport)
+
+
+def _int8(
+    float_model: onnx.ModelProto,
+    meta: dict[str, Any],
+    seqs: np.ndarray,
+    cal_streams: list[np.ndarray] | None,
+    tolerance: float,
+    *,
+    quantile: float,
+    score_from: Sequence[int] | None,
+) -> tuple[onnx.ModelProto, dict[str, Any], QuantReport, CalibrationReport | None]:
+    """Quantize, bound the error relative to each output's calibrated residual spread, calibrate the
+    int8 model, and check on the calibration data that no (or almost no) anomaly flag changes."""
+    float_meta, scale = meta, None
+    if cal_streams is not None:
+        float_meta, _ = run_calibration(float_model, meta, cal_streams, quantile=quantile, score_from=score_from)
+        cal = float_meta["calibration"]
+        if meta["output"]["kind"] == "forecast":
+            targets = [meta["features"].index(n) for n in meta["output"]["names"]]
+            feature_scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
+            scale = np.asarray(cal["residual_std"], np.float64) / feature_scale  # in the model's output units
+    qmodel, qreport = quantize_int8(float_model, seqs, tolerance=tolerance, output_scale=scale)
+    if cal_streams is None:
+        return qmodel, meta, qreport, None
+    qmeta, creport = run_calibration(qmodel, meta, cal_streams, quantile=quantile, score_from=score_from)
+    agree, readings = flag_agreement(float_model, float_meta, qmodel, qmeta, cal_streams, score_from)
+    qreport = replace(qreport, flag_agreement=agree, flag_readings=readings)
+    if agree < MIN_FLAG_AGREEMENT:
+        raise QuantizationError(
+            f"int8 changes the anomaly flag of {100 * (1 - agree):.2f} % of the {readings} calibration readings "
+            f"(at most {100 * (1 - MIN_FLAG_AGREEMENT):.1f} % allowed); not written. Export in float (no --quantize)"
+        )
+    return qmodel, qmeta, qreport, creport
 
 
 def _streams(data: Data, features: list[str], what: str) -> list[np.ndarray]:

@@ -45,7 +45,10 @@ def test_int8_quantization(tmp_path: Path) -> None:
         f"(speedup {q.speedup:.2f}), {q.float_bytes} -> {q.int8_bytes} bytes"
     )
     assert q.quantized_lstm_nodes == 2
-    assert 0 < q.max_abs_error <= q.tolerance
+    assert q.relative_to == "residual spread"  # bounded relative to the calibrated forecast error
+    assert 0 < q.max_relative_error <= q.tolerance and len(q.per_output_error) == 3
+    assert q.flag_agreement is not None and q.flag_agreement >= 0.999 and q.flag_readings > 700
+    assert q.float_step_us_256 > 0 and q.int8_step_us_256 > 0
     assert q.float_step_us > 0 and q.int8_step_us > 0
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
@@ -64,6 +67,26 @@ def test_gru_cannot_be_quantized(tmp_path: Path) -> None:
 
 
 def test_error_beyond_bound_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(QuantizationError, match=r"differs from the float model by .* \(bound 1e-09\)"):
+    with pytest.raises(
+        QuantizationError, match=r"differs from the float model by .* \(bound 1e-09;.*--quant-tolerance"
+    ):
         export_torch(Net(), tmp_path / "q.onnx", features=FEATURES, quantize="int8", quant_tolerance=1e-9)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_flag_agreement_counts_changed_flags(tmp_path: Path) -> None:
+    """The agreement report compares the served flags of two differently calibrated models."""
+    from edge_lstm_export.onnx_export import export_step
+    from edge_lstm_export.quantize import flag_agreement
+    from edge_lstm_export.stateful import make_step
+
+    rng = np.random.default_rng(1)
+    normal = [rng.normal(0, 1, (200, 3))]
+    report = export_torch(Net(), tmp_path / "f.onnx", features=FEATURES, calibrate=normal)
+    float_model = export_step(make_step(Net(), 3), 3)
+    meta = report.meta
+    same, n = flag_agreement(float_model, meta, float_model, meta, normal, None)
+    assert same == 1.0 and n == 200
+    strict = {**meta, "calibration": {**meta["calibration"], "threshold": 1e-6}}  # flags every scored reading
+    changed, _ = flag_agreement(float_model, meta, float_model, strict, normal, None)
+    assert changed < 0.2
