@@ -1,0 +1,37 @@
+"""bench/bench_mqtt.py --quick runs end to end and prints the table and ratios (smoke test: no timings asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_mqtt_quick() -> None:
+    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerUnavailable as e:
+        pytest.skip(str(e))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    assert re.search(r"^relay\s+600\s+[\d,]+\s+\d+\s", out, re.M), out
+    assert re.search(
+        r"^daemon\s+600\s+[\d,]+\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s+[\d.]+\s+[\d.]+$", out, re.M
+    ), out
+    assert re.search(r"ratio daemon / relay: readings/s [\d.]+x, CPU per reading [\d.]+x", out), out
