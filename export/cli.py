@@ -1,4 +1,5 @@
-"""`edge-lstm-export` command line: `torch` (factory + weights → step model) and `fit` (CSV → model).
+"""`edge-lstm-export` command line: `torch` (factory + weights → step model), `keras` (.keras/.h5 → step
+model) and `fit` (CSV → model).
 
 Every failure the user can fix is one line on stderr and exit code 2.
 """
@@ -20,7 +21,7 @@ from .errors import ExportError, FactoryError, WeightsError
 EXIT_ERROR = 2
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The export extra's modules (pyproject.toml, [project.optional-dependencies] export).
-EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript"})
+EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "h5py"})
 NEEDS_EXTRA = "edge-lstm-export: needs the export extra: pip install 'edge-lstm[export]'"
 
 
@@ -50,15 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--weights", required=True, type=Path, help="state_dict file (torch.save), loaded with weights_only=True"
     )
-    t.add_argument("--features", required=True, type=_names, help="comma-separated input feature names")
-    t.add_argument("--output", choices=("forecast", "score"), default="forecast")
-    t.add_argument(
-        "--output-names",
-        type=_names,
-        help="comma-separated output names (default: the features for a forecast, 'score' for a one-column score)",
-    )
-    t.add_argument("--offset", type=_floats, help="input scaling offsets, one per feature")
-    t.add_argument("--scale", type=_floats, help="input scaling scales, one per feature")
+    _model_io(t)
     t.add_argument(
         "--batch-first",
         choices=("auto", "yes", "no"),
@@ -68,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(t)
     t.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     t.set_defaults(run=_run_torch)
+
+    k = sub.add_parser("keras", help="export a Keras LSTM/GRU model (.keras or legacy .h5; no TensorFlow needed)")
+    k.add_argument("model", type=Path, help="the model saved by Keras: MODEL.keras or MODEL.h5")
+    _model_io(k)
+    _common(k)
+    k.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
+    k.set_defaults(run=_run_keras)
 
     f = sub.add_parser("fit", help="train a small next-step LSTM forecaster on a CSV of normal operation")
     f.add_argument("csv", type=Path, help="normal operation: optional ts and stream columns, one column per feature")
@@ -84,6 +84,25 @@ def _parser() -> argparse.ArgumentParser:
     _common(f)
     f.set_defaults(run=_run_fit)
     return p
+
+
+def _model_io(p: argparse.ArgumentParser) -> None:
+    """Features, output and scaling: what an exported (not trained) model needs to be told."""
+    p.add_argument("--features", required=True, type=_names, help="comma-separated input feature names")
+    p.add_argument("--output", choices=("forecast", "score"), default="forecast")
+    p.add_argument(
+        "--output-names",
+        type=_names,
+        help="comma-separated output names (default: the features for a forecast, 'score' for a one-column score)",
+    )
+    p.add_argument("--offset", type=_floats, help="input scaling offsets, one per feature")
+    p.add_argument("--scale", type=_floats, help="input scaling scales, one per feature")
+
+
+def _scaling(args: argparse.Namespace) -> dict[str, list[float]] | None:
+    if (args.offset is None) != (args.scale is None):
+        raise ExportError("--offset and --scale go together")
+    return None if args.offset is None else {"offset": args.offset, "scale": args.scale}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -113,21 +132,33 @@ def _run_torch(args: argparse.Namespace) -> int:
     from .api import export_torch
 
     model = build_model(args.factory, args.weights)
-    scaling = None
-    if (args.offset is None) != (args.scale is None):
-        raise ExportError("--offset and --scale go together")
-    if args.offset is not None:
-        scaling = {"offset": args.offset, "scale": args.scale}
     report = export_torch(
         model,
         args.out,
         features=args.features,
         output=args.output,
         output_names=args.output_names,
-        scaling=scaling,
+        scaling=_scaling(args),
         calibrate=args.calibrate,
         batch_first={"auto": None, "yes": True, "no": False}[args.batch_first],
         provenance={"factory": args.factory, "weights": args.weights.name},
+        **_export_kwargs(args),
+    )
+    print(report.summary())
+    return 0
+
+
+def _run_keras(args: argparse.Namespace) -> int:
+    from .keras import export_keras
+
+    report = export_keras(
+        args.model,
+        args.out,
+        features=args.features,
+        output=args.output,
+        output_names=args.output_names,
+        scaling=_scaling(args),
+        calibrate=args.calibrate,
         **_export_kwargs(args),
     )
     print(report.summary())
