@@ -108,6 +108,13 @@ def _scaling(args: argparse.Namespace) -> dict[str, list[float]] | None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="ONNX file to write")
     p.add_argument("--quantize", choices=("int8",))
+    p.add_argument(
+        "--quant-tolerance",
+        type=float,
+        default=None,
+        metavar="R",
+        help="int8: largest error allowed, as a fraction of each output's normal forecast error (default 0.1)",
+    )
     p.add_argument("--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold")
     p.add_argument("--name", default=None)
     p.add_argument("--version", dest="model_version", default="0.1.0", metavar="VERSION")
@@ -123,6 +130,7 @@ def _export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_steps": args.warmup_steps,
         "sample_interval_s": args.sample_interval,
         "quantize": args.quantize,
+        **({"quant_tolerance": args.quant_tolerance} if args.quant_tolerance is not None else {}),
         "quantile": args.quantile,
         **({"name": args.name} if args.name else {}),
     }

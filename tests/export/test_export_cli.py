@@ -272,3 +272,8 @@ def test_fit_help_lists_only_what_fit_accepts(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     assert "--calibrate" not in capsys.readouterr().out
+
+
+def test_quant_tolerance_option(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _err(capsys, _torch_args(workdir, **{"--quantize": "int8", "--quant-tolerance": "1e-12"}))
+    assert "bound 1e-12" in err and "--quant-tolerance" in err
