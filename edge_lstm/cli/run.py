@@ -11,14 +11,17 @@ reload anything yet.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 # Signals that stop the daemon cleanly. SIGHUP's default action would kill it silently (no `stopping`
 # line, no checkpoint, `offline` only through the will): until hot reload exists it stops like SIGTERM.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+DEFAULT_CONFIG = Path("/etc/edge-lstm/config.toml")  # where the systemd unit's ConfigurationDirectory puts it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-c",
         metavar="FILE",
         default=None,
-        help="TOML configuration file (default: $EDGE_LSTM_CONFIG, else none); "
+        help=f"TOML configuration file (default: $EDGE_LSTM_CONFIG, else {DEFAULT_CONFIG} if it exists); "
         "EDGE_LSTM_* environment variables override it",
     )
+
+
+def config_path(given: str | None) -> str | None:
+    """--config, else $EDGE_LSTM_CONFIG, else /etc/edge-lstm/config.toml when it exists, else none."""
+    if given:
+        return given
+    env = os.environ.get("EDGE_LSTM_CONFIG")
+    if env:
+        return env
+    return str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..service.logs import configure
     from ..service.startup import preflight, setting_error
 
-    settings = load_settings(args.config)
+    settings = load_settings(config_path(args.config))
     configure(settings.log.level, settings.log.format)
     preflight(settings)
     try:

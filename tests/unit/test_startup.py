@@ -168,3 +168,17 @@ def test_version_imports_neither_onnxruntime_nor_paho() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "[]", r.stdout
     assert r.stdout.startswith("edge-lstm ")
+
+
+def test_default_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --config and no $EDGE_LSTM_CONFIG: /etc/edge-lstm/config.toml is used when it exists."""
+    from edge_lstm.cli import run
+
+    monkeypatch.delenv("EDGE_LSTM_CONFIG", raising=False)
+    default = tmp_path / "config.toml"
+    monkeypatch.setattr(run, "DEFAULT_CONFIG", default)
+    assert run.config_path(None) is None  # absent: none
+    default.write_text("")
+    assert run.config_path(None) == str(default)
+    monkeypatch.setenv("EDGE_LSTM_CONFIG", "/x.toml")
+    assert run.config_path(None) == "/x.toml" and run.config_path("/given.toml") == "/given.toml"
