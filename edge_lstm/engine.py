@@ -251,3 +251,38 @@ class Engine:
         if self.spill is not None:
             self.spill.put(rows)
         return rows
+
+    def reset_stream(self, stream: str) -> bool:
+        """Forget a stream (the `reset` command): its next reading starts it fresh, warming up and learning
+        its baseline again; its spilled versions are dropped too. False if the engine knew nothing of it."""
+        known = stream in self.table
+        if known:
+            self.table.evict(stream)
+        if self.spill is not None:
+            known = self.spill.forget(stream) or known
+        return known
+
+    def describe_stream(self, stream: str) -> dict[str, object] | None:
+        """What the `inspect` command reports about a stream in the table (None if it is not there)."""
+        if stream not in self.table:
+            return None
+        row = self.table.row(stream)
+        c = row.columns
+        ready = row.steps >= self.scorer.config.baseline
+        return {
+            "stream": stream,
+            "steps": row.steps,
+            "last_ts": row.last_ts,
+            "anomalies": row.anomalies,
+            "warming_up": row.steps < self.warmup,
+            "baseline_ready": bool(ready),
+            "deviation": float(c["dev.e"]) if ready else None,
+            "deviation_threshold": self.scorer.baseline.h,
+            "likelihood": float(self.scorer.baseline.likelihood(c["dev.e"])) if ready else None,
+            "alarm": {
+                "raised": bool(c["alarm.raised"]),
+                "since": float(c["alarm.since"]) if c["alarm.raised"] else None,
+                "peak_score": float(c["alarm.peak"]),
+                "readings": int(c["alarm.readings"]),
+            },
+        }

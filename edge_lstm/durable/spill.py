@@ -95,6 +95,12 @@ class SqliteSpill:
         self.restored += 1
         return self._unpack(stream, hit[0], hit[1])
 
+    def forget(self, stream: str) -> bool:
+        """Drop every version of a stream (a reset: it must not come back from here)."""
+        gone = int(self.db.execute("DELETE FROM spill WHERE stream = ?", (stream,)).rowcount)
+        self.rows -= gone
+        return gone > 0
+
     def compact(self) -> None:
         """Keep only the newest version of each stream (call when a checkpoint covers the past)."""
         self.db.execute(

@@ -141,3 +141,15 @@ def test_rows_spilled_with_other_columns_are_discarded(model, tmp_path) -> None:
     cols = {"x": Column((2,), np.float64)}
     new = SqliteSpill(tmp_path / "s.db", model.state_shapes, len(model.meta.output.names), columns=cols)
     assert new.discarded > 0 and new.get("s0", T0 + 100) is None
+
+
+def test_reset_forgets_a_stream_in_the_table_and_in_the_spill_store(model, tmp_path) -> None:
+    engine = Engine(model, max_streams=2, spill=spill_for(model, tmp_path))
+    engine.process(traffic(4, 6))  # s0, s1 spilled; s2, s3 in the table
+    assert "s3" in engine.table and engine.describe_stream("s3")["steps"] == 6  # type: ignore[index]
+    assert engine.reset_stream("s3") and engine.reset_stream("s0")  # one in the table, one spilled
+    assert not engine.reset_stream("never-seen")
+    out = engine.process([Reading("s3", T0 + 100, (0.0, 0.0, 0.0)), Reading("s0", T0 + 100, (0.0, 0.0, 0.0))])
+    assert [o.warming_up for o in out] == [True, True]  # both start fresh
+    assert engine.describe_stream("s3")["steps"] == 1  # type: ignore[index]
+    assert engine.describe_stream("nope") is None
