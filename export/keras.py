@@ -309,30 +309,30 @@ def _weights_from_legacy_h5(group: h5py.Group, layers: list[KerasLayer], path: P
 # ---- rebuilding as torch ---------------------------------------------------------------------------------
 
 
-class Recurrent(nn.Module):
-    """An nn.LSTM/nn.GRU whose forward returns its output sequence only (the state is the exporter's)."""
-
-    def __init__(self, rnn: nn.LSTM | nn.GRU) -> None:
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.rnn(x)[0]
-        return out
-
-
 class KerasModel(nn.Module):
-    """The rebuilt Keras model: `forward(x[B, T, F]) -> [B, T, O]` from zero state, every step."""
+    """The rebuilt Keras model: `forward(x[B, T, F]) -> [B, T, O]` from zero state, every step.
+
+    Submodules are named after the Keras layers, so the step model's states are `state.<layer>.h/.c`."""
 
     def __init__(self, layers: list[tuple[str, nn.Module]], n_features: int) -> None:
         super().__init__()
-        self.names = [name for name, _ in layers]
-        self.layers = nn.ModuleList([m for _, m in layers])
+        self.names: list[str] = []
+        for name, module in layers:
+            key = re.sub(r"\W", "_", name) or "layer"
+            while key in self.names or hasattr(self, key):
+                key += "_"
+            self.add_module(key, module)
+            self.names.append(key)
         self.n_features = n_features
 
+    @property
+    def layers(self) -> list[nn.Module]:
+        return [self.get_submodule(n) for n in self.names]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.layers:
-            x = m(x)
+        for name in self.names:
+            m = getattr(self, name)
+            x = m(x)[0] if isinstance(m, nn.RNNBase) else m(x)  # an RNN also returns its state: the exporter's
         return x
 
 
@@ -353,7 +353,7 @@ def build_torch(kf: KerasFile) -> KerasModel:
                     f"{layer.label} follows {ended.label}, which returns its last step only (return_sequences=False)"
                 )
             rnn, width = _recurrent(layer, width)
-            mods.append((layer.name, Recurrent(rnn)))
+            mods.append((layer.name, rnn))
             if not layer.config.get("return_sequences", False):
                 ended = layer
         elif t == "Dense" or (t == "TimeDistributed" and layer.inner is not None and layer.inner.type == "Dense"):
@@ -361,7 +361,7 @@ def build_torch(kf: KerasFile) -> KerasModel:
             linear, act, width = _dense(dense, width, label=layer.label)
             mods.append((layer.name, linear))
             if act is not None:
-                mods.append((f"{layer.name}.activation", act))
+                mods.append((f"{layer.name}_activation", act))
         elif t == "Activation":
             act = _activation(layer.config.get("activation"), layer, "activation")
             if act is not None:
@@ -378,7 +378,7 @@ def build_torch(kf: KerasFile) -> KerasModel:
         else:
             why = _REFUSED_WHY.get(t, f"the Keras exporter reads only {', '.join(SUPPORTED)}")
             raise UnsupportedModelError(f"{layer.label} is not supported: {why}")
-    if not any(isinstance(m, Recurrent) for _, m in mods):
+    if not any(isinstance(m, nn.RNNBase) for _, m in mods):
         raise UnsupportedModelError(f"Keras model '{kf.model_name}' has no LSTM or GRU layer: nothing carries state")
     first = next(layer for layer in kf.layers if layer.type in ("LSTM", "GRU"))
     n_features = kf.n_features if kf.n_features is not None else int(first.weights[0].shape[0])

@@ -79,6 +79,10 @@ def test_parity_with_keras_predict(
     assert got.shape == expected.shape
     err = float(np.abs(got - expected).max())
     assert err <= PARITY, f"{name}.{fmt}: step model vs keras predict {err:.3g}"
+    if name == "functional":  # states are named after the Keras layers
+        assert [p["input"] for p in report.meta["io"]["state"]] == [
+            "state.encoder.h.in", "state.encoder.c.in", "state.summary.h.in",
+        ]  # fmt: skip
     prov = report.meta["provenance"]
     assert prov["keras_file"] == source.name and prov["keras_format"] == fmt
     assert prov["source"].startswith("keras ")
@@ -106,8 +110,8 @@ def test_torch_rebuild_matches_keras_layer_by_layer(saved: dict[str, tuple[Any, 
     _, keras_path, _ = saved["norm_dropout"]
     rebuilt = load_keras(keras_path)
     kinds = [type(m).__name__ for m in rebuilt.layers]
-    assert kinds == ["Recurrent", "LayerNorm", "Recurrent", "Linear", "Tanh", "Linear"]
-    lstm, gru = rebuilt.layers[0].rnn, rebuilt.layers[2].rnn
+    assert kinds == ["LSTM", "LayerNorm", "GRU", "Linear", "Tanh", "Linear"]
+    lstm, gru = rebuilt.layers[0], rebuilt.layers[2]
     assert isinstance(lstm, torch.nn.LSTM) and lstm.batch_first and lstm.hidden_size == 12
     assert isinstance(gru, torch.nn.GRU) and gru.batch_first and gru.hidden_size == 8
     # Keras's single LSTM bias lives in bias_ih; bias_hh is zero.
