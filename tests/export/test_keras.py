@@ -162,6 +162,7 @@ def test_cli_export_with_calibration_and_int8_without_keras(tmp_path: Path) -> N
         ("stateful", "kept", "LSTM", "stateful=True"),
         ("go_backwards", "backwards", "LSTM", "go_backwards=True"),
         ("relu_lstm", "relu_cell", "LSTM", "activation='relu'"),
+        ("branching", "sum", "Add", "takes 2 inputs"),
     ],
 )
 def test_refusals_name_the_layer_and_its_type(

@@ -85,7 +85,10 @@ MODELS: dict[str, Callable[[], Any]] = {
 
 def refused() -> dict[str, Any]:
     """Models the exporter must refuse, by what is wrong with them."""
+    x = keras.Input((None, F))
+    merged = L.Add(name="sum")([L.LSTM(4, return_sequences=True)(x), L.Dense(4)(x)])
     return {
+        "branching": keras.Model(x, L.Dense(F)(merged)),
         "gru_reset_before": keras.Sequential(
             [keras.Input((None, F)), L.GRU(4, reset_after=False, name="old_gru"), L.Dense(F)]
         ),
