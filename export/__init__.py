@@ -29,6 +29,7 @@ _EXPORTS = {
     "QuantizationError": "errors",
     "UnsupportedModelError": "errors",
     "WeightsError": "errors",
+    "export_keras": "keras",
     "export_torch": "api",
 }
 
@@ -46,6 +47,7 @@ __all__ = [
     "UnsupportedModelError",
     "WeightsError",
     "__version__",
+    "export_keras",
     "export_torch",
 ]
 
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
         UnsupportedModelError,
         WeightsError,
     )
+    from .keras import export_keras
     from .parity import ParityReport
     from .quantize import QuantReport
 
