@@ -32,7 +32,7 @@ from ..onnx_model import load_model
 from ..ports import StepModel
 from ..reading import Rejection
 from ..result import Result
-from .replay import ReplayError, read_rows
+from .rows import ReplayError, read_rows
 
 LABEL = "anomaly"
 

@@ -28,31 +28,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
-import re
+import os
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..contract import ModelFormatError
 from ..engine import Engine
 from ..onnx_model import load_model
 from ..ports import StepModel
-from ..reading import Decoder, Reading, Rejection
+from ..reading import Reading, Rejection
 from ..result import Result
+from .plot import PlotUnavailable, Trace, plot
+from .progress import ProgressReader
+from .rows import ReplayError, read_rows
 
-DEFAULT_STREAM = "replay"
-TS_COLUMNS = ("ts", "timestamp", "datetime")
-STREAM_COLUMN = "stream"
 MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
-
-
-class ReplayError(Exception):
-    """The CSV cannot be replayed (missing column, unreadable file, --strict rejection)."""
 
 
 @dataclass
@@ -89,113 +83,6 @@ class Summary:
         if self.ignored_columns:
             lines.append(f"replay: ignored columns: {', '.join(self.ignored_columns)}")
         return "\n".join(lines)
-
-
-class RowReader:
-    """CSV rows → Reading | Rejection, through the daemon's own `Decoder`.
-
-    This is the only place a row becomes a reading: each row is turned into the JSON text a sensor
-    would publish (`{"ts": ..., "<feature>": ...}`, cells written as they are, see `_cell`) and decoded
-    by `Decoder.decode`, so replay accepts and rejects exactly what the daemon accepts and rejects.
-    """
-
-    def __init__(self, header: list[str], features: Iterable[str]) -> None:
-        self.features = tuple(features)
-        cols = [h.strip() for h in header]
-        self.header = cols
-        ts_cols = [c for c in TS_COLUMNS if c in cols]
-        if not ts_cols:
-            raise ReplayError(f"line 1: no timestamp column: expected one of {list(TS_COLUMNS)} (columns: {cols})")
-        self.ts_index = cols.index(ts_cols[0])
-        missing = [f for f in self.features if f not in cols]
-        if missing:
-            raise ReplayError(
-                f"line 1: missing feature column(s) {missing}: the model's features are "
-                f"{list(self.features)} (columns: {cols})"
-            )
-        dupes = sorted({c for c in cols if cols.count(c) > 1 and c})
-        if dupes:
-            raise ReplayError(f"line 1: duplicate column(s) {dupes}")
-        self.stream_index = cols.index(STREAM_COLUMN) if STREAM_COLUMN in cols else None
-        self.feature_index = [cols.index(f) for f in self.features]
-        self.keys = [json.dumps(f) + ":" for f in self.features]
-        used = {self.ts_index, *self.feature_index}
-        if self.stream_index is not None:
-            used.add(self.stream_index)
-        self.ignored = [c for i, c in enumerate(cols) if i not in used]
-        # Offline: no payload size limit and no clock to be ahead of.
-        self.decoder = Decoder(self.features, max_payload_bytes=1 << 30, max_future_s=math.inf)
-
-    def convert(self, row: list[str], line: int) -> Reading | Rejection:
-        stream = DEFAULT_STREAM
-        if self.stream_index is not None:
-            stream = row[self.stream_index].strip() if self.stream_index < len(row) else ""
-            if not stream:
-                return Rejection("", "bad_stream", f"line {line}: empty '{STREAM_COLUMN}'")
-        if len(row) != len(self.header):
-            return Rejection(stream, "wrong_length", f"line {line}: {len(row)} fields for {len(self.header)} columns")
-        parts = ['"ts":' + _cell(row[self.ts_index])]
-        for key, i in zip(self.keys, self.feature_index):
-            cell = row[i]
-            if cell.strip():  # an empty cell is a missing feature
-                parts.append(key + _cell(cell))
-        payload = ("{" + ",".join(parts) + "}").encode()
-        out = self.decoder.decode(stream, payload, arrival_ts=0.0)
-        if isinstance(out, Rejection):
-            return Rejection(stream, out.reason, f"line {line}: {out.detail}")
-        return out
-
-
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
-
-
-def _cell(text: str) -> str:
-    """A CSV cell as the JSON text a sensor would send for it.
-
-    A JSON number literal is passed through as written (so the decoder sees exactly the number a
-    sensor would have sent); other spellings Python reads as numbers ("nan", "inf", "+1", ".5") become
-    their JSON value (NaN/Infinity are then rejected as not finite); anything else is a string.
-    """
-    t = text.strip()
-    if _JSON_NUMBER.fullmatch(t):
-        return t
-    try:
-        return json.dumps(float(t), allow_nan=True)
-    except ValueError:
-        return json.dumps(t)
-
-
-def read_rows(f: TextIO, features: Iterable[str]) -> tuple[RowReader, Iterator[tuple[int, list[str]]]]:
-    """Open a CSV: the converter for its header and an iterator of (line number, row)."""
-    first = f.readline()
-    if first.startswith("\ufeff"):  # Excel's "CSV UTF-8" starts with a byte order mark
-        first = first[1:]
-    # The header decides the delimiter: the one of , ; tab that splits it into the most columns.
-    delimiter = max(",;\t", key=first.count)
-    reader = csv.reader(_chain_line(first, f), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ReplayError("the CSV is empty (a header row is required)") from None
-    except csv.Error as e:
-        raise ReplayError(f"line 1: {e}") from None
-    conv = RowReader(header, features)
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                yield reader.line_num, row
-        except csv.Error as e:
-            raise ReplayError(f"line {reader.line_num}: {e}") from None
-
-    return conv, rows()
-
-
-def _chain_line(first: str, rest: TextIO) -> Iterator[str]:
-    yield first
-    yield from rest
 
 
 RESULT_COLUMNS = (
@@ -248,9 +135,10 @@ def replay(
     batch: int = 1024,
     strict: bool = False,
     engine: Engine | None = None,
+    on_reading: Callable[[Result, Reading], None] | None = None,
 ) -> Summary:
     """Replay CSV text from `f` through an engine for `model`; call `on_result(result, line)` per
-    accepted reading (`line`: its line in the CSV).
+    accepted reading (`line`: its line in the CSV), and `on_reading(result, reading)` if given.
 
     Rows go to the engine in batches of `batch` rows (as the daemon's micro-batches): results do not
     depend on the batch size.
@@ -264,7 +152,7 @@ def replay(
     lines: list[int] = []
 
     def flush() -> None:
-        for line, out in zip(lines, engine.process(pending)):
+        for line, item, out in zip(lines, pending, engine.process(pending)):
             if isinstance(out, Rejection):
                 if not out.detail.startswith("line "):  # the engine's duplicate / out_of_order
                     out = Rejection(out.stream, out.reason, f"line {line}: {out.detail}")
@@ -277,6 +165,8 @@ def replay(
             summary.warming_up += out.warming_up
             summary.max_score = max(summary.max_score, out.score)
             on_result(out, line)
+            if on_reading is not None:
+                on_reading(out, item)  # type: ignore[arg-type]  # a Result comes from a Reading
         pending.clear()
         lines.clear()
 
@@ -315,6 +205,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop at the first row the daemon would reject (exit 2) instead of counting it",
     )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="draw values, predictions, score, deviation, thresholds and alarm spans of one stream "
+        "(the first, or --stream) to this PNG (needs the plot extra: matplotlib)",
+    )
+    parser.add_argument("--stream", metavar="ID", help="the stream --plot draws (default: the first one)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -332,6 +229,16 @@ def main(args: argparse.Namespace) -> int:
         src: TextIO = sys.stdin if args.csv == "-" else open(args.csv, newline="", encoding="utf-8")
     except OSError as e:
         return fail(f"cannot read {args.csv}: {e.strerror}")
+    source: Any = src
+    if src is not sys.stdin and sys.stderr.isatty() and os.path.getsize(args.csv) > 1 << 20:
+        source = ProgressReader(src, os.path.getsize(args.csv))  # long files: a progress line on the terminal
+    trace = Trace() if args.plot else None
+
+    def keep(r: Result, reading: Reading) -> None:
+        if trace is not None and (r.stream == args.stream or (args.stream is None and r.stream == first[0])):
+            trace.add(r, reading.values)
+
+    first: list[str] = []
     out_path = Path(args.out) if args.out else None
     tmp = out_path.with_name(out_path.name + ".partial") if out_path else None
     try:
@@ -350,7 +257,16 @@ def main(args: argparse.Namespace) -> int:
                 writer.writerow(header.pop())
             writer.writerow(result_row(r, line))
 
-        summary = replay(src, model, write, batch=args.batch, strict=args.strict, engine=engine)
+        def write_first(r: Result, line: int) -> None:
+            if not first:
+                first.append(r.stream)
+            write(r, line)
+
+        summary = replay(
+            source, model, write_first, batch=args.batch, strict=args.strict, engine=engine, on_reading=keep
+        )
+        if isinstance(source, ProgressReader):
+            source.done()
         if header:
             writer.writerow(header.pop())
         ok = True
@@ -370,4 +286,14 @@ def main(args: argparse.Namespace) -> int:
         else:
             sink.flush()
     print(summary.render(), file=sys.stderr)
+    if trace is not None:
+        if not trace.ts:
+            return fail(f"--plot: no readings of stream {args.stream or '(any)'} to draw")
+        try:
+            plot(
+                trace, engine.names, Path(args.plot), f"{first[0] if args.stream is None else args.stream}: {args.csv}"
+            )
+        except PlotUnavailable as e:
+            return fail(str(e))
+        print(f"replay: plot written to {args.plot}", file=sys.stderr)
     return 0

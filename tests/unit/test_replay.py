@@ -227,7 +227,7 @@ def test_excel_csv_with_bom_and_semicolons(model_path: Path) -> None:
 
 def test_decoder_is_the_validation(model_path: Path) -> None:
     """Replay accepts a row exactly when the daemon's Decoder accepts the equivalent payload."""
-    from edge_lstm.cli.replay import RowReader
+    from edge_lstm.cli.rows import RowReader
 
     conv = RowReader(["ts", *FEATURES], FEATURES)
     dec = Decoder(FEATURES)
@@ -247,3 +247,30 @@ def test_decoder_is_the_validation(model_path: Path) -> None:
         b = dec.decode("replay", payload, 1_800_000_000.0)
         assert type(a) is type(b)
         assert getattr(a, "reason", None) == getattr(b, "reason", None)
+
+
+def test_plot_draws_the_replayed_stream(model_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
+    rows = ["ts,temperature,vibration,current"] + [
+        f"{1_700_000_000 + t},{20 + t % 7},{0.3},{9 + (t % 3)}" for t in range(60)
+    ]
+    src = tmp_path / "in.csv"
+    src.write_text("\n".join(rows) + "\n")
+    png = tmp_path / "out.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_lstm", "replay", str(src), "--model", str(model_path), "--out",
+         str(tmp_path / "o.csv"), "--plot", str(png)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "plot written to" in proc.stderr
+
+
+def test_progress_reader_counts_and_draws(tmp_path: Path) -> None:
+    from edge_lstm.cli.progress import ProgressReader
+
+    out = io.StringIO()
+    r = ProgressReader(io.StringIO("a,b\n1,2\n3,4\n"), total=12, out=out, every_s=0.0)
+    assert r.readline() == "a,b\n" and list(r) == ["1,2\n", "3,4\n"]
+    assert r.read == 12 and r.lines == 3 and "100 % (3 rows)" in out.getvalue()

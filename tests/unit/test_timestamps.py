@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_lstm.cli.replay import RowReader
+from edge_lstm.cli.rows import RowReader
 from edge_lstm.reading import MIN_TS, MS_ABOVE, US_ABOVE, Decoder, Reading, Rejection, TimestampError, parse_ts
 
 NOW = 1_750_000_000.0
