@@ -203,3 +203,26 @@ def test_alarm_reports_the_episode() -> None:
             events.append(("raised" if r[0] else "cleared", cols["alarm.since"][0], cols["alarm.peak"][0],
                            cols["alarm.readings"][0]))  # fmt: skip
     assert events == [("raised", 101.0, 9.0, 1), ("cleared", 104.0, 9.0, 4)]
+
+
+def test_a_model_without_calibration_still_scores_from_per_stream_statistics(tmp_path) -> None:
+    """No calibration: the forecast `score` flags nothing (no threshold), but the deviation channel,
+    learned per stream, still finds a sustained fault (docs/scoring.md)."""
+    from support.models import make_step_model
+
+    from edge_lstm import Engine, Reading, load_model
+    from edge_lstm.score import ScoringConfig
+
+    model = load_model(make_step_model(tmp_path / "raw.onnx", calibration=False))
+    engine = Engine(model, scoring=ScoringConfig(baseline=100))
+    rng = np.random.default_rng(7)
+    readings = []
+    for t in range(400):
+        v = rng.normal(0, 0.1, 3) + [1.0, 2.0, 3.0]
+        if t >= 300:
+            v[2] += 2.0  # 20 sd on one feature
+        readings.append(Reading("s", 1_700_000_000.0 + t, tuple(v.tolist())))
+    out = engine.process(readings[:1]) + [engine.process([r])[0] for r in readings[1:]]
+    assert all(o.threshold is None for o in out)
+    assert not any(o.anomaly for o in out[:300])
+    assert sum(o.anomaly for o in out[300:]) > 90
