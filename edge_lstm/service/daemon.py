@@ -25,13 +25,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..engine import Engine
 from ..onnx_model import load_model
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
 from ..reading import Decoder
 from ..topics import TopicPattern
@@ -120,6 +121,10 @@ class Daemon:
         self.housekeeping: Housekeeping | None = None
         self._last_stats_results = 0
         self._last_stats_t = self.clock.monotonic()
+        # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
+        # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
+        self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
+        self.unacked_pauses = 0
 
     @property
     def link(self) -> Link:
@@ -213,6 +218,9 @@ class Daemon:
         ready, then readiness, watchdog and housekeeping."""
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
+        elif len(self.ledger) >= self.max_unacked:
+            self.unacked_pauses += 1
+            self.clock.sleep(0.002)  # too many results unacknowledged by the broker: wait for PUBACKs
         else:
             batch = self._gather(idle_wait)
             if batch:
@@ -237,6 +245,8 @@ class Daemon:
         while True:
             if item is WAKE:
                 self.link.woken()
+                if not items and self.inbox.empty():
+                    break  # only PUBACKs to act on: ack now rather than wait max_wait_ms for readings
             else:
                 items.append(item)
                 if len(items) >= max_batch:
@@ -258,9 +268,20 @@ class Daemon:
         c.received += len(batch)
         processed = self.pipeline.run(batch)
         batch_no = self.pipeline.batches
+        now = self.clock.monotonic()
+        with self._batch():
+            self._publish(processed, batch_no, now)
+        self.ledger.note_size()
+
+    def _batch(self) -> AbstractContextManager[Any]:
+        """The link's batch context (one network-thread wake-up for many packets), if it has one."""
+        batch = getattr(self.link, "batch", None)
+        return batch() if batch is not None else nullcontext()
+
+    def _publish(self, processed: list[Processed], batch_no: int, now: float) -> None:
+        c = self.counters
         qos = self.settings.mqtt.qos_out
         publish, ledger, reject_log = self.link.publish, self.ledger, self.reject_log
-        now = self.clock.monotonic()
         for p in processed:
             m = p.message
             entry = Pending(
@@ -277,7 +298,6 @@ class Daemon:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
             ledger.add(entry)
-        ledger.note_size()
 
     def _ack_ready(self) -> None:
         """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
@@ -293,6 +313,11 @@ class Daemon:
             self.housekeeping.acked(self.clock.monotonic())
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
+        with self._batch():
+            self._ack(ready)
+
+    def _ack(self, ready: list[Pending]) -> None:
+        link = self.link
         gen = link.generation
         c = self.counters
         for p in ready:

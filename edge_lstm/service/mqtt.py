@@ -19,11 +19,14 @@ from __future__ import annotations
 import queue
 import ssl
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -51,6 +54,42 @@ def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
     return bool(info._published)  # noqa: SLF001 - set under paho's condition; a bool read is atomic
 
 
+class _Client(paho.Client):
+    """paho's client, with one change: packets queued by the thread in `_quiet` do not each wake the
+    network thread.
+
+    In threaded mode paho writes one byte to its socket pair for every queued packet (`_packet_queue`)
+    so that `select()` returns; the network thread then reads them back. For a batch of results and
+    acks that is two syscalls per packet on each side. The worker queues a whole batch quietly and
+    wakes the network thread once at the end (`MqttLink.batch`).
+    """
+
+    _quiet: int | None = None  # thread id whose packets are queued without a wake-up
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._quiet is None or self._quiet != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        return paho.MQTT_ERR_SUCCESS
+
+
 class MqttLink:
     """The daemon's MQTT connection. Thread-safe for `publish`/`ack` from the worker thread."""
 
@@ -63,6 +102,8 @@ class MqttLink:
         # Backpressure (see _hold): stop reading at max_queue waiting readings, resume at half.
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
+        # Daemon.max_unacked: the worker stops taking readings while this many wait for PUBACKs.
+        self.max_unacked = max_queue + cfg.max_inflight
         self.max_inbox = 0  # the most readings ever waiting for the worker
         self.holds = 0  # times the network thread stopped reading because the worker was behind
         self.held_s = 0.0
@@ -90,7 +131,7 @@ class MqttLink:
         }
         if not self.v5:
             client_kwargs["clean_session"] = False
-        c = paho.Client(**client_kwargs)
+        c = _Client(**client_kwargs)
         self.client = c
         c.will_set(cfg.status_topic, OFFLINE, qos=1, retain=True)
         password = cfg.resolved_password()
@@ -108,8 +149,12 @@ class MqttLink:
         c.reconnect_delay_set(
             min_delay=max(1, int(cfg.reconnect_min_delay_s)), max_delay=max(1, int(cfg.reconnect_max_delay_s))
         )
-        c.max_inflight_messages_set(cfg.max_inflight)
-        c.max_queued_messages_set(0)  # bounded by us: results are only produced for unacked readings
+        # No paho window: with one, every PUBACK runs `_update_inflight`, a scan of all outgoing messages
+        # (O(outstanding) per PUBACK, the largest entry in the profile; docs/performance.md). The daemon
+        # bounds what is outstanding itself: it stops taking readings while too many are unacknowledged
+        # (Daemon.max_unacked), and results are only produced for unacknowledged readings.
+        c.max_inflight_messages_set(0)
+        c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
@@ -148,6 +193,22 @@ class MqttLink:
             info._set_as_published()  # noqa: SLF001
         return info
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publishes and acks made inside go out with one wake-up of the network thread (see _Client)."""
+        c = self.client
+        c._quiet = threading.get_ident()  # noqa: SLF001
+        try:
+            yield
+        finally:
+            c._quiet = None  # noqa: SLF001
+            w = c._sockpairW  # noqa: SLF001
+            if w is not None and c._out_packet:  # noqa: SLF001
+                try:
+                    w.send(b"0")
+                except OSError:
+                    pass  # closed by a reconnect: the network thread writes out_packet in its next loop anyway
+
     def kick(self, min_age_s: float = 5.0) -> int:
         """Repair paho's outgoing window if QoS 1/2 messages sit unsent while connected.
 
@@ -166,7 +227,8 @@ class MqttLink:
         with c._out_message_mutex:  # noqa: SLF001 - paho's own lock for these fields
             msgs = list(c._out_messages.values())  # noqa: SLF001
             inflight = sum(1 for m in msgs if m.state in _AWAITING_ACK)
-            room = inflight < c._max_inflight_messages  # noqa: SLF001
+            window = c._max_inflight_messages  # noqa: SLF001 - 0: no window (our default)
+            room = window == 0 or inflight < window
             # `queued` is normal while the window is full; `publish` is never normal once connected.
             # timestamp 0: reset by a reconnect and not yet resent by _handle_connack (it sets it): skip.
             stuck = [
@@ -183,7 +245,15 @@ class MqttLink:
             for m in stuck:
                 m.state = paho.mqtt_ms_queued
             c._inflight_messages = inflight  # noqa: SLF001
-            c._update_inflight()  # noqa: SLF001 - sends queued messages while the window has room (max >= 1)
+            if window:
+                c._update_inflight()  # noqa: SLF001 - sends queued messages while the window has room
+            else:
+                for m in stuck:  # no window: send each as paho's publish() does
+                    c._inflight_messages += 1  # noqa: SLF001
+                    m.state = paho.mqtt_ms_wait_for_puback if m.qos == 1 else paho.mqtt_ms_wait_for_pubrec
+                    c._send_publish(  # noqa: SLF001
+                        m.mid, m.topic.encode("utf-8"), m.payload, m.qos, m.retain, m.dup, properties=m.properties
+                    )
         self.log.warning(
             "mqtt_publish_kicked",
             stuck=len(stuck),
@@ -322,7 +392,15 @@ class MqttLink:
         self.holds += 1
         t0 = time.monotonic()
         limit = t0 + self.cfg.keepalive / 2
-        while self.accepting and self.inbox.qsize() > self.resume_below and time.monotonic() < limit:
+        out = self.client._out_messages  # noqa: SLF001
+        # Results waiting for their PUBACK (which only this thread reads) and the worker pausing on them
+        # (Daemon.max_unacked): stop holding, or both threads would wait for each other until `limit`.
+        while (
+            self.accepting
+            and self.inbox.qsize() > self.resume_below
+            and len(out) < self.max_unacked
+            and time.monotonic() < limit
+        ):
             time.sleep(0.002)
         self.held_s += time.monotonic() - t0
 

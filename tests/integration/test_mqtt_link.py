@@ -46,6 +46,10 @@ def test_kick_sends_messages_stuck_while_connected(broker, state):
         c = link.client
         assert _wait(lambda: not c._out_messages)  # `online` confirmed
         assert link.kick(min_age_s=0) == 0  # healthy: nothing to do
+        # The link runs without paho's window (0); a window of 10 with a drifted counter holds the
+        # messages unsent. "queued": kick() repairs that window; "publish": the messages are left in
+        # state `publish` and kick() resends them with the link's real setting (no window).
+        c._max_inflight_messages = 10
         with c._out_message_mutex:
             c._inflight_messages = c._max_inflight_messages  # a counter that drifted
         infos = [link.publish("t/kick", b"x", qos=1) for _ in range(25)]
@@ -53,6 +57,8 @@ def test_kick_sends_messages_stuck_while_connected(broker, state):
             with c._out_message_mutex:
                 for m in c._out_messages.values():
                     m.state = paho.mqtt_ms_publish  # as if a CONNACK resend had been skipped
+                c._max_inflight_messages = 0
+                c._inflight_messages = 0
         time.sleep(0.3)
         assert not any(is_handed_over(i) for i in infos)  # stuck: no PUBACK will ever come
         assert link.kick(min_age_s=60) == 0  # too young to call stuck
