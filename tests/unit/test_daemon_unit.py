@@ -252,3 +252,26 @@ def test_alarm_changes_are_published_retained_once(step_model_path: Path, tmp_pa
     results = [json.loads(s.payload) for s in link.results()]
     assert any(r["alarm"] for r in results[60:100]) and not any(r["alarm"] for r in results[:60])
     assert all(r["deviation"] is None for r in results[:39]) and results[45]["deviation"] is not None
+
+
+def test_intake_stops_while_too_many_results_wait_for_their_puback(step_model_path: Path, tmp_path: Path) -> None:
+    """paho's window is off (mqtt.py): the daemon bounds unacknowledged readings itself (max_unacked)."""
+    d, link, _, _ = make_daemon(
+        step_model_path,
+        tmp_path,
+        auto_complete=False,
+        engine={"max_queue": 4, "max_batch": 2},
+        mqtt={"max_inflight": 2},
+    )
+    assert d.max_unacked == 6
+    for k in range(12):
+        link.deliver(f"sensors/s{k}", reading(T0))
+    for _ in range(10):
+        d.iteration(0.01)
+    assert len(d.ledger) == 6 and len(link.results()) == 6  # stopped at the bound, the rest waits
+    assert d.unacked_pauses > 0
+    link.complete()
+    for _ in range(10):
+        d.iteration(0.01)
+        link.complete()
+    assert len(link.acked) == 12 and not d.ledger
