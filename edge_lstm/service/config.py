@@ -91,7 +91,9 @@ class MqttSettings(_Section):
     # MQTT v5 Receive Maximum: the broker never has more unacknowledged QoS 1 readings in flight to us
     # than this, which bounds the daemon's inbound queue (readings are acked only after their result).
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
-    max_inflight: int = Field(default=1000, ge=1, le=65535)  # our outgoing QoS 1 results in flight
+    # Results awaiting the broker's PUBACK beyond the inbox: the daemon stops taking readings at
+    # engine.max_queue + max_inflight unacknowledged ones (paho's own window is off: docs/performance.md).
+    max_inflight: int = Field(default=1000, ge=1, le=65535)
     reconnect_min_delay_s: float = Field(default=1.0, gt=0)
     reconnect_max_delay_s: float = Field(default=30.0, gt=0)
 
