@@ -87,6 +87,7 @@ class MqttSettings(_Section):
     alarm_pattern: str = "edge-lstm/alarms/{stream}"
     status_topic: str = Field(default="edge-lstm/status", min_length=1)
     errors_topic: str = ""  # "" = rejections are not published
+    stats_topic: str = "edge-lstm/stats"  # retained stats JSON every log.stats_interval_s; "" = not published
     session_expiry_s: int = Field(default=86_400, ge=0, le=4_294_967_295)
     # MQTT v5 Receive Maximum: the broker never has more unacknowledged QoS 1 readings in flight to us
     # than this, which bounds the daemon's inbound queue (readings are acked only after their result).
@@ -111,7 +112,7 @@ class MqttSettings(_Section):
             TopicPattern(v)  # raises ValueError with a clear message
         return v
 
-    @field_validator("status_topic", "errors_topic")
+    @field_validator("status_topic", "errors_topic", "stats_topic")
     @classmethod
     def _plain_topic(cls, v: str) -> str:
         if "+" in v or "#" in v:

@@ -22,14 +22,15 @@ This module must never import torch (tests/integration/test_daemon_inprocess.py)
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
@@ -42,6 +43,7 @@ from .config import MqttSettings, Settings
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
+from .state import open_state
 
 LinkFactory = Callable[[MqttSettings, Inbox[Any], str, int], Link]
 
@@ -120,7 +122,7 @@ class Daemon:
         self.checkpoints: CheckpointPolicy | None = None
         self.housekeeping: Housekeeping | None = None
         self._last_stats_results = 0
-        self._last_stats_t = self.clock.monotonic()
+        self._last_stats_t = self._started = self.clock.monotonic()
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
@@ -169,49 +171,15 @@ class Daemon:
         link.start()
 
     def _open_durable(self) -> None:
-        from ..durable.spill import SqliteSpill
-        from ..durable.store import DurableState
-
-        s = self.settings
-        sha = getattr(self.model, "sha256", None)
-        durable = None
-        if s.checkpoint.enabled and sha is not None:
-            # Takes the state dir lock: before anything in the directory is opened, so that a second
-            # daemon on it stops (StateDirBusy) without touching it (the spill store below would
-            # delete the first one's spilled rows if the second serves another model).
-            durable = DurableState(
-                Path(s.state_dir), self.engine, sha, self.log, fsync_interval_s=s.checkpoint.fsync_interval_s
+        self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
+        if self.durable is not None:
+            self.checkpoints = CheckpointPolicy(
+                self.durable,
+                interval_s=self.settings.checkpoint.interval_s,
+                quiesce_timeout_s=self.quiesce_timeout_s,
+                clock=self.clock,
+                log=self.log,
             )
-        if s.engine.evicted == "spill":
-            Path(s.state_dir).mkdir(parents=True, exist_ok=True)
-            spill = SqliteSpill(
-                Path(s.state_dir) / "spill.db",
-                self.model.state_shapes,
-                len(self.model.meta.output.names),
-                columns=self.engine.table.column_specs,
-                max_rows=s.engine.max_spilled,
-                model_sha256=sha or "",
-            )
-            if spill.discarded:
-                self.log.warning("spill_discarded", rows=spill.discarded, reason="made for another model or version")
-            self.engine.spill = self.spill = spill
-        if durable is None:
-            self.log.warning(
-                "durable_state_off",
-                reason="checkpoint.enabled is false" if sha else "the model has no file hash",
-                detail="state starts fresh at every start",
-            )
-            return
-        durable.spill = self.spill
-        durable.restore()
-        self.durable = durable
-        self.checkpoints = CheckpointPolicy(
-            durable,
-            interval_s=s.checkpoint.interval_s,
-            quiesce_timeout_s=self.quiesce_timeout_s,
-            clock=self.clock,
-            log=self.log,
-        )
 
     def iteration(self, idle_wait: float) -> None:
         """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is
@@ -355,6 +323,9 @@ class Daemon:
             "model_calls": st.model_calls,
             "connected": bool(link and link.connected),
             "reconnects": max(0, (link.connects if link else 0) - 1),
+            "alarms_raised": st.alarms_raised,
+            "streams_spilled": getattr(self.spill, "rows", 0),
+            "mean_batch": round(self.counters.received / self.pipeline.batches, 1) if self.pipeline.batches else 0.0,
         }
 
     def log_stats(self, now: float | None = None) -> None:
@@ -364,6 +335,17 @@ class Daemon:
         rate = (st["results"] - self._last_stats_results) / dt
         self._last_stats_t, self._last_stats_results = now, st["results"]
         self.log.info("stats", rate_per_s=round(rate, 1), **st)
+        topic = self.settings.mqtt.stats_topic
+        if topic and self._link is not None and self._link.connected:
+            # Retained, so a dashboard sees the latest at once; best effort (no reading waits for it).
+            doc = {
+                **st,
+                "rate_per_s": round(rate, 1),
+                "uptime_s": round(now - self._started, 1),
+                "version": __version__,
+                "model": self.model.meta.model_id,
+            }
+            self._link.publish(topic, json.dumps(doc, separators=(",", ":")).encode(), 0, True)
         self.notifier.status(
             f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
             f"{'connected' if st['connected'] else 'disconnected'}"

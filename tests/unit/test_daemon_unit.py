@@ -275,3 +275,20 @@ def test_intake_stops_while_too_many_results_wait_for_their_puback(step_model_pa
         d.iteration(0.01)
         link.complete()
     assert len(link.acked) == 12 and not d.ledger
+
+
+def test_stats_are_published_retained(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, log={"stats_interval_s": 10})
+    link.deliver("sensors/a", reading(T0))
+    link.deliver("sensors/b", b"junk")
+    d.iteration(0.01)
+    clock.advance(11)
+    d.iteration(0.001)
+    stats = [s for s in link.sent if s.topic == "edge-lstm/stats"]
+    assert len(stats) == 1 and stats[0].retain
+    doc = json.loads(stats[0].payload)
+    assert doc["results"] == 1 and doc["rejected"] == {"not_json": 1} and doc["streams"] == 1
+    assert doc["model"]["name"] == "test-model"
+    assert doc["uptime_s"] >= 11 and doc["version"] and doc["mean_batch"] == 2.0
+    for key in ("queue", "streams_spilled", "alarms_raised", "acked", "rate_per_s"):
+        assert key in doc
