@@ -12,6 +12,9 @@ Rules this module keeps (docs/operations.md, "How messages flow"):
   broker. Our CONNECT carries Receive Maximum, so the broker never has more than that many unacked
   readings in flight to us: the inbound queue is bounded without dropping anything.
 * Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
+
+The paho client subclass (one network-thread wake-up per batch, the `kick()` window repair) is in
+`paho_client.py`.
 """
 
 from __future__ import annotations
@@ -19,75 +22,25 @@ from __future__ import annotations
 import queue
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..ports import WAKE, Inbound
 from .config import MqttSettings
 from .logs import get_logger
+from .paho_client import BatchedClient, is_handed_over
 
 ONLINE = b"online"
-# Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
-_AWAITING_ACK = (
-    paho.mqtt_ms_wait_for_puback,
-    paho.mqtt_ms_wait_for_pubrec,
-    paho.mqtt_ms_wait_for_pubcomp,
-    paho.mqtt_ms_resend_pubrel,
-)
 OFFLINE = b"offline"
 
-
-def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
-    """True once the broker has the message (PUBACK for QoS 1, written to the socket for QoS 0).
-
-    `MQTTMessageInfo.is_published()` raises for a message queued while disconnected (rc NO_CONN) even
-    though paho keeps it and sends it after reconnecting; the flag itself is what we need.
-    """
-    return bool(info._published)  # noqa: SLF001 - set under paho's condition; a bool read is atomic
-
-
-class _Client(paho.Client):
-    """paho's client, with one change: packets queued by the thread in `_quiet` do not each wake the
-    network thread.
-
-    In threaded mode paho writes one byte to its socket pair for every queued packet (`_packet_queue`)
-    so that `select()` returns; the network thread then reads them back. For a batch of results and
-    acks that is two syscalls per packet on each side. The worker queues a whole batch quietly and
-    wakes the network thread once at the end (`MqttLink.batch`).
-    """
-
-    _quiet: int | None = None  # thread id whose packets are queued without a wake-up
-
-    def _packet_queue(
-        self,
-        command: int,
-        packet: bytes | bytearray,
-        mid: int,
-        qos: int,
-        info: paho.MQTTMessageInfo | None = None,
-    ) -> MQTTErrorCode:
-        if self._quiet is None or self._quiet != threading.get_ident():
-            return super()._packet_queue(command, packet, mid, qos, info)
-        self._out_packet.append(
-            {
-                "command": command,
-                "mid": mid,
-                "qos": qos,
-                "pos": 0,
-                "to_process": len(packet),
-                "packet": packet,
-                "info": info,
-            }
-        )
-        return paho.MQTT_ERR_SUCCESS
+__all__ = ["OFFLINE", "ONLINE", "WAKE", "Inbound", "MqttLink", "is_handed_over"]
 
 
 class MqttLink:
@@ -131,7 +84,7 @@ class MqttLink:
         }
         if not self.v5:
             client_kwargs["clean_session"] = False
-        c = _Client(**client_kwargs)
+        c = BatchedClient(**client_kwargs)
         self.client = c
         c.will_set(cfg.status_topic, OFFLINE, qos=1, retain=True)
         password = cfg.resolved_password()
@@ -195,73 +148,28 @@ class MqttLink:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Publishes and acks made inside go out with one wake-up of the network thread (see _Client)."""
-        c = self.client
-        c._quiet = threading.get_ident()  # noqa: SLF001
-        try:
+        """Publishes and acks made inside go out with one wake-up of the network thread (BatchedClient)."""
+        with self.client.batch():
             yield
-        finally:
-            c._quiet = None  # noqa: SLF001
-            w = c._sockpairW  # noqa: SLF001
-            if w is not None and c._out_packet:  # noqa: SLF001
-                try:
-                    w.send(b"0")
-                except OSError:
-                    pass  # closed by a reconnect: the network thread writes out_packet in its next loop anyway
 
     def kick(self, min_age_s: float = 5.0) -> int:
         """Repair paho's outgoing window if QoS 1/2 messages sit unsent while connected.
 
-        paho sends a message that did not fit the in-flight window (state `queued`) only from
-        `_update_inflight`, run when a PUBACK/PUBCOMP arrives; messages left in state `publish` are
-        resent only by `_handle_connack`. If its in-flight counter ever disagrees with the messages
-        actually awaiting an acknowledgement, or a resend is skipped (`_handle_connack` returns at the
-        first `queued` message), those messages wait forever while connected. Here (called from the
-        worker every few seconds): when messages older than `min_age_s` are unsent, recount the
-        window and send what fits. Returns how many were stuck (0 normally; then it changes nothing).
+        Called from the worker every few seconds: when messages older than `min_age_s` are unsent,
+        recount the window and send what fits (`BatchedClient.repair_window`). Returns how many were
+        stuck (0 normally; then it changes nothing).
         """
-        c = self.client
-        if not c.is_connected():
+        r = self.client.repair_window(min_age_s)
+        if r is None:
             return 0
-        now = paho.time_func()  # the clock of MQTTMessage.timestamp
-        with c._out_message_mutex:  # noqa: SLF001 - paho's own lock for these fields
-            msgs = list(c._out_messages.values())  # noqa: SLF001
-            inflight = sum(1 for m in msgs if m.state in _AWAITING_ACK)
-            window = c._max_inflight_messages  # noqa: SLF001 - 0: no window (our default)
-            room = window == 0 or inflight < window
-            # `queued` is normal while the window is full; `publish` is never normal once connected.
-            # timestamp 0: reset by a reconnect and not yet resent by _handle_connack (it sets it): skip.
-            stuck = [
-                m
-                for m in msgs
-                if m.qos > 0
-                and m.timestamp > 0
-                and now - m.timestamp >= min_age_s
-                and (m.state == paho.mqtt_ms_publish or (room and m.state == paho.mqtt_ms_queued))
-            ]
-            if not stuck:
-                return 0
-            counter = c._inflight_messages  # noqa: SLF001
-            for m in stuck:
-                m.state = paho.mqtt_ms_queued
-            c._inflight_messages = inflight  # noqa: SLF001
-            if window:
-                c._update_inflight()  # noqa: SLF001 - sends queued messages while the window has room
-            else:
-                for m in stuck:  # no window: send each as paho's publish() does
-                    c._inflight_messages += 1  # noqa: SLF001
-                    m.state = paho.mqtt_ms_wait_for_puback if m.qos == 1 else paho.mqtt_ms_wait_for_pubrec
-                    c._send_publish(  # noqa: SLF001
-                        m.mid, m.topic.encode("utf-8"), m.payload, m.qos, m.retain, m.dup, properties=m.properties
-                    )
         self.log.warning(
             "mqtt_publish_kicked",
-            stuck=len(stuck),
-            inflight_counter=counter,
-            inflight_actual=inflight,
-            oldest_age_s=round(now - min(m.timestamp for m in stuck), 1),
+            stuck=r.stuck,
+            inflight_counter=r.inflight_counter,
+            inflight_actual=r.inflight_actual,
+            oldest_age_s=r.oldest_age_s,
         )
-        return len(stuck)
+        return r.stuck
 
     def handed_over(self, handle: paho.MQTTMessageInfo) -> bool:
         return bool(handle._published)  # noqa: SLF001 - see is_handed_over

@@ -1,0 +1,141 @@
+"""paho's client with the two changes the daemon needs, kept apart from `mqtt.MqttLink` (which owns the
+session, the callbacks and backpressure):
+
+* a batch of publishes and acks wakes paho's network thread once, not once per packet (`batch`);
+* `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`).
+
+Both reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+
+# Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
+_AWAITING_ACK = (
+    paho.mqtt_ms_wait_for_puback,
+    paho.mqtt_ms_wait_for_pubrec,
+    paho.mqtt_ms_wait_for_pubcomp,
+    paho.mqtt_ms_resend_pubrel,
+)
+
+
+def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
+    """True once the broker has the message (PUBACK for QoS 1, written to the socket for QoS 0).
+
+    `MQTTMessageInfo.is_published()` raises for a message queued while disconnected (rc NO_CONN) even
+    though paho keeps it and sends it after reconnecting; the flag itself is what we need.
+    """
+    return bool(info._published)  # noqa: SLF001 - set under paho's condition; a bool read is atomic
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """What `BatchedClient.repair_window` found stuck and resent."""
+
+    stuck: int
+    inflight_counter: int  # paho's in-flight counter before the repair
+    inflight_actual: int  # messages actually awaiting an acknowledgement
+    oldest_age_s: float
+
+
+class BatchedClient(paho.Client):
+    """paho's client, with one change: packets queued by the thread in `_quiet` do not each wake the
+    network thread.
+
+    In threaded mode paho writes one byte to its socket pair for every queued packet (`_packet_queue`)
+    so that `select()` returns; the network thread then reads them back. For a batch of results and
+    acks that is two syscalls per packet on each side. The worker queues a whole batch quietly and
+    wakes the network thread once at the end (`batch`).
+    """
+
+    _quiet: int | None = None  # thread id whose packets are queued without a wake-up
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._quiet is None or self._quiet != threading.get_ident():
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        return paho.MQTT_ERR_SUCCESS
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Packets queued inside by this thread go out with one wake-up of the network thread."""
+        self._quiet = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._quiet = None
+            w = self._sockpairW
+            if w is not None and self._out_packet:
+                try:
+                    w.send(b"0")
+                except OSError:
+                    pass  # closed by a reconnect: the network thread writes out_packet in its next loop anyway
+
+    def repair_window(self, min_age_s: float) -> Repaired | None:
+        """Resend QoS 1/2 messages older than `min_age_s` that sit unsent while connected.
+
+        paho sends a message that did not fit the in-flight window (state `queued`) only from
+        `_update_inflight`, run when a PUBACK/PUBCOMP arrives; messages left in state `publish` are
+        resent only by `_handle_connack`. If its in-flight counter ever disagrees with the messages
+        actually awaiting an acknowledgement, or a resend is skipped (`_handle_connack` returns at the
+        first `queued` message), those messages wait forever while connected. Here: recount the window
+        and send what fits. Returns None when nothing was stuck (then it changes nothing).
+        """
+        if not self.is_connected():
+            return None
+        now = paho.time_func()  # the clock of MQTTMessage.timestamp
+        with self._out_message_mutex:  # paho's own lock for these fields
+            msgs = list(self._out_messages.values())
+            inflight = sum(1 for m in msgs if m.state in _AWAITING_ACK)
+            window = self._max_inflight_messages  # 0: no window (the link's default)
+            room = window == 0 or inflight < window
+            # `queued` is normal while the window is full; `publish` is never normal once connected.
+            # timestamp 0: reset by a reconnect and not yet resent by _handle_connack (it sets it): skip.
+            stuck = [
+                m
+                for m in msgs
+                if m.qos > 0
+                and m.timestamp > 0
+                and now - m.timestamp >= min_age_s
+                and (m.state == paho.mqtt_ms_publish or (room and m.state == paho.mqtt_ms_queued))
+            ]
+            if not stuck:
+                return None
+            counter = self._inflight_messages
+            for m in stuck:
+                m.state = paho.mqtt_ms_queued
+            self._inflight_messages = inflight
+            if window:
+                self._update_inflight()  # sends queued messages while the window has room
+            else:
+                for m in stuck:  # no window: send each as paho's publish() does
+                    self._inflight_messages += 1
+                    m.state = paho.mqtt_ms_wait_for_puback if m.qos == 1 else paho.mqtt_ms_wait_for_pubrec
+                    self._send_publish(
+                        m.mid, m.topic.encode("utf-8"), m.payload, m.qos, m.retain, m.dup, properties=m.properties
+                    )
+        return Repaired(len(stuck), counter, inflight, round(now - min(m.timestamp for m in stuck), 1))
