@@ -26,6 +26,11 @@ class CheckpointPolicy:
         self.last = clock.monotonic()  # the last checkpoint (or postponement)
         self.postponed = 0
 
+    def request(self) -> None:
+        """Take a checkpoint as soon as possible (a command asked for one, or made a change that only a
+        checkpoint makes durable)."""
+        self.last = float("-inf")
+
     def pause_intake(self, unacked: int) -> bool:
         """Call every worker iteration. True while intake should pause for a due checkpoint; the
         checkpoint is taken here as soon as nothing is unacknowledged."""

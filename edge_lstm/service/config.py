@@ -188,6 +188,35 @@ class ScoringSettings(_Section):
         )
 
 
+class CommandSettings(_Section):
+    """Commands over MQTT (service/commands.py): off by default; limit who may publish on the topic
+    with the broker's ACL (docs/operations.md)."""
+
+    enabled: bool = False
+    topic: str = Field(default="edge-lstm/command", min_length=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError(f"topic {v!r} must not contain MQTT wildcards")
+        return v
+
+
+class HomeAssistantSettings(_Section):
+    """Home Assistant MQTT discovery (service/homeassistant.py): off by default."""
+
+    enabled: bool = False
+    discovery_prefix: str = Field(default="homeassistant", min_length=1)
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        if "+" in v or "#" in v or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"discovery_prefix {v!r} must be a plain topic prefix")
+        return v
+
+
 class AlarmSettings(_Section):
     """Alarm hysteresis per stream (alarm.py): raise after `raise_n` of the last `raise_window` readings
     are flagged, clear after `clear_after` consecutive unflagged readings."""
@@ -263,6 +292,8 @@ class Settings(BaseSettings):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     alarm: AlarmSettings = Field(default_factory=AlarmSettings)
+    commands: CommandSettings = Field(default_factory=CommandSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,6 @@ This module must never import torch (tests/integration/test_daemon_inprocess.py)
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
 from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
@@ -40,15 +38,17 @@ from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .checkpoints import CheckpointPolicy
 from .config import MqttSettings, Settings
+from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .state import open_state
+from .stats import StatsReporter, collect
 
-LinkFactory = Callable[[MqttSettings, Inbox[Any], str, int], Link]
+LinkFactory = Callable[[MqttSettings, Inbox[Any], Any, int], Link]  # subscription: a filter or a list
 
 
-def mqtt_link(cfg: MqttSettings, inbox: Inbox[Any], subscription: str, max_queue: int) -> Link:
+def mqtt_link(cfg: MqttSettings, inbox: Inbox[Any], subscription: Any, max_queue: int) -> Link:
     from .mqtt import MqttLink  # paho is imported only when a real link is made
 
     return MqttLink(cfg, inbox, subscription, max_queue=max_queue)
@@ -104,6 +104,7 @@ class Daemon:
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
+        self.control = Control(settings, self.engine, self.log)  # commands, Home Assistant (opt-in)
         self.reject_log = RateLimitedLog(
             self.log,
             burst=settings.log.rejections_burst,
@@ -121,8 +122,7 @@ class Daemon:
         self.spill: SpillStore | None = None
         self.checkpoints: CheckpointPolicy | None = None
         self.housekeeping: Housekeeping | None = None
-        self._last_stats_results = 0
-        self._last_stats_t = self._started = self.clock.monotonic()
+        self.reporter = StatsReporter(self)
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
@@ -148,7 +148,10 @@ class Daemon:
     def start(self) -> None:
         """Open durable state, create the link and start connecting (run() calls it)."""
         s = self.settings
-        link = self._link = self._link_factory(s.mqtt, self.inbox, self.input.subscription, s.engine.max_queue)
+        subscription: Any = (
+            [self.input.subscription, *self.control.topics] if self.control.topics else (self.input.subscription)
+        )
+        link = self._link = self._link_factory(s.mqtt, self.inbox, subscription, s.engine.max_queue)
         meta = self.model.meta
         self.log.info(
             "starting",
@@ -173,7 +176,7 @@ class Daemon:
     def _open_durable(self) -> None:
         self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
         if self.durable is not None:
-            self.checkpoints = CheckpointPolicy(
+            self.checkpoints = self.control.checkpoints = CheckpointPolicy(
                 self.durable,
                 interval_s=self.settings.checkpoint.interval_s,
                 quiesce_timeout_s=self.quiesce_timeout_s,
@@ -234,12 +237,27 @@ class Daemon:
     def _process(self, batch: list[Inbound]) -> None:
         c = self.counters
         c.received += len(batch)
+        if self.control.topics:
+            batch = self._control(batch)
         processed = self.pipeline.run(batch)
         batch_no = self.pipeline.batches
         now = self.clock.monotonic()
         with self._batch():
             self._publish(processed, batch_no, now)
         self.ledger.note_size()
+
+    def _control(self, batch: list[Inbound]) -> list[Inbound]:
+        """Handle the messages on the daemon's own topics (replies acknowledged like results); return
+        the readings."""
+        readings = []
+        qos, now = self.settings.mqtt.qos_out, self.clock.monotonic()
+        for m in batch:
+            if not self.control.handles(m.topic):
+                readings.append(m)
+                continue
+            handles = [self.link.publish(t, p, qos, r) for t, p, r in self.control.handle(m.topic, m.payload)]
+            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
+        return readings
 
     def _batch(self) -> AbstractContextManager[Any]:
         """The link's batch context (one network-thread wake-up for many packets), if it has one."""
@@ -250,6 +268,7 @@ class Daemon:
         c = self.counters
         qos = self.settings.mqtt.qos_out
         publish, ledger, reject_log = self.link.publish, self.ledger, self.reject_log
+        announce = self.control.announce if self.control.discovery is not None else None
         for p in processed:
             m = p.message
             entry = Pending(
@@ -265,6 +284,9 @@ class Daemon:
             else:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
+                if announce is not None:
+                    for t, payload, retain in announce(p.reading.stream):  # type: ignore[union-attr]
+                        publish(t, payload, qos, retain)
             ledger.add(entry)
 
     def _ack_ready(self) -> None:
@@ -302,54 +324,10 @@ class Daemon:
     # ---- stats ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        st = self.engine.stats
-        link = self._link
-        return {
-            "received": self.counters.received,
-            "readings": st.readings,
-            "results": st.results,
-            "anomalies": st.anomalies,
-            "rejected": dict(st.rejected),
-            "streams": len(self.engine.table),
-            "evicted": st.evicted,
-            "queue": self.inbox.qsize(),
-            "unacked": len(self.ledger),
-            "acked": self.counters.acked,
-            "backpressure_events": link.holds if link else 0,
-            "max_queue_seen": link.max_inbox if link else 0,
-            "max_outstanding": self.ledger.max_outstanding,
-            "stalls": self.housekeeping.stalls if self.housekeeping else 0,
-            "publish_refused": link.publish_failures if link else 0,
-            "model_calls": st.model_calls,
-            "connected": bool(link and link.connected),
-            "reconnects": max(0, (link.connects if link else 0) - 1),
-            "alarms_raised": st.alarms_raised,
-            "streams_spilled": getattr(self.spill, "rows", 0),
-            "mean_batch": round(self.counters.received / self.pipeline.batches, 1) if self.pipeline.batches else 0.0,
-        }
+        return collect(self)
 
     def log_stats(self, now: float | None = None) -> None:
-        now = self.clock.monotonic() if now is None else now
-        st = self.stats()
-        dt = max(now - self._last_stats_t, 1e-9)
-        rate = (st["results"] - self._last_stats_results) / dt
-        self._last_stats_t, self._last_stats_results = now, st["results"]
-        self.log.info("stats", rate_per_s=round(rate, 1), **st)
-        topic = self.settings.mqtt.stats_topic
-        if topic and self._link is not None and self._link.connected:
-            # Retained, so a dashboard sees the latest at once; best effort (no reading waits for it).
-            doc = {
-                **st,
-                "rate_per_s": round(rate, 1),
-                "uptime_s": round(now - self._started, 1),
-                "version": __version__,
-                "model": self.model.meta.model_id,
-            }
-            self._link.publish(topic, json.dumps(doc, separators=(",", ":")).encode(), 0, True)
-        self.notifier.status(
-            f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
-            f"{'connected' if st['connected'] else 'disconnected'}"
-        )
+        self.reporter.report(self.clock.monotonic() if now is None else now)
 
     # ---- shutdown -------------------------------------------------------------------------------
 

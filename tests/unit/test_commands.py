@@ -19,7 +19,6 @@ from edge_lstm.service.commands import Command, CommandError, parse, reply
         (b'{"op": "reset", "stream": "pump-7"}', Command("reset", "pump-7")),
         (b'{"op": "inspect", "stream": "a/b"}', Command("inspect", "a/b")),
         (b'{"op": "checkpoint"}', Command("checkpoint")),
-        (b'{"op": "reload"}', Command("reload")),
     ],
 )
 def test_valid_commands(payload: bytes, want: Command) -> None:
@@ -35,7 +34,7 @@ def test_valid_commands(payload: bytes, want: Command) -> None:
         (b'{"op": "reset"}', "needs a non-empty 'stream'"),
         (b'{"op": "reset", "stream": 7}', "needs a non-empty 'stream'"),
         (b'{"op": "checkpoint", "stream": "x"}', "takes no 'stream'"),
-        (b'{"op": "reload", "force": true}', "unknown field(s) ['force']"),
+        (b'{"op": "checkpoint", "force": true}', "unknown field(s) ['force']"),
         (b"\xff\xfe", "not a JSON object"),
         (b" " * 5000, "larger than"),
     ],

@@ -292,3 +292,55 @@ def test_stats_are_published_retained(step_model_path: Path, tmp_path: Path) -> 
     assert doc["uptime_s"] >= 11 and doc["version"] and doc["mean_batch"] == 2.0
     for key in ("queue", "streams_spilled", "alarms_raised", "acked", "rate_per_s"):
         assert key in doc
+
+
+def test_commands_reset_inspect_checkpoint_and_errors(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, checkpoint_interval_s=3600, commands={"enabled": True})
+    for t in range(5):
+        link.deliver("sensors/pump", reading(T0 + t))
+    d.iteration(0.01)
+    taken = d.durable.checkpoints  # type: ignore[union-attr]
+    link.deliver("edge-lstm/command", b'{"op": "inspect", "stream": "pump"}')
+    link.deliver("edge-lstm/command", b'{"op": "explode"}')
+    link.deliver("edge-lstm/command", b'{"op": "reset", "stream": "pump"}')
+    link.deliver("edge-lstm/command", b'{"op": "checkpoint"}')
+    d.iteration(0.01)
+    d.iteration(0.01)  # the requested checkpoint is taken once nothing awaits the broker
+    replies = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/command/reply"]
+    assert [(r["op"], r["ok"]) for r in replies] == [
+        ("inspect", True),
+        (None, False),
+        ("reset", True),
+        ("checkpoint", True),
+    ]
+    assert replies[0]["steps"] == 5 and replies[0]["alarm"]["raised"] is False
+    assert "unknown op 'explode'" in replies[1]["error"]
+    assert d.durable.checkpoints > taken  # type: ignore[union-attr]
+    assert [mid for mid, _ in link.acked][-4:] == [6, 7, 8, 9]  # commands are acknowledged too
+    link.deliver("sensors/pump", reading(T0 + 10))
+    d.iteration(0.01)
+    assert json.loads(link.results()[-1].payload)["warming_up"] is True  # reset: it starts fresh
+    assert d.stats()["commands"] == 4
+
+
+def test_commands_are_ignored_as_readings_when_disabled(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path)
+    link.deliver("edge-lstm/command", b'{"op": "checkpoint"}')
+    d.iteration(0.01)
+    assert not [s for s in link.sent if s.topic.endswith("/reply")]
+    assert d.stats()["rejected"] == {"bad_stream": 1}  # not our input pattern: a counted rejection
+
+
+def test_home_assistant_discovery_announces_each_stream_once(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
+    assert link.subscription == ["sensors/+", "homeassistant/status"]
+    for t in range(3):
+        link.deliver("sensors/pump", reading(T0 + t))
+    d.iteration(0.01)
+    configs = [s for s in link.sent if s.topic.startswith("homeassistant/")]
+    assert len(configs) == 3 and all(s.retain for s in configs)  # alarm, score, likelihood
+    doc = json.loads(configs[0].payload)
+    assert doc["state_topic"] == "edge-lstm/alarms/pump" and doc["availability_topic"] == "edge-lstm/status"
+    link.deliver("homeassistant/status", b"online")  # Home Assistant restarted: announce again
+    d.iteration(0.01)
+    assert len([s for s in link.sent if s.topic.startswith("homeassistant/")]) == 6

@@ -1,0 +1,92 @@
+"""Messages on the daemon's own topics, not readings: commands (`[commands]`) and Home Assistant's
+status (`[homeassistant]`); and the discovery announcements of streams. Both opt-in, off by default.
+
+The daemon routes a received message here when its topic is one of `topics`, before the pipeline; what
+`handle` returns is published like a result (the command is acknowledged once its reply is handed over).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from ..engine import Engine
+from ..topics import sanitize_stream
+from .checkpoints import CheckpointPolicy
+from .commands import CommandError, parse, reply
+from .config import Settings
+from .homeassistant import Discovery
+
+Publish = tuple[str, bytes, bool]  # topic, payload, retain
+
+
+class Control:
+    def __init__(self, settings: Settings, engine: Engine, log: Any) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.log = log
+        self.checkpoints: CheckpointPolicy | None = None  # set once durable state is open
+        c, ha, mq = settings.commands, settings.homeassistant, settings.mqtt
+        self.command_topic = c.topic if c.enabled else None
+        self.reply_topic = f"{c.topic}/reply"
+        self.ha_status = f"{ha.discovery_prefix}/status" if ha.enabled else None
+        self.discovery = (
+            Discovery(ha.discovery_prefix, mq.client_id, mq.status_topic, engine.meta.name) if ha.enabled else None
+        )
+        self.topics = [t for t in (self.command_topic, self.ha_status) if t]
+        # Streams announced since start (bounded like the state table: a flood of ids cannot grow it).
+        self._announced: OrderedDict[str, None] = OrderedDict()
+        self.commands = 0
+
+    def handles(self, topic: bytes) -> bool:
+        return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
+
+    def handle(self, topic: bytes, payload: bytes) -> list[Publish]:
+        t = topic.decode("utf-8", "replace")
+        if t == self.ha_status:
+            if payload.strip() == b"online":  # Home Assistant restarted: it forgot the discovery configs
+                self._announced.clear()
+                return [a for s in list(self.engine.table.slots) for a in self.announce(s)]
+            return []
+        return [(self.reply_topic, self._command(payload), False)]
+
+    def _command(self, payload: bytes) -> bytes:
+        self.commands += 1
+        try:
+            cmd = parse(payload)
+        except CommandError as e:
+            self.log.warning("command_refused", error=str(e))
+            return reply(None, False, error=str(e))
+        self.log.info("command", op=cmd.op, stream=cmd.stream)
+        if cmd.op == "inspect":
+            assert cmd.stream is not None
+            info = self.engine.describe_stream(cmd.stream)
+            if info is None:
+                return reply("inspect", False, stream=cmd.stream, error="no such stream in the state table")
+            return reply("inspect", True, **info)
+        if cmd.op == "reset":
+            assert cmd.stream is not None
+            known = self.engine.reset_stream(cmd.stream)
+            self._announced.pop(cmd.stream, None)
+            if self.checkpoints is not None:
+                self.checkpoints.request()  # the reset is durable once the next checkpoint is written
+            return reply("reset", True, stream=cmd.stream, known=known)
+        # checkpoint
+        if self.checkpoints is None:
+            return reply("checkpoint", False, error="durable state is off (checkpoint.enabled = false)")
+        self.checkpoints.request()
+        return reply("checkpoint", True, detail="requested: written as soon as no result awaits the broker")
+
+    def announce(self, stream: str) -> list[Publish]:
+        """Discovery configs for a stream not yet announced (nothing otherwise, or with discovery off)."""
+        if self.discovery is None or stream in self._announced:
+            return []
+        self._announced[stream] = None
+        if len(self._announced) > self.engine.table.max_streams:
+            self._announced.popitem(last=False)
+        mq = self.settings.mqtt
+        safe = sanitize_stream(stream)
+        result_topic = mq.output_pattern.replace("{stream}", safe)
+        alarm_topic = mq.alarm_pattern.replace("{stream}", safe) if mq.alarm_pattern else None
+        out = self.discovery.announcements(stream, result_topic, alarm_topic, likelihood=True)
+        return [(t, p, True) for t, p in out]
