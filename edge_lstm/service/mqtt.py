@@ -23,7 +23,7 @@ import queue
 import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,16 +42,29 @@ OFFLINE = b"offline"
 
 __all__ = ["OFFLINE", "ONLINE", "WAKE", "Inbound", "MqttLink", "is_handed_over"]
 
+SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason: another client connected with our client id
+
 
 class MqttLink:
     """The daemon's MQTT connection. Thread-safe for `publish`/`ack` from the worker thread."""
 
     def __init__(
-        self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str, *, max_queue: int = 10_000
+        self,
+        cfg: MqttSettings,
+        inbox: queue.SimpleQueue[Any],
+        subscription: str | Sequence[str],
+        *,
+        max_queue: int = 10_000,
     ) -> None:
         self.cfg = cfg
         self.inbox = inbox
-        self.subscription = subscription
+        # The first filter is the readings' (at cfg.qos_in); any others (a command topic,
+        # homeassistant/status, ...) are subscribed at QoS 1 in the same SUBSCRIBE.
+        subs = (subscription,) if isinstance(subscription, str) else tuple(subscription)
+        if not subs:
+            raise ValueError("MqttLink needs at least one subscription")
+        self.subscription = subscription  # as given; `subscriptions`: every filter, the readings' first
+        self.subscriptions: tuple[str, ...] = tuple(dict.fromkeys(subs))
         # Backpressure (see _hold): stop reading at max_queue waiting readings, resume at half.
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
@@ -73,6 +86,14 @@ class MqttLink:
         self.disconnects = 0
         self.connect_failures = 0
         self.publish_failures = 0  # PUBACKs with a failure reason code (results the broker refused)
+        # Another client with our client id (see _takeover): takeovers seen, and whether we back off.
+        self.client_id_conflicts = 0
+        self.conflict = False
+        self._connected_at = 0.0
+        self._short_streak = 0  # consecutive connections the broker ended within _short_s
+        self._short_s = max(5.0, 3 * cfg.reconnect_min_delay_s)
+        self._stable_s = max(60.0, 2 * cfg.reconnect_max_delay_s)
+        self._closing = False
         self._wake_pending = False
         self._sub_mid: int | None = None
 
@@ -99,9 +120,7 @@ class MqttLink:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             c.tls_insecure_set(t.insecure)
-        c.reconnect_delay_set(
-            min_delay=max(1, int(cfg.reconnect_min_delay_s)), max_delay=max(1, int(cfg.reconnect_max_delay_s))
-        )
+        self._set_backoff(cfg.reconnect_min_delay_s)
         # No paho window: with one, every PUBACK runs `_update_inflight`, a scan of all outgoing messages
         # (O(outstanding) per PUBACK, the largest entry in the profile; docs/performance.md). The daemon
         # bounds what is outstanding itself: it stops taking readings while too many are unacknowledged
@@ -189,6 +208,7 @@ class MqttLink:
         so the explicit publish is what leaves `offline` retained.
         """
         ok = False
+        self._closing = True
         if self.connected:
             info = self.client.publish(self.cfg.status_topic, OFFLINE, qos=1, retain=True)
             deadline = time.monotonic() + timeout
@@ -225,9 +245,12 @@ class MqttLink:
         self.generation += 1
         self.connects += 1
         self.connected = True
+        self._connected_at = time.monotonic()
         self.session_present = bool(getattr(flags, "session_present", False))
         client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True)
-        rc, self._sub_mid = client.subscribe(self.subscription, qos=self.cfg.qos_in)
+        topics: list[tuple[str, int]] = [(self.subscriptions[0], self.cfg.qos_in)]
+        topics += [(t, 1) for t in self.subscriptions[1:]]
+        rc, self._sub_mid = client.subscribe(topics)
         self.log.info(
             "mqtt_connected",
             host=self.cfg.host,
@@ -256,12 +279,13 @@ class MqttLink:
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         if mid != self._sub_mid:
             return
-        bad = [str(rc) for rc in reason_codes if rc.is_failure]
-        if bad:
-            self.log.error("mqtt_subscribe_refused", topic=self.subscription, reasons=bad)
+        bad = {t: str(rc) for t, rc in zip(self.subscriptions, reason_codes, strict=False) if rc.is_failure}
+        if bad or len(reason_codes) < len(self.subscriptions):
+            self.log.error("mqtt_subscribe_refused", topic=self.subscriptions[0], reasons=bad)
             return
         self.subscribed = True
-        self.log.info("mqtt_subscribed", topic=self.subscription, qos=self.cfg.qos_in)
+        extra = {"also": list(self.subscriptions[1:])} if len(self.subscriptions) > 1 else {}
+        self.log.info("mqtt_subscribed", topic=self.subscriptions[0], qos=self.cfg.qos_in, **extra)
         self._wake()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -270,8 +294,55 @@ class MqttLink:
         self.subscribed = False
         if was:
             self.disconnects += 1
-            self.log.warning("mqtt_disconnected", reason=str(reason_code))
+            lasted = time.monotonic() - self._connected_at
+            self.log.warning("mqtt_disconnected", reason=str(reason_code), connected_s=round(lasted, 1))
+            if not self._closing:
+                self._takeover(reason_code, bool(getattr(flags, "is_disconnect_packet_from_server", False)), lasted)
         self._wake()
+
+    def _takeover(self, reason_code: Any, from_server: bool, lasted: float) -> None:
+        """Detect another client with our client id, and back off instead of ping-ponging with it.
+
+        The broker ends the older session whenever a client connects with the same id: two daemons
+        with one `mqtt.client_id` take the session from each other every reconnect delay. MQTT v5 says
+        so (DISCONNECT reason 142 "Session taken over"); 3.1.1 just closes the socket, so there the
+        symptom is the broker ending two connections in a row shortly after they were made. While in
+        conflict, reconnects wait `reconnect_max_delay_s`; a connection that lasts `_stable_s` ends it.
+        """
+        value = getattr(reason_code, "value", None)
+        if lasted >= self._stable_s:
+            self._short_streak = 0
+            if self.conflict:
+                self.conflict = False
+                self._set_backoff(self.cfg.reconnect_min_delay_s)
+                self.log.info("client_id_conflict_over", client_id=self.cfg.client_id, connected_s=round(lasted))
+            return
+        if value == SESSION_TAKEN_OVER:
+            evidence = "session taken over"
+        elif value != 0 and not from_server and lasted < self._short_s:
+            self._short_streak += 1
+            if self._short_streak < 2:
+                return
+            evidence = "connection ended by the broker shortly after connecting, repeatedly"
+        else:
+            self._short_streak = 0
+            return
+        self.client_id_conflicts += 1
+        if not self.conflict:
+            self.conflict = True
+            self._set_backoff(self.cfg.reconnect_max_delay_s)
+            self.log.warning(
+                "client_id_conflict",
+                client_id=self.cfg.client_id,
+                evidence=evidence,
+                reconnect_delay_s=max(1, int(self.cfg.reconnect_max_delay_s)),
+                hint="another client connects with this mqtt.client_id; give each daemon its own",
+            )
+
+    def _set_backoff(self, min_delay_s: float) -> None:
+        """paho's reconnect delay: from `min_delay_s`, doubling up to `reconnect_max_delay_s`."""
+        high = max(1, int(self.cfg.reconnect_max_delay_s))
+        self.client.reconnect_delay_set(min_delay=min(high, max(1, int(min_delay_s))), max_delay=high)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Nothing but an append: see the module docstring.

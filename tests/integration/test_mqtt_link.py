@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import time
 
 import paho.mqtt.client as paho
@@ -67,3 +68,42 @@ def test_kick_sends_messages_stuck_while_connected(broker, state):
         assert c._inflight_messages == 0
     finally:
         link.close(timeout=2)
+
+
+@pytest.mark.integration
+def test_several_subscriptions_in_one_subscribe_and_again_after_a_reconnect(broker, publisher):
+    """Readings at qos_in, the extra filters at QoS 1; re-subscribed on every connect."""
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    link = MqttLink(
+        MqttSettings(port=broker.port, client_id="t-subs", reconnect_min_delay_s=1),
+        inbox,
+        ["sensors/+", "edge-lstm/command", "homeassistant/status"],
+    )
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        pub = publisher(broker.port)
+        for topic in ("sensors/a", "edge-lstm/command", "homeassistant/status", "other/x"):
+            pub.send(topic, b"m", qos=1)
+        pub.flush()
+        got: set[bytes] = set()
+        assert _wait(lambda: _drain(inbox, got) >= {b"sensors/a", b"edge-lstm/command", b"homeassistant/status"})
+        link.client.socket().shutdown(socket.SHUT_RDWR)  # connection lost: paho reconnects and subscribes
+        assert _wait(lambda: link.connects == 2 and link.subscribed, timeout=10)
+        pub.send("edge-lstm/command", b"again", qos=1)
+        pub.flush()
+        assert _wait(lambda: b"edge-lstm/command" in _drain(inbox, set()))
+        assert b"other/x" not in got
+    finally:
+        link.close(timeout=2)
+
+
+def _drain(inbox: queue.SimpleQueue, into: set[bytes]) -> set[bytes]:
+    while True:
+        try:
+            m = inbox.get_nowait()
+        except queue.Empty:
+            return into
+        topic = getattr(m, "topic", None)
+        if topic is not None:
+            into.add(topic)

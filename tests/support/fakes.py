@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class FakeLink:
 
     cfg: MqttSettings
     inbox: queue.SimpleQueue[Any]
-    subscription: str
+    subscription: str | Sequence[str]  # as given; `subscriptions`: every filter, the readings' first
     max_queue: int
     auto_complete: bool = True  # publishes are handed over at once
     connected: bool = False
@@ -67,6 +68,13 @@ class FakeLink:
     sent: list[Sent] = field(default_factory=list)
     acked: list[tuple[int, int]] = field(default_factory=list)
     _mid: int = 0
+    subscriptions: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        subs = (self.subscription,) if isinstance(self.subscription, str) else tuple(self.subscription)
+        if not subs:
+            raise ValueError("FakeLink needs at least one subscription")
+        self.subscriptions = tuple(dict.fromkeys(subs))
 
     # -- the Link protocol ----------------------------------------------------------------------
     def start(self) -> None:
@@ -130,7 +138,9 @@ class LinkFactory:
         self.auto_complete = auto_complete
         self.link: FakeLink | None = None
 
-    def __call__(self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str, max_queue: int) -> FakeLink:
+    def __call__(
+        self, cfg: MqttSettings, inbox: queue.SimpleQueue[Any], subscription: str | Sequence[str], max_queue: int
+    ) -> FakeLink:
         self.link = FakeLink(cfg, inbox, subscription, max_queue, auto_complete=self.auto_complete)
         return self.link
 
