@@ -286,3 +286,26 @@ class Engine:
                 "readings": int(c["alarm.readings"]),
             },
         }
+
+    def swap_model(self, model: StepModel, scoring: ScoringConfig, alarms: AlarmPolicy) -> bool:
+        """Serve `model` from now on, keeping every stream's state, if it has the same state signature
+        (features, state tensor shapes, output kind and names) as the current one; False otherwise (the
+        caller restarts instead). Calibration, scaling, warm-up and scoring settings come from the new."""
+        old = self.meta
+        new = model.meta
+        same = (
+            list(new.features) == list(old.features)
+            and [tuple(s) for s in model.state_shapes] == [tuple(s) for s in self.model.state_shapes]
+            and new.output.kind == old.output.kind
+            and list(new.output.names) == list(old.output.names)
+        )
+        if not same:
+            return False
+        scorer = Scorer(new, scoring)
+        if scorer.columns.keys() != self.scorer.columns.keys():
+            return False
+        self.model, self.meta, self.scorer, self.alarms = model, new, scorer, alarms
+        self.warmup = max(new.warmup_steps, 1) if self.forecast else new.warmup_steps
+        self._offset = np.asarray(new.scaling.offset, np.float64)
+        self._inv_scale = 1.0 / np.asarray(new.scaling.scale, np.float64)
+        return True

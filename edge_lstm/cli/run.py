@@ -18,9 +18,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-# Signals that stop the daemon cleanly. SIGHUP's default action would kill it silently (no `stopping`
-# line, no checkpoint, `offline` only through the will): until hot reload exists it stops like SIGTERM.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Signals that stop the daemon cleanly. SIGHUP reloads the configuration and the model (service/reload.py;
+# its default action would kill the daemon silently).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_CONFIG = Path("/etc/edge-lstm/config.toml")  # where the systemd unit's ConfigurationDirectory puts it
 
 
@@ -58,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..contract import ModelFormatError
     from ..onnx_model import load_model
-    from ..service.config import load_settings
+    from ..ports import StepModel
+    from ..service.config import Settings, load_settings
     from ..service.daemon import Daemon
     from ..service.logs import configure
     from ..service.startup import preflight, setting_error
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         raise setting_error("model", str(e)) from None
     stop = threading.Event()
     daemon: Daemon | None = None
+    path = config_path(args.config)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flag it: no logging here. The handler runs in the main thread between bytecodes, maybe
@@ -81,10 +83,28 @@ def _run(args: argparse.Namespace) -> int:
             daemon.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
 
+    def _on_hup(signum: int, frame: FrameType | None) -> None:
+        if daemon is not None:
+            daemon.reload_requested = True  # the worker reloads between two batches (service/reload.py)
+
+    def _reload() -> tuple[Settings, StepModel]:
+        new = load_settings(path)
+        preflight(new)
+        try:
+            return new, load_model(new.model, threads=new.engine.threads)
+        except ModelFormatError as e:
+            raise setting_error("model", str(e)) from None
+
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
-    daemon = Daemon(settings, model)
-    return daemon.run(stop)
+    signal.signal(signal.SIGHUP, _on_hup)
+    daemon = Daemon(settings, model, reloader=_reload)
+    code = daemon.run(stop)
+    if daemon.restart_requested and not stop.is_set():
+        # A reload that cannot be done in place (another state signature): start over in this process
+        # (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside.
+        os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
+    return code
 
 
 if __name__ == "__main__":  # `python -m edge_lstm.cli.run --config FILE` (same as `edge-lstm run`)

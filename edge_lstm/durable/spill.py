@@ -95,6 +95,10 @@ class SqliteSpill:
         self.restored += 1
         return self._unpack(stream, hit[0], hit[1])
 
+    def rebind(self, model_sha256: str) -> None:
+        """A hot reload swapped in a model with the same state signature: its rows stay valid."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (model_sha256,))
+
     def forget(self, stream: str) -> bool:
         """Drop every version of a stream (a reset: it must not come back from here)."""
         gone = int(self.db.execute("DELETE FROM spill WHERE stream = ?", (stream,)).rowcount)

@@ -86,6 +86,11 @@ class DurableState:
         self.checkpoint()
         return info
 
+    def rebind(self, model_sha256: str) -> None:
+        """A hot reload swapped in a model with the same state signature: checkpoints from now on are
+        made for it (the next one, requested at once, covers the state so far)."""
+        self.model_sha256 = model_sha256
+
     def record(self, entries: Iterable[tuple[int, Reading]]) -> None:
         """Journal (engine call, reading) pairs; call before acknowledging them."""
         self.journal.append(entries)

@@ -2,11 +2,11 @@
 
 A command is a JSON object published on `commands.topic` (default `edge-lstm/command`):
 
-    {"op": "reset" | "inspect" | "checkpoint", "stream": "pump-7"}   (`stream`: reset and inspect)
+    {"op": "reset" | "inspect" | "checkpoint" | "reload", "stream": "pump-7"}   (`stream`: reset, inspect)
 
 The reply is JSON `{"op", "ok", ...}` (`"error"` when not ok) on `<commands.topic>/reply`. A malformed
 or unknown command gets an error reply and never disturbs scoring. (Not built yet: replies to an MQTT v5
-response topic with correlation data, and `reload`; see docs/operations.md.)
+response topic with correlation data; see docs/operations.md.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-OPS = ("reset", "inspect", "checkpoint")
+OPS = ("reset", "inspect", "checkpoint", "reload")
 NEEDS_STREAM = ("reset", "inspect")
 MAX_COMMAND_BYTES = 4096
 

@@ -8,6 +8,7 @@ The daemon routes a received message here when its topic is one of `topics`, bef
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import Engine
@@ -21,8 +22,9 @@ Publish = tuple[str, bytes, bool]  # topic, payload, retain
 
 
 class Control:
-    def __init__(self, settings: Settings, engine: Engine, log: Any) -> None:
+    def __init__(self, settings: Settings, engine: Engine, log: Any, request_reload: Callable[[], None]) -> None:
         self.settings = settings
+        self.request_reload = request_reload  # as SIGHUP: the worker reloads before its next batch
         self.engine = engine
         self.log = log
         self.checkpoints: CheckpointPolicy | None = None  # set once durable state is open
@@ -71,6 +73,9 @@ class Control:
             if self.checkpoints is not None:
                 self.checkpoints.request()  # the reset is durable once the next checkpoint is written
             return reply("reset", True, stream=cmd.stream, known=known)
+        if cmd.op == "reload":
+            self.request_reload()
+            return reply("reload", True, detail="requested: the outcome is logged (reloaded / reload_refused)")
         # checkpoint
         if self.checkpoints is None:
             return reply("checkpoint", False, error="durable state is off (checkpoint.enabled = false)")

@@ -42,6 +42,7 @@ from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
+from .reload import reload
 from .state import open_state
 from .stats import StatsReporter, collect
 
@@ -77,8 +78,13 @@ class Daemon:
         notifier: Notifier | None = None,
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
+        reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
     ) -> None:
+        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload."""
         self.settings = settings
+        self.reloader = reloader
+        self.reload_requested = False  # set by the CLI's SIGHUP handler; acted on by the worker
+        self.restart_requested = False  # a reload that cannot be done in place: the CLI re-executes
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -104,7 +110,7 @@ class Daemon:
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
-        self.control = Control(settings, self.engine, self.log)  # commands, Home Assistant (opt-in)
+        self.control = Control(settings, self.engine, self.log, self._request_reload)  # commands, HA (opt-in)
         self.reject_log = RateLimitedLog(
             self.log,
             burst=settings.log.rejections_burst,
@@ -128,6 +134,9 @@ class Daemon:
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
         self.unacked_pauses = 0
 
+    def _request_reload(self) -> None:
+        self.reload_requested = True
+
     @property
     def link(self) -> Link:
         if self._link is None:
@@ -139,7 +148,7 @@ class Daemon:
     def run(self, stop: threading.Event) -> int:
         self.start()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.restart_requested:
                 self.iteration(self.idle_poll_s)
         finally:
             self.shutdown()
@@ -187,6 +196,9 @@ class Daemon:
     def iteration(self, idle_wait: float) -> None:
         """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is
         ready, then readiness, watchdog and housekeeping."""
+        if self.reload_requested:
+            self.reload_requested = False
+            reload(self)
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
         elif len(self.ledger) >= self.max_unacked:

@@ -19,6 +19,7 @@ from edge_lstm.service.commands import Command, CommandError, parse, reply
         (b'{"op": "reset", "stream": "pump-7"}', Command("reset", "pump-7")),
         (b'{"op": "inspect", "stream": "a/b"}', Command("inspect", "a/b")),
         (b'{"op": "checkpoint"}', Command("checkpoint")),
+        (b'{"op": "reload"}', Command("reload")),
     ],
 )
 def test_valid_commands(payload: bytes, want: Command) -> None:
