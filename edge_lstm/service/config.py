@@ -366,3 +366,13 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         raise ConfigError(f"invalid configuration{where}: {describe_validation_error(e)}") from None
     finally:
         _TOML_DATA.reset(token)
+
+
+def cleartext_password(m: MqttSettings) -> bool:
+    """A password would cross the network unencrypted: no TLS and a broker that is not this host."""
+    if m.tls.enabled or (m.password is None and m.password_file is None):
+        return False
+    host = m.host.strip("[]").lower()
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return False
+    return True

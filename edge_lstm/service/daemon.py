@@ -37,7 +37,7 @@ from ..reading import Decoder
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .checkpoints import CheckpointPolicy
-from .config import MqttSettings, Settings
+from .config import MqttSettings, Settings, cleartext_password
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
@@ -179,6 +179,12 @@ class Daemon:
         self.housekeeping = Housekeeping(
             s, self.engine, link, self.ledger, self.inbox, self.reject_log, self.log, self.clock, self.log_stats
         )
+        if cleartext_password(s.mqtt):
+            self.log.warning(
+                "password_in_clear",
+                host=s.mqtt.host,
+                detail="the MQTT password goes over plain TCP to a non-loopback broker: enable mqtt.tls",
+            )
         self.notifier.status("connecting to the broker")
         link.start()
 

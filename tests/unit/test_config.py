@@ -204,3 +204,13 @@ def test_cli_run_exits_2_naming_the_key(tmp_path):
     )
     assert r.returncode == 2, r.stderr
     assert "engine.max_batchx: unknown key" in r.stderr
+
+
+def test_cleartext_password_is_detected() -> None:
+    from edge_lstm.service.config import MqttSettings, TlsSettings, cleartext_password
+
+    assert cleartext_password(MqttSettings(host="broker.lan", password="s"))
+    assert not cleartext_password(MqttSettings(host="127.0.0.1", password="s"))
+    assert not cleartext_password(MqttSettings(host="localhost", password="s"))
+    assert not cleartext_password(MqttSettings(host="broker.lan", password="s", tls=TlsSettings(enabled=True)))
+    assert not cleartext_password(MqttSettings(host="broker.lan"))
