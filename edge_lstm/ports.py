@@ -60,6 +60,9 @@ class Inbound:
     qos: int
     arrival: float  # epoch seconds
     generation: int  # connection number it arrived on (acks of older connections are not sent)
+    # MQTT v5 request/response, kept only for messages on the daemon's own topics (commands).
+    response_topic: str | None = None
+    correlation: bytes | None = None
 
 
 # Put in the inbox (at most one outstanding) to wake the worker when a publish completes or the
@@ -87,8 +90,11 @@ class Link(Protocol):
 
     def start(self) -> None: ...
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Any:
-        """Queue a message; returns a handle for `handed_over`."""
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, correlation: bytes | None = None
+    ) -> Any:
+        """Queue a message (`correlation`: MQTT v5 correlation data of a reply); returns a handle for
+        `handed_over`."""
         ...
 
     def handed_over(self, handle: Any) -> bool:

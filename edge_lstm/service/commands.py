@@ -4,9 +4,9 @@ A command is a JSON object published on `commands.topic` (default `edge-lstm/com
 
     {"op": "reset" | "inspect" | "checkpoint" | "reload", "stream": "pump-7"}   (`stream`: reset, inspect)
 
-The reply is JSON `{"op", "ok", ...}` (`"error"` when not ok) on `<commands.topic>/reply`. A malformed
-or unknown command gets an error reply and never disturbs scoring. (Not built yet: replies to an MQTT v5
-response topic with correlation data; see docs/operations.md.)
+The reply is JSON `{"op", "ok", ...}` (`"error"` when not ok), sent to the command's MQTT v5 response
+topic with its correlation data, or (MQTT 3.1.1, or no response topic) to `<commands.topic>/reply`. A
+malformed or unknown command gets an error reply and never disturbs scoring.
 """
 
 from __future__ import annotations

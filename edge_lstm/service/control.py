@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import Engine
+from ..ports import Inbound
 from ..topics import sanitize_stream
 from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply
@@ -19,6 +20,7 @@ from .config import Settings
 from .homeassistant import Discovery
 
 Publish = tuple[str, bytes, bool]  # topic, payload, retain
+Reply = tuple[str, bytes, bool, bytes | None]  # ... and the MQTT v5 correlation data of a command's reply
 
 
 class Control:
@@ -43,14 +45,15 @@ class Control:
     def handles(self, topic: bytes) -> bool:
         return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
 
-    def handle(self, topic: bytes, payload: bytes) -> list[Publish]:
-        t = topic.decode("utf-8", "replace")
+    def handle(self, m: Inbound) -> list[Reply]:
+        t = m.topic.decode("utf-8", "replace")
         if t == self.ha_status:
-            if payload.strip() == b"online":  # Home Assistant restarted: it forgot the discovery configs
+            if m.payload.strip() == b"online":  # Home Assistant restarted: it forgot the discovery configs
                 self._announced.clear()
-                return [a for s in list(self.engine.table.slots) for a in self.announce(s)]
+                return [(*a, None) for s in list(self.engine.table.slots) for a in self.announce(s)]
             return []
-        return [(self.reply_topic, self._command(payload), False)]
+        # MQTT v5 request/response: the requester's response topic and correlation data; else <topic>/reply.
+        return [(m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)]
 
     def _command(self, payload: bytes) -> bytes:
         self.commands += 1

@@ -273,7 +273,7 @@ class Daemon:
             if not self.control.handles(m.topic):
                 readings.append(m)
                 continue
-            handles = [self.link.publish(t, p, qos, r) for t, p, r in self.control.handle(m.topic, m.payload)]
+            handles = [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
             self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
         return readings
 

@@ -8,13 +8,10 @@ Rules this module keeps (docs/operations.md, "How messages flow"):
   and the broker then queues and drops (paho #379, #328; paho holds its locks during callbacks, #346).
 * Persistent session: a stable client id, MQTT v5 `clean_start=False` + SessionExpiryInterval (3.1.1:
   `clean_session=False`), QoS 1 subscription, made in `on_connect` so it survives reconnects.
-* `manual_ack=True`: the worker calls `ack()` for a reading only once its result has been handed to the
-  broker. Our CONNECT carries Receive Maximum, so the broker never has more than that many unacked
-  readings in flight to us: the inbound queue is bounded without dropping anything.
+* `manual_ack=True`: a reading is acked only once its result is with the broker; the inbound queue is
+  bounded by backpressure (`_hold`), as mosquitto ignores Receive Maximum on a resumed session.
 * Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
-
-The paho client subclass (one network-thread wake-up per batch, the `kick()` window repair) is in
-`paho_client.py`.
+The paho client subclass (batched wake-ups, window repair) is in `paho_client.py`.
 """
 
 from __future__ import annotations
@@ -65,6 +62,7 @@ class MqttLink:
             raise ValueError("MqttLink needs at least one subscription")
         self.subscription = subscription  # as given; `subscriptions`: every filter, the readings' first
         self.subscriptions: tuple[str, ...] = tuple(dict.fromkeys(subs))
+        self._own_topics = frozenset(t.encode() for t in self.subscriptions[1:])  # the daemon's own topics
         # Backpressure (see _hold): stop reading at max_queue waiting readings, resume at half.
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
@@ -150,14 +148,20 @@ class MqttLink:
         self.client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> paho.MQTTMessageInfo:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, correlation: bytes | None = None
+    ) -> paho.MQTTMessageInfo:
+        props = None
+        if correlation is not None and self.v5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         # paho refuses (rc QUEUE_SIZE, message dropped) when the 16-bit message id wraps onto one still
         # in flight; the next id is free, so retry rather than leave a result that never completes.
         for _ in range(8):
             if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
                 break
-            info = self.client.publish(topic, payload, qos=qos, retain=retain)
+            info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS and not info._published:  # noqa: SLF001
             # paho drops a QoS 0 message it cannot send (rc NO_CONN while disconnected) and never
             # completes its info (client.py `publish`, qos == 0 branch). The message is gone, as QoS 0
@@ -221,9 +225,7 @@ class MqttLink:
 
     def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.subscribed:
-                return True
+        while not self.subscribed and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.subscribed
 
@@ -348,7 +350,12 @@ class MqttLink:
         # Nothing but an append: see the module docstring.
         if self.accepting:
             topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
-            self.inbox.put(Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation))
+            m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
+            if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
+                props = getattr(msg, "properties", None)
+                m.response_topic = getattr(props, "ResponseTopic", None)
+                m.correlation = getattr(props, "CorrelationData", None)
+            self.inbox.put(m)
             self.received += 1
             waiting = self.inbox.qsize()
             if waiting > self.max_inbox:

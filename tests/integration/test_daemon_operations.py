@@ -60,3 +60,29 @@ def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_dae
     stats = json.loads(col.snapshot("edge-lstm/stats")[-1][1])
     assert stats["commands"] >= 1 and stats["results"] >= 4 and stats["model"]["name"] == "test-model"
     assert d.terminate() == 0
+
+
+def test_v5_command_reply_goes_to_the_response_topic(broker, step_model_path, tmp_path, run_daemon, collector):
+    import time
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from support.mqtt import mqtt_client
+
+    d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state", commands={"enabled": True}))
+    d.wait_ready()
+    col = collector(broker.port, ["ops/replies/#"])
+    c = mqtt_client(broker.port, "operator-v5")
+    c.loop_start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "ops/replies/me"
+    props.CorrelationData = b"req-1"
+    deadline = time.monotonic() + 10
+    while not c.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    c.publish("edge-lstm/command", b'{"op": "checkpoint"}', qos=1, properties=props).wait_for_publish(10)
+    (reply,) = col.wait_count("ops/replies/me", 1)
+    assert reply["op"] == "checkpoint" and reply["ok"] is True
+    c.loop_stop()
+    c.disconnect()
+    assert d.terminate() == 0

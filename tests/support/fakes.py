@@ -41,6 +41,7 @@ class Sent:
     qos: int
     retain: bool
     done: bool = False
+    correlation: bytes | None = None
 
 
 @dataclass
@@ -80,8 +81,10 @@ class FakeLink:
     def start(self) -> None:
         self.connect()
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> Sent:
-        s = Sent(topic, payload, qos, retain, done=self.auto_complete)
+    def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool = False, correlation: bytes | None = None
+    ) -> Sent:
+        s = Sent(topic, payload, qos, retain, done=self.auto_complete, correlation=correlation)
         self.sent.append(s)
         return s
 
@@ -115,11 +118,21 @@ class FakeLink:
     def disconnect(self) -> None:
         self.connected = self.subscribed = False
 
-    def deliver(self, topic: str, payload: bytes, *, qos: int = 1, arrival: float | None = None) -> int:
+    def deliver(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        arrival: float | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> int:
         """A message from the broker, as the network thread would append it; returns its mid."""
         self._mid += 1
         arrived = time.time() if arrival is None else arrival
-        self.inbox.put(Inbound(topic.encode(), payload, self._mid, qos, arrived, self.generation))
+        m = Inbound(topic.encode(), payload, self._mid, qos, arrived, self.generation, response_topic, correlation)
+        self.inbox.put(m)
         return self._mid
 
     def complete(self, *which: Sent) -> None:

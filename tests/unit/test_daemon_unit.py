@@ -347,3 +347,11 @@ def test_home_assistant_discovery_announces_each_stream_once(step_model_path: Pa
     link.deliver("homeassistant/status", b"online")  # Home Assistant restarted: announce again
     d.iteration(0.01)
     assert len([s for s in link.sent if s.topic.startswith("homeassistant/")]) == 6
+
+
+def test_a_v5_command_is_answered_on_its_response_topic(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, commands={"enabled": True})
+    link.deliver("edge-lstm/command", b'{"op": "checkpoint"}', response_topic="ops/replies/7", correlation=b"c-42")
+    d.iteration(0.01)
+    (answer,) = [s for s in link.sent if s.topic == "ops/replies/7"]
+    assert answer.correlation == b"c-42" and json.loads(answer.payload)["op"] == "checkpoint"
