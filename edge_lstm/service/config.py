@@ -217,6 +217,13 @@ class HomeAssistantSettings(_Section):
         return v
 
 
+class MetricsSettings(_Section):
+    """Prometheus /metrics (service/metrics.py; the `metrics` extra). Off unless a port is set."""
+
+    port: int = Field(default=0, ge=0, le=65535)  # 0 = off
+    address: str = "127.0.0.1"  # where to listen; "0.0.0.0" for a Prometheus on another host
+
+
 class AlarmSettings(_Section):
     """Alarm hysteresis per stream (alarm.py): raise after `raise_n` of the last `raise_window` readings
     are flagged, clear after `clear_after` consecutive unflagged readings."""
@@ -294,6 +301,7 @@ class Settings(BaseSettings):
     alarm: AlarmSettings = Field(default_factory=AlarmSettings)
     commands: CommandSettings = Field(default_factory=CommandSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -185,6 +185,7 @@ class Daemon:
                 host=s.mqtt.host,
                 detail="the MQTT password goes over plain TCP to a non-loopback broker: enable mqtt.tls",
             )
+        self.reporter.serve_metrics()
         self.notifier.status("connecting to the broker")
         link.start()
 
@@ -390,5 +391,6 @@ class Daemon:
             self.spill.close()
         self.log_stats()
         offline = link.close(timeout=self.drain_timeout_s)
+        self.reporter.close()
         self.log.info("stopped", offline_published=offline)
         self.notifier.close()

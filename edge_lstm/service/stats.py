@@ -45,6 +45,20 @@ class StatsReporter:
         self.d = daemon
         self.started = self.last_t = daemon.clock.monotonic()
         self.last_results = 0
+        self.metrics_server: Any = None
+
+    def serve_metrics(self) -> None:
+        """Prometheus /metrics when `[metrics] port` is set (service/metrics.py)."""
+        m = self.d.settings.metrics
+        if m.port:
+            from .metrics import serve
+
+            self.metrics_server = serve(m.port, m.address, lambda: collect(self.d))
+            self.d.log.info("metrics_serving", address=m.address, port=m.port)
+
+    def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
 
     def report(self, now: float) -> None:
         d = self.d

@@ -355,3 +355,23 @@ def test_a_v5_command_is_answered_on_its_response_topic(step_model_path: Path, t
     d.iteration(0.01)
     (answer,) = [s for s in link.sent if s.topic == "ops/replies/7"]
     assert answer.correlation == b"c-42" and json.loads(answer.payload)["op"] == "checkpoint"
+
+
+def test_prometheus_metrics_endpoint(step_model_path: Path, tmp_path: Path) -> None:
+    """`[metrics] port`: /metrics serves the daemon's counters with Prometheus names."""
+    pytest.importorskip("prometheus_client", reason="needs the metrics extra")
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, metrics={"port": port})
+    link.deliver("sensors/a", reading(T0))
+    link.deliver("sensors/a", b"junk")
+    d.iteration(0.01)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "edge_lstm_results_total 1.0" in text
+    assert 'edge_lstm_rejected_total{reason="not_json"} 1.0' in text
+    assert "edge_lstm_streams 1.0" in text and "edge_lstm_connected 1.0" in text
+    d.shutdown()
