@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from support.daemon import start_in_thread
+from support.fakes import FakeNotifier
 from support.traffic import reading_payload
 
 from edge_lstm.service.config import load_settings
@@ -23,29 +24,6 @@ def test_daemon_never_imports_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-class FakeNotifier:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def ready(self, status: str = "") -> bool:
-        self.sent.append("READY=1")
-        return True
-
-    def status(self, status: str) -> bool:
-        self.sent.append(f"STATUS={status}")
-        return True
-
-    def stopping(self, status: str = "") -> bool:
-        self.sent.append("STOPPING=1")
-        return True
-
-    def watchdog(self, now: float | None = None) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.integration
