@@ -62,7 +62,12 @@ def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_dae
     assert d.terminate() == 0
 
 
-def test_v5_command_reply_goes_to_the_response_topic(broker, step_model_path, tmp_path, run_daemon, collector):
+def test_v5_commands_reply_to_the_response_topic_with_correlation_data(
+    broker, step_model_path, tmp_path, run_daemon, publisher
+):
+    """Every command op, sent as an MQTT v5 request: the reply arrives on the requester's response
+    topic carrying its correlation data."""
+    import queue
     import time
 
     from paho.mqtt.packettypes import PacketTypes
@@ -71,18 +76,41 @@ def test_v5_command_reply_goes_to_the_response_topic(broker, step_model_path, tm
 
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state", commands={"enabled": True}))
     d.wait_ready()
-    col = collector(broker.port, ["ops/replies/#"])
-    c = mqtt_client(broker.port, "operator-v5")
+    pub = publisher(broker.port)
+    pub.send("sensors/pump-7", reading_payload(T0, [0.1, 0.2, 0.3]))
+    pub.flush()
+    got: queue.SimpleQueue[tuple[str, bytes, bytes | None]] = queue.SimpleQueue()
+
+    def on_message(client, userdata, msg) -> None:
+        got.put((msg.topic, msg.payload, getattr(msg.properties, "CorrelationData", None)))
+
+    c = mqtt_client(broker.port, "operator-v5", on_message=on_message)
     c.loop_start()
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "ops/replies/me"
-    props.CorrelationData = b"req-1"
     deadline = time.monotonic() + 10
     while not c.is_connected() and time.monotonic() < deadline:
         time.sleep(0.02)
-    c.publish("edge-lstm/command", b'{"op": "checkpoint"}', qos=1, properties=props).wait_for_publish(10)
-    (reply,) = col.wait_count("ops/replies/me", 1)
-    assert reply["op"] == "checkpoint" and reply["ok"] is True
+    c.subscribe("ops/replies/#", qos=1)
+    time.sleep(0.3)
+    ops = [
+        b'{"op": "inspect", "stream": "pump-7"}',
+        b'{"op": "checkpoint"}',
+        b'{"op": "reset", "stream": "pump-7"}',
+        b'{"op": "reload"}',
+        b'{"op": "nonsense"}',
+    ]
+    for k, cmd in enumerate(ops):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "ops/replies/me"
+        props.CorrelationData = f"req-{k}".encode()
+        c.publish("edge-lstm/command", cmd, qos=1, properties=props).wait_for_publish(10)
+    replies = [got.get(timeout=30) for _ in ops]
+    assert [t for t, _, _ in replies] == ["ops/replies/me"] * len(ops)
+    assert [cd for _, _, cd in replies] == [f"req-{k}".encode() for k in range(len(ops))]
+    docs = [json.loads(p) for _, p, _ in replies]
+    assert [(r["op"], r["ok"]) for r in docs] == [
+        ("inspect", True), ("checkpoint", True), ("reset", True), ("reload", True), (None, False)
+    ]  # fmt: skip
+    d.wait_event("reloaded")
     c.loop_stop()
     c.disconnect()
     assert d.terminate() == 0
