@@ -87,6 +87,7 @@ class Link(Protocol):
     held_s: float
     max_inbox: int
     publish_failures: int
+    intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
 
     def start(self) -> None: ...
 

@@ -206,12 +206,16 @@ class Daemon:
         if self.reload_requested:
             self.reload_requested = False
             reload(self)
+        link = self.link
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
+            link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
-        elif len(self.ledger) >= self.max_unacked:
+        elif len(self.ledger) >= self.max_unacked and self.housekeeping.acks_flowing():  # type: ignore[union-attr]
+            link.intake_paused = True
             self.unacked_pauses += 1
             self.clock.sleep(0.002)  # too many results unacknowledged by the broker: wait for PUBACKs
         else:
+            link.intake_paused = False
             batch = self._gather(idle_wait)
             if batch:
                 self._process(batch)

@@ -50,6 +50,11 @@ class Housekeeping:
         self._last_kick = 0.0
         self.stalls = 0
 
+    def acks_flowing(self) -> bool:
+        """Pausing intake for PUBACKs helps only while they arrive: if none came for a second, the network
+        thread is probably holding (backpressure) and reads no PUBACK until the worker drains the inbox."""
+        return self.clock.monotonic() - self.last_ack_progress < 1.0
+
     def acked(self, now: float) -> None:
         """Acknowledgements made progress (a stall is no progress, not a long backlog)."""
         self.last_ack_progress = now

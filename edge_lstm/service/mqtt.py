@@ -66,8 +66,7 @@ class MqttLink:
         # Backpressure (see _hold): stop reading at max_queue waiting readings, resume at half.
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
-        # Daemon.max_unacked: the worker stops taking readings while this many wait for PUBACKs.
-        self.max_unacked = max_queue + cfg.max_inflight
+        self.intake_paused = False  # set by the worker while it waits for PUBACKs (see _hold)
         self.max_inbox = 0  # the most readings ever waiting for the worker
         self.holds = 0  # times the network thread stopped reading because the worker was behind
         self.held_s = 0.0
@@ -378,15 +377,14 @@ class MqttLink:
         self.holds += 1
         t0 = time.monotonic()
         limit = t0 + self.cfg.keepalive / 2
-        out = self.client._out_messages  # noqa: SLF001
-        # Results waiting for their PUBACK (which only this thread reads) and the worker pausing on them
-        # (Daemon.max_unacked): stop holding, or both threads would wait for each other until `limit`.
-        while (
-            self.accepting
-            and self.inbox.qsize() > self.resume_below
-            and len(out) < self.max_unacked
-            and time.monotonic() < limit
-        ):
+        # While the worker waits for PUBACKs (which only this thread reads: Daemon.max_unacked, or a
+        # checkpoint), keep reading, or both threads would wait for each other until `limit`; but never
+        # beyond 1.5 x max_queue waiting readings, so memory stays bounded whatever the broker sends.
+        cap = self.max_queue + self.resume_below
+        while self.accepting and time.monotonic() < limit:
+            waiting = self.inbox.qsize()
+            if waiting <= self.resume_below or (self.intake_paused and waiting < cap):
+                break
             time.sleep(0.002)
         self.held_s += time.monotonic() - t0
 

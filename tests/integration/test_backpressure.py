@@ -55,7 +55,9 @@ def test_inbound_queue_stays_bounded_and_nothing_is_lost(
         f"{link.held_s:.2f} s, at most {link.max_inbox} readings waiting (max_queue {max_queue})"
     )
     assert link.holds > 0  # the worker really fell behind
-    assert link.max_inbox <= max_queue + 1  # +1: a wake-up marker may sit in the queue
+    # Reading pauses at max_queue waiting readings; while the worker itself waits for PUBACKs (which only
+    # the network thread reads) it reads on, up to 1.5 x max_queue. +1: a wake-up marker may sit there.
+    assert link.max_inbox <= max_queue + max_queue // 2 + 1
     assert {(r["stream"], r["ts"]) for r in results} == {
         (f"m{s}", 1_700_000_000.0 + step) for s in range(n_streams) for step in range(steps)
     }

@@ -62,6 +62,7 @@ class FakeLink:
     held_s: float = 0.0
     max_inbox: int = 0
     publish_failures: int = 0
+    intake_paused: bool = False
     accepting: bool = True
     closed: bool = False
     kicks: int = 0
