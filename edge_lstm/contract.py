@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest version this edge-lstm understands
+# Version 2 adds `output.horizon` (multi-step forecasts); a model without it is written as version 1, so
+# that an edge-lstm that only knows version 1 still serves it.
+HORIZON_SCHEMA_VERSION = 2
 METADATA_KEY = "edge_lstm"
 
 
@@ -41,6 +44,18 @@ class Scaling(_Strict):
 class Output(_Strict):
     kind: Literal["forecast", "score"]
     names: list[str] = Field(min_length=1)
+    # Forecast models: steps ahead the output forecasts. None or 1: the next reading only. K > 1: the
+    # output tensor is `[batch, K * len(names)]`, step-major (column k*len(names)+j = name j, step k+1).
+    horizon: int | None = Field(default=None, ge=1)
+
+    @property
+    def steps(self) -> int:
+        return self.horizon or 1
+
+    @property
+    def columns(self) -> int:
+        """Columns of the output tensor."""
+        return self.steps * len(self.names)
 
 
 class StatePair(_Strict):
@@ -99,6 +114,11 @@ class ModelMeta(_Strict):
             unknown = [o for o in self.output.names if o not in self.features]
             if unknown:
                 raise ValueError(f"output.names {unknown} are not features (a forecast predicts features)")
+        if self.output.steps > 1:
+            if self.output.kind != "forecast":
+                raise ValueError("output.horizon > 1 is only for forecast models")
+            if self.schema_version < HORIZON_SCHEMA_VERSION:
+                raise ValueError(f"output.horizon > 1 needs schema_version {HORIZON_SCHEMA_VERSION}")
         cal = self.calibration
         if cal is not None and self.output.kind == "forecast":
             m = len(self.output.names)

@@ -110,10 +110,11 @@ def check_graph(
             f"input '{x.name}' has shape {list(x.shape)} but the metadata lists {n_features} features"
         )
     y = outputs[io.output]
-    if len(y.shape) != 2 or y.shape[1] != len(meta.output.names):
+    if len(y.shape) != 2 or y.shape[1] != meta.output.columns:
+        per = f" x output.horizon {meta.output.steps} steps" if meta.output.steps > 1 else ""
         raise ModelFormatError(
             f"output '{y.name}' has shape {list(y.shape)} but metadata output.names lists "
-            f"{len(meta.output.names)} columns"
+            f"{len(meta.output.names)} columns{per}"
         )
     shapes = []
     for p in io.state:

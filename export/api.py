@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from edge_lstm.contract import SCHEMA_VERSION
+from edge_lstm.contract import HORIZON_SCHEMA_VERSION
 from edge_lstm.onnx_model import load_model
 
 from . import __version__
@@ -28,7 +28,8 @@ from .errors import DataError, ExportError, QuantizationError
 from .onnx_export import export_step, io_section, save, set_metadata
 from .parity import DEFAULT_TOLERANCE, ParityReport, check_parity, generate_sequences, merge
 from .quantize import DEFAULT_QUANT_TOLERANCE, MIN_FLAG_AGREEMENT, QuantReport, flag_agreement, quantize_int8
-from .stateful import make_step
+from .seq2seq import Seq2SeqStep, check_seq2seq_parity, make_seq2seq_step
+from .stateful import StepWrapper, make_step
 
 TOOL_VERSION = __version__  # the package version, from its metadata (pyproject.toml)
 _PARITY_SEQUENCES, _PARITY_STEPS = 4, 300
@@ -102,6 +103,7 @@ def export_torch(
     batch_first: bool | None = None,
     parity_data: Data | None = None,
     provenance: Mapping[str, Any] | None = None,
+    horizon: int | None = None,
 ) -> ExportReport:
     """Export `model` (its `forward(x)` runs whole sequences from zero state) as a step model at `path`.
 
@@ -111,6 +113,8 @@ def export_torch(
     in feature units; `calibrate_from[k]`: the first row of calibration stream k that counts (the rows
     before only warm the model's state: `fit` calibrates on each series' held-out tail this way).
     `batch_first` is the layout of the forward's input (default: the first RNN's).
+    `horizon`: K steps ahead for an encoder-decoder model (`encoder` + `decode(last, state, K)`,
+    export/seq2seq.py): the step model outputs the K-step forecast `[batch, K * outputs]`.
     """
     features = list(features)
     if not features or len(set(features)) != len(features):
@@ -121,9 +125,17 @@ def export_torch(
     cal_streams = _streams(calibrate, features, "calibrate") if calibrate is not None else None
     offset, scale = _scaling(scaling, cal_streams, n)
 
-    wrapper = make_step(model, n, batch_first=batch_first)
+    if horizon is not None:
+        if output != "forecast":
+            raise ExportError("horizon is for forecast models (output='forecast')")
+        if quantize is not None:
+            raise ExportError("--quantize int8 is not supported with a horizon yet: export in float")
+    wrapper: StepWrapper | Seq2SeqStep = (
+        make_step(model, n, batch_first=batch_first) if horizon is None else make_seq2seq_step(model, n, horizon)
+    )
+    steps_ahead = horizon or 1
     with torch.no_grad():
-        n_out = int(wrapper(torch.zeros(2, n), *wrapper.zero_states(2))[0].shape[1])
+        n_out = int(wrapper(torch.zeros(2, n), *wrapper.zero_states(2))[0].shape[1]) // steps_ahead
     names = _output_names(output, output_names, features, n_out)
 
     # Parity runs in the model's own (scaled) input space, on real data when there is some.
@@ -133,19 +145,19 @@ def export_torch(
     seqs = generate_sequences(n, sequences=_PARITY_SEQUENCES, steps=_PARITY_STEPS)
     float_model = export_step(wrapper, n)
     model_bytes = float_model.SerializeToString()
-    parity = check_parity(wrapper, model_bytes, seqs, tolerance=tolerance, data="generated")
+    parity = _parity(wrapper, model_bytes, seqs, tolerance=tolerance, data="generated")
     real = _windows(given, offset, scale) if given else None
     if real is not None:
-        parity = merge(parity, check_parity(wrapper, model_bytes, real, tolerance=tolerance, data="given"))
+        parity = merge(parity, _parity(wrapper, model_bytes, real, tolerance=tolerance, data="given"))
         seqs = real  # quantization is judged on real data when there is some
 
     meta: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": HORIZON_SCHEMA_VERSION if steps_ahead > 1 else 1,
         "name": name,
         "version": version,
         "features": features,
         "scaling": {"offset": offset, "scale": scale},
-        "output": {"kind": output, "names": names},
+        "output": {"kind": output, "names": names, **({"horizon": steps_ahead} if steps_ahead > 1 else {})},
         "io": io_section(wrapper),
         "warmup_steps": int(warmup_steps),
         "provenance": {
@@ -172,6 +184,14 @@ def export_torch(
     out = save(served, path)
     load_model(out)  # the daemon's own loader is the final judge of the contract
     return ExportReport(out, parity.max_abs_error, parity, meta, creport, qreport)
+
+
+def _parity(
+    wrapper: StepWrapper | Seq2SeqStep, model_bytes: bytes, seqs: np.ndarray, *, tolerance: float, data: str
+) -> ParityReport:
+    if isinstance(wrapper, Seq2SeqStep):
+        return check_seq2seq_parity(wrapper, model_bytes, seqs, tolerance=tolerance, data=data)
+    return check_parity(wrapper, model_bytes, seqs, tolerance=tolerance, data=data)
 
 
 def _int8(

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="layout of forward()'s input (default: that of the first LSTM/GRU)",
     )
+    t.add_argument(
+        "--horizon",
+        type=int,
+        default=None,
+        metavar="K",
+        help="encoder-decoder model (`encoder` + `decode(last, state, K)`): publish a K-step forecast",
+    )
     _common(t)
     t.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     t.set_defaults(run=_run_torch)
@@ -150,6 +157,7 @@ def _run_torch(args: argparse.Namespace) -> int:
         calibrate=args.calibrate,
         batch_first={"auto": None, "yes": True, "no": False}[args.batch_first],
         provenance={"factory": args.factory, "weights": args.weights.name},
+        horizon=args.horizon,
         **_export_kwargs(args),
     )
     print(report.summary())

@@ -24,6 +24,7 @@ import torch
 from edge_lstm.contract import METADATA_KEY, ModelMeta, parse_meta
 
 from .errors import UnsupportedModelError
+from .seq2seq import Seq2SeqStep
 from .stateful import StepWrapper
 
 INPUT_NAME = "x"
@@ -33,7 +34,7 @@ OPSET = 17
 _EXAMPLE_BATCH = 2
 
 
-def export_step(wrapper: StepWrapper, n_features: int) -> onnx.ModelProto:
+def export_step(wrapper: StepWrapper | Seq2SeqStep, n_features: int) -> onnx.ModelProto:
     """Trace the step wrapper into an in-memory ONNX model with a dynamic batch axis everywhere."""
     x = torch.zeros(_EXAMPLE_BATCH, n_features)
     states = wrapper.zero_states(_EXAMPLE_BATCH)
@@ -85,7 +86,11 @@ def _captured_output() -> Iterator[_Printed]:
 
 
 def _export(
-    wrapper: StepWrapper, args: tuple[torch.Tensor, ...], buf: io.BytesIO, in_names: list[str], out_names: list[str]
+    wrapper: StepWrapper | Seq2SeqStep,
+    args: tuple[torch.Tensor, ...],
+    buf: io.BytesIO,
+    in_names: list[str],
+    out_names: list[str],
 ) -> None:
     with torch.no_grad():
         torch.onnx.export(
@@ -101,7 +106,7 @@ def _export(
         )
 
 
-def io_section(wrapper: StepWrapper) -> dict[str, Any]:
+def io_section(wrapper: StepWrapper | Seq2SeqStep) -> dict[str, Any]:
     return {
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
