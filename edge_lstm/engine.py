@@ -59,6 +59,7 @@ class Engine:
         self.alarms = alarms or AlarmPolicy()
         self.forecast = meta.output.kind == "forecast"
         self.names = tuple(meta.output.names)
+        self.horizon = meta.output.steps  # > 1: the output is a K-step forecast, published as `forecast`
         self.warmup = max(meta.warmup_steps, 1) if self.forecast else meta.warmup_steps
         self.table = StateTable(
             model.state_shapes,
@@ -175,7 +176,8 @@ class Engine:
         cols = {k: a[s] for k, a in table.columns.items()}  # gathered (copies), scattered back below
         if self.forecast:
             predicted = table.prediction[s]
-            predictions = self.scorer.unscale(y)
+            # The next reading's prediction is the forecast's first step (the first len(names) columns).
+            predictions = self.scorer.unscale(y if self.horizon == 1 else y[:, : len(self.names)])
             table.prediction[s] = predictions
         else:
             predicted = None
@@ -241,7 +243,27 @@ class Engine:
                 dev,
                 dev_threshold if dev is not None else None,
             )
+        if self.horizon > 1:
+            for j, fc in zip(take, self._forecasts(y, tss, gap)):
+                out[j].forecast = fc  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
+
+    def _forecasts(self, y: np.ndarray, ts: np.ndarray, gap: np.ndarray) -> list[dict[str, list[float]]]:
+        """Each row's K-step forecast in feature units, with the expected time of each step: `ts + k *
+        sample_interval_s`, or `ts + k * gap` (the stream's last gap) without a nominal interval; no
+        times when neither is known (a stream's first reading)."""
+        k, n_out = self.horizon, len(self.names)
+        fc = self.scorer.unscale(y.reshape(len(y), k, n_out))  # [rows, K, outputs]
+        interval = self.meta.sample_interval_s
+        steps = np.arange(1, k + 1, dtype=np.float64)
+        out = []
+        for m, rows in enumerate(fc.transpose(0, 2, 1).tolist()):
+            d = dict(zip(self.names, rows))
+            iv = interval if interval is not None else float(gap[m])
+            if np.isfinite(iv) and iv > 0:
+                d["ts"] = (ts[m] + steps * iv).tolist()
+            out.append(d)
+        return out
 
     def evict_idle(self, older_than_ts: float) -> list[StreamState]:
         """Evict streams whose last reading is older than the given event time (spilled if a spill
@@ -306,6 +328,7 @@ class Engine:
             return False
         self.model, self.meta, self.scorer, self.alarms = model, new, scorer, alarms
         self.warmup = max(new.warmup_steps, 1) if self.forecast else new.warmup_steps
+        self.horizon = new.output.steps
         self._offset = np.asarray(new.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(new.scaling.scale, np.float64)
         return True

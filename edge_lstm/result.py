@@ -51,6 +51,9 @@ class Result:
     alarm_event: AlarmEvent | None = None  # set when this reading changed the alarm state
     deviation: float | None = None  # smoothed deviation from the stream's normal operation (docs/scoring.md)
     deviation_threshold: float | None = None
+    # Multi-step forecast models (output.horizon K > 1): each output's K future values, feature units,
+    # and "ts": their expected times (absent when unknown).
+    forecast: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -70,6 +73,8 @@ class Result:
             d["prediction"] = {k: _finite_or_none(v) for k, v in zip(self.names, self.prediction)}
         if self.output is not None:
             d["output"] = {k: _finite_or_none(v) for k, v in zip(self.names, self.output)}
+        if self.forecast is not None:
+            d["forecast"] = {k: [_finite_or_none(v) for v in vals] for k, vals in self.forecast.items()}
         return d
 
 
@@ -108,7 +113,10 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
 
 def encode(r: Result) -> bytes:
     """The result as compact JSON: equal to `json.dumps(r.to_dict())`, built from a cached template
-    because this runs once per reading on the hot path (see bench/)."""
+    because this runs once per reading on the hot path (see bench/). Multi-step forecasts (rarer, and
+    bigger) go through json.dumps."""
+    if r.forecast is not None:
+        return json.dumps(r.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
     if r.prediction is not None:
         key, values = "prediction", r.prediction
     else:

@@ -14,7 +14,10 @@ torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
 from torch import nn  # noqa: E402
 
 from edge_lstm.contract import ModelFormatError, parse_meta  # noqa: E402
+from edge_lstm.engine import Engine  # noqa: E402
 from edge_lstm.onnx_model import load_model  # noqa: E402
+from edge_lstm.reading import Reading  # noqa: E402
+from edge_lstm.result import Result, encode  # noqa: E402
 from edge_lstm_export import export_torch  # noqa: E402
 from edge_lstm_export.cli import main as export_main  # noqa: E402
 from edge_lstm_export.errors import ExportError, ParityError, UnsupportedModelError  # noqa: E402
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.export
 
 FEATURES = ["temperature", "vibration", "current"]
 K = 5
+T0 = 1_764_230_400.0
 
 
 class Seq2Seq(nn.Module):
@@ -139,6 +143,60 @@ def test_contract_versions() -> None:
     assert parse_meta(json.dumps(old)).output.steps == 1
     with pytest.raises(ModelFormatError, match="upgrade edge-lstm"):
         parse_meta(json.dumps({**doc, "schema_version": 3}))
+
+
+def _forecast_of(results: list[Result]) -> dict[str, object]:
+    f = results[-1].forecast
+    assert f is not None
+    return f
+
+
+def test_the_engine_publishes_the_forecast_with_expected_times(tmp_path: Path) -> None:
+    model = _model()
+    export_torch(model, tmp_path / "s2s.onnx", features=FEATURES, horizon=K, sample_interval_s=10.0)
+    engine = Engine(load_model(tmp_path / "s2s.onnx"))
+    seq = generate_sequences(3, sequences=1, steps=12, seed=3)[0].astype(np.float64)
+    results = [engine.process([Reading("s", T0 + 10 * t, tuple(seq[t]))])[0] for t in range(len(seq))]
+    assert all(isinstance(r, Result) for r in results)
+    rs: list[Result] = results  # type: ignore[assignment]
+    f = _forecast_of(rs)
+    assert f["ts"] == [T0 + 110 + 10 * k for k in range(1, K + 1)]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(seq[None].astype(np.float32)))[0].numpy()  # identity scaling
+    for j, name in enumerate(FEATURES):
+        assert np.allclose(f[name], expected[:, j], atol=1e-4)
+    # prediction is the forecast's first step (the next reading), and scoring uses it
+    assert rs[-1].prediction == [f[n][0] for n in FEATURES]  # type: ignore[index]
+    payload = json.loads(encode(rs[-1]))
+    assert payload["forecast"] == f and payload["prediction"] == dict(zip(FEATURES, rs[-1].prediction or []))
+    assert payload == json.loads(json.dumps(rs[-1].to_dict()))
+
+
+def test_without_a_sample_interval_the_times_follow_the_last_gap(tmp_path: Path) -> None:
+    export_torch(_model(), tmp_path / "s2s.onnx", features=FEATURES, horizon=2)
+    engine = Engine(load_model(tmp_path / "s2s.onnx"))
+    first = engine.process([Reading("s", T0, (0.0, 0.0, 0.0))])[0]
+    assert isinstance(first, Result) and first.forecast is not None and "ts" not in first.forecast
+    second = engine.process([Reading("s", T0 + 3, (0.1, 0.0, 0.0))])[0]
+    assert isinstance(second, Result) and second.forecast is not None
+    assert second.forecast["ts"] == [T0 + 6, T0 + 9]
+
+
+def test_the_daemon_serves_a_seq2seq_model_with_forecast(tmp_path: Path) -> None:
+    from unit.test_daemon_unit import make_daemon, reading
+
+    export_torch(_model(), tmp_path / "s2s.onnx", features=FEATURES, horizon=K, sample_interval_s=1.0)
+    d, link, _, _ = make_daemon(tmp_path / "s2s.onnx", tmp_path)
+    for t in range(3):
+        link.deliver("sensors/pump", reading(T0 + t, 0.1 * t, 0.2, 0.3))
+    d.iteration(0.01)
+    results = [json.loads(s.payload) for s in link.results()]
+    assert len(results) == 3
+    last = results[-1]
+    assert sorted(last["forecast"]) == sorted([*FEATURES, "ts"])
+    assert all(len(v) == K for v in last["forecast"].values())
+    assert last["forecast"]["ts"] == [T0 + 2 + k for k in range(1, K + 1)]
+    assert last["prediction"] == {n: last["forecast"][n][0] for n in FEATURES}
 
 
 def test_cli_horizon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

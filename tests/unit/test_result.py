@@ -27,6 +27,7 @@ BASE = dict(
         dict(prediction=[1e-300, -0.0], anomaly=True, warming_up=True, threshold=None),
         dict(prediction=[1.0, 2.0], stream='we"ird\\str\x01eam/ünï+#'),
         dict(names=('"q"', "ü"), output=[1.0, 2.0]),
+        dict(prediction=[40.1, 0.3], forecast={"temp": [40.1, 40.2], "vib": [0.3, 0.4], "ts": [1.0, 2.0]}),
     ],
 )
 def test_encode_is_exactly_the_json_of_to_dict(fields: dict) -> None:
@@ -40,3 +41,10 @@ def test_non_finite_numbers_become_null_not_invalid_json() -> None:
     r = Result(**{**BASE, "score": math.nan, "output": [math.inf, 1.0]})
     doc = json.loads(encode(r))  # strict parsers reject NaN/Infinity tokens
     assert doc["score"] is None and doc["output"] == {"temp": None, "vib": 1.0}
+
+
+def test_a_forecast_with_non_finite_values_is_valid_json() -> None:
+    r = Result(**{**BASE, "prediction": [1.0, math.nan], "forecast": {"temp": [1.0, 2.0], "vib": [math.nan, math.inf]}})
+    payload = json.loads(encode(r))
+    assert payload["forecast"] == {"temp": [1.0, 2.0], "vib": [None, None]}
+    assert payload["prediction"] == {"temp": 1.0, "vib": None}
