@@ -219,3 +219,11 @@ def test_cli_horizon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert rc == 0
     assert load_model(tmp_path / "c.onnx").meta.output.horizon == 3
+
+
+def test_calibration_scores_the_first_forecast_step(tmp_path: Path) -> None:
+    data = list(generate_sequences(3, sequences=2, steps=200, seed=5).astype(np.float64))
+    r = export_torch(_model(), tmp_path / "c.onnx", features=FEATURES, horizon=4, calibrate=data)
+    assert r.calibration is not None and r.calibration.threshold > 0
+    assert r.parity.data == "generated+given" and r.parity.max_abs_error <= 1e-4
+    assert load_model(tmp_path / "c.onnx").meta.calibration is not None
