@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--window", type=int, default=64, help="training window length, steps (shortened for short data; default 64)"
     )
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--horizon",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train an encoder-decoder model publishing a K-step forecast (default 1: next step only)",
+    )
     f.add_argument("--quiet", action="store_true", help="no progress display")
     _common(f)
     f.set_defaults(run=_run_fit)
@@ -191,6 +198,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         window=args.window,
         patience=args.patience,
+        horizon=args.horizon,
     )
     result = fit_csv(
         args.csv,

@@ -1,5 +1,6 @@
-"""`fit`: a first model for users without an ML team — a small next-step LSTM forecaster trained on a
-CSV of normal operation, then exported, parity-checked and calibrated like any other model.
+"""`fit`: a first model for users without an ML team — a small next-step LSTM forecaster (or, with
+`horizon` K > 1, a K-step encoder-decoder one) trained on a CSV of normal operation, then exported,
+parity-checked and calibrated like any other model.
 
 Choices, for 2 CPU cores and minutes not hours: one small LSTM predicting the *change* to the next
 reading (x + head(h): slowly varying signals make "no change" a good prior), short overlapping
@@ -24,7 +25,7 @@ from torch import nn
 
 from .api import ExportReport, export_torch
 from .csvdata import read_csv
-from .errors import DataError
+from .errors import DataError, ExportError
 
 
 class Forecaster(nn.Module):
@@ -41,6 +42,30 @@ class Forecaster(nn.Module):
         return y
 
 
+class Seq2SeqForecaster(nn.Module):
+    """K-step forecaster (`fit --horizon K`), the encoder-decoder protocol of export/seq2seq.py: an LSTM
+    encoder over the history, an LSTM decoder started from its state that rolls out autoregressively,
+    each step predicting the change to the next reading like `Forecaster`."""
+
+    def __init__(self, n_features: int, hidden: int = 32, layers: int = 1) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(n_features, hidden, layers, batch_first=True)
+        self.decoder = nn.LSTM(n_features, hidden, layers, batch_first=True)
+        self.head = nn.Linear(hidden, n_features)
+
+    def decode(self, last: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], horizon: int) -> torch.Tensor:
+        x, out = last, []
+        for _ in range(horizon):
+            y, state = self.decoder(x.unsqueeze(1), state)
+            x = x + self.head(y[:, 0])
+            out.append(x)
+        return torch.stack(out, dim=1)
+
+    def forward(self, x: torch.Tensor, horizon: int = 1) -> torch.Tensor:
+        _, state = self.encoder(x)
+        return self.decode(x[:, -1], state, horizon)
+
+
 @dataclass(frozen=True)
 class FitConfig:
     hidden: int = 32
@@ -52,6 +77,7 @@ class FitConfig:
     lr: float = 5e-3
     patience: int = 5
     val_fraction: float = 0.2
+    horizon: int = 1  # > 1: train a K-step encoder-decoder forecaster (Seq2SeqForecaster)
 
 
 @dataclass(frozen=True)
@@ -86,6 +112,8 @@ def fit_arrays(
 ) -> FitResult:
     """Train on `streams` (feature units, one `[steps, F]` array per series), export to `out`."""
     c = config
+    if c.horizon > 1 and export_kwargs.get("quantize") is not None:
+        raise ExportError("--quantize int8 is not supported with --horizon yet: fit in float")  # before training
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     allv = np.concatenate(streams)
@@ -97,13 +125,23 @@ def fit_arrays(
         scaled = ((s - offset) / scale).astype(np.float32)
         train.append(scaled[:cut])
         val.append(scaled[cut:])
-    w = plan.window
-    x_train = torch.from_numpy(_windows(train, w + 1, stride=max(1, w // 2)))
+    w, k = plan.window, c.horizon
+    x_train = torch.from_numpy(_windows(train, w + k, stride=max(1, w // 2)))
     # Held-out windows as long as the shortest held-out part allows (at most the training window).
-    vw = min(w + 1, min(len(v) for v in val))
+    vw = min(w + k, min(len(v) for v in val))
     x_val = torch.from_numpy(_windows(val, vw, stride=vw))
 
-    model = Forecaster(len(features), c.hidden, c.layers)
+    model: Forecaster | Seq2SeqForecaster = (
+        Forecaster(len(features), c.hidden, c.layers)
+        if k == 1
+        else Seq2SeqForecaster(len(features), c.hidden, c.layers)
+    )
+
+    def loss_of(win: torch.Tensor) -> torch.Tensor:
+        if k == 1:  # every step predicts the next reading
+            return nn.functional.mse_loss(model(win[:, :-1]), win[:, 1:])
+        return nn.functional.mse_loss(model(win[:, :-k], k), win[:, -k:])  # the history, then K steps
+
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     best, best_state, bad, epoch = float("inf"), None, 0, 0
     start = time.perf_counter()
@@ -113,7 +151,7 @@ def fit_arrays(
         losses = []
         for b in range(0, len(order), c.batch_size):
             win = x_train[order[b : b + c.batch_size]]
-            loss = nn.functional.mse_loss(model(win[:, :-1]), win[:, 1:])
+            loss = loss_of(win)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -121,7 +159,7 @@ def fit_arrays(
             losses.append(loss.item())
         model.eval()
         with torch.no_grad():
-            v = float(nn.functional.mse_loss(model(x_val[:, :-1]), x_val[:, 1:]))
+            v = float(loss_of(x_val))
         improved = v < best - 1e-6
         if improved:
             best, bad = v, 0
@@ -159,8 +197,10 @@ def fit_arrays(
                 "train_rows": int(sum(len(t) for t in train)),
                 "held_out_rows": int(sum(len(v) for v in val)),
                 "window": plan.window,
+                **({"horizon": k} if k > 1 else {}),
             }
         },
+        horizon=k if k > 1 else None,
         **kwargs,  # type: ignore[arg-type]
     )
     return FitResult(report, epoch, best, seconds)
@@ -188,6 +228,8 @@ def plan_split(lengths: Sequence[int], c: FitConfig) -> SplitPlan:
         raise DataError(f"val_fraction must be in (0, 1), got {c.val_fraction}")
     if c.window < MIN_WINDOW:
         raise DataError(f"window must be at least {MIN_WINDOW}, got {c.window}")
+    if c.horizon < 1:
+        raise DataError(f"horizon must be at least 1, got {c.horizon}")
     cuts = [n - max(MIN_HELD_OUT, round(n * c.val_fraction)) for n in lengths]
     # MIN_TRAIN_WINDOWS windows of w + 1 rows at stride w // 2 need (k + 1) * w / 2 + 1 rows.
     min_train = (MIN_TRAIN_WINDOWS + 1) * MIN_WINDOW // 2 + 1
@@ -201,6 +243,15 @@ def plan_split(lengths: Sequence[int], c: FitConfig) -> SplitPlan:
             )
     shortest = min(cuts)
     window = min(c.window, max(MIN_WINDOW, 2 * (shortest - 1) // (MIN_TRAIN_WINDOWS + 1)))
+    # A K-step window is the history plus K targets: the training parts need a window plus K rows, and
+    # the held-out parts at least MIN_WINDOW rows of history before their K targets.
+    held_out = min(n - cut for n, cut in zip(lengths, cuts))
+    if c.horizon > 1 and (shortest < window + c.horizon or held_out < MIN_WINDOW + c.horizon):
+        raise DataError(
+            f"--horizon {c.horizon} needs at least {window + c.horizon} training rows and "
+            f"{MIN_WINDOW + c.horizon} held-out rows per stream; the shortest stream has {shortest} and "
+            f"{held_out}: use a shorter horizon or more data"
+        )
     return SplitPlan(window, cuts)
 
 

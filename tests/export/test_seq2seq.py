@@ -227,3 +227,37 @@ def test_calibration_scores_the_first_forecast_step(tmp_path: Path) -> None:
     assert r.calibration is not None and r.calibration.threshold > 0
     assert r.parity.data == "generated+given" and r.parity.max_abs_error <= 1e-4
     assert load_model(tmp_path / "c.onnx").meta.calibration is not None
+
+
+def test_fit_horizon_trains_a_k_step_forecaster_that_beats_holding_the_last_value(tmp_path: Path) -> None:
+    from edge_lstm_export.fit import FitConfig, fit_arrays
+
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    streams = [
+        np.stack([20 + 2 * np.sin(t / 8 + p), 0.3 + 0.1 * np.cos(t / 8 + p)], axis=1) + rng.normal(0, 0.02, (600, 2))
+        for p in (0.0, 1.0)
+    ]
+    cfg = FitConfig(hidden=16, epochs=15, window=32, horizon=4)
+    result = fit_arrays(streams, tmp_path / "f.onnx", features=["temp", "vib"], config=cfg, progress=None)
+    meta = load_model(tmp_path / "f.onnx").meta
+    assert meta.output.horizon == 4 and meta.provenance["fit"]["horizon"] == 4
+    assert result.report.parity.max_abs_error <= 1e-4 and meta.calibration is not None
+    engine = Engine(load_model(tmp_path / "f.onnx"))
+    s = streams[1]
+    res = [engine.process([Reading("s", T0 + i, tuple(s[i]))])[0] for i in range(len(s) - 4)]
+    err = [np.abs(np.asarray(r.forecast["temp"]) - s[i + 1 : i + 5, 0]).mean() for i, r in enumerate(res) if i > 400]  # type: ignore[union-attr]
+    naive = [np.abs(s[i, 0] - s[i + 1 : i + 5, 0]).mean() for i in range(401, len(s) - 4)]
+    assert np.mean(err) < 0.5 * np.mean(naive)
+
+
+def test_fit_cli_horizon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = np.arange(300)
+    csv = tmp_path / "n.csv"
+    csv.write_text("a,b\n" + "".join(f"{np.sin(i / 7):.4f},{np.cos(i / 7):.4f}\n" for i in t))
+    args = ["fit", str(csv), "--out", str(tmp_path / "f.onnx"), "--epochs", "2", "--hidden", "8", "--quiet"]
+    assert export_main([*args, "--horizon", "3", "--sample-interval", "5"]) == 0
+    meta = load_model(tmp_path / "f.onnx").meta
+    assert meta.output.horizon == 3 and meta.schema_version == 2 and meta.sample_interval_s == 5
+    assert export_main([*args, "--horizon", "100"]) == 2
+    assert "--horizon 100 needs at least" in capsys.readouterr().err
