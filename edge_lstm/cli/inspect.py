@@ -44,7 +44,12 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
         "model": meta.model_id,
         "schema_version": meta.schema_version,
         "input": tensor(io.input, model.inputs),
-        "output": {**tensor(io.output, model.outputs), "kind": meta.output.kind, "names": list(meta.output.names)},
+        "output": {
+            **tensor(io.output, model.outputs),
+            "kind": meta.output.kind,
+            "names": list(meta.output.names),
+            "horizon": meta.output.steps,
+        },
         "state": [
             {
                 "input": tensor(p.input, model.inputs),
@@ -94,6 +99,8 @@ def render_text(doc: dict[str, Any]) -> str:
     add(f"input        {i['name']}  {i['dtype']} {_shape(i)}  (scaled features, one row per stream)")
     o = doc["output"]
     add(f"output       {o['name']}  {o['dtype']} {_shape(o)}  kind={o['kind']}  names={', '.join(o['names'])}")
+    if o["horizon"] > 1:
+        add(f"             horizon {o['horizon']}: a {o['horizon']}-step forecast per reading, published as `forecast`")
     add(f"state        {len(doc['state'])} tensor pair(s), {doc['state_bytes_per_stream']} bytes per stream")
     for s in doc["state"]:
         add(f"             {s['input']['name']} -> {s['output']['name']}  {_shape(s['input'])}")

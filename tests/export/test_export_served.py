@@ -99,3 +99,60 @@ def test_exported_user_model_is_served_by_the_daemon(tmp_path, broker, run_daemo
             assert np.all(np.abs(pred - want[t]) <= 2e-5 * scale)  # parity bound, in feature units
             assert r["warming_up"] == (t < 3)
             assert math.isfinite(r["score"]) and r["score"] >= 0 and r["threshold"] > 0
+
+
+class Seq2SeqForecaster(nn.Module):
+    """An encoder-decoder model (docs/export.md, "Multi-step forecasts"): LSTM encoder, autoregressive
+    LSTM decoder, linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(3, 12, batch_first=True)
+        self.decoder = nn.LSTM(3, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def decode(self, last: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], horizon: int) -> torch.Tensor:
+        x, out = last, []
+        for _ in range(horizon):
+            y, state = self.decoder(x.unsqueeze(1), state)
+            x = self.head(y[:, 0])
+            out.append(x)
+        return torch.stack(out, dim=1)
+
+
+def test_exported_seq2seq_model_publishes_forecasts_over_mqtt(
+    tmp_path, broker, run_daemon, collector, publisher
+) -> None:
+    torch.manual_seed(0)
+    model = Seq2SeqForecaster().eval()
+    path = tmp_path / "s2s.onnx"
+    k = 6
+    export_torch(
+        model,
+        path,
+        features=FEATURES,
+        scaling={"offset": OFFSET, "scale": SCALE},
+        horizon=k,
+        sample_interval_s=1.0,
+        name="s2s",
+    )
+    daemon = run_daemon(daemon_config(broker, path, tmp_path / "state"))
+    daemon.wait_ready()
+    col = collector(broker.port, ["edge-lstm/scores/#"])
+    pub = publisher(broker.port)
+    x = readings(12, 5)
+    for t in range(12):
+        pub.send("sensors/press-9", reading_payload(T0 + t, **dict(zip(FEATURES, x[t].tolist()))))
+    pub.flush()
+    got = sorted(col.wait_count("edge-lstm/scores/", 12, timeout=30), key=lambda r: r["ts"])
+    assert daemon.terminate() == 0
+    off, scale = np.asarray(OFFSET), np.asarray(SCALE)
+    with torch.no_grad():
+        scaled = torch.tensor((x - off) / scale, dtype=torch.float32)[None]
+        _, state = model.encoder(scaled)
+        want = model.decode(scaled[:, -1], state, k)[0].numpy() * scale + off  # [K, 3], feature units
+    last = got[-1]
+    assert last["forecast"]["ts"] == [T0 + 11 + j for j in range(1, k + 1)]
+    for i, f in enumerate(FEATURES):
+        assert np.all(np.abs(np.asarray(last["forecast"][f]) - want[:, i]) <= 2e-5 * scale[i])
+        assert last["prediction"][f] == last["forecast"][f][0]

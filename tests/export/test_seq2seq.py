@@ -261,3 +261,13 @@ def test_fit_cli_horizon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert meta.output.horizon == 3 and meta.schema_version == 2 and meta.sample_interval_s == 5
     assert export_main([*args, "--horizon", "100"]) == 2
     assert "--horizon 100 needs at least" in capsys.readouterr().err
+
+
+def test_inspect_shows_the_horizon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_lstm.cli import main as cli
+
+    export_torch(_model(), tmp_path / "s.onnx", features=FEATURES, horizon=3)
+    assert cli(["inspect", str(tmp_path / "s.onnx")]) == 0
+    assert "horizon 3: a 3-step forecast per reading" in capsys.readouterr().out
+    assert cli(["inspect", str(tmp_path / "s.onnx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"]["horizon"] == 3

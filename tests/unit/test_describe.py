@@ -58,6 +58,7 @@ def test_json_is_one_document(model_path: Path, capsys: pytest.CaptureFixture[st
     assert doc["features"][0] == {"name": "temperature", "offset": 0.0, "scale": 1.0}
     assert doc["input"] == {"name": "x", "dtype": "float32", "shape": ["batch", 3]}
     assert doc["output"]["kind"] == "forecast" and doc["output"]["names"] == list(FEATURES)
+    assert doc["output"]["horizon"] == 1
     assert [s["per_stream_shape"] for s in doc["state"]] == [[2, 8], [2, 8]]
     assert doc["state_bytes_per_stream"] == 2 * 2 * 8 * 4
     assert doc["calibration"]["threshold"] == 3.0
