@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import numpy as np
 import onnx
@@ -104,6 +104,7 @@ def export_torch(
     parity_data: Data | None = None,
     provenance: Mapping[str, Any] | None = None,
     horizon: int | None = None,
+    progress: TextIO | None = None,
 ) -> ExportReport:
     """Export `model` (its `forward(x)` runs whole sequences from zero state) as a step model at `path`.
 
@@ -179,7 +180,9 @@ def export_torch(
         )
         meta["provenance"]["quantization"] = qreport.to_dict()
     elif cal_streams is not None:
-        meta, creport = run_calibration(served, meta, cal_streams, quantile=quantile, score_from=calibrate_from)
+        meta, creport = run_calibration(
+            served, meta, cal_streams, quantile=quantile, score_from=calibrate_from, progress=progress
+        )
     set_metadata(served, meta)
     out = save(served, path)
     load_model(out)  # the daemon's own loader is the final judge of the contract

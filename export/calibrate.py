@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import onnx
@@ -46,8 +46,11 @@ class CalibrationReport:
         return asdict(self)
 
 
-def run_engine(model_path: Path, streams: Sequence[np.ndarray], interval: float) -> list[list[Result]]:
-    """Every stream through one Engine, interleaved step by step as the daemon would see a fleet."""
+def run_engine(
+    model_path: Path, streams: Sequence[np.ndarray], interval: float, progress: TextIO | None = None
+) -> list[list[Result]]:
+    """Every stream through one Engine, interleaved step by step as the daemon would see a fleet.
+    `progress`: a terminal to draw a progress line on (nothing is drawn on a pipe or a log)."""
     model = load_model(model_path)
     engine = Engine(model, max_streams=max(len(streams), 1))
     out: list[list[Result]] = [[] for _ in streams]
@@ -64,6 +67,12 @@ def run_engine(model_path: Path, streams: Sequence[np.ndarray], interval: float)
             if not isinstance(res, Result):
                 raise DataError(f"calibration stream {k}: reading rejected by the engine: {res}")
             out[k].append(res)
+        if progress is not None and progress.isatty():
+            done = min(start + chunk, longest)
+            progress.write(f"\rcalibrating: {100 * done // longest:3d} % of {longest} steps")
+            progress.flush()
+    if progress is not None and progress.isatty():
+        progress.write("\r" + " " * 48 + "\r")
     return out
 
 
@@ -74,6 +83,7 @@ def calibrate(
     *,
     quantile: float = DEFAULT_QUANTILE,
     score_from: Sequence[int] | None = None,
+    progress: TextIO | None = None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     """Return `meta` with its `calibration` section filled in, and the report.
 
@@ -88,14 +98,14 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cal-") as tmp:
         path = Path(tmp) / "calibrating.onnx"
         if meta["output"]["kind"] == "score":
-            scores = _normal_scores(model, meta, path, streams, interval, start)
+            scores = _normal_scores(model, meta, path, streams, interval, start, progress)
             return _finish(meta, scores, quantile, None, None)
         targets = [meta["features"].index(n) for n in meta["output"]["names"]]
         scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
         set_metadata(model, meta)
         save(model, path)
         residuals = []
-        for s, results, first in zip(streams, run_engine(path, streams, interval), start):
+        for s, results, first in zip(streams, run_engine(path, streams, interval, progress), start):
             for t in range(max(1, first), len(results)):
                 if not results[t].warming_up:
                     pred = np.asarray(results[t - 1].prediction, np.float64)
@@ -109,7 +119,7 @@ def calibrate(
             **meta,
             "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
         }  # placeholder: scores do not use it
-        scores = _normal_scores(model, with_stats, path, streams, interval, start)
+        scores = _normal_scores(model, with_stats, path, streams, interval, start, progress)
         return _finish(meta, scores, quantile, mean.tolist(), std.tolist())
 
 
@@ -120,10 +130,11 @@ def _normal_scores(
     streams: Sequence[np.ndarray],
     interval: float,
     start: Sequence[int],
+    progress: TextIO | None = None,
 ) -> np.ndarray:
     set_metadata(model, meta)
     save(model, path)
-    runs = run_engine(path, streams, interval)
+    runs = run_engine(path, streams, interval, progress)
     scores = [r.score for results, first in zip(runs, start) for r in results[first:] if not r.warming_up]
     _enough(len(scores), meta)
     return np.asarray(scores, np.float64)

@@ -94,7 +94,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="train an encoder-decoder model publishing a K-step forecast (default 1: next step only)",
     )
-    f.add_argument("--quiet", action="store_true", help="no progress display")
     _common(f)
     f.set_defaults(run=_run_fit)
     return p
@@ -121,6 +120,7 @@ def _scaling(args: argparse.Namespace) -> dict[str, list[float]] | None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="ONNX file to write")
+    p.add_argument("--quiet", action="store_true", help="no progress display (training, calibration)")
     p.add_argument("--quantize", choices=("int8",))
     p.add_argument(
         "--quant-tolerance",
@@ -145,6 +145,7 @@ def _export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "sample_interval_s": args.sample_interval,
         "quantize": args.quantize,
         **({"quant_tolerance": args.quant_tolerance} if args.quant_tolerance is not None else {}),
+        **({"progress": sys.stderr} if not args.quiet and args.command != "fit" else {}),
         "quantile": args.quantile,
         **({"name": args.name} if args.name else {}),
     }

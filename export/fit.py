@@ -183,6 +183,7 @@ def fit_arrays(
         out,
         features=list(features),
         output="forecast",
+        progress=progress,
         scaling={"offset": offset.tolist(), "scale": scale.tolist()},
         # Whole series, counted from the cut: calibration sees only held-out rows, with a warm state.
         calibrate=[np.asarray(x, np.float64) for x in streams],

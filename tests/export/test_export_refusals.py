@@ -225,3 +225,19 @@ def test_unused_recurrent_module_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedModelError, match=r"'spare' \(GRU\) is not called"):
         export_torch(Unused(), tmp_path / "m.onnx", features=FEATURES)
+
+
+def test_calibration_draws_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    data = np.random.default_rng(0).normal(size=(120, 3))
+    tty, pipe = Terminal(), io.StringIO()
+    export_torch(Holder(nn.LSTM(3, 8, batch_first=True), 8), tmp_path / "a.onnx", features=FEATURES, calibrate=data,
+                 progress=tty)  # fmt: skip
+    export_torch(Holder(nn.LSTM(3, 8, batch_first=True), 8), tmp_path / "b.onnx", features=FEATURES, calibrate=data,
+                 progress=pipe)  # fmt: skip
+    assert "calibrating: 100 % of 120 steps" in tty.getvalue() and pipe.getvalue() == ""
