@@ -13,7 +13,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..ports import Inbound
-from ..topics import sanitize_stream
+from ..topics import TopicPattern
 from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply
 from .config import Settings
@@ -38,6 +38,9 @@ class Control:
             Discovery(ha.discovery_prefix, mq.client_id, mq.status_topic, engine.meta.name) if ha.enabled else None
         )
         self.topics = [t for t in (self.command_topic, self.ha_status) if t]
+        # The topics a stream's entities read, sanitised as the pipeline publishes them.
+        self._results = TopicPattern(mq.output_pattern)
+        self._alarms = TopicPattern(mq.alarm_pattern) if mq.alarm_pattern else None
         # Streams announced since start (bounded like the state table: a flood of ids cannot grow it).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self.commands = 0
@@ -92,9 +95,7 @@ class Control:
         self._announced[stream] = None
         if len(self._announced) > self.engine.table.max_streams:
             self._announced.popitem(last=False)
-        mq = self.settings.mqtt
-        safe = sanitize_stream(stream)
-        result_topic = mq.output_pattern.replace("{stream}", safe)
-        alarm_topic = mq.alarm_pattern.replace("{stream}", safe) if mq.alarm_pattern else None
+        result_topic = self._results.topic_for(stream)
+        alarm_topic = self._alarms.topic_for(stream) if self._alarms is not None else None
         out = self.discovery.announcements(stream, result_topic, alarm_topic, likelihood=True)
         return [(t, p, True) for t, p in out]

@@ -20,7 +20,7 @@ from .startup import StartupError
 if TYPE_CHECKING:
     from .daemon import Daemon
 
-_APPLIED = {"model", "alarm", "log"}
+_APPLIED = {"model", "alarm"}  # the rest (log level included) waits for a restart
 
 
 def reload(d: Daemon) -> None:

@@ -22,6 +22,20 @@ def send(pub, start: int, n: int) -> None:
     pub.flush()
 
 
+def serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, readings: int):
+    """A daemon on a copy of the model (so the test can change the file), `readings` already scored."""
+    model = tmp_path / "model.onnx"
+    shutil.copy(step_model_path, model)
+    col = collector(broker.port, ["edge-lstm/scores/#"])
+    d = run_daemon(daemon_config(broker, model, tmp_path / "state"))
+    d.wait_ready()
+    pub = publisher(broker.port)
+    send(pub, 0, readings)
+    col.wait_count("edge-lstm/scores/", readings)
+    assert d.proc is not None
+    return model, col, d, pub
+
+
 def test_sighup_reloads_in_place(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     """Same state signature (here: the same model file, re-read): the pid stays, no stream warms up again,
     and the results equal an uninterrupted run's."""
@@ -55,17 +69,8 @@ def test_sighup_reloads_in_place(broker, step_model_path, tmp_path, run_daemon, 
 def test_sighup_with_a_broken_model_is_refused_and_serving_goes_on(
     broker, step_model_path, tmp_path, run_daemon, collector, publisher
 ):
-    model = tmp_path / "model.onnx"
-    shutil.copy(step_model_path, model)
-    cfg = daemon_config(broker, model, tmp_path / "state")
-    col = collector(broker.port, ["edge-lstm/scores/#"])
-    d = run_daemon(cfg)
-    d.wait_ready()
-    pub = publisher(broker.port)
-    send(pub, 0, 3)
-    col.wait_count("edge-lstm/scores/", 3)
+    model, col, d, pub = serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, 3)
     model.write_bytes(b"not a model")  # a bad deploy
-    assert d.proc is not None
     d.proc.send_signal(signal.SIGHUP)
     refused = d.wait_event("reload_refused")
     assert "model" in refused["error"]
@@ -78,17 +83,8 @@ def test_sighup_with_a_broken_model_is_refused_and_serving_goes_on(
 def test_sighup_with_another_model_restarts_fresh(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     """Another state signature cannot keep the streams' state: the daemon re-executes itself (same pid),
     the old checkpoint is set aside, and streams start fresh."""
-    model = tmp_path / "model.onnx"
-    shutil.copy(step_model_path, model)
-    cfg = daemon_config(broker, model, tmp_path / "state")
-    col = collector(broker.port, ["edge-lstm/scores/#"])
-    d = run_daemon(cfg)
-    d.wait_ready()
-    pub = publisher(broker.port)
-    send(pub, 0, 3)
-    col.wait_count("edge-lstm/scores/", 3)
+    model, col, d, pub = serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, 3)
     make_step_model(model, hidden=12)  # other state shapes
-    assert d.proc is not None
     pid = d.proc.pid
     d.proc.send_signal(signal.SIGHUP)
     d.wait_event("reload_model_changed")
