@@ -39,15 +39,7 @@ def serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher,
 def test_sighup_reloads_in_place(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
     """Same state signature (here: the same model file, re-read): the pid stays, no stream warms up again,
     and the results equal an uninterrupted run's."""
-    model = tmp_path / "model.onnx"
-    shutil.copy(step_model_path, model)
-    col = collector(broker.port, ["edge-lstm/scores/#"])
-    d = run_daemon(daemon_config(broker, model, tmp_path / "state"))
-    d.wait_ready()
-    pub = publisher(broker.port)
-    send(pub, 0, 5)
-    col.wait_count("edge-lstm/scores/", 5)
-    assert d.proc is not None
+    model, col, d, pub = serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, 5)
     pid = d.proc.pid
     d.proc.send_signal(signal.SIGHUP)
     reloaded = d.wait_event("reloaded")
