@@ -27,7 +27,16 @@ from .csvdata import read_csv
 from .errors import DataError, ExportError, QuantizationError
 from .onnx_export import export_step, io_section, save, set_metadata
 from .parity import DEFAULT_TOLERANCE, ParityReport, check_parity, generate_sequences, merge
-from .quantize import DEFAULT_QUANT_TOLERANCE, MIN_FLAG_AGREEMENT, QuantReport, flag_agreement, quantize_int8
+from .quantize import (
+    DEFAULT_QUANT_TOLERANCE,
+    MIN_FLAG_AGREEMENT,
+    MIN_INT8_SPEEDUP,
+    QuantReport,
+    Timer,
+    flag_agreement,
+    is_faster,
+    quantize_int8,
+)
 from .seq2seq import Seq2SeqStep, check_seq2seq_parity, make_seq2seq_step
 from .stateful import StepWrapper, make_step
 
@@ -53,13 +62,13 @@ class ExportReport:
 
     def summary(self) -> str:
         p = self.parity
+        q = self.quantization
         lines = [
-            f"wrote {self.path}",
+            f"wrote {self.path}" + (" (float: int8 was not faster, see below)" if q and not q.kept else ""),
             f"parity: max_abs_error {p.max_abs_error:.3g} (tolerance {p.tolerance:g}; {p.sequences} "
             f"sequences x {p.steps} steps, {p.mode}, {p.data} data)",
         ]
-        if self.quantization:
-            q = self.quantization
+        if q:
             agree = (
                 f"; anomaly flags unchanged on {100 * q.flag_agreement:.2f} % of {q.flag_readings} calibration readings"
                 if q.flag_agreement is not None
@@ -74,8 +83,7 @@ class ExportReport:
                 f"{q.float_step_us_256:.0f} -> {q.int8_step_us_256:.0f} us at batch 256 ({q.speedup_256:.2f}x), "
                 f"{q.float_bytes} -> {q.int8_bytes} bytes"
             )
-            if q.speedup < 1 and q.speedup_256 < 1:
-                lines.append("int8: note: slower than float on this machine at both batch sizes; measure on the target")
+            lines.append(_speed_verdict(q))
         if self.calibration:
             c = self.calibration
             lines.append(f"calibration: threshold {c.threshold:.4g} = q{c.quantile} of {c.samples} normal scores")
@@ -105,6 +113,8 @@ def export_torch(
     provenance: Mapping[str, Any] | None = None,
     horizon: int | None = None,
     progress: TextIO | None = None,
+    keep_int8_if_slower: bool = False,
+    quant_timer: Timer | None = None,
 ) -> ExportReport:
     """Export `model` (its `forward(x)` runs whole sequences from zero state) as a step model at `path`.
 
@@ -116,12 +126,17 @@ def export_torch(
     `batch_first` is the layout of the forward's input (default: the first RNN's).
     `horizon`: K steps ahead for an encoder-decoder model (`encoder` + `decode(last, state, K)`,
     export/seq2seq.py): the step model outputs the K-step forecast `[batch, K * outputs]`.
+    `quantize="int8"` writes the int8 model only when it is faster than float at batch 256 (by
+    `MIN_INT8_SPEEDUP`), else the float model with `report.quantization.kept` False;
+    `keep_int8_if_slower` keeps it anyway. `quant_timer` replaces the speed measurement (tests).
     """
     features = list(features)
     if not features or len(set(features)) != len(features):
         raise ExportError(f"features must be unique, non-empty names, got {features}")
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize must be None or 'int8', got {quantize!r}")
+    if keep_int8_if_slower and quantize is None:
+        raise ExportError("--keep-int8-if-slower only applies with --quantize int8")
     n = len(features)
     cal_streams = _streams(calibrate, features, "calibrate") if calibrate is not None else None
     offset, scale = _scaling(scaling, cal_streams, n)
@@ -176,7 +191,15 @@ def export_torch(
     served, qreport, creport = float_model, None, None
     if quantize == "int8":
         served, meta, qreport, creport = _int8(
-            float_model, meta, seqs, cal_streams, quant_tolerance, quantile=quantile, score_from=calibrate_from
+            float_model,
+            meta,
+            seqs,
+            cal_streams,
+            quant_tolerance,
+            quantile=quantile,
+            score_from=calibrate_from,
+            keep_if_slower=keep_int8_if_slower,
+            timer=quant_timer,
         )
         meta["provenance"]["quantization"] = qreport.to_dict()
     elif cal_streams is not None:
@@ -206,29 +229,53 @@ def _int8(
     *,
     quantile: float,
     score_from: Sequence[int] | None,
+    keep_if_slower: bool,
+    timer: Timer | None,
 ) -> tuple[onnx.ModelProto, dict[str, Any], QuantReport, CalibrationReport | None]:
     """Quantize, bound the error relative to each output's calibrated residual spread, calibrate the
-    int8 model, and check on the calibration data that no (or almost no) anomaly flag changes."""
-    float_meta, scale = meta, None
+    int8 model, and check on the calibration data that no (or almost no) anomaly flag changes: an int8
+    model failing those is refused. Then an accurate int8 model is served only if it is faster (or
+    `keep_if_slower`); else the float model is, with the report saying why (`kept` False)."""
+    float_meta, scale, fcreport = meta, None, None
     if cal_streams is not None:
-        float_meta, _ = run_calibration(float_model, meta, cal_streams, quantile=quantile, score_from=score_from)
+        float_meta, fcreport = run_calibration(float_model, meta, cal_streams, quantile=quantile, score_from=score_from)
         cal = float_meta["calibration"]
         if meta["output"]["kind"] == "forecast":
             targets = [meta["features"].index(n) for n in meta["output"]["names"]]
             feature_scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
             scale = np.asarray(cal["residual_std"], np.float64) / feature_scale  # in the model's output units
-    qmodel, qreport = quantize_int8(float_model, seqs, tolerance=tolerance, output_scale=scale)
-    if cal_streams is None:
-        return qmodel, meta, qreport, None
-    qmeta, creport = run_calibration(qmodel, meta, cal_streams, quantile=quantile, score_from=score_from)
-    agree, readings = flag_agreement(float_model, float_meta, qmodel, qmeta, cal_streams, score_from)
-    qreport = replace(qreport, flag_agreement=agree, flag_readings=readings)
-    if agree < MIN_FLAG_AGREEMENT:
-        raise QuantizationError(
-            f"int8 changes the anomaly flag of {100 * (1 - agree):.2f} % of the {readings} calibration readings "
-            f"(at most {100 * (1 - MIN_FLAG_AGREEMENT):.1f} % allowed); not written. Export in float (no --quantize)"
+            scale = np.tile(scale, meta["output"].get("horizon", 1))  # a K-step forecast: K columns per output
+    qmodel, qreport = quantize_int8(float_model, seqs, tolerance=tolerance, output_scale=scale, timer=timer)
+    qmeta, creport = meta, None
+    if cal_streams is not None:
+        qmeta, creport = run_calibration(qmodel, meta, cal_streams, quantile=quantile, score_from=score_from)
+        agree, readings = flag_agreement(float_model, float_meta, qmodel, qmeta, cal_streams, score_from)
+        qreport = replace(qreport, flag_agreement=agree, flag_readings=readings)
+        if agree < MIN_FLAG_AGREEMENT:
+            raise QuantizationError(
+                f"int8 changes the anomaly flag of {100 * (1 - agree):.2f} % of the {readings} calibration "
+                f"readings (at most {100 * (1 - MIN_FLAG_AGREEMENT):.1f} % allowed); not written. "
+                "Export in float (no --quantize)"
+            )
+    if is_faster(qreport) or keep_if_slower:
+        return qmodel, qmeta, qreport, creport
+    return float_model, float_meta, replace(qreport, kept=False), fcreport
+
+
+def _speed_verdict(q: QuantReport) -> str:
+    """The one line saying whether int8 was kept for speed, with the numbers that decided it."""
+    measured = (
+        f"at batch 256 (float {q.float_step_us_256:.0f} us, int8 {q.int8_step_us_256:.0f} us per step: "
+        f"{q.speedup_256:.2f}x, needs >= {MIN_INT8_SPEEDUP:.2f}x)"
+    )
+    if not q.kept:
+        return (
+            f"int8: not kept, wrote the float model: int8 is not faster on this machine {measured}; to write "
+            "int8 anyway (smaller file, or a target CPU where int8 is faster): --keep-int8-if-slower"
         )
-    return qmodel, qmeta, qreport, creport
+    if not is_faster(q):
+        return f"int8: kept although not faster on this machine {measured}, as --keep-int8-if-slower asks"
+    return f"int8: kept: faster on this machine {measured}"
 
 
 def _streams(data: Data, features: list[str], what: str) -> list[np.ndarray]:

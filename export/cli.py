@@ -129,6 +129,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="int8: largest error allowed, as a fraction of each output's normal forecast error (default 0.1)",
     )
+    p.add_argument(
+        "--keep-int8-if-slower",
+        action="store_true",
+        help="int8: write the int8 model even when it is not faster than float at batch 256 on this machine "
+        "(default: the float model is written then)",
+    )
     p.add_argument("--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold")
     p.add_argument("--name", default=None)
     p.add_argument("--version", dest="model_version", default="0.1.0", metavar="VERSION")
@@ -145,6 +151,7 @@ def _export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "sample_interval_s": args.sample_interval,
         "quantize": args.quantize,
         **({"quant_tolerance": args.quant_tolerance} if args.quant_tolerance is not None else {}),
+        **({"keep_int8_if_slower": True} if args.keep_int8_if_slower else {}),
         **({"progress": sys.stderr} if not args.quiet and args.command != "fit" else {}),
         "quantile": args.quantile,
         **({"name": args.name} if args.name else {}),

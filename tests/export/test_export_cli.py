@@ -277,3 +277,19 @@ def test_fit_help_lists_only_what_fit_accepts(capsys: pytest.CaptureFixture[str]
 def test_quant_tolerance_option(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _err(capsys, _torch_args(workdir, **{"--quantize": "int8", "--quant-tolerance": "1e-12"}))
     assert "bound 1e-12" in err and "--quant-tolerance" in err
+
+
+def test_keep_int8_if_slower_option(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Kept whatever this machine measures; refused without --quantize; accepted by every subcommand."""
+    from edge_lstm_export.cli import _export_kwargs, _parser
+
+    out = workdir / "kept.onnx"
+    argv = [*_torch_args(workdir, **{"--out": str(out), "--quantize": "int8"}), "--keep-int8-if-slower"]
+    assert main(argv) == 0
+    assert "DynamicQuantizeLSTM" in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "int8: kept" in capsys.readouterr().out
+    err = _err(capsys, [*_torch_args(workdir), "--keep-int8-if-slower"])
+    assert "--keep-int8-if-slower only applies with --quantize int8" in err
+    for argv in (["keras", "m.keras", "--features", "a"], ["fit", "d.csv"]):
+        args = _parser().parse_args([*argv, "--out", "o.onnx", "--quantize", "int8", "--keep-int8-if-slower"])
+        assert _export_kwargs(args)["keep_int8_if_slower"] is True

@@ -1,9 +1,12 @@
 """`quantize="int8"`: the LSTM really becomes DynamicQuantizeLSTM, parity vs float and speed are
-reported, and what cannot be quantized (or is too inaccurate) is refused."""
+reported, what cannot be quantized (or is too inaccurate) is refused, and an int8 model that is not
+faster is replaced by the float one unless kept on purpose. Speed decisions use an injected timer:
+real timings are only checked for being reported."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,11 +18,28 @@ torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
 
 from torch import nn  # noqa: E402
 
-from edge_lstm_export import QuantizationError, export_torch  # noqa: E402
+from edge_lstm_export import ExportError, QuantizationError, export_torch  # noqa: E402
 
 pytestmark = pytest.mark.export
 
 FEATURES = ["a", "b", "c"]
+
+
+def _timer(float_us: float, int8_us: float) -> Any:
+    """A fake speed measurement: (float, int8) µs per step, scaled by the batch so both sizes differ."""
+    return lambda fsess, qsess, seq: (float_us * seq.shape[1], int8_us * seq.shape[1])
+
+
+FASTER, SLOWER = _timer(30.0, 20.0), _timer(20.0, 21.0)
+
+
+def _random_walks(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.cumsum(rng.normal(0, 0.2, (400, 3)), axis=0) + [20, 1, 5] for _ in range(2)]
+
+
+def _ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
 class Net(nn.Module):
@@ -34,23 +54,17 @@ class Net(nn.Module):
 
 def test_int8_quantization(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    normal = [np.cumsum(rng.normal(0, 0.2, (400, 3)), axis=0) + [20, 1, 5] for _ in range(2)]
+    normal = _random_walks()
     path = tmp_path / "q.onnx"
-    report = export_torch(Net(), path, features=FEATURES, quantize="int8", calibrate=normal)
+    report = export_torch(Net(), path, features=FEATURES, quantize="int8", calibrate=normal, quant_timer=FASTER)
     q = report.quantization
     assert q is not None
-    print(
-        f"int8: max_abs_error {q.max_abs_error:.3g}, {q.float_step_us:.1f} us -> {q.int8_step_us:.1f} us "
-        f"(speedup {q.speedup:.2f}), {q.float_bytes} -> {q.int8_bytes} bytes"
-    )
+    assert q.kept and q.speedup_256 == 1.5 and "int8: kept: faster on this machine" in report.summary()
     assert q.quantized_lstm_nodes == 2
     assert q.relative_to == "residual spread"  # bounded relative to the calibrated forecast error
     assert 0 < q.max_relative_error <= q.tolerance and len(q.per_output_error) == 3
     assert q.flag_agreement is not None and q.flag_agreement >= 0.999 and q.flag_readings > 700
-    assert q.float_step_us_256 > 0 and q.int8_step_us_256 > 0
-    assert q.float_step_us > 0 and q.int8_step_us > 0
-    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    ops = _ops(path)
     assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
     # The served (quantized) model is the one calibrated, and the daemon runs it.
     model = load_model(path)
@@ -58,6 +72,62 @@ def test_int8_quantization(tmp_path: Path) -> None:
     assert model.meta.calibration is not None
     results = Engine(model).process([Reading("s", 1_700_000_000.0 + t, tuple(normal[0][t])) for t in range(20)])
     assert all(isinstance(r, Result) for r in results)
+
+
+def test_int8_not_faster_writes_the_float_model_and_says_why(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    normal = _random_walks()
+    path = tmp_path / "q.onnx"
+    report = export_torch(Net(), path, features=FEATURES, quantize="int8", calibrate=normal, quant_timer=SLOWER)
+    q = report.quantization
+    assert q is not None and not q.kept
+    ops = _ops(path)
+    assert ops.count("LSTM") == 2 and "DynamicQuantizeLSTM" not in ops
+    # The accuracy checks still ran (and are reported); the served model carries the float calibration.
+    assert q.flag_agreement is not None and q.flag_agreement >= 0.999
+    assert report.calibration is not None
+    model = load_model(path)
+    assert model.meta.calibration is not None and model.meta.calibration.threshold == report.calibration.threshold
+    assert model.meta.provenance["quantization"]["kept"] is False
+    verdict = [line for line in report.summary().splitlines() if "not kept" in line]
+    assert verdict == [
+        "int8: not kept, wrote the float model: int8 is not faster on this machine at batch 256 (float 5120 us, "
+        "int8 5376 us per step: 0.95x, needs >= 1.03x); to write int8 anyway (smaller file, or a target CPU where "
+        "int8 is faster): --keep-int8-if-slower"
+    ]
+    assert report.summary().splitlines()[0].endswith("(float: int8 was not faster, see below)")
+
+
+def test_keep_int8_if_slower_keeps_it(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "q.onnx"
+    report = export_torch(Net(), path, features=FEATURES, quantize="int8", keep_int8_if_slower=True, quant_timer=SLOWER)
+    q = report.quantization
+    assert q is not None and q.kept and q.flag_agreement is None  # no calibration data: no flag check
+    assert _ops(path).count("DynamicQuantizeLSTM") == 2
+    assert "int8: kept although not faster on this machine" in report.summary()
+    with pytest.raises(ExportError, match="only applies with --quantize int8"):
+        export_torch(Net(), tmp_path / "f.onnx", features=FEATURES, keep_int8_if_slower=True)
+
+
+def test_a_small_margin_is_noise_not_speed(tmp_path: Path) -> None:
+    report = export_torch(
+        Net(), tmp_path / "q.onnx", features=FEATURES, quantize="int8", quant_timer=_timer(20.0, 19.8)
+    )
+    assert report.quantization is not None and not report.quantization.kept  # 1 % faster is not enough
+
+
+def test_real_timings_are_reported(tmp_path: Path) -> None:
+    """With the real measurement, whatever it decides, the report carries both numbers at both sizes."""
+    report = export_torch(Net(), tmp_path / "q.onnx", features=FEATURES, quantize="int8")
+    q = report.quantization
+    assert q is not None
+    assert q.float_step_us > 0 and q.int8_step_us > 0 and q.float_step_us_256 > 0 and q.int8_step_us_256 > 0
+    verdict = report.summary().splitlines()[-1]
+    assert f"float {q.float_step_us_256:.0f} us, int8 {q.int8_step_us_256:.0f} us" in verdict
+    assert f"{q.float_step_us:.1f} -> {q.int8_step_us:.1f} us at batch 1" in report.summary()
+    assert q.kept == (q.speedup_256 >= 1.03)
+    assert ("DynamicQuantizeLSTM" in _ops(tmp_path / "q.onnx")) == q.kept
 
 
 def test_gru_cannot_be_quantized(tmp_path: Path) -> None:
