@@ -144,8 +144,6 @@ def export_torch(
     if horizon is not None:
         if output != "forecast":
             raise ExportError("horizon is for forecast models (output='forecast')")
-        if quantize is not None:
-            raise ExportError("--quantize int8 is not supported with a horizon yet: export in float")
     wrapper: StepWrapper | Seq2SeqStep = (
         make_step(model, n, batch_first=batch_first) if horizon is None else make_seq2seq_step(model, n, horizon)
     )

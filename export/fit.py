@@ -25,7 +25,7 @@ from torch import nn
 
 from .api import ExportReport, export_torch
 from .csvdata import read_csv
-from .errors import DataError, ExportError
+from .errors import DataError
 
 
 class Forecaster(nn.Module):
@@ -112,8 +112,6 @@ def fit_arrays(
 ) -> FitResult:
     """Train on `streams` (feature units, one `[steps, F]` array per series), export to `out`."""
     c = config
-    if c.horizon > 1 and export_kwargs.get("quantize") is not None:
-        raise ExportError("--quantize int8 is not supported with --horizon yet: fit in float")  # before training
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     allv = np.concatenate(streams)

@@ -170,11 +170,11 @@ def step_latency(fsess: Any, qsess: Any, seq: np.ndarray) -> tuple[float, float]
 
 
 def _direct_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose nodes read shared weights from the initializer itself, not through an `Identity`:
-    torch exports a module called several times (a seq2seq decoder's rollout) with one initializer and an
-    `Identity` per further use, and `quantize_dynamic` leaves an LSTM whose W/R is an Identity's output in
-    float."""
-    inits = {i.name for i in model.graph.initializer}
+    """A copy in which every LSTM reads its own W and R initializers. torch exports a module called
+    several times (a seq2seq decoder's rollout) with one initializer and an `Identity` per further use;
+    `quantize_dynamic` leaves an LSTM whose W/R is an Identity's output in float, and transposes a W/R
+    shared by two LSTMs once per node (the second one gets it transposed twice: wrong forecasts)."""
+    inits = {i.name: i for i in model.graph.initializer}
     outputs = {o.name for o in model.graph.output}
     alias = {
         n.output[0]: n.input[0]
@@ -184,9 +184,17 @@ def _direct_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     nodes = [n for n in copy.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    used: set[str] = set()
     for n in nodes:
         for k, name in enumerate(n.input):
-            n.input[k] = alias.get(name, name)
+            n.input[k] = name = alias.get(name, name)
+            if n.op_type == "LSTM" and k in (1, 2):
+                if name in used:  # a second LSTM on these weights: its own copy
+                    dup = onnx.TensorProto()
+                    dup.CopyFrom(inits[name])
+                    dup.name = n.input[k] = f"{name}.{n.name or len(used)}"
+                    copy.graph.initializer.append(dup)
+                used.add(n.input[k])
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     return copy

@@ -160,3 +160,40 @@ def test_flag_agreement_counts_changed_flags(tmp_path: Path) -> None:
     strict = {**meta, "calibration": {**meta["calibration"], "threshold": 1e-6}}  # flags every scored reading
     changed, _ = flag_agreement(float_model, meta, float_model, strict, normal, None)
     assert changed < 0.2
+
+
+class Seq2Seq(nn.Module):
+    """docs/export.md's encoder-decoder: the decoder LSTM runs K times, so its weights are shared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(3, 16, num_layers=2, batch_first=True)
+        self.decoder = nn.LSTM(3, 16, num_layers=2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def decode(self, last: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], horizon: int) -> torch.Tensor:
+        x, out = last, []
+        for _ in range(horizon):
+            y, state = self.decoder(x.unsqueeze(1), state)
+            x = x + self.head(y[:, 0])
+            out.append(x)
+        return torch.stack(out, dim=1)
+
+
+def test_int8_of_a_seq2seq_model_quantizes_every_decoder_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    normal = _random_walks()
+    path = tmp_path / "s.onnx"
+    report = export_torch(
+        Seq2Seq(), path, features=FEATURES, horizon=4, quantize="int8", calibrate=normal, quant_timer=FASTER
+    )
+    q = report.quantization
+    assert q is not None and q.kept
+    assert q.quantized_lstm_nodes == 2 + 4 * 2  # the encoder's layers, and the decoder's at each of 4 steps
+    assert len(q.per_output_error) == 4 * 3 and q.max_relative_error <= q.tolerance  # bounded at every step
+    assert q.flag_agreement is not None and q.flag_agreement >= 0.999
+    ops = _ops(path)
+    assert ops.count("DynamicQuantizeLSTM") == 10 and "LSTM" not in ops
+    model = load_model(path)
+    results = Engine(model).process([Reading("s", 1_700_000_000.0 + t, tuple(normal[0][t])) for t in range(20)])
+    assert all(isinstance(r, Result) and r.forecast is not None for r in results[-5:])

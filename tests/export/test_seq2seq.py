@@ -20,7 +20,7 @@ from edge_lstm.reading import Reading  # noqa: E402
 from edge_lstm.result import Result, encode  # noqa: E402
 from edge_lstm_export import export_torch  # noqa: E402
 from edge_lstm_export.cli import main as export_main  # noqa: E402
-from edge_lstm_export.errors import ExportError, ParityError, UnsupportedModelError  # noqa: E402
+from edge_lstm_export.errors import ParityError, UnsupportedModelError  # noqa: E402
 from edge_lstm_export.parity import generate_sequences  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -120,8 +120,6 @@ def test_refusals(tmp_path: Path) -> None:
 
     with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
         export_torch(Plain(), tmp_path / "p.onnx", features=FEATURES, horizon=K)
-    with pytest.raises(ExportError, match="int8"):
-        export_torch(_model(), tmp_path / "q.onnx", features=FEATURES, horizon=K, quantize="int8")
 
 
 def test_contract_versions() -> None:
