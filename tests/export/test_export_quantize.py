@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
 from torch import nn  # noqa: E402
 
 from edge_lstm_export import ExportError, QuantizationError, export_torch  # noqa: E402
+from edge_lstm_export.quantize import MIN_INT8_SPEEDUP  # noqa: E402
 
 pytestmark = pytest.mark.export
 
@@ -92,7 +93,7 @@ def test_int8_not_faster_writes_the_float_model_and_says_why(tmp_path: Path) -> 
     verdict = [line for line in report.summary().splitlines() if "not kept" in line]
     assert verdict == [
         "int8: not kept, wrote the float model: int8 is not faster on this machine at batch 256 (float 5120 us, "
-        "int8 5376 us per step: 0.95x, needs >= 1.03x); to write int8 anyway (smaller file, or a target CPU where "
+        "int8 5376 us per step: 0.95x, needs >= 1.05x); to write int8 anyway (smaller file, or a target CPU where "
         "int8 is faster): --keep-int8-if-slower"
     ]
     assert report.summary().splitlines()[0].endswith("(float: int8 was not faster, see below)")
@@ -114,7 +115,7 @@ def test_a_small_margin_is_noise_not_speed(tmp_path: Path) -> None:
     report = export_torch(
         Net(), tmp_path / "q.onnx", features=FEATURES, quantize="int8", quant_timer=_timer(20.0, 19.8)
     )
-    assert report.quantization is not None and not report.quantization.kept  # 1 % faster is not enough
+    assert report.quantization is not None and not report.quantization.kept  # 1 % faster is noise, not speed
 
 
 def test_real_timings_are_reported(tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_real_timings_are_reported(tmp_path: Path) -> None:
     verdict = report.summary().splitlines()[-1]
     assert f"float {q.float_step_us_256:.0f} us, int8 {q.int8_step_us_256:.0f} us" in verdict
     assert f"{q.float_step_us:.1f} -> {q.int8_step_us:.1f} us at batch 1" in report.summary()
-    assert q.kept == (q.speedup_256 >= 1.03)
+    assert q.kept == (q.speedup_256 >= MIN_INT8_SPEEDUP)
     assert ("DynamicQuantizeLSTM" in _ops(tmp_path / "q.onnx")) == q.kept
 
 
