@@ -11,6 +11,7 @@ reload anything yet.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -99,12 +100,24 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(sig, _on_signal)
     signal.signal(signal.SIGHUP, _on_hup)
     daemon = Daemon(settings, model, reloader=_reload)
+    _freeze_startup_objects()
     code = daemon.run(stop)
     if daemon.restart_requested and not stop.is_set():
         # A reload that cannot be done in place (another state signature): start over in this process
         # (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside.
         os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
     return code
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the garbage collector's full passes short: they stopped the worker for 70-90 ms at a time
+    under load (p99 latency, docs/performance.md), scanning every object made at start-up (numpy,
+    onnxruntime, pydantic, paho modules) that lives as long as the process. `gc.freeze` moves them out of
+    its sight; what the daemon allocates per reading is freed by reference counting anyway."""
+    from ..service import mqtt  # noqa: F401 - imported now so that paho's module objects are frozen too
+
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":  # `python -m edge_lstm.cli.run --config FILE` (same as `edge-lstm run`)
