@@ -8,7 +8,8 @@ coefficient φ and the covariance Σ of the AR(1) innovation; afterwards every r
     a  = (u_t − μ) − φ ⊙ (u_{t−1} − μ)        u: the reading, scaled by the model's scaling
     s  = aᵀ P a / F                           P = (shrunk, floored Σ)⁻¹: ~ χ²(F)/F on normal data
     e  = (1 − α) e + α s                      EWMA, α = 2 / (span + 1)
-    flag when e > h,   P(e > h) = risk        e modelled as χ²(k)/k, k = F (2 − α) / α / inflate
+    flag when e > h,   P(e > h) = risk        h: the stream's own tail fit (tail.py), its prior the law
+                                              χ²(k)/k, k = F (2 − α) / α / inflate
     μ += w (u_t − μ) / track,  w = min(1, clip / √s)     bounded-influence level tracking
 
 A noisy feature (φ ≈ 0) is predicted by its level, so a shift stays in the score for as long as it lasts;
@@ -23,9 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 
+from . import tail
 from .state import Column
 
 
@@ -42,6 +45,14 @@ class BaselineConfig:
     # followed, a fault barely; a lasting change becomes the new normal over a few `track` readings.
     track: float = 3000.0
     clip: float = 2.0
+    # The threshold (docs/scoring.md, "Threshold"): "pot" fits each stream's own tail of `deviation` over
+    # its `tail_window` readings after the baseline (peaks over u, the prior law's 1 − tail_level quantile,
+    # with `tail_prior` pseudo-peaks of the prior); "chi2" uses the prior law alone, the same for every
+    # stream.
+    threshold_method: Literal["pot", "chi2"] = "pot"
+    tail_window: int = 100
+    tail_level: float = 0.1
+    tail_prior: float = 5.0
 
     def __post_init__(self) -> None:
         if self.baseline < 3:
@@ -60,6 +71,14 @@ class BaselineConfig:
             raise ValueError(f"scoring.track must be 0 (fixed level) or >= 1 readings, got {self.track}")
         if not self.clip > 0:
             raise ValueError(f"scoring.clip must be > 0, got {self.clip}")
+        if self.threshold_method not in ("pot", "chi2"):
+            raise ValueError(f"scoring.threshold must be 'pot' or 'chi2', got {self.threshold_method!r}")
+        if self.tail_window < 0:
+            raise ValueError(f"scoring.tail_window must be >= 0 readings, got {self.tail_window}")
+        if not self.risk < self.tail_level < 1:
+            raise ValueError(f"scoring.tail_level must be in (risk, 1), got {self.tail_level}")
+        if not self.tail_prior > 0:
+            raise ValueError(f"scoring.tail_prior must be > 0 pseudo-peaks, got {self.tail_prior}")
 
     @property
     def alpha(self) -> float:
@@ -70,17 +89,27 @@ class BaselineConfig:
         return features * (2.0 - self.alpha) / self.alpha / self.inflate
 
     def threshold(self, features: int) -> float:
-        """h with P(e > h) = risk (Wilson–Hilferty: (χ²(k)/k)^(1/3) is nearly normal)."""
+        """h with P(e > h) = risk under the prior law."""
+        return self.quantile(features, 1.0 - self.risk)
+
+    def quantile(self, features: int, p: float) -> float:
+        """The p-quantile of the prior law χ²(k)/k (Wilson–Hilferty: (χ²(k)/k)^(1/3) is nearly normal)."""
         k = self.dof(features)
-        z = _ndtri(1.0 - self.risk)
-        return (1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k))) ** 3
+        z = _ndtri(p)
+        return float(max(1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k)), 0.0) ** 3)
+
+    def tail_prior_law(self, features: int) -> tail.TailPrior:
+        """The prior law's tail above its (1 − tail_level) quantile, as a POT prior (tail.py)."""
+        u = self.quantile(features, 1.0 - self.tail_level)
+        return tail.TailPrior.through(u, self.tail_level, self.threshold(features), self.risk, self.tail_prior)
 
 
-def columns(features: int) -> dict[str, Column]:
+def columns(features: int, h0: float = 0.0) -> dict[str, Column]:
     f = (features,)
     ff = (features, features)
     return {
         "dev.e": Column((), np.float64, 1.0),  # EWMA of s; starts at its normal mean
+        "dev.h": Column((), np.float64, h0),  # the stream's threshold of e; starts at the prior's
         "dev.ref": Column(f, np.float64),  # the stream's first reading: sums are shifted by it (precision)
         "dev.prev": Column(f, np.float64),  # previous reading (scaled)
         "dev.pairs": Column((), np.int64, 0),  # warm-up: consecutive pairs (x_{t-1}, x_t) summed
@@ -92,6 +121,7 @@ def columns(features: int) -> dict[str, Column]:
         "dev.mu": Column(f, np.float64),  # level, relative to ref
         "dev.phi": Column(f, np.float64),  # per-feature AR(1) coefficient in [0, 1]
         "dev.P": Column(ff, np.float64, np.eye(features)),  # precision of the AR(1) innovation
+        **tail.columns("dev.tail"),  # the stream's tail fit of e (tail.py)
     }
 
 
@@ -101,9 +131,10 @@ class Baseline:
     def __init__(self, features: int, config: BaselineConfig) -> None:
         self.F = features
         self.config = config
-        self.columns = columns(features)
-        self.h = config.threshold(features)
+        self.h = config.threshold(features)  # the prior's threshold: every stream's before its tail is fitted
+        self.columns = columns(features, self.h)
         self._k = config.dof(features)
+        self.prior = config.tail_prior_law(features)
 
     def update(
         self, cols: dict[str, np.ndarray], u: np.ndarray, steps: np.ndarray, restart: np.ndarray
@@ -111,7 +142,8 @@ class Baseline:
         """One reading per stream: `u` [B, F] scaled readings of streams that have seen `steps` readings
         before this one; `restart`: streams whose previous reading is too old to predict this one (a gap),
         which only re-anchor. Updates `cols` in place. Returns (e, ready, likelihood): the smoothed
-        deviation, whether the stream's baseline is learned, and the likelihood (0 while not ready)."""
+        deviation, whether the stream's baseline is learned, and the likelihood (0 while not ready). The
+        threshold each e is to be compared with is `cols["dev.h"]` *before* this call (causal)."""
         c = self.config
         first = steps == 0
         if first.any():
@@ -144,14 +176,34 @@ class Baseline:
             mu = cols["dev.mu"][live]
             cols["dev.mu"][live] = mu + (w / c.track)[:, None] * (x1[live] - mu)
         cols["dev.prev"] = u
-        likelihood = np.where(ready, self.likelihood(e), 0.0)
+        likelihood = np.where(ready, self.likelihood(e, cols), 0.0)
+        if c.threshold_method == "pot" and c.tail_window > 0:
+            # The stream's own tail: its first `tail_window` readings after the baseline, unflagged ones
+            # only (DSPOT: an anomaly is not normal operation), then frozen (a fit that goes on learning
+            # follows a slow fault's rising edge up: measured in docs/quality.md).
+            fit = live & (steps < c.baseline + c.tail_window) & (e <= cols["dev.h"])
+            if fit.any():
+                tail.add(cols, "dev.tail", e, fit, self.prior.u)
+                n, peaks, excess = cols["dev.tail.n"], cols["dev.tail.peaks"], cols["dev.tail.excess"]
+                h = tail.threshold(n, peaks, excess, self.prior, c.risk)
+                cols["dev.h"] = np.where(fit, h, cols["dev.h"])
         return e, ready, likelihood
 
-    def likelihood(self, e: np.ndarray) -> np.ndarray:
-        """P(e' <= e) under the χ²(k)/k law of normal operation: near 1 means rarely this far out."""
+    def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """P(e' <= e) under the stream's law of normal operation: near 1 means rarely this far out. The
+        prior law χ²(k)/k; above u, with the stream's columns, its fitted tail (the body below u is the
+        prior's, rescaled to meet the tail at u)."""
         k = self._k
         z = (np.cbrt(np.maximum(e, 0.0)) - (1.0 - 2.0 / (9.0 * k))) / math.sqrt(2.0 / (9.0 * k))
-        return _ndtr(z)
+        body = _ndtr(z)
+        if cols is None or self.config.threshold_method != "pot":
+            return body
+        p = self.prior
+        n, peaks, excess = cols["dev.tail.n"], cols["dev.tail.peaks"], cols["dev.tail.excess"]
+        zeta = (peaks + p.m0) / (n + p.m0 / p.p_u)
+        above = 1.0 - tail.survival(np.maximum(e, p.u), n, peaks, excess, p)
+        out: np.ndarray = np.where(e >= p.u, above, body * (1.0 - zeta) / (1.0 - p.p_u))
+        return out
 
     def _learn(self, cols: dict[str, np.ndarray], m: np.ndarray) -> None:
         """End of the baseline period: moments of the pairs (x_{t−1}, x_t) → μ, φ, P (once per stream)."""

@@ -212,6 +212,7 @@ class Engine:
         likelihood = [v if r else None for v, r in zip(scored.likelihood.tolist(), ready.tolist())]
         deviation = [v if r else None for v, r in zip(scored.deviation.tolist(), ready.tolist())]
         thresholds = scored.thresholds.tolist() if scored.thresholds is not None else [None] * len(take)
+        dev_thresholds = scored.deviation_threshold.tolist()
         rows = zip(
             take,
             scored.scores.tolist(),
@@ -221,10 +222,10 @@ class Engine:
             thresholds,
             likelihood,
             deviation,
+            dev_thresholds,
             cols["alarm.raised"].tolist(),
         )
-        dev_threshold = self.scorer.baseline.h
-        for m, (j, score, flag, warm, pred, thr, like, dev, alarm) in enumerate(rows):
+        for m, (j, score, flag, warm, pred, thr, like, dev, dev_thr, alarm) in enumerate(rows):
             r = readings[j]
             out[j] = Result(
                 r.stream,
@@ -241,7 +242,7 @@ class Engine:
                 alarm,
                 events.get(m) if events else None,
                 dev,
-                dev_threshold if dev is not None else None,
+                dev_thr if dev is not None else None,
             )
         if self.horizon > 1:
             for j, fc in zip(take, self._forecasts(y, tss, gap)):
@@ -299,8 +300,8 @@ class Engine:
             "warming_up": row.steps < self.warmup,
             "baseline_ready": bool(ready),
             "deviation": float(c["dev.e"]) if ready else None,
-            "deviation_threshold": self.scorer.baseline.h,
-            "likelihood": float(self.scorer.baseline.likelihood(c["dev.e"])) if ready else None,
+            "deviation_threshold": float(c["dev.h"]),
+            "likelihood": float(self.scorer.baseline.likelihood(c["dev.e"], c)) if ready else None,
             "alarm": {
                 "raised": bool(c["alarm.raised"]),
                 "since": float(c["alarm.since"]) if c["alarm.raised"] else None,

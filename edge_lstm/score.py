@@ -1,8 +1,8 @@
 """Scoring: two channels per reading, vectorised over a round of streams (docs/scoring.md).
 
 - `score` (forecast models): the RMS z-score of the forecast residual against the model's calibrated
-  residual statistics, compared with the calibrated `threshold`. Instant: catches spikes and sudden
-  changes as soon as the model's state is warm.
+  residual statistics, compared with `threshold`: the calibrated quantile carried to the configured risk
+  (`extrapolate`). Instant: catches spikes and sudden changes as soon as the model's state is warm.
 - `deviation` (baseline.py): how far the stream is from its own normal operation, learned per stream,
   smoothed, with a threshold at a chosen risk. Catches sustained and multivariate faults that a
   forecaster learns to follow.
@@ -13,11 +13,13 @@ through this same code, so the daemon and the calibration cannot disagree about 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from .baseline import Baseline, BaselineConfig
+from .baseline import Baseline, BaselineConfig, _ndtri
 from .contract import ModelMeta
 from .state import Column
 
@@ -27,6 +29,10 @@ class ScoringConfig(BaselineConfig):
     # A reading more than this after its stream's previous one is not scored against it by the
     # deviation channel (a sensor offline for an hour): it only re-anchors the stream. 0 = never.
     max_gap_s: float = 600.0
+    # Carry the forecast score's calibrated threshold (extrapolate(), docs/scoring.md) to the level the
+    # calibration asked for ("quantile": corrects the maximum of a few held-out scores), to 1 − `risk`
+    # ("risk"), or use it as calibrated ("off").
+    extrapolate: Literal["quantile", "risk", "off"] = "quantile"
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Scored:
     warming: np.ndarray
     thresholds: np.ndarray | None  # the threshold each score was compared with; None: nothing flags
     deviation: np.ndarray  # smoothed deviation from the stream's normal operation
+    deviation_threshold: np.ndarray  # the stream's threshold each deviation was compared with
     ready: np.ndarray  # the stream's baseline is learned (deviation and likelihood are meaningful)
     likelihood: np.ndarray
 
@@ -51,8 +58,15 @@ class Scorer:
         self.baseline = Baseline(len(meta.features), self.config)
         self.columns: dict[str, Column] = dict(self.baseline.columns)
         self.kind = meta.output.kind
-        self.threshold: float | None = cal.threshold if cal is not None else None
         n_out = len(meta.output.names)
+        self.threshold: float | None = None
+        if cal is not None:
+            self.threshold = cal.threshold
+            mode = self.config.extrapolate
+            level = effective_level(cal.quantile, cal.samples)
+            if self.kind == "forecast" and mode != "off" and level is not None and cal.quantile is not None:
+                risk = self.config.risk if mode == "risk" else 1.0 - cal.quantile
+                self.threshold = extrapolate(cal.threshold, level, risk, n_out)
         if self.kind == "forecast":
             self.targets = np.array([meta.features.index(n) for n in meta.output.names], dtype=np.intp)
             off = np.asarray(meta.scaling.offset, dtype=np.float64)[self.targets]
@@ -97,16 +111,42 @@ class Scorer:
             scores = y[:, 0].astype(np.float64)
         max_gap = self.config.max_gap_s
         restart = (gap > max_gap) & (steps > 0) if max_gap > 0 else np.zeros(len(steps), bool)
+        h = cols["dev.h"].copy()  # the thresholds as they stood before this reading (causal)
         deviation, ready, likelihood = self.baseline.update(cols, u, steps, restart)
-        flags = self.flags(scores, warming) | (ready & (deviation > self.baseline.h))
+        flags = self.flags(scores, warming) | (ready & (deviation > h))
         thr = None if self.threshold is None else np.full(len(scores), self.threshold)
-        return Scored(scores, flags, warming, thr, deviation, ready, likelihood)
+        return Scored(scores, flags, warming, thr, deviation, h, ready, likelihood)
 
     def flags(self, scores: np.ndarray, warming: np.ndarray) -> np.ndarray:
         if self.threshold is None:
             return np.zeros(len(scores), dtype=bool)
         out: np.ndarray = (scores > self.threshold) & ~warming
         return out
+
+
+def effective_level(quantile: float | None, samples: int | None) -> float | None:
+    """The level the calibrated threshold really is a quantile of: an empirical `quantile` above
+    n / (n + 1) of n samples is their maximum, whose expected level is n / (n + 1) (e.g. 0.988 for the
+    80 held-out rows of a 400-row fit, not the 0.999 asked for). None: unknown (an old model)."""
+    if quantile is None:
+        return None
+    if samples is None or samples < 1:
+        return quantile
+    return min(quantile, samples / (samples + 1.0))
+
+
+def extrapolate(threshold: float, level: float, risk: float, outputs: int) -> float:
+    """The score's (1 − risk)-quantile from its calibrated `level`-quantile `threshold`.
+
+    score² = mean of `outputs` squared z-scores, χ²(F)/F for Gaussian residuals. The calibration measured
+    the real law's scale at `level` (its heavier tails included); the χ² law's shape carries it from there
+    to 1 − risk: threshold · √(Q(1 − risk) / Q(level)), Q the χ²(F)/F quantile (Wilson–Hilferty)."""
+
+    def q(p: float) -> float:
+        k = float(outputs)
+        return float(max(1.0 - 2.0 / (9.0 * k) + _ndtri(p) * math.sqrt(2.0 / (9.0 * k)), 1e-12) ** 3)
+
+    return threshold * math.sqrt(q(1.0 - risk) / q(level))
 
 
 def threshold_from_scores(scores: np.ndarray, quantile: float) -> float:

@@ -175,6 +175,9 @@ class ScoringSettings(_Section):
     risk: float = Field(default=_SCORING.risk, gt=0, lt=0.5)  # per-reading false-flag probability of the threshold
     inflate: float = Field(default=_SCORING.inflate, ge=1)  # EWMA variance vs i.i.d. (autocorrelated sensors)
     track: float = Field(default=_SCORING.track, ge=0)  # readings: how slowly the level follows the stream
+    threshold: Literal["pot", "chi2"] = _SCORING.threshold_method  # per-stream tail fit, or the prior law
+    tail_window: int = Field(default=_SCORING.tail_window, ge=0)  # readings after the baseline whose tail is fitted
+    extrapolate: Literal["quantile", "risk", "off"] = _SCORING.extrapolate  # the forecast score's threshold
     max_gap_s: float = Field(default=_SCORING.max_gap_s, ge=0)  # a reading after a longer gap only re-anchors
 
     def config(self) -> ScoringConfig:
@@ -184,6 +187,9 @@ class ScoringSettings(_Section):
             risk=self.risk,
             inflate=self.inflate,
             track=self.track,
+            threshold_method=self.threshold,
+            tail_window=self.tail_window,
+            extrapolate=self.extrapolate,
             max_gap_s=self.max_gap_s,
         )
 
