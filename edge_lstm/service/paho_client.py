@@ -2,7 +2,10 @@
 session, the callbacks and backpressure):
 
 * a batch of publishes and acks wakes paho's network thread once, not once per packet (`batch`);
-* `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`).
+* `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`);
+* the two packets every reading costs, a QoS 1 PUBLISH in and a PUBACK for its result, are decoded
+  without paho's per-packet `Properties`/`ReasonCode` objects when they carry none (the common case;
+  anything else takes paho's own path). Those objects were ~10 % of the network thread's time.
 
 Both reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together.
 """
@@ -13,9 +16,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+# Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
+# the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_NO_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
 # Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
 _AWAITING_ACK = (
@@ -79,6 +92,38 @@ class BatchedClient(paho.Client):
             }
         )
         return paho.MQTT_ERR_SUCCESS
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        # Packet id only: success, no properties, in every protocol version. paho's decode would build
+        # a ReasonCode and a Properties for it; the rest is what paho does.
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        # The daemon's reading: QoS 1 (header bits 1-2), acked by the worker (manual_ack), MQTT 5 with
+        # an empty property block, a topic without alias. Anything else is paho's.
+        if (header & 0x06) != 0x02 or not self._manual_ack or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        tlen = (packet[0] << 8) | packet[1]
+        at = 2 + tlen  # packet id, then the property length
+        if tlen == 0 or len(packet) < at + 3 or packet[at + 2] != 0:
+            return super()._handle_publish()
+        message = paho.MQTTMessage(mid=(packet[at] << 8) | packet[at + 1], topic=bytes(packet[2:at]))
+        message.dup = bool(header & 0x08)
+        message.qos = 1
+        message.retain = bool(header & 0x01)
+        message.properties = _NO_PUBLISH_PROPERTIES
+        message.payload = bytes(packet[at + 3 :])
+        message.timestamp = paho.time_func()
+        self._handle_on_message(message)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     @contextmanager
     def batch(self) -> Iterator[None]:

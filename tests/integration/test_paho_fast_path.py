@@ -1,0 +1,147 @@
+"""BatchedClient's PUBLISH/PUBACK fast paths deliver exactly what stock paho delivers (real mosquitto).
+
+The fast paths skip paho's per-packet Properties/ReasonCode objects for the common packets; every
+other packet (QoS 0/2, properties present, MQTT 3.1.1, automatic acks) must still take paho's path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_lstm.service.paho_client import BatchedClient, is_handed_over
+from tests.support.mqtt import mqtt_client
+
+pytestmark = pytest.mark.integration
+
+
+def _props(**fields: Any) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)
+    for k, v in fields.items():
+        setattr(p, k, v)
+    return p
+
+
+# (topic, payload, qos, retain, properties): the common case and everything around it.
+CASES: list[tuple[str, bytes, int, bool, Properties | None]] = [
+    ("fp/plain", b'{"ts": 1, "v": 2}', 1, False, None),
+    ("fp/retained", b"r", 1, True, None),
+    ("fp/empty", b"", 1, False, None),
+    ("fp/ünïcode/topic", "ü".encode() * 300, 1, False, None),  # > 127 bytes: 2-byte remaining length
+    ("fp/props", b"p", 1, False, _props(ResponseTopic="fp/reply", CorrelationData=b"\x01\x02")),
+    ("fp/user", b"u", 1, False, _props(UserProperty=[("k", "v")])),
+    ("fp/qos0", b"zero", 0, False, None),
+    ("fp/qos2", b"two", 2, False, None),
+]
+
+
+class _Receiver:
+    def __init__(self, client: paho.Client, manual_ack: bool) -> None:
+        self.client, self.manual_ack = client, manual_ack
+        self.got: list[paho.MQTTMessage] = []
+        self.subscribed = threading.Event()
+        client.on_connect = lambda c, *_: c.subscribe("fp/#", qos=2)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = self._on_message
+
+    def _on_message(self, c: paho.Client, u: Any, msg: paho.MQTTMessage) -> None:
+        self.got.append(msg)
+        if self.manual_ack:
+            c.ack(msg.mid, msg.qos)
+
+    def view(self) -> list[tuple[Any, ...]]:
+        out = []
+        for m in sorted(self.got, key=lambda m: m.topic):
+            props = m.properties
+            out.append(
+                (
+                    m.topic,
+                    m.payload,
+                    m.qos,
+                    m.retain,
+                    m.dup,
+                    getattr(props, "ResponseTopic", None),
+                    getattr(props, "CorrelationData", None),
+                    getattr(props, "UserProperty", None),
+                )
+            )
+        return out
+
+
+def _receive(port: int, client: paho.Client, manual_ack: bool) -> list[tuple[Any, ...]]:
+    r = _Receiver(client, manual_ack)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert r.subscribed.wait(10)
+        pub = mqtt_client(port)
+        pub.loop_start()
+        for topic, payload, qos, retain, props in CASES:
+            pub.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(10)
+        deadline = time.monotonic() + 10
+        while len(r.got) < len(CASES) + 1 and time.monotonic() < deadline:  # + the stored message
+            time.sleep(0.01)
+        time.sleep(0.2)  # nothing more may come
+        seen = r.view()
+        # Live copies of retained messages arrive unflagged; clear the store for the next receiver.
+        pub.publish("fp/retained", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        return seen
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
+@pytest.mark.parametrize("manual_ack", [True, False])
+def test_fast_publish_path_delivers_what_paho_delivers(broker, protocol, manual_ack):
+    def make(cls: type[paho.Client]) -> paho.Client:
+        return cls(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=manual_ack)
+
+    # A message already stored when each receiver subscribes: delivered with the retain flag set.
+    pub = mqtt_client(broker.port)
+    pub.loop_start()
+    pub.publish("fp/stored", b"kept", qos=1, retain=True).wait_for_publish(10)
+    try:
+        reference = _receive(broker.port, make(paho.Client), manual_ack)
+        batched = _receive(broker.port, make(BatchedClient), manual_ack)
+    finally:
+        pub.publish("fp/stored", b"", qos=1, retain=True).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+    assert len(reference) == len(CASES) + 1
+    assert batched == reference
+    assert ("fp/stored", b"kept", 1, True) == batched[[m[0] for m in batched].index("fp/stored")][:4]
+    plain = [m for m in batched if m[0] == "fp/plain"]
+    assert plain and plain[0][1] == b'{"ts": 1, "v": 2}' and plain[0][2] == 1
+    if protocol == paho.MQTTv5:
+        props = [m for m in batched if m[0] == "fp/props"]
+        assert props and props[0][5] == "fp/reply" and props[0][6] == b"\x01\x02"
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
+def test_fast_puback_path_completes_publishes(broker, protocol):
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=protocol)
+    seen: list[tuple[int, Any]] = []
+    c.on_publish = lambda cl, u, mid, rc, props: seen.append((mid, rc))
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        infos = [c.publish("fp/out", b"x", qos=1) for _ in range(50)]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert is_handed_over(info)
+        assert sorted(mid for mid, _ in seen) == sorted(i.mid for i in infos)
+        assert not any(rc.is_failure for _, rc in seen)
+        assert not c._out_messages  # every message released, as paho's own path does
+    finally:
+        c.disconnect()
+        c.loop_stop()
