@@ -2,7 +2,9 @@
 
 Every accepted reading whose result the broker has taken is appended here *before* the reading is
 acknowledged (daemon.py), and written to the OS at once (survives `kill -9`). fsync happens on an
-interval and at rotation, not per reading, to spare SD cards. At start, the checkpoint is loaded and
+interval and at rotation, not per reading, to spare SD cards; the interval's fsync runs on a helper
+thread, since one fsync on an SD card can take longer than a hundred batches and would stall the worker
+(results late by that much: docs/performance.md). At start, the checkpoint is loaded and
 the journal segments it does not cover are replayed through the engine: the state is then exactly
 what it was, and readings the broker redelivers are recognised as duplicates by event time.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -37,14 +40,23 @@ class Journal:
         self._file: BinaryIO | None = None
         self._last_fsync = time.monotonic()
         self.records = 0  # appended to the current segment
+        # The background fsync: `_fd` is read and closed only under `_fd_lock`.
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+        self._sync_due = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self._sync_error: OSError | None = None
+        self._closing = False
 
     # ---- writing --------------------------------------------------------------------------------
 
     def open(self, segment: int) -> None:
         """Append to segment `segment` (created if missing)."""
-        self.close()
+        self._close_file()
         self.segment = segment
-        self._file = open(self.path(segment), "ab")
+        f = self._file = open(self.path(segment), "ab")
+        with self._fd_lock:
+            self._fd = f.fileno()
         self.records = 0
 
     def path(self, segment: int) -> Path:
@@ -55,6 +67,8 @@ class Journal:
         f = self._file
         if f is None:
             raise RuntimeError("journal is not open")
+        if self._sync_error is not None:
+            raise self._sync_error  # the disk failed under the background fsync: stop as a direct one would
         n = 0
         for batch, r in readings:
             payload = json.dumps([batch, r.stream, r.ts, r.values], separators=(",", ":")).encode()
@@ -65,13 +79,36 @@ class Journal:
             self.records += n
             now = time.monotonic()
             if now - self._last_fsync >= self.fsync_interval_s:
-                self.sync()
+                self._last_fsync = now
+                self._request_sync()
 
     def sync(self) -> None:
+        """fsync now, in this thread (rotation, close)."""
         if self._file is not None:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            with self._fd_lock:
+                if self._fd is not None:
+                    os.fsync(self._fd)
         self._last_fsync = time.monotonic()
+
+    def _request_sync(self) -> None:
+        if self._syncer is None:
+            self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+            self._syncer.start()
+        self._sync_due.set()
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._sync_due.wait()
+            self._sync_due.clear()
+            if self._closing:
+                return
+            with self._fd_lock:  # the file may be rotated or closed meanwhile: then it was synced there
+                if self._fd is not None:
+                    try:
+                        os.fsync(self._fd)  # releases the GIL: the worker goes on meanwhile
+                    except OSError as e:
+                        self._sync_error = e
 
     def rotate(self) -> int:
         """Make the current segment durable and continue in a new one; return its number."""
@@ -86,9 +123,19 @@ class Journal:
                 p.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self._close_file()
+        if self._syncer is not None:
+            self._closing = True
+            self._sync_due.set()
+            self._syncer.join()
+            self._syncer, self._closing = None, False
+
+    def _close_file(self) -> None:
         if self._file is not None:
             self.sync()
-            self._file.close()
+            with self._fd_lock:
+                self._fd = None
+                self._file.close()
             self._file = None
 
     # ---- reading --------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +131,51 @@ def test_journal_round_trip_and_torn_tail(tmp_path: Path) -> None:
     assert last.stat().st_size == good
     j.drop_before(1)
     assert [n for n, _ in j.segments()] == [1]
+
+
+def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk (an SD card's fsync) must not stall appends; a failed fsync stops the next append."""
+    import edge_lstm.durable.journal as journal_mod
+
+    started, release = threading.Event(), threading.Event()
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        started.set()
+        assert release.wait(10)
+        real_fsync(fd)
+        synced.append(fd)
+
+    monkeypatch.setattr(journal_mod.os, "fsync", slow_fsync)
+    j = Journal(tmp_path, fsync_interval_s=0.0)
+    j.open(0)
+    readings = traffic(2, 4)
+    j.append((0, r) for r in readings[:4])  # due: asks the helper thread to fsync
+    assert started.wait(5)
+    assert threading.current_thread() is threading.main_thread()
+    j.append((1, r) for r in readings[4:])  # the fsync is still blocked: appending goes on
+    assert j.records == 8 and not synced
+    release.set()
+    j.close()  # joins the helper; closing fsyncs in this thread
+    assert synced and [r for _, r in j.replay(0)] == readings
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_mod.os, "fsync", failing_fsync)
+    j = Journal(tmp_path, fsync_interval_s=0.0)
+    j.open(1)
+    j.append((0, r) for r in readings[:1])
+    deadline = time.monotonic() + 5
+    while j._sync_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(OSError, match="Input/output error"):
+        j.append((1, r) for r in readings[1:2])
+    monkeypatch.setattr(journal_mod.os, "fsync", real_fsync)
+    j.close()
 
 
 def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) -> None:
