@@ -4,6 +4,7 @@
     python bench/bench_mqtt.py                 # full sizes (issue 11)
     python bench/bench_mqtt.py --quick         # small sizes (the smoke test)
     python bench/bench_mqtt.py --daemon old=/path/to/other/checkout   # also run another daemon's source
+    python bench/bench_mqtt.py --variant w5=engine.max_wait_ms=5,engine.target_batch=1   # this daemon, other settings
 
 One private mosquitto (persistence on, `max_queued_messages` large enough for the backlog). Every
 consumer runs in its own process; a collector process (subscribed to `edge-lstm/scores/#`, QoS 0)
@@ -18,7 +19,9 @@ Phases:
   - `relay`: paho 2.x, MQTT v5, `manual_ack`, Receive Maximum 1000, `max_inflight_messages_set(0)`:
     decode the JSON, publish a QoS 1 result, ack the input in `on_publish` once the result is PUBACKed.
   - `daemon` (and any `--daemon NAME=PATH`): `python -m edge_lstm run` with a config (packaged model,
-    durable state on in a temp state_dir), PYTHONPATH=PATH for another checkout.
+    durable state on in a temp state_dir), PYTHONPATH=PATH for another checkout. `--variant
+    NAME=SECTION.KEY=VALUE,...` runs this checkout's daemon again with those settings (as environment
+    variables, `EDGE_LSTM_SECTION__KEY`).
 - **steady** (daemons): `--steady-streams` streams × 1 Hz for `--steady-s` s: the daemon's CPU share.
 - **latency** (daemons): publish → result p50 / p99 at half the daemon's measured drain rate (the
   reading's `ts` is its publish time; the collector subtracts it from its receive time).
@@ -232,8 +235,8 @@ def relay_main(port: int, client_id: str) -> None:
 
 
 class DaemonRun:
-    def __init__(self, name: str, src: Path, port: int, workdir: Path) -> None:
-        self.name, self.src = name, src
+    def __init__(self, name: str, src: Path, port: int, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.src, self.env = name, src, env or {}
         self.dir = workdir / name
         self.dir.mkdir(parents=True)
         self.client_id = f"bench-{name}-{os.getpid()}"
@@ -245,7 +248,7 @@ class DaemonRun:
         self.starts = 0
 
     def start(self, notify: str | None = None) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONPATH=str(self.src))
+        env = dict(os.environ, PYTHONPATH=str(self.src), **self.env)
         env.pop("NOTIFY_SOCKET", None)
         if notify:
             env["NOTIFY_SOCKET"] = notify
@@ -384,6 +387,18 @@ def fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def settings_env(spec: str) -> dict[str, str]:
+    """ "engine.max_wait_ms=5,engine.target_batch=1" -> the daemon's environment variables."""
+    env = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        if not (section and name and value):
+            raise SystemExit(f"--variant: expected SECTION.KEY=VALUE, got {item!r}")
+        env[f"EDGE_LSTM_{section.upper()}__{name.upper()}"] = value.strip()
+    return env
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -396,11 +411,20 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--repeat", type=int, default=1, help="drain runs per consumer (best rate kept)")
     ap.add_argument("--daemon", action="append", default=[], metavar="NAME=PATH", help="another source tree")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=SECTION.KEY=VALUE[,...]",
+        help="this checkout's daemon again, with these settings",
+    )
     a = ap.parse_args()
     if a.quick:
         a.backlog, a.streams, a.steady_streams = 600, 20, 50
         a.steady_s, a.latency_s, a.idle_s, a.timeout = 2.0, 2.0, 1.0, 60.0
-    daemons = [("daemon", ROOT)] + [(n, Path(p).resolve()) for n, p in (x.split("=", 1) for x in a.daemon)]
+    daemons: list[tuple[str, Path, dict[str, str]]] = [("daemon", ROOT, {})]
+    daemons += [(n, Path(p).resolve(), {}) for n, p in (x.split("=", 1) for x in a.daemon)]
+    daemons += [(n, ROOT, settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]
     extra = f"max_queued_messages {a.backlog * 2 + 10_000}\nmax_inflight_messages 1000\n"
     rows: dict[str, dict[str, Any]] = {}
     with (
@@ -413,8 +437,8 @@ def main() -> int:
                 r = run_relay(b.port, col, a)
                 if r.get("rate", 0) >= rows.get("relay", {}).get("rate", 0):
                     rows["relay"] = r
-                for name, src in daemons:
-                    d = DaemonRun(f"{name}{rep}", src, b.port, Path(tmp))
+                for name, src, env in daemons:
+                    d = DaemonRun(f"{name}{rep}", src, b.port, Path(tmp), env)
                     try:
                         r = run_daemon(d, b.port, col, a)
                     finally:
@@ -439,7 +463,7 @@ def main() -> int:
             f"{fmt(r.get('lat_rate'), ',.0f'):>9} {fmt(r.get('idle_cpu'), '.2f'):>11} {fmt(r.get('ready_s'), '.2f'):>8}"
         )
     relay = rows.get("relay", {})
-    for name, _ in daemons:
+    for name, _, _ in daemons:
         r = rows.get(name, {})
         if relay.get("rate") and r.get("rate"):
             print(

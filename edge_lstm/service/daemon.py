@@ -36,6 +36,7 @@ from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, S
 from ..reading import Decoder
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
+from .batching import gather
 from .checkpoints import CheckpointPolicy
 from .config import MqttSettings, Settings, cleartext_password
 from .control import Control
@@ -229,38 +230,16 @@ class Daemon:
         self.housekeeping.run(now)
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
-        max_batch = self.settings.engine.max_batch
-        items: list[Inbound] = []
-        try:
-            item = self.inbox.get(timeout=idle_wait)
-        except queue.Empty:
-            return items
-        deadline = self.clock.monotonic() + self.settings.engine.max_wait_ms / 1000.0
-        while True:
-            if item is WAKE:
-                self.link.woken()
-                if not items and self.inbox.empty():
-                    break  # only PUBACKs to act on: ack now rather than wait max_wait_ms for readings
-            else:
-                items.append(item)
-                if len(items) >= max_batch:
-                    break
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                remaining = deadline - self.clock.monotonic()
-                if remaining <= 0:
-                    break
-                # Sleep out the window, then take what came: one wake-up per batch. Blocking on the
-                # queue instead wakes this thread (and moves the GIL) once per arriving reading, which
-                # at a steady 1 Hz x 1,000 streams cost more CPU than the readings (performance.md).
-                self.clock.sleep(remaining)
-                deadline = 0.0
-                try:
-                    item = self.inbox.get_nowait()
-                except queue.Empty:
-                    break
-        return items
+        eng = self.settings.engine
+        return gather(
+            self.inbox,
+            self.link.woken,
+            self.clock,
+            idle_wait=idle_wait,
+            max_batch=eng.max_batch,
+            target_batch=eng.target_batch,
+            max_wait_s=eng.max_wait_ms / 1000.0,
+        )
 
     def _process(self, batch: list[Inbound]) -> None:
         c = self.counters

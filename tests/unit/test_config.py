@@ -43,7 +43,14 @@ def test_defaults():
     )
     assert m.session_expiry_s == 86400
     e = s.engine
-    assert (e.max_streams, e.max_batch, e.max_wait_ms, e.threads, e.max_payload_bytes) == (10000, 1024, 5.0, 1, 4096)
+    assert (e.max_streams, e.max_batch, e.max_wait_ms, e.target_batch, e.threads, e.max_payload_bytes) == (
+        10000,
+        1024,
+        20.0,
+        32,
+        1,
+        4096,
+    )
     assert s.log.format == "auto" and s.checkpoint.enabled
 
 

@@ -1,0 +1,90 @@
+"""The batch stage: a batch closes at its target size, at max_batch, or max_wait after its first reading."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import pytest
+from support.fakes import FakeClock
+
+from edge_lstm.ports import WAKE
+from edge_lstm.service.batching import SLICE_S, gather
+
+
+class ArrivingClock(FakeClock):
+    """Readings arrive while the worker sleeps: `per_sleep` of them each slice."""
+
+    def __init__(self, inbox: queue.SimpleQueue[Any], per_sleep: int) -> None:
+        super().__init__()
+        self.inbox, self.per_sleep, self.sleeps, self.n = inbox, per_sleep, 0, 1000
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        self.sleeps += 1
+        for _ in range(self.per_sleep):
+            self.n += 1
+            self.inbox.put(self.n)
+
+
+def _gather(inbox: queue.SimpleQueue[Any], clock: FakeClock, woken: Any = lambda: None, **kw: Any) -> list[Any]:
+    args: dict[str, Any] = dict(idle_wait=0.01, max_batch=1024, target_batch=32, max_wait_s=0.020)
+    args.update(kw)
+    return gather(inbox, woken, clock, **args)
+
+
+def _filled(n: int) -> queue.SimpleQueue[Any]:
+    q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for i in range(n):
+        q.put(i)
+    return q
+
+
+def test_nothing_arrives_returns_empty_after_idle_wait() -> None:
+    assert _gather(queue.SimpleQueue(), FakeClock()) == []
+
+
+def test_a_small_batch_waits_out_max_wait_in_slices() -> None:
+    clock = FakeClock()
+    t0 = clock.monotonic()
+    assert _gather(_filled(10), clock) == list(range(10))
+    assert clock.monotonic() - t0 == pytest.approx(0.020)  # slept until the deadline, no longer
+
+
+def test_a_batch_at_its_target_goes_at_once() -> None:
+    clock = FakeClock()
+    t0 = clock.monotonic()
+    assert _gather(_filled(40), clock) == list(range(40))  # everything already there, in order
+    assert clock.monotonic() == t0
+
+
+def test_the_batch_closes_when_arrivals_reach_the_target() -> None:
+    inbox = _filled(1)
+    clock = ArrivingClock(inbox, per_sleep=8)
+    got = _gather(inbox, clock, max_wait_s=1.0)
+    assert clock.sleeps == 4 and len(got) == 33  # 1 + 4 x 8 >= 32: stepped after 4 slices, not 1 s
+    assert clock.monotonic() - 1000.0 == pytest.approx(4 * SLICE_S)
+
+
+def test_max_batch_caps_and_leaves_the_rest_queued() -> None:
+    inbox = _filled(100)
+    assert _gather(inbox, FakeClock(), max_batch=50) == list(range(50))
+    assert inbox.qsize() == 50
+
+
+def test_a_wake_alone_returns_at_once_for_acks() -> None:
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    inbox.put(WAKE)
+    woken: list[int] = []
+    clock = FakeClock()
+    assert _gather(inbox, clock, woken=lambda: woken.append(1)) == [] and woken == [1]
+    assert clock.monotonic() == 1000.0
+
+
+def test_wakes_among_readings_are_noted_and_dropped() -> None:
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for item in (WAKE, 1, WAKE, 2, 3):
+        inbox.put(item)
+    woken: list[int] = []
+    assert _gather(inbox, FakeClock(), woken=lambda: woken.append(1), target_batch=3) == [1, 2, 3]
+    assert woken == [1, 1]
