@@ -2,7 +2,12 @@
 notification, with hysteresis so that it never flaps on noise (docs/scoring.md, "Alarms").
 
     raised   when at least `raise_n` of the stream's last `raise_window` readings are flagged
-    cleared  after `clear_after` consecutive unflagged readings while raised
+    cleared  after `clear_after` consecutive quiet readings while raised: unflagged, and with the
+             likelihood (the stream's normal law's CDF at its deviation) at most `clear_likelihood`
+
+Two levels, as in a Schmitt trigger: a flag needs likelihood > 1 − risk, a quiet reading needs the
+deviation back inside the body of the stream's law. With one level (clear_likelihood = 1), a deviation
+hovering at its threshold clears and re-raises the alarm (measured in docs/quality.md).
 
 Vectorised over a round of streams; the state is five per-stream columns of the state table, so it is
 checkpointed, journal-replayed and spilled with the rest of the stream's row.
@@ -22,7 +27,7 @@ COLUMNS = {
     "alarm.since": Column((), np.float64, 0.0),  # event time of the last change
     "alarm.peak": Column((), np.float64, 0.0),  # highest score while raised
     "alarm.readings": Column((), np.int64, 0),  # readings since raised (including the one that raised it)
-    "alarm.quiet": Column((), np.int64, 0),  # consecutive unflagged readings while raised
+    "alarm.quiet": Column((), np.int64, 0),  # consecutive quiet readings while raised
 }
 
 
@@ -32,6 +37,9 @@ class AlarmPolicy:
     raise_n: int = 5
     raise_window: int = 10
     clear_after: int = 60
+    # A reading counts as quiet only when its likelihood is at most this (1: any unflagged reading).
+    # Measured on SKAB and anomaly-free.csv (docs/quality.md): 0.995.
+    clear_likelihood: float = 0.995
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_window <= 62:
@@ -40,16 +48,25 @@ class AlarmPolicy:
             raise ValueError(f"alarm raise_n must be in 1..raise_window ({self.raise_window}), got {self.raise_n}")
         if self.clear_after < 1:
             raise ValueError(f"alarm clear_after must be >= 1, got {self.clear_after}")
+        if not 0 < self.clear_likelihood <= 1:
+            raise ValueError(f"alarm clear_likelihood must be in (0, 1], got {self.clear_likelihood}")
 
     def update(
-        self, cols: dict[str, np.ndarray], flags: np.ndarray, scores: np.ndarray, ts: np.ndarray
+        self,
+        cols: dict[str, np.ndarray],
+        flags: np.ndarray,
+        scores: np.ndarray,
+        ts: np.ndarray,
+        likelihood: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
-        per stream. Returns the boolean masks of streams whose alarm was raised and cleared now."""
+        per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
+        the boolean masks of streams whose alarm was raised and cleared now."""
         mask = np.int64((1 << self.raise_window) - 1)
         history = ((cols["alarm.history"] << 1) | flags.astype(np.int64)) & mask
         was = cols["alarm.raised"]
-        quiet = np.where(flags, 0, cols["alarm.quiet"] + 1)
+        calm = ~flags if likelihood is None else ~flags & (likelihood <= self.clear_likelihood)
+        quiet = np.where(calm, cols["alarm.quiet"] + 1, 0)
         cleared_now = was & (quiet >= self.clear_after)
         raised_now = ~was & (_popcount(history) >= self.raise_n)
         still = (was & ~cleared_now) | raised_now

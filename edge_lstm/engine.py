@@ -185,7 +185,7 @@ class Engine:
         tss = ts[take] if stale else ts
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
         scored = self.scorer.score(cols, values, u, y, predicted, steps, self.warmup, gap)
-        raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss)
+        raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss, scored.likelihood)
         for k, a in table.columns.items():
             a[s] = cols[k]
         flags = scored.flags

@@ -236,11 +236,13 @@ class MetricsSettings(_Section):
 
 class AlarmSettings(_Section):
     """Alarm hysteresis per stream (alarm.py): raise after `raise_n` of the last `raise_window` readings
-    are flagged, clear after `clear_after` consecutive unflagged readings."""
+    are flagged, clear after `clear_after` consecutive quiet readings (unflagged, likelihood at most
+    `clear_likelihood`)."""
 
     raise_n: int = Field(default=_ALARM.raise_n, ge=1)
     raise_window: int = Field(default=_ALARM.raise_window, ge=1, le=62)
     clear_after: int = Field(default=_ALARM.clear_after, ge=1)
+    clear_likelihood: float = Field(default=_ALARM.clear_likelihood, gt=0, le=1)
 
     @model_validator(mode="after")
     def _n_in_window(self) -> AlarmSettings:
@@ -249,7 +251,7 @@ class AlarmSettings(_Section):
         return self
 
     def policy(self) -> AlarmPolicy:
-        return AlarmPolicy(self.raise_n, self.raise_window, self.clear_after)
+        return AlarmPolicy(self.raise_n, self.raise_window, self.clear_after, self.clear_likelihood)
 
 
 class LogSettings(_Section):
