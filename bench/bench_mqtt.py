@@ -327,6 +327,28 @@ def wait_ready(proc: subprocess.Popen[bytes], sock: socket.socket, timeout: floa
     return None
 
 
+def steady(port: int, col: Collector, pid: int, a: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """`--steady-streams` streams x 1 Hz: the consumer's CPU share (% of one core)."""
+    streams = [f"{prefix}-steady-{i:04d}" for i in range(a.steady_streams)]
+    col.watch(pid, 0)
+    c0, t0 = cpu_s(pid), time.monotonic()
+    sent = paced(port, float(a.steady_streams), a.steady_s, streams)
+    cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0) * 100
+    return {"steady_cpu": cpu, "steady_results": col.wait(sent, 10, idle=2)["count"], "steady_sent": sent}
+
+
+def latency(port: int, col: Collector, rate: float, a: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """Publish -> result latency at `rate` readings/s over `--streams` streams."""
+    out: dict[str, Any] = {"lat_rate": rate}
+    col.watch(0, 0, latency=True)
+    sent = paced(port, rate, a.latency_s, [f"{prefix}-lat-{i:03d}" for i in range(a.streams)])
+    lat = sorted(col.wait(sent, 10, idle=2)["lat"])
+    if lat:
+        out["p50_ms"] = statistics.median(lat) * 1000
+        out["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    return out
+
+
 def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {}
     make_session(port, d.client_id)
@@ -335,25 +357,10 @@ def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -
     col.watch(proc.pid, a.backlog)
     res.update(drain(col, proc.pid, a.backlog, a.timeout))
     # steady load
-    streams = [f"{d.name}-steady-{i:04d}" for i in range(a.steady_streams)]
     time.sleep(1.0)
-    col.watch(proc.pid, 0)
-    c0, t0 = cpu_s(proc.pid), time.monotonic()
-    sent = paced(port, float(a.steady_streams), a.steady_s, streams)
-    res["steady_cpu"] = (cpu_s(proc.pid) - c0) / (time.monotonic() - t0) * 100
-    res["steady_results"] = col.wait(sent, 10, idle=2)["count"]
-    res["steady_sent"] = sent
+    res.update(steady(port, col, proc.pid, a, d.name))
     # latency at half the measured drain rate
-    rate = res.get("rate", 1000.0) / 2
-    res["lat_rate"] = rate
-    col.watch(0, 0, latency=True)
-    lat_streams = [f"{d.name}-lat-{i:03d}" for i in range(a.streams)]
-    sent = paced(port, rate, a.latency_s, lat_streams)
-    r = col.wait(sent, 10, idle=2)
-    lat = sorted(r["lat"])
-    if lat:
-        res["p50_ms"] = statistics.median(lat) * 1000
-        res["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    res.update(latency(port, col, res.get("rate", 1000.0) / 2, a, d.name))
     d.stop()
     # start → READY, then idle CPU
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
@@ -378,6 +385,22 @@ def run_relay(port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any
     assert proc.pid is not None
     col.watch(proc.pid, a.backlog)
     res = drain(col, proc.pid, a.backlog, a.timeout)
+    proc.terminate()
+    proc.join(10)
+    return res
+
+
+def relay_under_load(port: int, col: Collector, rate: float, a: argparse.Namespace) -> dict[str, Any]:
+    """The relay's steady CPU share and its latency at `rate` (the daemon's half load): what the same
+    machine, broker, publisher and collector cost without the daemon's work."""
+    cid = f"bench-relay-load-{os.getpid()}"
+    make_session(port, cid)
+    proc = mp.get_context("spawn").Process(target=relay_main, args=(port, cid), daemon=True)
+    proc.start()
+    assert proc.pid is not None
+    time.sleep(1.0)
+    res = steady(port, col, proc.pid, a, "relay")
+    res.update(latency(port, col, rate, a, "relay"))
     proc.terminate()
     proc.join(10)
     return res
@@ -445,6 +468,8 @@ def main() -> int:
                         d.stop()
                     if r.get("rate", 0) >= rows.get(name, {}).get("rate", 0):
                         rows[name] = r
+            if "lat_rate" in rows.get("daemon", {}):
+                rows["relay"].update(relay_under_load(b.port, col, rows["daemon"]["lat_rate"], a))
         finally:
             col.close()
     print(

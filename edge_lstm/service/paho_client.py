@@ -5,7 +5,9 @@ session, the callbacks and backpressure):
 * `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`);
 * the two packets every reading costs, a QoS 1 PUBLISH in and a PUBACK for its result, are decoded
   without paho's per-packet `Properties`/`ReasonCode` objects when they carry none (the common case;
-  anything else takes paho's own path). Those objects were ~10 % of the network thread's time.
+  anything else takes paho's own path). Those objects were ~10 % of the network thread's time;
+* reads are buffered: paho asks the socket for a packet's header, length and body separately (three
+  `recv` calls per packet); here one `recv` takes whatever is there and later packets come from it.
 
 Both reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together.
 """
@@ -23,6 +25,8 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+_READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
 
 # Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
 # the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
@@ -69,6 +73,34 @@ class BatchedClient(paho.Client):
     """
 
     _quiet: int | None = None  # thread id whose packets are queued without a wake-up
+    # Bytes read from the socket and not yet handed to paho (network thread only); cleared with it.
+    _rbuf: bytes = b""
+    _rpos: int = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos < len(self._rbuf):
+            end = min(self._rpos + bufsize, len(self._rbuf))
+            out = self._rbuf[self._rpos : end]
+            self._rpos = end
+            return out
+        data = super()._sock_recv(max(bufsize, _READ_SIZE))  # raises BlockingIOError when empty
+        if len(data) <= bufsize:
+            return data
+        self._rbuf, self._rpos = data, bufsize
+        return data[:bufsize]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        # paho reads a bounded number of packets per call and then waits in select(); packets already
+        # in our buffer would not wake it. Whatever is buffered is read now (a read that needs more
+        # than the buffer holds goes to the socket, so this ends).
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._rpos < len(self._rbuf):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        super()._sock_close()
+        self._rbuf, self._rpos = b"", 0  # never hand a new connection the old one's bytes
 
     def _packet_queue(
         self,

@@ -145,3 +145,30 @@ def test_fast_puback_path_completes_publishes(broker, protocol):
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+def test_buffered_reads_deliver_a_burst_without_waiting_for_more_traffic(broker):
+    """One recv takes many packets; paho reads one per wake-up when nothing is outgoing, so the link
+    must read what is buffered before select() sleeps: a burst followed by silence arrives whole."""
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    r = _Receiver(c, manual_ack=True)
+    c.connect("127.0.0.1", broker.port, keepalive=60)
+    c.loop_start()
+    pub = mqtt_client(broker.port)
+    try:
+        assert r.subscribed.wait(10)
+        pub.loop_start()
+        infos = [pub.publish(f"fp/burst/{i}", b"x" * 40, qos=1) for i in range(500)]
+        for info in infos:
+            info.wait_for_publish(10)
+        deadline = time.monotonic() + 3  # far below the keepalive: no PINGRESP comes to wake paho
+        while len(r.got) < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(r.got) == 500
+        assert sorted(m.topic for m in r.got) == sorted(f"fp/burst/{i}" for i in range(500))
+        assert c._rbuf  # the burst did go through the buffer (more than one packet per recv)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        c.disconnect()
+        c.loop_stop()
