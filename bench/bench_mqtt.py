@@ -330,11 +330,21 @@ def wait_ready(proc: subprocess.Popen[bytes], sock: socket.socket, timeout: floa
 def steady(port: int, col: Collector, pid: int, a: argparse.Namespace, prefix: str) -> dict[str, Any]:
     """`--steady-streams` streams x 1 Hz: the consumer's CPU share (% of one core)."""
     streams = [f"{prefix}-steady-{i:04d}" for i in range(a.steady_streams)]
-    col.watch(pid, 0)
+    col.watch(0, 0, latency=True)
     c0, t0 = cpu_s(pid), time.monotonic()
     sent = paced(port, float(a.steady_streams), a.steady_s, streams)
     cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0) * 100
-    return {"steady_cpu": cpu, "steady_results": col.wait(sent, 10, idle=2)["count"], "steady_sent": sent}
+    r = col.wait(sent, 10, idle=2)
+    out = {"steady_cpu": cpu, "steady_results": r["count"], "steady_sent": sent}
+    out.update({f"steady_{k}": v for k, v in percentiles(r["lat"]).items()})
+    return out
+
+
+def percentiles(lat: list[float]) -> dict[str, float]:
+    lat = sorted(lat)
+    if not lat:
+        return {}
+    return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
 
 
 def latency(port: int, col: Collector, rate: float, a: argparse.Namespace, prefix: str) -> dict[str, Any]:
@@ -342,10 +352,7 @@ def latency(port: int, col: Collector, rate: float, a: argparse.Namespace, prefi
     out: dict[str, Any] = {"lat_rate": rate}
     col.watch(0, 0, latency=True)
     sent = paced(port, rate, a.latency_s, [f"{prefix}-lat-{i:03d}" for i in range(a.streams)])
-    lat = sorted(col.wait(sent, 10, idle=2)["lat"])
-    if lat:
-        out["p50_ms"] = statistics.median(lat) * 1000
-        out["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    out.update(percentiles(col.wait(sent, 10, idle=2)["lat"]))
     return out
 
 
@@ -404,6 +411,10 @@ def relay_under_load(port: int, col: Collector, rate: float, a: argparse.Namespa
     proc.terminate()
     proc.join(10)
     return res
+
+
+def steady_lat(r: dict[str, Any]) -> str:
+    return f"{fmt(r.get('steady_p50_ms'), '.1f')}/{fmt(r.get('steady_p99_ms'), '.1f')}"
 
 
 def fmt(v: Any, spec: str) -> str:
@@ -474,17 +485,19 @@ def main() -> int:
             col.close()
     print(
         f"backlog drain: {a.backlog:,} QoS 1 readings over {a.streams} streams; "
-        f"steady: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s"
+        f"steady: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s (CPU share, p50/p99 latency); "
+        "p50/p99 ms @ rate/s: latency at half the daemon's drain rate"
     )
     cols = [("consumer", 10), ("results", 8), ("readings/s", 11), ("CPU µs/reading", 15), ("steady CPU %", 13)]
-    cols += [("p50 ms", 7), ("p99 ms", 7), ("@ rate/s", 9), ("idle CPU %", 11), ("READY s", 8)]
+    cols += [("p50/p99 ms", 11), ("p50 ms", 7), ("p99 ms", 7), ("@ rate/s", 9), ("idle CPU %", 11), ("READY s", 8)]
     head = " ".join(f"{t:<{w}}" if k == 0 else f"{t:>{w}}" for k, (t, w) in enumerate(cols))
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         print(
             f"{name:<10} {r['results']:>8,} {fmt(r.get('rate'), ',.0f'):>11} {fmt(r.get('cpu_us'), '.0f'):>15} "
-            f"{fmt(r.get('steady_cpu'), '.1f'):>13} {fmt(r.get('p50_ms'), '.1f'):>7} {fmt(r.get('p99_ms'), '.1f'):>7} "
+            f"{fmt(r.get('steady_cpu'), '.1f'):>13} {steady_lat(r):>11} "
+            f"{fmt(r.get('p50_ms'), '.1f'):>7} {fmt(r.get('p99_ms'), '.1f'):>7} "
             f"{fmt(r.get('lat_rate'), ',.0f'):>9} {fmt(r.get('idle_cpu'), '.2f'):>11} {fmt(r.get('ready_s'), '.2f'):>8}"
         )
     relay = rows.get("relay", {})
