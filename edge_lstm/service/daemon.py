@@ -1,7 +1,7 @@
 """`edge-lstm run`: the daemon. MQTT readings in, scores out, one worker thread doing all the work.
 
     link's network thread          worker (this module)
-    on_message ──append──▶ inbox ──▶ gather ≤ max_batch / ≤ max_wait_ms
+    on_message ──append──▶ inbox ──▶ gather: target_batch readings or max_wait_ms (batching.py)
                                      Pipeline.run: topic → stream, decode, Engine.process, encode
                                      publish results (+ rejections to errors_topic)
                                      ack readings in arrival order once their results are handed over
