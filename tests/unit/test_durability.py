@@ -12,7 +12,7 @@ import pytest
 from support.models import make_step_model
 from support.traffic import traffic
 
-from edge_lstm import Engine, Result, load_model
+from edge_lstm import Engine, Reading, Result, load_model
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal, replay_batches
 
@@ -270,3 +270,26 @@ def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) ->
     assert not info["checkpoint"] and info["replayed"] == 0 and len(fresh.table) == 0
     assert [e for e, _ in log.events][:1] == ["checkpoint_set_aside"]
     assert list(tmp_path.glob("journal.*.corrupt.*")) and list(tmp_path.glob("checkpoint.corrupt.*"))
+
+
+def test_journal_records_are_exact_and_old_json_records_still_replay(tmp_path: Path) -> None:
+    """Binary records round-trip bit for bit; segments written by earlier versions (JSON) replay."""
+    import json
+    import struct
+    import zlib
+
+    odd = Reading("pump/ünï 7", 1_764_000_000.123456789, (0.1, -0.0, 1e-310, 3.141592653589793, 1e300))
+    j = Journal(tmp_path)
+    j.open(0)
+    j.append([(2**40, odd)])
+    j.close()
+    ((batch, back),) = list(j.replay(0))
+    assert batch == 2**40 and back == odd
+    assert [struct.pack("<d", v) for v in back.values] == [struct.pack("<d", v) for v in odd.values]
+    # A segment as the previous version wrote it, followed by a new record: both replay.
+    payload = json.dumps([3, "old", 1.5, [1.0, 2.0]], separators=(",", ":")).encode()
+    j.path(1).write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    j.open(1)
+    j.append([(4, odd)])
+    j.close()
+    assert list(j.replay(1)) == [(3, Reading("old", 1.5, (1.0, 2.0))), (4, odd)]
