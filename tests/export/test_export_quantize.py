@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
 from torch import nn  # noqa: E402
 
 from edge_lstm_export import ExportError, QuantizationError, export_torch  # noqa: E402
+from edge_lstm_export.fit import Seq2SeqForecaster  # noqa: E402
 from edge_lstm_export.quantize import MIN_INT8_SPEEDUP  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -163,30 +164,19 @@ def test_flag_agreement_counts_changed_flags(tmp_path: Path) -> None:
     assert changed < 0.2
 
 
-class Seq2Seq(nn.Module):
-    """docs/export.md's encoder-decoder: the decoder LSTM runs K times, so its weights are shared."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = nn.LSTM(3, 16, num_layers=2, batch_first=True)
-        self.decoder = nn.LSTM(3, 16, num_layers=2, batch_first=True)
-        self.head = nn.Linear(16, 3)
-
-    def decode(self, last: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], horizon: int) -> torch.Tensor:
-        x, out = last, []
-        for _ in range(horizon):
-            y, state = self.decoder(x.unsqueeze(1), state)
-            x = x + self.head(y[:, 0])
-            out.append(x)
-        return torch.stack(out, dim=1)
-
-
 def test_int8_of_a_seq2seq_model_quantizes_every_decoder_step(tmp_path: Path) -> None:
     torch.manual_seed(0)
     normal = _random_walks()
     path = tmp_path / "s.onnx"
     report = export_torch(
-        Seq2Seq(), path, features=FEATURES, horizon=4, quantize="int8", calibrate=normal, quant_timer=FASTER
+        # fit's encoder-decoder (docs/export.md's protocol): the decoder LSTM runs K times, sharing weights.
+        Seq2SeqForecaster(3, hidden=16, layers=2),
+        path,
+        features=FEATURES,
+        horizon=4,
+        quantize="int8",
+        calibrate=normal,
+        quant_timer=FASTER,
     )
     q = report.quantization
     assert q is not None and q.kept
