@@ -45,6 +45,11 @@ class BaselineConfig:
     # followed, a fault barely; a lasting change becomes the new normal over a few `track` readings.
     track: float = 3000.0
     clip: float = 2.0
+    # A reading's s enters the smoothed deviation up to `influence` × the stream's threshold (0: no
+    # bound). One wild reading (a spike, a glitch) otherwise lifts e above the threshold for ~80
+    # readings and raises the alarm; the forecast channel still flags that reading itself. A lasting
+    # fault still drives e to `influence` × h > h (measured in docs/quality.md).
+    influence: float = 6.0
     # The threshold (docs/scoring.md, "Threshold"): "pot" fits each stream's own tail of `deviation` over
     # its `tail_window` readings after the baseline (peaks over u, the prior law's 1 − tail_level quantile,
     # with `tail_prior` pseudo-peaks of the prior); "chi2" uses the prior law alone, the same for every
@@ -71,6 +76,8 @@ class BaselineConfig:
             raise ValueError(f"scoring.track must be 0 (fixed level) or >= 1 readings, got {self.track}")
         if not self.clip > 0:
             raise ValueError(f"scoring.clip must be > 0, got {self.clip}")
+        if not (self.influence == 0 or self.influence > 1):
+            raise ValueError(f"scoring.influence must be 0 (no bound) or > 1, got {self.influence}")
         if self.threshold_method not in ("pot", "chi2"):
             raise ValueError(f"scoring.threshold must be 'pot' or 'chi2', got {self.threshold_method!r}")
         if self.tail_window < 0:
@@ -168,7 +175,8 @@ class Baseline:
         d = (x1 - cols["dev.mu"]) - cols["dev.phi"] * (x0 - cols["dev.mu"])
         s = np.einsum("bi,bij,bj->b", d, cols["dev.P"], d) / self.F
         live = ready & ~restart
-        e = np.where(live, (1.0 - c.alpha) * cols["dev.e"] + c.alpha * s, cols["dev.e"])
+        s_in = np.minimum(s, c.influence * cols["dev.h"]) if c.influence > 0 else s  # bounded influence
+        e = np.where(live, (1.0 - c.alpha) * cols["dev.e"] + c.alpha * s_in, cols["dev.e"])
         cols["dev.e"] = e
         if c.track > 0 and live.any():
             # Bounded-influence level tracking: normal slow drift is followed, a fault (large s) barely is.

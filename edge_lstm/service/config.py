@@ -171,14 +171,15 @@ _SCORING, _ALARM = ScoringConfig(), AlarmPolicy()
 
 
 class ScoringSettings(_Section):
-    """Per-stream scoring (docs/scoring.md): the deviation channel's baseline period, smoothing and risk."""
+    """Per-stream scoring (docs/scoring.md): the deviation channel's baseline period, smoothing and risk.
+    Defaults are ScoringConfig's (one source: replay and evaluate use them too)."""
 
-    # Defaults are ScoringConfig's (one source: replay and evaluate use them too).
     baseline: int = Field(default=_SCORING.baseline, ge=3)  # readings a stream learns its normal operation from
     span: int = Field(default=_SCORING.span, ge=1)  # EWMA span of the deviation, readings
     risk: float = Field(default=_SCORING.risk, gt=0, lt=0.5)  # per-reading false-flag probability of the threshold
     inflate: float = Field(default=_SCORING.inflate, ge=1)  # EWMA variance vs i.i.d. (autocorrelated sensors)
     track: float = Field(default=_SCORING.track, ge=0)  # readings: how slowly the level follows the stream
+    influence: float = Field(default=_SCORING.influence, ge=0)  # one reading's bound in e, × threshold (0: none)
     threshold: Literal["pot", "chi2"] = _SCORING.threshold_method  # per-stream tail fit, or the prior law
     tail_window: int = Field(default=_SCORING.tail_window, ge=0)  # readings after the baseline whose tail is fitted
     extrapolate: Literal["quantile", "risk", "off"] = _SCORING.extrapolate  # the forecast score's threshold
@@ -191,6 +192,7 @@ class ScoringSettings(_Section):
             risk=self.risk,
             inflate=self.inflate,
             track=self.track,
+            influence=self.influence,
             threshold_method=self.threshold,
             tail_window=self.tail_window,
             extrapolate=self.extrapolate,

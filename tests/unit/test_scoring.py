@@ -103,6 +103,28 @@ def test_tracking_follows_slow_drift_and_absorbs_only_a_lasting_change_slowly() 
     assert (e_tracked[-1000:] > tracked.h).mean() < 0.05  # and is the new normal in the end
 
 
+def test_one_wild_reading_has_bounded_influence_and_a_lasting_fault_still_scores() -> None:
+    rng = np.random.default_rng(7)
+    n = 2000
+    u = rng.normal(size=(n, 1, 2))
+    u[1000, 0, 0] += 100.0  # a single glitch of 100 sd
+    u[1500:, 0, 1] += 6.0  # a lasting fault
+    bounded = Baseline(2, BaselineConfig(threshold_method="chi2", influence=6.0))
+    unbounded = Baseline(2, BaselineConfig(threshold_method="chi2", influence=0))
+    cols, out = run(bounded, u)
+    e = np.array([o[0][0] for o in out])
+    e0 = np.array([o[0][0] for o in run(unbounded, u)[1]])
+    alpha = bounded.config.alpha
+    # The glitch lifts e by at most alpha x influence x h (plus the decay of what was there) ...
+    assert e[1000] <= (1 - alpha) * e[999] + alpha * 6.0 * bounded.h + 1e-12
+    assert (e[1000:1100] > bounded.h).sum() == 0  # ... so it flags nothing after itself
+    assert (e0[1000:1100] > unbounded.h).sum() > 30  # unbounded, its tail flags for dozens of readings
+    # A lasting fault drives e to influence x h > h and keeps it there.
+    assert (e[1530:] > bounded.h).all()
+    with pytest.raises(ValueError, match="influence"):
+        BaselineConfig(influence=0.5)
+
+
 def test_a_constant_stream_neither_divides_by_zero_nor_alarms() -> None:
     u = np.full((1000, 1, 2), 3.25)
     b = Baseline(2, BaselineConfig(baseline=100))
