@@ -73,6 +73,8 @@ class BatchedClient(paho.Client):
     """
 
     _quiet: int | None = None  # thread id whose packets are queued without a wake-up
+    _coalesced: bytearray  # inside `batch` (set there): QoS 1 publishes and acks, written out as one packet
+    _coalesce_sock: object = None  # the connection they were made for
     # Bytes read from the socket and not yet handed to paho (network thread only); cleared with it.
     _rbuf: bytes = b""
     _rpos: int = 0
@@ -112,6 +114,12 @@ class BatchedClient(paho.Client):
     ) -> MQTTErrorCode:
         if self._quiet is None or self._quiet != threading.get_ident():
             return super()._packet_queue(command, packet, mid, qos, info)
+        if (command & 0xF0) == paho.PUBACK or ((command & 0xF0) == paho.PUBLISH and qos > 0):
+            # Nothing happens after these are written (paho acts after writing only on QoS 0 PUBLISH and
+            # DISCONNECT): the batch's go out as one write instead of one send() each.
+            self._coalesced += packet
+            return paho.MQTT_ERR_SUCCESS
+        self._flush_coalesced()  # keep the order of packets
         self._out_packet.append(
             {
                 "command": command,
@@ -157,13 +165,38 @@ class BatchedClient(paho.Client):
         self._handle_on_message(message)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _flush_coalesced(self) -> None:
+        data = self._coalesced
+        if not data:
+            return
+        self._coalesced = bytearray()
+        if self._sock is not self._coalesce_sock:
+            # Reconnected meanwhile: paho resends unacknowledged publishes itself, and acks for the old
+            # connection's packet ids must not reach the new one (the broker redelivers those readings).
+            return
+        self._out_packet.append(
+            {
+                "command": paho.PUBACK,
+                "mid": 0,
+                "qos": 0,
+                "pos": 0,
+                "to_process": len(data),
+                "packet": data,
+                "info": None,
+            }
+        )
+
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Packets queued inside by this thread go out with one wake-up of the network thread."""
+        """Packets queued inside by this thread go out with one wake-up of the network thread, QoS 1
+        publishes and acks as one write."""
         self._quiet = threading.get_ident()
+        self._coalesced = bytearray()
+        self._coalesce_sock = self._sock
         try:
             yield
         finally:
+            self._flush_coalesced()
             self._quiet = None
             w = self._sockpairW
             if w is not None and self._out_packet:

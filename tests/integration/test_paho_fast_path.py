@@ -172,3 +172,60 @@ def test_buffered_reads_deliver_a_burst_without_waiting_for_more_traffic(broker)
         pub.disconnect()
         c.disconnect()
         c.loop_stop()
+
+
+def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
+    """Inside batch(): QoS 1 publishes and acks are queued as one write; all arrive and complete, and the
+    acks take effect (a resumed session gets nothing redelivered)."""
+    sink = _Receiver(mqtt_client(broker.port), manual_ack=False)
+    sink.client.connect("127.0.0.1", broker.port)
+    sink.client.loop_start()
+    c = BatchedClient(CallbackAPIVersion.VERSION2, client_id="fp-batch", protocol=paho.MQTTv5, manual_ack=True)
+    got: list[paho.MQTTMessage] = []
+    c.on_message = lambda cl, u, msg: got.append(msg)
+    c.on_connect = lambda cl, *_: cl.subscribe("fp-in/#", qos=1)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 300
+    c.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
+    c.loop_start()
+    pub = mqtt_client(broker.port)
+    pub.loop_start()
+    try:
+        assert sink.subscribed.wait(10)
+        time.sleep(0.3)  # fp-batch's subscription is in place
+        for i in range(20):  # mosquitto sends 20 unacknowledged at most (its max_inflight_messages)
+            pub.publish(f"fp-in/{i}", b"r", qos=1).wait_for_publish(10)
+        deadline = time.monotonic() + 10
+        while len(got) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(got) == 20
+        queued = []
+        with c.batch():
+            infos = [c.publish(f"fp/batch/{i}", b"x" * 30, qos=1) for i in range(100)]
+            for m in got:
+                c.ack(m.mid, 1)
+            queued = list(c._out_packet)
+        assert len(queued) <= 1  # one write (or none: the network thread may have taken it already)
+        for info in infos:
+            info.wait_for_publish(10)
+        deadline = time.monotonic() + 10
+        while len([m for m in sink.got if m.topic.startswith("fp/batch/")]) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(m.topic for m in sink.got if m.topic.startswith("fp/batch/")) == sorted(
+            f"fp/batch/{i}" for i in range(100)
+        )
+        # The acks took effect: the resumed session has nothing to redeliver.
+        c.disconnect()
+        c.loop_stop()
+        got.clear()
+        c.reconnect()
+        c.loop_start()
+        time.sleep(1.0)
+        assert got == []
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        c.disconnect()
+        c.loop_stop()
+        sink.client.disconnect()
+        sink.client.loop_stop()
