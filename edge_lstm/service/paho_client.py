@@ -1,7 +1,8 @@
-"""paho's client with the two changes the daemon needs, kept apart from `mqtt.MqttLink` (which owns the
+"""paho's client with the changes the daemon needs, kept apart from `mqtt.MqttLink` (which owns the
 session, the callbacks and backpressure):
 
-* a batch of publishes and acks wakes paho's network thread once, not once per packet (`batch`);
+* a batch of publishes and acks wakes paho's network thread once, not once per packet, and goes out
+  as one write (`batch`);
 * `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`);
 * the two packets every reading costs, a QoS 1 PUBLISH in and a PUBACK for its result, are decoded
   without paho's per-packet `Properties`/`ReasonCode` objects when they carry none (the common case;
@@ -9,7 +10,9 @@ session, the callbacks and backpressure):
 * reads are buffered: paho asks the socket for a packet's header, length and body separately (three
   `recv` calls per packet); here one `recv` takes whatever is there and later packets come from it.
 
-Both reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together.
+All reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together
+(paho is pinned below 3: pyproject.toml; tests/integration/test_paho_fast_path.py checks them against
+stock paho on a real broker).
 """
 
 from __future__ import annotations
@@ -63,13 +66,13 @@ class Repaired:
 
 
 class BatchedClient(paho.Client):
-    """paho's client, with one change: packets queued by the thread in `_quiet` do not each wake the
-    network thread.
+    """paho's client with the changes listed in the module docstring.
 
-    In threaded mode paho writes one byte to its socket pair for every queued packet (`_packet_queue`)
-    so that `select()` returns; the network thread then reads them back. For a batch of results and
-    acks that is two syscalls per packet on each side. The worker queues a whole batch quietly and
-    wakes the network thread once at the end (`batch`).
+    Batches: in threaded mode paho writes one byte to its socket pair for every queued packet
+    (`_packet_queue`) so that `select()` returns, the network thread reads them back, and it writes each
+    packet with its own `send()`. For a batch of results and acks that is several syscalls per packet.
+    Inside `batch` the worker's packets are queued quietly, QoS 1 publishes and acks as one packet, and
+    the network thread is woken once at the end.
     """
 
     _quiet: int | None = None  # thread id whose packets are queued without a wake-up
