@@ -76,7 +76,9 @@ class BatchedClient(paho.Client):
     """
 
     _quiet: int | None = None  # thread id whose packets are queued without a wake-up
-    _coalesced: bytearray  # inside `batch` (set there): QoS 1 publishes and acks, written out as one packet
+    # Inside `batch` (set there): QoS 1 publishes, and acks, each written out as one packet.
+    _coalesced_pub: bytearray
+    _coalesced_ack: bytearray
     _coalesce_sock: object = None  # the connection they were made for
     # Bytes read from the socket and not yet handed to paho (network thread only); cleared with it.
     _rbuf: bytes = b""
@@ -117,10 +119,13 @@ class BatchedClient(paho.Client):
     ) -> MQTTErrorCode:
         if self._quiet is None or self._quiet != threading.get_ident():
             return super()._packet_queue(command, packet, mid, qos, info)
-        if (command & 0xF0) == paho.PUBACK or ((command & 0xF0) == paho.PUBLISH and qos > 0):
-            # Nothing happens after these are written (paho acts after writing only on QoS 0 PUBLISH and
-            # DISCONNECT): the batch's go out as one write instead of one send() each.
-            self._coalesced += packet
+        # Nothing happens after these are written (paho acts after writing only on QoS 0 PUBLISH and
+        # DISCONNECT): the batch's go out as one write each instead of one send() per packet.
+        if (command & 0xF0) == paho.PUBACK:
+            self._coalesced_ack += packet
+            return paho.MQTT_ERR_SUCCESS
+        if (command & 0xF0) == paho.PUBLISH and qos > 0:
+            self._coalesced_pub += packet
             return paho.MQTT_ERR_SUCCESS
         self._flush_coalesced()  # keep the order of packets
         self._out_packet.append(
@@ -169,32 +174,34 @@ class BatchedClient(paho.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _flush_coalesced(self) -> None:
-        data = self._coalesced
-        if not data:
-            return
-        self._coalesced = bytearray()
-        if self._sock is not self._coalesce_sock:
-            # Reconnected meanwhile: paho resends unacknowledged publishes itself, and acks for the old
-            # connection's packet ids must not reach the new one (the broker redelivers those readings).
-            return
-        self._out_packet.append(
-            {
-                "command": paho.PUBACK,
-                "mid": 0,
-                "qos": 0,
-                "pos": 0,
-                "to_process": len(data),
-                "packet": data,
-                "info": None,
-            }
-        )
+        pub, ack = self._coalesced_pub, self._coalesced_ack
+        self._coalesced_pub, self._coalesced_ack = bytearray(), bytearray()
+        # Publishes go out even if the connection was replaced meanwhile: paho resends only those it
+        # had before the reset, so a late one is at most a duplicate (QoS 1 allows it), never lost.
+        # Acks do not: the old connection's packet ids must not reach the new one (the broker
+        # redelivers those readings, and their duplicates are acked then).
+        if not (ack and self._sock is self._coalesce_sock):
+            ack = bytearray()
+        for data in (pub, ack):
+            if data:
+                self._out_packet.append(
+                    {
+                        "command": paho.PUBACK,  # paho looks at it after the write only for PUBLISH QoS 0
+                        "mid": 0,
+                        "qos": 0,
+                        "pos": 0,
+                        "to_process": len(data),
+                        "packet": data,
+                        "info": None,
+                    }
+                )
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Packets queued inside by this thread go out with one wake-up of the network thread, QoS 1
         publishes and acks as one write."""
         self._quiet = threading.get_ident()
-        self._coalesced = bytearray()
+        self._coalesced_pub, self._coalesced_ack = bytearray(), bytearray()
         self._coalesce_sock = self._sock
         try:
             yield

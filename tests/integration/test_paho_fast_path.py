@@ -205,7 +205,7 @@ def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
             for m in got:
                 c.ack(m.mid, 1)
             queued = list(c._out_packet)
-        assert len(queued) <= 1  # one write (or none: the network thread may have taken it already)
+        assert len(queued) <= 2  # one write for the publishes, one for the acks (fewer if already taken)
         for info in infos:
             info.wait_for_publish(10)
         deadline = time.monotonic() + 10
@@ -229,3 +229,31 @@ def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
         c.loop_stop()
         sink.client.disconnect()
         sink.client.loop_stop()
+
+
+def test_a_batch_made_across_a_reconnect_keeps_its_publishes_and_drops_its_acks(broker):
+    """Publishes made for a replaced connection still go out (at most duplicates); acks carrying the old
+    connection's packet ids never reach the new one."""
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    deadline = time.monotonic() + 10
+    while not c.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.loop_stop()  # nobody writes _out_packet out now: what a batch queued can be looked at
+    try:
+        for replaced in (False, True):
+            c._out_packet.clear()
+            with c.batch():
+                for i in range(3):
+                    c.publish(f"fp/x/{i}", b"p", qos=1)
+                c.ack(7, 1)
+                c.ack(8, 1)
+                if replaced:
+                    c._coalesce_sock = object()  # as if paho had reconnected during the batch
+            writes = [bytes(p["packet"]) for p in c._out_packet]
+            puback = bytes([0x40, 2, 0, 7, 0x40, 2, 0, 8])
+            assert writes[0][0] == 0x32 and writes[0].count(b"fp/x/") == 3  # the three publishes, one write
+            assert writes[1:] == ([] if replaced else [puback])
+    finally:
+        c.disconnect()
