@@ -26,13 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contract import ModelFormatError
 from ..engine import Engine
-from ..onnx_model import load_model
 from ..ports import StepModel
 from ..reading import Rejection
 from ..result import Result
-from .rows import ReplayError, read_rows
+from .rows import ReplayError, open_model, read_rows
 
 LABEL = "anomaly"
 
@@ -209,9 +207,9 @@ def main(args: argparse.Namespace) -> int:
     if args.score_from < 0:
         return fail(f"--score-from must be >= 0, got {args.score_from}")
     try:
-        model = load_model(args.model)
-    except ModelFormatError as e:
-        return fail(f"{args.model or 'the packaged default model'}: {e}")
+        model = open_model(args.model)
+    except ValueError as e:
+        return fail(str(e))
     total = Quality()
     for path in args.csv:
         try:

@@ -36,15 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..contract import ModelFormatError
 from ..engine import Engine
-from ..onnx_model import load_model
 from ..ports import StepModel
 from ..reading import Reading, Rejection
 from ..result import Result
 from .plot import PlotUnavailable, Trace, plot
 from .progress import ProgressReader
-from .rows import ReplayError, read_rows
+from .rows import ReplayError, open_model, read_rows
 
 MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
 
@@ -222,9 +220,9 @@ def main(args: argparse.Namespace) -> int:
     if args.batch < 1:
         return fail(f"--batch must be >= 1, got {args.batch}")
     try:
-        model = load_model(args.model)
-    except ModelFormatError as e:
-        return fail(f"{args.model or 'the packaged default model'}: {e}")
+        model = open_model(args.model)
+    except ValueError as e:
+        return fail(str(e))
     try:
         src: TextIO = sys.stdin if args.csv == "-" else open(args.csv, newline="", encoding="utf-8")
     except OSError as e:

@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+from ..contract import ModelFormatError
+from ..onnx_model import OnnxStepModel, load_model
 from ..reading import Decoder, Reading, Rejection
 
 DEFAULT_STREAM = "replay"
@@ -125,3 +127,12 @@ def read_rows(f: TextIO, features: Iterable[str]) -> tuple[RowReader, Iterator[t
 def _chain_line(first: str, rest: TextIO) -> Iterator[str]:
     yield first
     yield from rest
+
+
+def open_model(path: str | None) -> OnnxStepModel:
+    """The model `replay` and `evaluate` run: `path`, or the packaged default. A file that is not a
+    servable model raises ValueError with a one-line message naming it."""
+    try:
+        return load_model(path)
+    except ModelFormatError as e:
+        raise ValueError(f"{path or 'the packaged default model'}: {e}") from None
