@@ -244,6 +244,10 @@ class Engine:
                 dev,
                 dev_thr if dev is not None else None,
             )
+        if scored.stuck.any():
+            features = self.meta.features
+            for m in np.flatnonzero(scored.stuck.any(axis=1)).tolist():
+                out[take[m]].stuck = tuple(features[i] for i in np.flatnonzero(scored.stuck[m]).tolist())  # type: ignore[union-attr]
         if self.horizon > 1:
             for j, fc in zip(take, self._forecasts(y, tss, gap)):
                 out[j].forecast = fc  # type: ignore[union-attr]

@@ -54,6 +54,9 @@ class Result:
     # Multi-step forecast models (output.horizon K > 1): each output's K future values, feature units,
     # and "ts": their expected times (absent when unknown).
     forecast: dict[str, list[float]] | None = None
+    # Features whose sensor repeats one value for far longer than it did in the stream's baseline
+    # (stuck.py); present in the payload only when not empty.
+    stuck: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -75,6 +78,8 @@ class Result:
             d["output"] = {k: _finite_or_none(v) for k, v in zip(self.names, self.output)}
         if self.forecast is not None:
             d["forecast"] = {k: [_finite_or_none(v) for v in vals] for k, vals in self.forecast.items()}
+        if self.stuck:
+            d["stuck"] = list(self.stuck)
         return d
 
 
@@ -114,8 +119,8 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
 def encode(r: Result) -> bytes:
     """The result as compact JSON: equal to `json.dumps(r.to_dict())`, built from a cached template
     because this runs once per reading on the hot path (see bench/). Multi-step forecasts (rarer, and
-    bigger) go through json.dumps."""
-    if r.forecast is not None:
+    bigger) and results naming stuck sensors (rare) go through json.dumps."""
+    if r.forecast is not None or r.stuck:
         return json.dumps(r.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
     if r.prediction is not None:
         key, values = "prediction", r.prediction

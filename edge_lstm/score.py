@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import stuck as stuck_sensors
 from .baseline import Baseline, BaselineConfig, _ndtri
 from .contract import ModelMeta
 from .state import Column
@@ -33,6 +34,14 @@ class ScoringConfig(BaselineConfig):
     # calibration asked for ("quantile": corrects the maximum of a few held-out scores), to 1 − `risk`
     # ("risk"), or use it as calibrated ("off").
     extrapolate: Literal["quantile", "risk", "off"] = "quantile"
+    # A feature repeating exactly the same value for more than max(stuck_after, 4 × its longest run in
+    # the baseline) readings is stuck (stuck.py) and flags the reading. 0 = off.
+    stuck_after: int = 60
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stuck_after < 0:
+            raise ValueError(f"scoring.stuck_after must be >= 0 readings (0 = off), got {self.stuck_after}")
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Scored:
     deviation_threshold: np.ndarray  # the stream's threshold each deviation was compared with
     ready: np.ndarray  # the stream's baseline is learned (deviation and likelihood are meaningful)
     likelihood: np.ndarray
+    stuck: np.ndarray  # [B, F]: features repeating one value for far longer than in the baseline
 
 
 class Scorer:
@@ -56,7 +66,7 @@ class Scorer:
         self.config = config or ScoringConfig()
         cal = meta.calibration
         self.baseline = Baseline(len(meta.features), self.config)
-        self.columns: dict[str, Column] = dict(self.baseline.columns)
+        self.columns: dict[str, Column] = {**self.baseline.columns, **stuck_sensors.columns(len(meta.features))}
         self.kind = meta.output.kind
         n_out = len(meta.output.names)
         self.threshold: float | None = None
@@ -113,9 +123,10 @@ class Scorer:
         restart = (gap > max_gap) & (steps > 0) if max_gap > 0 else np.zeros(len(steps), bool)
         h = cols["dev.h"].copy()  # the thresholds as they stood before this reading (causal)
         deviation, ready, likelihood = self.baseline.update(cols, u, steps, restart)
-        flags = self.flags(scores, warming) | (ready & (deviation > h))
+        stuck = stuck_sensors.update(cols, values, steps, self.config.baseline, self.config.stuck_after)
+        flags = self.flags(scores, warming) | (ready & (deviation > h)) | stuck.any(axis=1)
         thr = None if self.threshold is None else np.full(len(scores), self.threshold)
-        return Scored(scores, flags, warming, thr, deviation, h, ready, likelihood)
+        return Scored(scores, flags, warming, thr, deviation, h, ready, likelihood, stuck)
 
     def flags(self, scores: np.ndarray, warming: np.ndarray) -> np.ndarray:
         if self.threshold is None:

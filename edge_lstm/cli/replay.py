@@ -95,6 +95,7 @@ RESULT_COLUMNS = (
     "deviation_threshold",
     "likelihood",
     "alarm",
+    "stuck",  # the stuck features' names, "|"-separated; empty when none
 )
 
 
@@ -121,6 +122,7 @@ def result_row(r: Result, line: int) -> list[object]:
         _opt(r.deviation_threshold),
         _opt(r.likelihood),
         int(r.alarm),
+        "|".join(r.stuck),
         *(repr(v) for v in values),
     ]
 

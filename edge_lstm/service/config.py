@@ -27,11 +27,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..alarm import AlarmPolicy
 from ..score import ScoringConfig
@@ -184,6 +180,7 @@ class ScoringSettings(_Section):
     tail_window: int = Field(default=_SCORING.tail_window, ge=0)  # readings after the baseline whose tail is fitted
     extrapolate: Literal["quantile", "risk", "off"] = _SCORING.extrapolate  # the forecast score's threshold
     max_gap_s: float = Field(default=_SCORING.max_gap_s, ge=0)  # a reading after a longer gap only re-anchors
+    stuck_after: int = Field(default=_SCORING.stuck_after, ge=0)  # readings of one repeated value (0: off)
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(
@@ -197,6 +194,7 @@ class ScoringSettings(_Section):
             tail_window=self.tail_window,
             extrapolate=self.extrapolate,
             max_gap_s=self.max_gap_s,
+            stuck_after=self.stuck_after,
         )
 
 

@@ -188,6 +188,7 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
         "deviation_threshold",
         "likelihood",
         "alarm",
+        "stuck",
         "prediction_temperature",
         "prediction_vibration",
         "prediction_current",
@@ -212,7 +213,7 @@ def test_score_model_columns_and_stdout(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.strip().splitlines()
-    assert header.endswith("alarm,output_score")
+    assert header.endswith("alarm,stuck,output_score")
     assert row.startswith("replay,2,1700000000.0,")
 
 

@@ -1,0 +1,62 @@
+"""Stuck sensors: a feature that repeats exactly the same value for far longer than it ever did while
+its stream learned its baseline (docs/scoring.md, "Stuck sensors").
+
+A frozen sensor (or a gateway that re-sends its last value) is one of the commonest sensor faults and
+neither scoring channel sees it: the forecaster and the AR(1) deviation both predict "the same as
+before" for a smooth feature, and a repeated value *is* the prediction. What does show is the run of
+identical values. Quantised sensors repeat normally (SKAB's flow rate and pressure: runs of up to 37
+readings in their first 300), so the limit is each feature's own longest run in the baseline, times
+`RUN_FACTOR`, and never below `stuck_after` readings:
+
+    stuck_i  when  run_i > max(stuck_after, RUN_FACTOR × longest_baseline_run_i)
+
+A feature that never changed during the baseline (a constant channel, a setpoint) is constant by
+nature and is never called stuck. Pure array functions over a round of streams; three per-feature
+columns per stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .state import Column
+
+# The longest of ~300 geometric-like runs is already a far-tail sample: 4× it is not reached by the
+# quantised SKAB sensors in any of 35 files (longest test run 27, limits ≥ 60: docs/quality.md).
+RUN_FACTOR = 4
+UNKNOWN = -1  # stuck.longest of a stream restored from a checkpoint written before this column existed
+
+
+def columns(features: int) -> dict[str, Column]:
+    f = (features,)
+    return {
+        "stuck.last": Column(f, np.float64, np.nan),  # the previous reading, feature units
+        "stuck.run": Column(f, np.int64, 0),  # readings in the current run of identical values
+        "stuck.longest": Column(f, np.int64, UNKNOWN),  # longest run during the baseline
+    }
+
+
+def update(
+    cols: dict[str, np.ndarray],
+    values: np.ndarray,
+    steps: np.ndarray,
+    baseline: int,
+    stuck_after: int,
+) -> np.ndarray:
+    """One reading per stream (`values` [B, F], feature units; `steps` readings seen before it). Updates
+    `cols` in place and returns [B, F]: which features are stuck at this reading (all False when
+    `stuck_after` is 0)."""
+    same = values == cols["stuck.last"]  # NaN (a stream's first reading) compares unequal
+    run = np.where(same, cols["stuck.run"] + 1, 1)
+    cols["stuck.run"] = run
+    cols["stuck.last"] = values
+    learning = (steps < baseline)[:, None]
+    cols["stuck.longest"] = np.where(learning, np.maximum(cols["stuck.longest"], run), cols["stuck.longest"])
+    longest = cols["stuck.longest"]
+    if stuck_after <= 0:
+        return np.zeros(values.shape, dtype=bool)
+    # Judged only after the baseline, on features that changed at least once in it (longest < baseline)
+    # and whose baseline is known (not UNKNOWN).
+    judged = ~learning & (longest > 0) & (longest < baseline)
+    out: np.ndarray = judged & (run > np.maximum(stuck_after, RUN_FACTOR * longest))
+    return out
