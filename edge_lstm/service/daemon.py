@@ -239,6 +239,7 @@ class Daemon:
             max_batch=eng.max_batch,
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
+            bell=getattr(self.link, "doorbell", None),  # MqttLink rings it as readings arrive
         )
 
     def _process(self, batch: list[Inbound]) -> None:

@@ -30,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..ports import WAKE, Inbound
+from .batching import Doorbell
 from .config import MqttSettings
 from .logs import get_logger
 from .paho_client import BatchedClient, is_handed_over
@@ -67,6 +68,7 @@ class MqttLink:
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
         self.intake_paused = False  # set by the worker while it waits for PUBACKs (see _hold)
+        self.doorbell = Doorbell()  # rung when the inbox holds what the worker's batch waits for
         self.max_inbox = 0  # the most readings ever waiting for the worker
         self.holds = 0  # times the network thread stopped reading because the worker was behind
         self.held_s = 0.0
@@ -357,6 +359,8 @@ class MqttLink:
             self.inbox.put(m)
             self.received += 1
             waiting = self.inbox.qsize()
+            if waiting >= self.doorbell.at:
+                self.doorbell.arrived(waiting)
             if waiting > self.max_inbox:
                 self.max_inbox = waiting
             if waiting >= self.max_queue:

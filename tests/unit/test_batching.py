@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import queue
+import sys
+import threading
+import time
 from typing import Any
 
 import pytest
 from support.fakes import FakeClock
 
 from edge_lstm.ports import WAKE
-from edge_lstm.service.batching import SLICE_S, gather
+from edge_lstm.service.batching import SLICE_S, Doorbell, gather
 
 
 class ArrivingClock(FakeClock):
@@ -88,3 +91,39 @@ def test_wakes_among_readings_are_noted_and_dropped() -> None:
     woken: list[int] = []
     assert _gather(inbox, FakeClock(), woken=lambda: woken.append(1), target_batch=3) == [1, 2, 3]
     assert woken == [1, 1]
+
+
+# ---- with a doorbell (the link rings it as messages arrive) ----------------------------------------
+
+
+def test_with_a_doorbell_the_window_is_slept_out_in_one_wait() -> None:
+    clock, bell = FakeClock(), Doorbell()
+    slept: list[float] = []
+    clock.sleep = slept.append  # type: ignore[method-assign]
+    assert _gather(_filled(10), clock, bell=bell, max_wait_s=0.005) == list(range(10))
+    assert bell.waits == 1 and slept == []  # no polling slices
+
+
+def test_the_doorbell_ends_the_wait_when_arrivals_reach_the_target() -> None:
+    inbox, bell = _filled(1), Doorbell()
+
+    def network_thread() -> None:
+        while bell.at == sys.maxsize:  # until the worker waits, for 31 more
+            time.sleep(0.001)
+        for i in range(31):
+            inbox.put(100 + i)
+            bell.arrived(inbox.qsize())
+
+    t = threading.Thread(target=network_thread)
+    t.start()
+    got = _gather(inbox, FakeClock(), bell=bell, max_wait_s=600.0)  # without the ring: 10 minutes
+    t.join()
+    assert len(got) == 32 and bell.rung == 1 and bell.at == sys.maxsize
+
+
+def test_the_doorbell_does_not_wait_for_what_is_already_there() -> None:
+    inbox, bell = _filled(5), Doorbell()
+    bell.wait(inbox, 5, 600.0)
+    assert bell.waits == 0 and bell.at == sys.maxsize
+    bell.arrived(10**6)  # nobody waits: no ring
+    assert bell.rung == 0

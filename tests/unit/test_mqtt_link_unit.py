@@ -6,7 +6,7 @@ import queue
 
 import pytest
 import structlog
-from paho.mqtt.client import DisconnectFlags
+from paho.mqtt.client import DisconnectFlags, MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from support.fakes import FakeLink
@@ -102,3 +102,17 @@ def test_other_disconnects_are_not_a_conflict():
     link._closing = True  # our own close()
     _drop(link, "Unspecified error", lasted=0.5)
     assert not link.conflict and link.client_id_conflicts == 0
+
+
+def test_an_arriving_reading_rings_the_doorbell_at_the_size_the_worker_waits_for():
+    link = _link()
+    msg = MQTTMessage(mid=1, topic=b"sensors/a")
+    msg.qos, msg.payload = 1, b"{}"
+    link.doorbell.at = 3  # the worker waits for 3 messages
+    link._on_message(link.client, None, msg)
+    link._on_message(link.client, None, msg)
+    assert link.doorbell.rung == 0
+    link._on_message(link.client, None, msg)
+    assert link.doorbell.rung == 1 and link.inbox.qsize() == 3
+    link._on_message(link.client, None, msg)  # rung once: the worker is awake now
+    assert link.doorbell.rung == 1
