@@ -213,6 +213,9 @@ class Engine:
         deviation = [v if r else None for v, r in zip(scored.deviation.tolist(), ready.tolist())]
         thresholds = scored.thresholds.tolist() if scored.thresholds is not None else [None] * len(take)
         dev_thresholds = scored.deviation_threshold.tolist()
+        none = [None] * len(take)
+        biases = none if scored.bias is None else scored.bias.tolist()
+        bias_thresholds = none if scored.bias_threshold is None else scored.bias_threshold.tolist()
         rows = zip(
             take,
             scored.scores.tolist(),
@@ -224,8 +227,10 @@ class Engine:
             deviation,
             dev_thresholds,
             cols["alarm.raised"].tolist(),
+            biases,
+            bias_thresholds,
         )
-        for m, (j, score, flag, warm, pred, thr, like, dev, dev_thr, alarm) in enumerate(rows):
+        for m, (j, score, flag, warm, pred, thr, like, dev, dev_thr, alarm, b, b_thr) in enumerate(rows):
             r = readings[j]
             out[j] = Result(
                 r.stream,
@@ -243,6 +248,8 @@ class Engine:
                 events.get(m) if events else None,
                 dev,
                 dev_thr if dev is not None else None,
+                bias=b if dev is not None else None,
+                bias_threshold=b_thr if dev is not None else None,
             )
         if scored.stuck.any():
             features = self.meta.features

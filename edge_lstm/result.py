@@ -57,6 +57,10 @@ class Result:
     # Features whose sensor repeats one value for far longer than it did in the stream's baseline
     # (stuck.py); present in the payload only when not empty.
     stuck: tuple[str, ...] = ()
+    # Forecast models: the persistent forecast error and the stream's threshold of it (bias.py); None
+    # while the stream is still learning its baseline, and for score models.
+    bias: float | None = None
+    bias_threshold: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -67,6 +71,8 @@ class Result:
             "threshold": self.threshold,
             "deviation": None if self.deviation is None else _finite_or_none(self.deviation),
             "deviation_threshold": self.deviation_threshold,
+            "bias": None if self.bias is None else _finite_or_none(self.bias),
+            "bias_threshold": self.bias_threshold,
             "likelihood": self.likelihood,
             "alarm": self.alarm,
             "warming_up": self.warming_up,
@@ -106,7 +112,7 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
     model_json = lit(json.dumps({"name": model, "version": version}, separators=(",", ":")))
     return (
         '{"stream":%s,"ts":' + num + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
-        '"deviation":%s,"deviation_threshold":%s,"likelihood":%s,"alarm":%s,"warming_up":%s,"model":'
+        '"deviation":%s,"deviation_threshold":%s,"bias":%s,"bias_threshold":%s,"likelihood":%s,"alarm":%s,"warming_up":%s,"model":'
         + model_json
         + ',"'
         + key
@@ -130,6 +136,8 @@ def encode(r: Result) -> bytes:
     likelihood = "null" if r.likelihood is None else repr(r.likelihood)
     deviation = "null" if r.deviation is None else _num(r.deviation)
     dev_threshold = "null" if r.deviation_threshold is None else repr(r.deviation_threshold)
+    bias = "null" if r.bias is None else _num(r.bias)
+    bias_threshold = "null" if r.bias_threshold is None else repr(r.bias_threshold)
     model = r.model
     if isfinite(r.ts) and isfinite(r.score) and all(map(isfinite, values)):
         # float.__repr__ (%r) is exactly what json.dumps writes for a finite float.
@@ -144,6 +152,8 @@ def encode(r: Result) -> bytes:
                 threshold,
                 deviation,
                 dev_threshold,
+                bias,
+                bias_threshold,
                 likelihood,
                 _BOOL[r.alarm],
                 _BOOL[r.warming_up],
@@ -162,6 +172,8 @@ def encode(r: Result) -> bytes:
             threshold,
             deviation,
             dev_threshold,
+            bias,
+            bias_threshold,
             likelihood,
             _BOOL[r.alarm],
             _BOOL[r.warming_up],

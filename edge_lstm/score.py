@@ -1,4 +1,4 @@
-"""Scoring: two channels per reading, vectorised over a round of streams (docs/scoring.md).
+"""Scoring: three channels per reading, vectorised over a round of streams (docs/scoring.md).
 
 - `score` (forecast models): the RMS z-score of the forecast residual against the model's calibrated
   residual statistics, compared with `threshold`: the calibrated quantile carried to the configured risk
@@ -6,9 +6,13 @@
 - `deviation` (baseline.py): how far the stream is from its own normal operation, learned per stream,
   smoothed, with a threshold at a chosen risk. Catches sustained and multivariate faults that a
   forecaster learns to follow.
+- `bias` (bias.py, forecast models): a multivariate EWMA of the forecast residual against the stream's
+  own residuals during its baseline. Catches small one-sided forecast errors that last (offsets, drift,
+  a stopped cycle).
 
-A reading is an `anomaly` when either channel exceeds its threshold. The exporter's calibration runs
-through this same code, so the daemon and the calibration cannot disagree about what a score is.
+A reading is an `anomaly` when any channel exceeds its threshold, or a sensor is stuck (stuck.py). The
+exporter's calibration runs through this same code, so the daemon and the calibration cannot disagree
+about what a score is.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from . import stuck as stuck_sensors
 from .baseline import Baseline, BaselineConfig, _ndtri
+from .bias import Bias
 from .contract import ModelMeta
 from .state import Column
 
@@ -57,6 +62,8 @@ class Scored:
     ready: np.ndarray  # the stream's baseline is learned (deviation and likelihood are meaningful)
     likelihood: np.ndarray
     stuck: np.ndarray  # [B, F]: features repeating one value for far longer than in the baseline
+    bias: np.ndarray | None = None  # forecast models: persistent forecast error (bias.py)
+    bias_threshold: np.ndarray | None = None
 
 
 class Scorer:
@@ -82,6 +89,10 @@ class Scorer:
             off = np.asarray(meta.scaling.offset, dtype=np.float64)[self.targets]
             scale = np.asarray(meta.scaling.scale, dtype=np.float64)[self.targets]
             self.out_offset, self.out_scale = off, scale
+        # The persistent forecast error (bias.py): forecast models only.
+        self.bias = Bias(n_out, self.config) if self.kind == "forecast" else None
+        if self.bias is not None:
+            self.columns.update(self.bias.columns)
         mean = cal.residual_mean if cal is not None and cal.residual_mean is not None else [0.0] * n_out
         std = cal.residual_std if cal is not None and cal.residual_std is not None else [1.0] * n_out
         self.residual_mean = np.asarray(mean, dtype=np.float64)
@@ -125,8 +136,15 @@ class Scorer:
         deviation, ready, likelihood = self.baseline.update(cols, u, steps, restart)
         stuck = stuck_sensors.update(cols, values, steps, self.config.baseline, self.config.stuck_after)
         flags = self.flags(scores, warming) | (ready & (deviation > h)) | stuck.any(axis=1)
+        bias = hb = None
+        if self.bias is not None and predicted is not None:
+            # In the model's scaled units, like the deviation's (its variance floor means the same).
+            r = (values[:, self.targets] - predicted) / self.out_scale
+            hb = cols["bias.h"].copy()  # causal, as h above
+            bias = self.bias.update(cols, r, steps, ~warming & (steps > 0), restart)
+            flags |= ready & (bias > hb)
         thr = None if self.threshold is None else np.full(len(scores), self.threshold)
-        return Scored(scores, flags, warming, thr, deviation, h, ready, likelihood, stuck)
+        return Scored(scores, flags, warming, thr, deviation, h, ready, likelihood, stuck, bias, hb)
 
     def flags(self, scores: np.ndarray, warming: np.ndarray) -> np.ndarray:
         if self.threshold is None:

@@ -93,6 +93,8 @@ RESULT_COLUMNS = (
     "threshold",
     "deviation",
     "deviation_threshold",
+    "bias",
+    "bias_threshold",
     "likelihood",
     "alarm",
     "stuck",  # the stuck features' names, "|"-separated; empty when none
@@ -120,6 +122,8 @@ def result_row(r: Result, line: int) -> list[object]:
         _opt(r.threshold),
         _opt(r.deviation),
         _opt(r.deviation_threshold),
+        _opt(r.bias),
+        _opt(r.bias_threshold),
         _opt(r.likelihood),
         int(r.alarm),
         "|".join(r.stuck),

@@ -186,6 +186,8 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
         "threshold",
         "deviation",
         "deviation_threshold",
+        "bias",
+        "bias_threshold",
         "likelihood",
         "alarm",
         "stuck",

@@ -1,0 +1,103 @@
+"""The bias channel (edge_lstm/bias.py) against a numpy reference and known laws."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_lstm.baseline import BaselineConfig
+from edge_lstm.bias import Bias
+
+
+def fresh(b: Bias, n: int) -> dict[str, np.ndarray]:
+    return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in b.columns.items()}
+
+
+def feed(b: Bias, r: np.ndarray, warm_from: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """[T, S, F] residuals, one round per t → (columns, bias [T, S], the threshold each was compared with)."""
+    T, S, _ = r.shape
+    cols = fresh(b, S)
+    out, hs = [], []
+    for t in range(T):
+        hs.append(cols["bias.h"].copy())
+        warm = np.full(S, t >= warm_from)
+        out.append(b.update(cols, r[t], np.full(S, t), warm, np.zeros(S, bool)))
+    return cols, np.array(out), np.array(hs)
+
+
+def test_bias_equals_the_numpy_reference() -> None:
+    rng = np.random.default_rng(0)
+    T, F, base = 600, 3, 200
+    r = rng.multivariate_normal([0.1, -0.2, 0.0], [[1, 0.4, 0], [0.4, 2, 0.1], [0, 0.1, 0.5]], size=T)
+    cfg = BaselineConfig(baseline=base, influence=0)
+    cols, out, _ = feed(Bias(F, cfg), r[:, None, :], warm_from=5)
+
+    # Reference: the MEWMA written the obvious way.
+    x = r[5:base]
+    m = x.mean(0)
+    cov = (x - m).T @ (x - m) / len(x)
+    cov = 0.9 * cov + 0.1 * np.diag(np.diag(cov)) + 1e-4 * np.eye(F)
+    P = np.linalg.inv(cov)
+    a = cfg.alpha
+    z = np.zeros(F)
+    want = np.zeros(T)
+    for t in range(base, T):
+        z = (1 - a) * z + a * (r[t] - m)
+        want[t] = z @ P @ z * (2 - a) / a / F
+    np.testing.assert_allclose(cols["bias.P"][0], P, rtol=1e-7)
+    np.testing.assert_allclose(out[:, 0], want, rtol=1e-7, atol=1e-12)
+    assert not out[:base].any()  # nothing before the baseline is learned
+
+
+def test_white_residuals_rarely_cross_and_a_small_persistent_offset_does() -> None:
+    rng = np.random.default_rng(1)
+    T, S, F = 3000, 20, 4
+    r = rng.normal(size=(T, S, F))
+    # Half the streams: one output off by 3 sd from reading 2000 on. At steady state bias = 3² (2 − α) / α
+    # / F = 67, above the prior's threshold (8 × the χ²(4)/4 quantile at 1 − 10⁻⁴ = 47), while each
+    # residual alone stays within the normal range of the instant score.
+    r[2000:, 10:, 1] += 3.0
+    _, out, h = feed(Bias(F, BaselineConfig(baseline=300)), r)
+    flags = out > h
+    assert flags[300:, :10].mean() < 1e-3  # normal streams: about the risk (1e-4), not more
+    assert flags[2100:, 10:].mean() > 0.95  # the offset scores for as long as it lasts
+    assert flags[:2000, 10:][300:].mean() < 1e-3
+
+
+def test_one_wild_residual_does_not_flag_the_readings_after_it() -> None:
+    rng = np.random.default_rng(2)
+    r = rng.normal(size=(1000, 1, 2))
+    r[700, 0, 0] = 1e4  # a glitch
+    _, bounded, h = feed(Bias(2, BaselineConfig(baseline=300)), r)
+    assert not (bounded[701:, 0] > h[701:, 0]).any()
+    _, unbounded, h2 = feed(Bias(2, BaselineConfig(baseline=300, influence=0)), r)
+    assert (unbounded[701:760, 0] > h2[701:760, 0]).all()  # what the bound prevents
+
+
+def test_a_baseline_shorter_than_the_warm_up_turns_the_channel_off() -> None:
+    r = np.random.default_rng(3).normal(size=(400, 1, 3)) + 5.0
+    _, out, _ = feed(Bias(3, BaselineConfig(baseline=10)), r, warm_from=9)  # 1 residual < F + 1
+    assert not out.any()
+
+
+def test_the_engine_publishes_bias_and_flags_a_persistent_offset(tmp_path: Path) -> None:
+    from support.models import make_step_model
+
+    from edge_lstm import Engine, Reading, load_model
+    from edge_lstm.result import encode
+    from edge_lstm.score import ScoringConfig
+
+    model = load_model(make_step_model(tmp_path / "m.onnx"))
+    engine = Engine(model, scoring=ScoringConfig(baseline=100))
+    rng = np.random.default_rng(4)
+    out = []
+    for t in range(400):
+        v = rng.normal(0, 0.1, 3) + [1.0, 2.0, 3.0]
+        out += engine.process([Reading("s", 1_700_000_000.0 + t, tuple(v.tolist()))])
+    assert all(o.bias is None and o.bias_threshold is None for o in out[:99])  # type: ignore[union-attr]
+    assert all(o.bias is not None and o.bias_threshold is not None for o in out[100:])  # type: ignore[union-attr]
+    doc = json.loads(encode(out[-1]))  # type: ignore[arg-type]
+    assert doc["bias"] == out[-1].bias and doc["bias_threshold"] == out[-1].bias_threshold  # type: ignore[union-attr]
+    assert doc == json.loads(json.dumps(out[-1].to_dict()))  # type: ignore[union-attr]
