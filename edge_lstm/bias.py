@@ -104,6 +104,11 @@ class Bias:
                 cols["bias.h"] = np.where(fit, h, cols["bias.h"])
         return out
 
+    def value(self, cols: dict[str, np.ndarray]) -> np.ndarray:
+        """`bias` from the columns as they stand (what the next reading's EWMA starts from)."""
+        out: np.ndarray = np.einsum("...i,...ij,...j->...", cols["bias.z"], cols["bias.P"], cols["bias.z"])
+        return out * (2.0 - self.config.alpha) / self.config.alpha / self.F
+
     def _learn(self, cols: dict[str, np.ndarray], m: np.ndarray) -> None:
         """End of the baseline: the residuals' mean and precision (shrunk toward the diagonal, floored).
         Fewer than F + 1 residuals (a baseline shorter than the model's warm-up): precision 0, off."""

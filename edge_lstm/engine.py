@@ -313,6 +313,8 @@ class Engine:
             "deviation": float(c["dev.e"]) if ready else None,
             "deviation_threshold": float(c["dev.h"]),
             "likelihood": float(self.scorer.baseline.likelihood(c["dev.e"], c)) if ready else None,
+            "bias": float(self.scorer.bias.value(c)) if ready and self.scorer.bias is not None else None,
+            "bias_threshold": float(c["bias.h"]) if self.scorer.bias is not None else None,
             "alarm": {
                 "raised": bool(c["alarm.raised"]),
                 "since": float(c["alarm.since"]) if c["alarm.raised"] else None,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_lstm.baseline import BaselineConfig
 from edge_lstm.bias import Bias
@@ -101,3 +102,6 @@ def test_the_engine_publishes_bias_and_flags_a_persistent_offset(tmp_path: Path)
     doc = json.loads(encode(out[-1]))  # type: ignore[arg-type]
     assert doc["bias"] == out[-1].bias and doc["bias_threshold"] == out[-1].bias_threshold  # type: ignore[union-attr]
     assert doc == json.loads(json.dumps(out[-1].to_dict()))  # type: ignore[union-attr]
+    state = engine.describe_stream("s")  # the `inspect` command: the EWMA as it stands after the last reading
+    assert state is not None and state["bias"] == pytest.approx(out[-1].bias, rel=1e-12)  # type: ignore[union-attr]
+    assert state["bias_threshold"] is not None
