@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -131,6 +132,7 @@ class MqttLink:
         c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
+        c.on_reading = self._on_reading
         c.on_publish = self._on_publish
 
     # ---- lifecycle (worker / main thread) -------------------------------------------------------
@@ -177,22 +179,13 @@ class MqttLink:
             yield
 
     def kick(self, min_age_s: float = 5.0) -> int:
-        """Repair paho's outgoing window if QoS 1/2 messages sit unsent while connected.
-
-        Called from the worker every few seconds: when messages older than `min_age_s` are unsent,
-        recount the window and send what fits (`BatchedClient.repair_window`). Returns how many were
-        stuck (0 normally; then it changes nothing).
-        """
+        """Called from the worker every few seconds: resend QoS 1/2 messages older than `min_age_s` that
+        sit unsent while connected (`BatchedClient.repair_window`). Returns how many were stuck (0
+        normally; then it changes nothing)."""
         r = self.client.repair_window(min_age_s)
         if r is None:
             return 0
-        self.log.warning(
-            "mqtt_publish_kicked",
-            stuck=r.stuck,
-            inflight_counter=r.inflight_counter,
-            inflight_actual=r.inflight_actual,
-            oldest_age_s=r.oldest_age_s,
-        )
+        self.log.warning("mqtt_publish_kicked", **asdict(r))  # stuck, inflight_counter/_actual, oldest_age_s
         return r.stuck
 
     def handed_over(self, handle: paho.MQTTMessageInfo) -> bool:
@@ -207,11 +200,8 @@ class MqttLink:
         self.accepting = False
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Publish `offline` (retained), disconnect cleanly, stop the network thread.
-
-        Returns True if `offline` was handed to the broker. A clean DISCONNECT suppresses the will,
-        so the explicit publish is what leaves `offline` retained.
-        """
+        """Publish `offline` (retained: a clean DISCONNECT suppresses the will), disconnect, stop the
+        network thread. Returns True if `offline` was handed to the broker."""
         ok = False
         self._closing = True
         if self.connected:
@@ -349,24 +339,31 @@ class MqttLink:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Nothing but an append: see the module docstring.
-        if self.accepting:
-            topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
-            m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
-            if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
-                props = getattr(msg, "properties", None)
-                m.response_topic = getattr(props, "ResponseTopic", None)
-                m.correlation = getattr(props, "CorrelationData", None)
-            self.inbox.put(m)
-            self.received += 1
-            waiting = self.inbox.qsize()
-            if waiting >= self.doorbell.at:
-                self.doorbell.arrived(waiting)
-            if waiting > self.max_inbox:
-                self.max_inbox = waiting
-            if waiting >= self.max_queue:
-                self._hold()
-        else:
+        topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
+        m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
+        if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
+            props = getattr(msg, "properties", None)
+            m.response_topic = getattr(props, "ResponseTopic", None)
+            m.correlation = getattr(props, "CorrelationData", None)
+        self._append(m)
+
+    def _on_reading(self, topic: bytes, payload: bytes, mid: int) -> None:
+        """A QoS 1 message without properties (BatchedClient's fast path): a reading, or a plain command."""
+        self._append(Inbound(topic, payload, mid, 1, time.time(), self.generation))
+
+    def _append(self, m: Inbound) -> None:
+        if not self.accepting:
             self.refused += 1
+            return
+        self.inbox.put(m)
+        self.received += 1
+        waiting = self.inbox.qsize()
+        if waiting >= self.doorbell.at:
+            self.doorbell.arrived(waiting)
+        if waiting > self.max_inbox:
+            self.max_inbox = waiting
+        if waiting >= self.max_queue:
+            self._hold()
 
     def _hold(self) -> None:
         """Backpressure: the worker is behind, so stop reading from the broker until it has caught up.

@@ -4,9 +4,8 @@ session, the callbacks and backpressure):
 * a batch of publishes and acks wakes paho's network thread once, not once per packet, and goes out
   as one write (`batch`);
 * `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`);
-* the two packets every reading costs, a QoS 1 PUBLISH in and a PUBACK for its result, are decoded
-  without paho's per-packet `Properties`/`ReasonCode` objects when they carry none (the common case;
-  anything else takes paho's own path). Those objects were ~10 % of the network thread's time;
+* the packets every reading costs (its PUBLISH, its result's PUBLISH and PUBACK) skip most of paho's
+  per-packet work (`paho_fast.FastPackets`, the base class);
 * reads are buffered: paho asks the socket for a packet's header, length and body separately (three
   `recv` calls per packet); here one `recv` takes whatever is there and later packets come from it.
 
@@ -21,21 +20,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import MQTTErrorCode
 
-_READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
-
-# Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
-# the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
-_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
-_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
-_NO_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+from .paho_fast import READ_SIZE, FastPackets
 
 # Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
 _AWAITING_ACK = (
@@ -65,7 +54,7 @@ class Repaired:
     oldest_age_s: float
 
 
-class BatchedClient(paho.Client):
+class BatchedClient(FastPackets):
     """paho's client with the changes listed in the module docstring.
 
     Batches: in threaded mode paho writes one byte to its socket pair for every queued packet
@@ -75,14 +64,9 @@ class BatchedClient(paho.Client):
     the network thread is woken once at the end.
     """
 
-    _quiet: int | None = None  # thread id whose packets are queued without a wake-up
-    # Inside `batch` (set there): QoS 1 publishes, and acks, each written out as one packet.
-    _coalesced_pub: bytearray
+    # Inside `batch` (set there; `_quiet`, `_coalesced_pub` in FastPackets): acks as one packet.
     _coalesced_ack: bytearray
     _coalesce_sock: object = None  # the connection they were made for
-    # Bytes read from the socket and not yet handed to paho (network thread only); cleared with it.
-    _rbuf: bytes = b""
-    _rpos: int = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos < len(self._rbuf):
@@ -90,7 +74,7 @@ class BatchedClient(paho.Client):
             out = self._rbuf[self._rpos : end]
             self._rpos = end
             return out
-        data = super()._sock_recv(max(bufsize, _READ_SIZE))  # raises BlockingIOError when empty
+        data = super()._sock_recv(max(bufsize, READ_SIZE))  # raises BlockingIOError when empty
         if len(data) <= bufsize:
             return data
         self._rbuf, self._rpos = data, bufsize
@@ -140,38 +124,6 @@ class BatchedClient(paho.Client):
             }
         )
         return paho.MQTT_ERR_SUCCESS
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        packet = self._in_packet["packet"]
-        if cmd != "PUBACK" or len(packet) != 2:
-            return super()._handle_pubackcomp(cmd)
-        # Packet id only: success, no properties, in every protocol version. paho's decode would build
-        # a ReasonCode and a Properties for it; the rest is what paho does.
-        mid = (packet[0] << 8) | packet[1]
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PUBACK_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _handle_publish(self) -> MQTTErrorCode:
-        header, packet = self._in_packet["command"], self._in_packet["packet"]
-        # The daemon's reading: QoS 1 (header bits 1-2), acked by the worker (manual_ack), MQTT 5 with
-        # an empty property block, a topic without alias. Anything else is paho's.
-        if (header & 0x06) != 0x02 or not self._manual_ack or self._protocol != MQTTProtocolVersion.MQTTv5:
-            return super()._handle_publish()
-        tlen = (packet[0] << 8) | packet[1]
-        at = 2 + tlen  # packet id, then the property length
-        if tlen == 0 or len(packet) < at + 3 or packet[at + 2] != 0:
-            return super()._handle_publish()
-        message = paho.MQTTMessage(mid=(packet[at] << 8) | packet[at + 1], topic=bytes(packet[2:at]))
-        message.dup = bool(header & 0x08)
-        message.qos = 1
-        message.retain = bool(header & 0x01)
-        message.properties = _NO_PUBLISH_PROPERTIES
-        message.payload = bytes(packet[at + 3 :])
-        message.timestamp = paho.time_func()
-        self._handle_on_message(message)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _flush_coalesced(self) -> None:
         pub, ack = self._coalesced_pub, self._coalesced_ack

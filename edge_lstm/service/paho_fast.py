@@ -1,0 +1,253 @@
+"""paho's per-packet work cut down for the packets every reading costs (a base of `BatchedClient`):
+
+* a QoS 1 PUBLISH with an empty property block, and a plain PUBACK, are decoded without paho's
+  `Properties`/`ReasonCode` objects; a reading goes to `on_reading` as (topic, payload, mid) without
+  an `MQTTMessage` (and the `MQTTMessageInfo` and Condition each of those makes);
+* a packet whole in the read buffer is cut from it at once (paho reads header, each length byte and
+  body separately, updating a dict for each);
+* a QoS 1 result published inside a batch is built here, with an info sharing one Condition, and
+  joins the batch's write (paho's `publish` spends ~6 µs on checks and debug-log calls for every case).
+
+Anything else takes paho's own path. These reach into paho 2.x internals (`_in_packet`,
+`_out_messages`, ...; paho is pinned below 3); tests/integration/test_paho_fast_path.py checks each
+against stock paho.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
+
+# Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
+# the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_NO_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+_NO_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+
+# One Condition for every `_Info`: paho makes one per publish (~0.5 µs, plus its lock), yet the daemon
+# never waits on a result; whoever does (`wait_for_publish`) still wakes, as completion notifies all.
+_PUBLISHED = threading.Condition()
+
+
+class _Info(paho.MQTTMessageInfo):
+    """`MQTTMessageInfo` sharing one Condition (see `_PUBLISHED`)."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int) -> None:  # paho's, but without a Condition of its own
+        self.mid = mid
+        self._published = False
+        self._condition = _PUBLISHED
+        self.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._iterpos = 0
+
+    def _set_as_published(self) -> None:
+        with self._condition:
+            self._published = True
+            self._condition.notify_all()  # shared: the waiter for this message may not be the first
+
+
+class _OutMessage(paho.MQTTMessage):
+    """An outgoing QoS 1 message of the fast publish path: paho's fields, with an `_Info`."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int, topic: bytes, payload: bytes, retain: bool) -> None:
+        self.timestamp = paho.time_func()
+        self.state = paho.mqtt_ms_invalid
+        self.dup = False
+        self.mid = mid
+        self._topic = topic
+        self.payload = payload
+        self.qos = 1
+        self.retain = retain
+        self.info = _Info(mid)
+        self.properties = None
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def _fresh_in_packet() -> Any:
+    """What paho's `_packet_read` leaves in `_in_packet` after a packet."""
+    return {
+        "command": 0,
+        "have_remaining": 0,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": 0,
+        "packet": bytearray(b""),
+        "to_process": 0,
+        "pos": 0,
+    }
+
+
+class FastPackets(paho.Client):
+    """The fast paths listed in the module docstring; `BatchedClient` sets the batch fields."""
+
+    _quiet: int | None = None  # thread id inside a batch (BatchedClient.batch)
+    _coalesced_pub: bytearray  # the batch's QoS 1 publishes, one write
+    # Bytes read from the socket and not yet handed to paho (network thread only).
+    _rbuf: bytes = b""
+    _rpos: int = 0
+    # Called with (topic, payload, mid) for a QoS 1 PUBLISH without properties, instead of building an
+    # `MQTTMessage` for `on_message`; None: every message goes to `on_message`.
+    on_reading: Callable[[bytes, bytes, int], None] | None = None
+
+    def _packet_read(self) -> MQTTErrorCode:
+        if self._in_packet["command"] != 0:
+            return super()._packet_read()  # a packet begun earlier: paho goes on with it
+        if self._rpos >= len(self._rbuf):
+            try:
+                data = super()._sock_recv(READ_SIZE)
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as err:  # as paho's _packet_read
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if not data:
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            self._rbuf, self._rpos = data, 0
+        buf, pos = self._rbuf, self._rpos
+        if len(buf) - pos < 2:
+            return super()._packet_read()  # too little buffered: paho reads the rest
+        # A whole packet in the buffer is cut from it in one go; paho would take it in three reads
+        # (header, each length byte, body) with a dict update for each.
+        end, at, length, shift = len(buf), pos + 1, 0, 0
+        while True:
+            if at == end or shift > 21:
+                return super()._packet_read()  # length not all here (or malformed: paho's error)
+            byte = buf[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        if at + length > end:
+            return super()._packet_read()
+        self._rpos = at + length
+        self._in_packet = {
+            "command": buf[pos],
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": length,
+            "packet": bytearray(buf[at : at + length]),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = _fresh_in_packet()
+        with self._msgtime_mutex:
+            self._last_bytes_received = paho.time_func()
+        return rc
+
+    def publish(
+        self,
+        topic: str,
+        payload: paho.PayloadType = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> paho.MQTTMessageInfo:
+        # The worker's results: QoS 1, bytes, no properties, inside a batch (so the packet joins the
+        # batch's one write), no paho window or queue limit (MqttLink's settings). paho's publish costs
+        # ~6 µs here (checks for every case, debug-log calls, a Condition per message); this does
+        # what it does for this case. Anything else is paho's.
+        if (
+            qos != 1
+            or properties is not None
+            or type(payload) is not bytes
+            or self._quiet != threading.get_ident()
+            or self._max_inflight_messages
+            or self._max_queued_messages
+        ):
+            return super().publish(topic, payload, qos, retain, properties)
+        t = topic.encode("utf-8")
+        if not t or b"+" in t or b"#" in t or len(t) > 65535 or len(payload) > 268_435_000:
+            return super().publish(topic, payload, qos, retain, properties)  # paho raises
+        mid = self._mid_generate()
+        message = _OutMessage(mid, t, payload, retain)
+        info = message.info
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # the 16-bit id wrapped onto one in flight: as paho
+                info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                return info
+            self._out_messages[mid] = message
+            if self._sock is None:  # sent by paho after the next CONNACK, as paho does
+                message.state = paho.mqtt_ms_publish
+                info.rc = MQTTErrorCode.MQTT_ERR_NO_CONN
+                return info
+            self._inflight_messages += 1
+            message.state = paho.mqtt_ms_wait_for_puback
+            head = b"\x32" if not retain else b"\x33"  # PUBLISH, QoS 1
+            props = b"\x00" if self._protocol == MQTTProtocolVersion.MQTTv5 else b""  # no properties
+            self._coalesced_pub += b"".join(
+                (
+                    head,
+                    _remaining_length(4 + len(t) + len(props) + len(payload)),
+                    len(t).to_bytes(2, "big"),
+                    t,
+                    mid.to_bytes(2, "big"),
+                    props,
+                    payload,
+                )
+            )
+        return info
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        # Packet id only: success, no properties, in every protocol version. paho's decode would build
+        # a ReasonCode and a Properties for it; the rest is what paho does.
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PUBACK_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        # The daemon's reading: QoS 1 (header bits 1-2), acked by the worker (manual_ack), MQTT 5 with
+        # an empty property block, a topic without alias. Anything else is paho's.
+        if (header & 0x06) != 0x02 or not self._manual_ack or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        tlen = (packet[0] << 8) | packet[1]
+        at = 2 + tlen  # packet id, then the property length
+        if tlen == 0 or len(packet) < at + 3 or packet[at + 2] != 0:
+            return super()._handle_publish()
+        on_reading = self.on_reading
+        if on_reading is not None:  # no MQTTMessage (and its MQTTMessageInfo) for a reading
+            with self._in_callback_mutex:
+                on_reading(bytes(packet[2:at]), bytes(packet[at + 3 :]), (packet[at] << 8) | packet[at + 1])
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        message = paho.MQTTMessage(mid=(packet[at] << 8) | packet[at + 1], topic=bytes(packet[2:at]))
+        message.dup = bool(header & 0x08)
+        message.qos = 1
+        message.retain = bool(header & 0x01)
+        message.properties = _NO_PUBLISH_PROPERTIES
+        message.payload = bytes(packet[at + 3 :])
+        message.timestamp = paho.time_func()
+        self._handle_on_message(message)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS

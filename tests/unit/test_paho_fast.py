@@ -1,0 +1,176 @@
+"""paho_fast's per-packet paths against paho's own, without a broker: a socket pair stands in for the
+connection (the broker-level checks are in tests/integration/test_paho_fast_path.py)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_lstm.service.paho_client import BatchedClient
+from edge_lstm.service.paho_fast import _PUBLISHED, _Info, _remaining_length
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[BatchedClient, socket.socket]]:
+    """A v5 manual-ack client whose socket is one end of a pair; the test writes the broker's side."""
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    c.max_inflight_messages_set(0)  # as MqttLink: no paho window
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    c._sock = ours
+    yield c, broker
+    c._sock = None
+    ours.close()
+    broker.close()
+
+
+def publish_packet(topic: bytes, payload: bytes, mid: int, *, v5: bool = True, props: bytes = b"") -> bytes:
+    """A QoS 1 PUBLISH as a broker sends it."""
+    prop_block = (_remaining_length(len(props)) + props) if v5 else b""
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + prop_block + payload
+    return b"\x32" + _remaining_length(len(body)) + body
+
+
+def test_whole_buffered_packets_go_to_on_reading_without_paho_s_per_byte_reads(pair: Any) -> None:
+    c, broker = pair
+    got: list[tuple[bytes, bytes, int]] = []
+    c.on_reading = lambda topic, payload, mid: got.append((topic, payload, mid))
+    calls = 0
+    inner = c._sock_recv
+
+    def counting(bufsize: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        return inner(bufsize)
+
+    c._sock_recv = counting  # paho's own path reads through this: 3+ calls per packet
+    sent = [(f"sensors/s{i}".encode(), b'{"ts": %d}' % i + b"x" * (i * 7), i + 1) for i in range(50)]
+    broker.sendall(b"".join(publish_packet(t, p, m) for t, p, m in sent))
+    assert c.loop_read() == paho.MQTT_ERR_SUCCESS
+    assert got == sent and calls == 0
+
+
+def test_a_packet_split_across_reads_is_delivered_once_and_whole(pair: Any) -> None:
+    c, broker = pair
+    got: list[tuple[bytes, bytes, int]] = []
+    c.on_reading = lambda topic, payload, mid: got.append((topic, payload, mid))
+    whole = publish_packet(b"sensors/a", b"p" * 300, 7)  # 2-byte remaining length
+    for cut in (1, 2, 10):
+        broker.sendall(whole[:cut])
+        c.loop_read()
+        assert got == []
+        broker.sendall(whole[cut:] + whole)  # the rest, then a whole one behind it
+        c.loop_read()
+        assert got == [(b"sensors/a", b"p" * 300, 7)] * 2
+        got.clear()
+
+
+def test_messages_with_properties_or_other_qos_still_reach_on_message(pair: Any) -> None:
+    c, broker = pair
+    readings: list[bytes] = []
+    messages: list[paho.MQTTMessage] = []
+    c.on_reading = lambda topic, payload, mid: readings.append(topic)
+    c.on_message = lambda cl, u, msg: messages.append(msg)
+    corr = b"\x09\x00\x02ab"  # CorrelationData "ab"
+    qos0 = b"\x30" + _remaining_length(2 + 4 + 1 + 1) + b"\x00\x04q/q0" + b"\x00" + b"z"
+    broker.sendall(publish_packet(b"cmd", b"x", 3, props=corr) + qos0 + publish_packet(b"s/r", b"y", 4))
+    c.loop_read()
+    assert readings == [b"s/r"]
+    assert [(m.topic, m.qos) for m in messages] == [("cmd", 1), ("q/q0", 0)]
+    assert messages[0].properties.CorrelationData == b"ab"
+
+
+def test_a_puback_completes_a_fast_publish(pair: Any) -> None:
+    c, broker = pair
+    done: list[int] = []
+    c.on_publish = lambda cl, u, mid, rc, props: done.append(mid)
+    with c.batch():
+        info = c.publish("out/a", b"r", qos=1)
+    assert isinstance(info, _Info) and info.mid in c._out_messages
+    broker.sendall(b"\x40\x02" + info.mid.to_bytes(2, "big"))
+    c.loop_read()
+    assert done == [info.mid] and info.is_published() and not c._out_messages
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
+@pytest.mark.parametrize(
+    ("topic", "payload", "retain"),
+    [
+        ("edge-lstm/scores/a", b'{"score": 1.5}', False),
+        ("edge-lstm/alarms/a", b"{}", True),
+        ("edge-lstm/scores/empty", b"", False),
+        ("edge-lstm/scores/ünïcode-" + "x" * 150, b"p" * 200, False),  # 2-byte remaining length
+        ("edge-lstm/scores/big", b"b" * 20_000, True),  # 3-byte remaining length
+    ],
+)
+def test_a_fast_publish_queues_what_paho_queues(protocol: int, topic: str, payload: bytes, retain: bool) -> None:
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=True)
+    c.max_inflight_messages_set(0)
+    ours, broker = socket.socketpair()
+    c._sock = ours
+    try:
+        seen = []
+        for props in (None, Properties(PacketTypes.PUBLISH)):  # with properties: paho's own path
+            c._out_packet.clear()
+            c._out_messages.clear()
+            c._inflight_messages, c._last_mid = 0, 99
+            with c.batch():
+                info = c.publish(topic, payload, qos=1, retain=retain, properties=props)
+            m = c._out_messages[100]
+            seen.append(
+                (
+                    [bytes(p["packet"]) for p in c._out_packet],
+                    (info.mid, info.rc, info._published, m.topic, m.payload, m.qos, m.retain, m.dup, m.state),
+                    c._inflight_messages,
+                    type(info) is _Info,
+                )
+            )
+        (fast, fast_state, fast_inflight, fast_info), (ref, ref_state, ref_inflight, ref_info) = seen
+        assert fast_info and not ref_info  # the first took the fast path, the second paho's
+        assert fast == ref and fast_state == ref_state and fast_inflight == ref_inflight == 1
+    finally:
+        c._sock = None
+        ours.close()
+        broker.close()
+
+
+def test_a_fast_publish_while_disconnected_is_kept_for_the_next_connection_as_paho_keeps_it() -> None:
+    c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
+    c.max_inflight_messages_set(0)
+    seen = []
+    for props in (None, Properties(PacketTypes.PUBLISH)):
+        c._out_messages.clear()
+        c._last_mid = 0
+        with c.batch():
+            info = c.publish("out/x", b"r", qos=1, properties=props)
+        m = c._out_messages[1]
+        seen.append((info.rc, m.state, c._inflight_messages, list(c._out_packet)))
+    assert seen[0] == seen[1] == (paho.MQTT_ERR_NO_CONN, paho.mqtt_ms_publish, 0, [])
+
+
+def test_waiters_on_fast_publishes_all_wake_although_they_share_a_condition() -> None:
+    infos = [_Info(i) for i in range(1, 4)]
+    waiters = []
+    for info in infos:  # queued on the shared condition in this order
+        w = threading.Thread(target=info.wait_for_publish)  # no timeout
+        w.start()
+        while len(_PUBLISHED._waiters) < len(waiters) + 1:  # type: ignore[attr-defined]
+            time.sleep(0.001)
+        waiters.append(w)
+    infos[-1]._set_as_published()  # the last waiter's message: a single notify() would wake the first
+    waiters[-1].join(10)
+    assert not waiters[-1].is_alive()
+    for info in infos[:-1]:
+        info._set_as_published()
+    for w in waiters:
+        w.join(10)
+    assert not any(w.is_alive() for w in waiters)
