@@ -35,10 +35,10 @@ class ScoringConfig(BaselineConfig):
     # A reading more than this after its stream's previous one is not scored against it by the
     # deviation channel (a sensor offline for an hour): it only re-anchors the stream. 0 = never.
     max_gap_s: float = 600.0
-    # Carry the forecast score's calibrated threshold (extrapolate(), docs/scoring.md) to the level the
-    # calibration asked for ("quantile": corrects the maximum of a few held-out scores), to 1 − `risk`
-    # ("risk"), or use it as calibrated ("off").
-    extrapolate: Literal["quantile", "risk", "off"] = "quantile"
+    # Carry the forecast score's calibrated threshold (extrapolate(), docs/scoring.md) to 1 − `risk`
+    # ("risk": every channel at the same per-reading risk), to the level the calibration asked for
+    # ("quantile": only corrects the maximum of a few held-out scores), or use it as calibrated ("off").
+    extrapolate: Literal["quantile", "risk", "off"] = "risk"
     # A feature repeating exactly the same value for more than max(stuck_after, 4 × its longest run in
     # the baseline) readings is stuck (stuck.py) and flags the reading. 0 = off.
     stuck_after: int = 60

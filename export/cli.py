@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--features", type=_names, help="feature columns to use (default: all but ts/stream)")
     f.add_argument("--hidden", type=int, default=32)
     f.add_argument("--layers", type=int, default=1)
-    f.add_argument("--epochs", type=int, default=40)
-    f.add_argument("--patience", type=int, default=5, help="early stopping: epochs without improvement")
+    f.add_argument("--epochs", type=int, default=120, help="at most this many epochs (default 120)")
+    f.add_argument("--patience", type=int, default=20, help="early stopping: epochs without improvement (default 20)")
     f.add_argument(
         "--window", type=int, default=64, help="training window length, steps (shortened for short data; default 64)"
     )

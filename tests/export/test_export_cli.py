@@ -293,3 +293,14 @@ def test_keep_int8_if_slower_option(workdir: Path, capsys: pytest.CaptureFixture
     for argv in (["keras", "m.keras", "--features", "a"], ["fit", "d.csv"]):
         args = _parser().parse_args([*argv, "--out", "o.onnx", "--quantize", "int8", "--keep-int8-if-slower"])
         assert _export_kwargs(args)["keep_int8_if_slower"] is True
+
+
+def test_fit_cli_defaults_are_fit_configs() -> None:
+    """`edge-lstm-export fit` without options trains exactly as `FitConfig()` (one set of defaults)."""
+    from edge_lstm_export.cli import _parser
+    from edge_lstm_export.fit import FitConfig
+
+    args = _parser().parse_args(["fit", "normal.csv", "--out", "m.onnx"])
+    c = FitConfig()
+    got = (args.hidden, args.layers, args.epochs, args.patience, args.window, args.seed, args.horizon)
+    assert got == (c.hidden, c.layers, c.epochs, c.patience, c.window, c.seed, c.horizon)

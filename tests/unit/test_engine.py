@@ -9,6 +9,7 @@ import pytest
 from support.models import make_step_model
 
 from edge_lstm import Engine, Reading, Rejection, Result, load_model
+from edge_lstm.score import ScoringConfig, effective_level, extrapolate
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,13 @@ def test_results_carry_model_identity_and_threshold(model) -> None:
     (res,) = Engine(model).process([r])
     d = res.to_dict()
     assert d["model"] == {"name": "test-model", "version": "0.0.1"}
-    assert d["threshold"] == model.meta.calibration.threshold
+    cal = model.meta.calibration
+    # The default carries the calibrated threshold to 1 − risk (docs/scoring.md); "off" publishes it as is.
+    level = effective_level(cal.quantile, cal.samples)
+    assert d["threshold"] == pytest.approx(extrapolate(cal.threshold, level, ScoringConfig().risk, 3), rel=1e-12)
+    assert d["threshold"] > cal.threshold
+    (off,) = Engine(model, scoring=ScoringConfig(extrapolate="off")).process([r])
+    assert off.threshold == cal.threshold  # type: ignore[union-attr]
     assert set(d["prediction"]) == {"a", "b", "c"}
 
 
