@@ -131,9 +131,8 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         c.on_subscribe = self._on_subscribe
-        c.on_message = self._on_message
-        c.on_reading = self._on_reading
-        c.on_publish = self._on_publish
+        c.on_message, c.on_reading = self._on_message, self._on_reading
+        c.on_publish, c.on_handed_over = self._on_publish, self._wake  # plain PUBACKs: just the wake-up
 
     # ---- lifecycle (worker / main thread) -------------------------------------------------------
 

@@ -64,8 +64,7 @@ class BatchedClient(FastPackets):
     the network thread is woken once at the end.
     """
 
-    # Inside `batch` (set there; `_quiet`, `_coalesced_pub` in FastPackets): acks as one packet.
-    _coalesced_ack: bytearray
+    # Inside `batch` (set there; declared in FastPackets): publishes and acks, one packet each.
     _coalesce_sock: object = None  # the connection they were made for
 
     def _sock_recv(self, bufsize: int) -> bytes:

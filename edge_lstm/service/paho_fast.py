@@ -6,7 +6,8 @@
 * a packet whole in the read buffer is cut from it at once (paho reads header, each length byte and
   body separately, updating a dict for each);
 * a QoS 1 result published inside a batch is built here, with an info sharing one Condition, and
-  joins the batch's write (paho's `publish` spends ~6 µs on checks and debug-log calls for every case).
+  joins the batch's write (paho's `publish` spends ~6 µs on checks and debug-log calls for every case);
+  so does an ack; a plain PUBACK completes its message and calls `on_handed_over` directly.
 
 Anything else takes paho's own path. These reach into paho 2.x internals (`_in_packet`,
 `_out_messages`, ...; paho is pinned below 3); tests/integration/test_paho_fast_path.py checks each
@@ -109,6 +110,9 @@ class FastPackets(paho.Client):
     # Called with (topic, payload, mid) for a QoS 1 PUBLISH without properties, instead of building an
     # `MQTTMessage` for `on_message`; None: every message goes to `on_message`.
     on_reading: Callable[[bytes, bytes, int], None] | None = None
+    # Called (no arguments) when a plain PUBACK completes a message, instead of `on_publish`.
+    on_handed_over: Callable[[], None] | None = None
+    _coalesced_ack: bytearray  # the batch's acks, one write
 
     def _packet_read(self) -> MQTTErrorCode:
         if self._in_packet["command"] != 0:
@@ -222,10 +226,29 @@ class FastPackets(paho.Client):
         # Packet id only: success, no properties, in every protocol version. paho's decode would build
         # a ReasonCode and a Properties for it; the rest is what paho does.
         mid = (packet[0] << 8) | packet[1]
+        done = self.on_handed_over
         with self._out_message_mutex:
-            if mid in self._out_messages:
+            if mid not in self._out_messages:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            if done is None or self._max_inflight_messages:
                 return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PUBACK_PROPERTIES)
+            # paho's _do_on_publish without its callback machinery; the message is marked published
+            # before the callback (paho does it after), so whoever the callback wakes finds it done.
+            msg = self._out_messages.pop(mid)
+            msg.info._set_as_published()  # noqa: SLF001
+            if msg.qos > 0:
+                self._inflight_messages -= 1
+        with self._in_callback_mutex:
+            done()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack(self, mid: int, qos: int) -> MQTTErrorCode:
+        # Inside a batch, a PUBACK is 4 bytes added to the batch's acks (paho: a log call, a struct and
+        # a queued packet per ack); the bytes are paho's (`_send_command_with_mid`).
+        if qos == 1 and self._manual_ack and self._quiet == threading.get_ident():
+            self._coalesced_ack += b"\x40\x02" + mid.to_bytes(2, "big")
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super().ack(mid, qos)
 
     def _handle_publish(self) -> MQTTErrorCode:
         header, packet = self._in_packet["command"], self._in_packet["packet"]

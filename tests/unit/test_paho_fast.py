@@ -4,6 +4,7 @@ connection (the broker-level checks are in tests/integration/test_paho_fast_path
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -174,3 +175,25 @@ def test_waiters_on_fast_publishes_all_wake_although_they_share_a_condition() ->
     for w in waiters:
         w.join(10)
     assert not any(w.is_alive() for w in waiters)
+
+
+def test_a_plain_puback_marks_the_message_published_before_calling_on_handed_over(pair: Any) -> None:
+    c, broker = pair
+    seen: list[tuple[bool, int]] = []
+    c.on_publish = lambda *a: pytest.fail("on_publish is not called when on_handed_over is set")
+    with c.batch():
+        info = c.publish("out/a", b"r", qos=1)
+    c.on_handed_over = lambda: seen.append((info.is_published(), c._inflight_messages))
+    broker.sendall(b"\x40\x02" + info.mid.to_bytes(2, "big") + b"\x40\x02\xff\xff")  # + an unknown id
+    c.loop_read()
+    assert seen == [(True, 0)] and not c._out_messages
+
+
+def test_an_ack_in_a_batch_is_paho_s_puback_without_paho_s_send_path(pair: Any) -> None:
+    c, _ = pair
+    c._send_puback = lambda mid: pytest.fail("paho's send path")  # type: ignore[method-assign]
+    c._out_packet.clear()
+    with c.batch():
+        c.ack(7, 1)
+        c.ack(0x1234, 1)
+    assert [bytes(p["packet"]) for p in c._out_packet] == [struct.pack("!BBHBBH", 0x40, 2, 7, 0x40, 2, 0x1234)]
