@@ -6,6 +6,9 @@ import pytest
 from support.config import daemon_config
 from support.traffic import reading_payload
 
+from edge_lstm import load_model
+from edge_lstm.score import Scorer
+
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
@@ -35,7 +38,8 @@ def test_reading_yields_result_and_availability(broker, step_model_path, tmp_pat
     assert set(r["prediction"]) == {"a", "b", "c"}
     assert [x["ts"] for x in results] == [T0, T0 + 1, T0 + 2, T0 + 3]
     assert results[2]["warming_up"] is False and results[2]["score"] > 0
-    assert results[2]["threshold"] == 3.0
+    # The calibrated 3.0 carried to 1 − scoring.risk (docs/scoring.md), as the engine computes it.
+    assert results[2]["threshold"] == Scorer(load_model(step_model_path).meta).threshold > 3.0
 
     # `online` is retained: a late subscriber sees it.
     late = collector(broker.port, ["edge-lstm/status"])
