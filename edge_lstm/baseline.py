@@ -190,11 +190,7 @@ class Baseline:
             # only (DSPOT: an anomaly is not normal operation), then frozen (a fit that goes on learning
             # follows a slow fault's rising edge up: measured in docs/quality.md).
             fit = live & (steps < c.baseline + c.tail_window) & (e <= cols["dev.h"])
-            if fit.any():
-                tail.add(cols, "dev.tail", e, fit, self.prior.u)
-                n, peaks, excess = cols["dev.tail.n"], cols["dev.tail.peaks"], cols["dev.tail.excess"]
-                h = tail.threshold(n, peaks, excess, self.prior, c.risk)
-                cols["dev.h"] = np.where(fit, h, cols["dev.h"])
+            tail.learn(cols, "dev.tail", "dev.h", e, fit, self.prior, c.risk)
         return e, ready, likelihood
 
     def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None) -> np.ndarray:

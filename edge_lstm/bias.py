@@ -97,11 +97,7 @@ class Bias:
             # As the deviation's (baseline.py): the first `tail_window` readings after the baseline that
             # this channel does not flag, then frozen.
             fit = live & (steps < c.baseline + c.tail_window) & (out <= cols["bias.h"])
-            if fit.any():
-                tail.add(cols, "bias.tail", out, fit, self.prior.u)
-                n, peaks, excess = cols["bias.tail.n"], cols["bias.tail.peaks"], cols["bias.tail.excess"]
-                h = tail.threshold(n, peaks, excess, self.prior, c.risk)
-                cols["bias.h"] = np.where(fit, h, cols["bias.h"])
+            tail.learn(cols, "bias.tail", "bias.h", out, fit, self.prior, c.risk)
         return out
 
     def value(self, cols: dict[str, np.ndarray]) -> np.ndarray:

@@ -62,6 +62,18 @@ def add(cols: dict[str, np.ndarray], prefix: str, x: np.ndarray, take: np.ndarra
     cols[f"{prefix}.excess"] = cols[f"{prefix}.excess"] + np.where(over, x - u, 0.0)
 
 
+def learn(
+    cols: dict[str, np.ndarray], prefix: str, h: str, x: np.ndarray, take: np.ndarray, prior: TailPrior, q: float
+) -> None:
+    """Count `x[take]` into the fit under `prefix` and set those streams' threshold column `h` to the
+    updated z_q (in place); the other streams' thresholds are unchanged."""
+    if not take.any():
+        return
+    add(cols, prefix, x, take, prior.u)
+    z = threshold(cols[f"{prefix}.n"], cols[f"{prefix}.peaks"], cols[f"{prefix}.excess"], prior, q)
+    cols[h] = np.where(take, z, cols[h])
+
+
 def threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior, q: float) -> np.ndarray:
     """z_q per stream from its counts: the posterior-mean ζ and σ, γ = 0."""
     zeta = (peaks + prior.m0) / (n + prior.m0 / prior.p_u)
