@@ -5,6 +5,7 @@
     python bench/bench_mqtt.py --quick         # small sizes (the smoke test)
     python bench/bench_mqtt.py --daemon old=/path/to/other/checkout   # also run another daemon's source
     python bench/bench_mqtt.py --variant w5=engine.max_wait_ms=5,engine.target_batch=1   # this daemon, other settings
+    python bench/bench_mqtt.py --steady-only --repeat 3 --daemon old=/path   # steady CPU A/B, runs in turn
 
 One private mosquitto (persistence on, saved every 1800 s as by default, `max_queued_messages` large enough
 for the backlog). Every
@@ -24,10 +25,14 @@ Phases:
     NAME=SECTION.KEY=VALUE,...` runs this checkout's daemon again with those settings (as environment
     variables, `EDGE_LSTM_SECTION__KEY`).
 - **steady** (daemons): `--steady-streams` streams × 1 Hz for `--steady-s` s: the daemon's CPU share.
-- **latency** (daemons): publish → result p50 / p99 at half the daemon's measured drain rate (the
-  reading's `ts` is its publish time; the collector subtracts it from its receive time).
+- **latency** (daemons): publish → result p50 / p99 at half the daemon's measured drain rate, or at
+  `--latency-rate` (the same rate for every consumer: comparable across daemons of different speed). The
+  reading's `ts` is its publish time; the collector subtracts it from its receive time.
 - **idle / READY** (daemons): the daemon restarted with `NOTIFY_SOCKET`: Popen → `READY=1`; then its CPU
   share over `--idle-s` s with no traffic.
+
+`--steady-only` runs the steady phase alone, `--repeat` times for every consumer (the relay too) in
+turn, and prints each one's mean CPU share: for A/B comparisons of CPU changes.
 
 Ratios at the end are daemon / relay from this run (the machine is shared: compare within a run).
 """
@@ -381,7 +386,7 @@ def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -
     time.sleep(1.0)
     res.update(steady(port, col, proc.pid, a, d.name))
     # latency at half the measured drain rate
-    res.update(latency(port, col, res.get("rate", 1000.0) / 2, a, d.name))
+    res.update(latency(port, col, a.latency_rate or res.get("rate", 1000.0) / 2, a, d.name))
     d.stop()
     # start → READY, then idle CPU
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
@@ -413,21 +418,62 @@ def run_relay(port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any
     return res
 
 
-def relay_under_load(port: int, col: Collector, rate: float, a: argparse.Namespace) -> dict[str, Any]:
-    """The relay's steady CPU share and its latency at `rate` (the daemon's half load): what the same
-    machine, broker, publisher and collector cost without the daemon's work."""
-    cid = f"bench-relay-load-{os.getpid()}"
+def relay_under_load(
+    port: int, col: Collector, rate: float | None, a: argparse.Namespace, tag: str = "relay"
+) -> dict[str, Any]:
+    """The relay's steady CPU share and its latency at `rate` (the daemon's half load; None: no latency
+    phase): what the same machine, broker, publisher and collector cost without the daemon's work."""
+    cid = f"bench-{tag}-load-{os.getpid()}"
     make_session(port, cid)
     proc = mp.get_context("spawn").Process(target=relay_main, args=(port, cid), daemon=True)
     proc.start()
     assert proc.pid is not None
     time.sleep(1.0)
-    res = steady(port, col, proc.pid, a, "relay")
-    res.update(latency(port, col, rate, a, "relay"))
+    res = steady(port, col, proc.pid, a, tag)
+    if rate is not None:
+        res.update(latency(port, col, rate, a, tag))
     proc.terminate()
     proc.join(10)
     drop_session(port, cid)
     return res
+
+
+def steady_only(a: argparse.Namespace, daemons: list[tuple[str, Path, dict[str, str]]], extra: str) -> int:
+    """`--steady-only`: the steady phase alone, `--repeat` times for each consumer in turn (the relay
+    first), for A/B comparisons of CPU changes: their CPU share moves by ~0.5 point from run to run on
+    this machine, so one run of each is not enough to see a change of that size."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp,
+        PrivateBroker(persistence=True, extra_conf=extra) as b,
+    ):
+        col = Collector(b.port)
+        try:
+            for rep in range(a.repeat):
+                runs.setdefault("relay", []).append(relay_under_load(b.port, col, None, a, f"relay{rep}"))
+                for name, src, env in daemons:
+                    d = DaemonRun(f"{name}{rep}", src, b.port, Path(tmp), env)
+                    make_session(b.port, d.client_id)
+                    try:
+                        proc = d.start()
+                        time.sleep(3.0)  # started and subscribed (READY takes ~0.5 s)
+                        runs.setdefault(name, []).append(steady(b.port, col, proc.pid, a, d.name))
+                    finally:
+                        d.stop()
+                    drop_session(b.port, d.client_id)
+        finally:
+            col.close()
+    print(
+        f"steady only: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s, {a.repeat} run(s) per consumer in turn"
+    )
+    relay = statistics.mean(r["steady_cpu"] for r in runs["relay"])
+    for name, rs in runs.items():
+        cpu = [r["steady_cpu"] for r in rs]
+        print(
+            f"{name:<10} steady CPU % {statistics.mean(cpu):5.2f} (runs: {', '.join(f'{c:.2f}' for c in cpu)}; "
+            f"{statistics.mean(cpu) / relay:.2f}x the relay)  p50/p99 ms: {', '.join(steady_lat(r) for r in rs)}"
+        )
+    return 0
 
 
 def steady_lat(r: dict[str, Any]) -> str:
@@ -461,6 +507,10 @@ def main() -> int:
     ap.add_argument("--idle-s", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--repeat", type=int, default=1, help="drain runs per consumer (best rate kept)")
+    ap.add_argument("--steady-only", action="store_true", help="only the steady phase, --repeat runs each")
+    ap.add_argument(
+        "--latency-rate", type=float, default=0.0, help="latency phase at this rate/s (default: half the drain rate)"
+    )
     ap.add_argument("--daemon", action="append", default=[], metavar="NAME=PATH", help="another source tree")
     ap.add_argument(
         "--variant",
@@ -480,6 +530,8 @@ def main() -> int:
     # every second for the restart tests; with this benchmark's sessions and retained alarms each save
     # stalled the broker for tens of ms, and that, not the consumer, was the p99 (the relay's too).
     extra = f"max_queued_messages {a.backlog * 2 + 10_000}\nmax_inflight_messages 1000\nautosave_interval 1800\n"
+    if a.steady_only:
+        return steady_only(a, daemons, extra)
     rows: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp,

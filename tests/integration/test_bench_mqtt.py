@@ -22,7 +22,7 @@ def test_bench_mqtt_quick() -> None:
     except BrokerUnavailable as e:
         pytest.skip(str(e))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick", "--latency-rate", "150"],
         capture_output=True,
         text=True,
         timeout=280,
@@ -40,3 +40,30 @@ def test_bench_mqtt_quick() -> None:
         re.M,
     ), out
     assert re.search(r"ratio daemon / relay: readings/s [\d.]+x, CPU per reading [\d.]+x", out), out
+    # --latency-rate: the latency phase ran at that rate for the daemon and the relay alike
+    assert re.search(r"^daemon\s+600\s.*\s150\s+[\d.]+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"^relay\s+600\s.*\s150\s+-\s+-$", out, re.M), out
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_mqtt_steady_only_runs_each_consumer_in_turn() -> None:
+    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerUnavailable as e:
+        pytest.skip(str(e))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick", "--steady-only", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr + out
+    for name in ("relay", "daemon"):  # two runs each, their mean and the ratio to the relay's
+        row = rf"^{name}\s+steady CPU % +[\d.]+ \(runs: [\d.]+, [\d.]+; [\d.]+x the relay\)  p50/p99 ms: "
+        assert re.search(row, out, re.M), out
+    assert "backlog drain" not in out and "ratio daemon / relay" not in out  # no other phase ran
