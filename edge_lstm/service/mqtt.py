@@ -2,7 +2,8 @@
 
 Rules this module keeps (docs/operations.md, "How messages flow"):
 
-* `on_message` only appends `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
+* `on_message` (and `on_reading`, paho_fast's path for plain QoS 1 readings) only appends
+  `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
   `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
   work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
   and the broker then queues and drops (paho #379, #328; paho holds its locks during callbacks, #346).
