@@ -40,8 +40,16 @@ def test_bias_equals_the_numpy_reference() -> None:
     m = x.mean(0)
     cov = (x - m).T @ (x - m) / len(x)
     cov = 0.9 * cov + 0.1 * np.diag(np.diag(cov)) + 1e-4 * np.eye(F)
-    P = np.linalg.inv(cov)
     a = cfg.alpha
+    # λ: the spread of the EWMA of the baseline's residuals (after `span` of them) against white noise's.
+    zr, zs = np.zeros(F), []
+    for k, rk in enumerate(x):
+        zr = (1 - a) * zr + a * rk
+        if k + 1 > cfg.span:
+            zs.append(zr)
+    zc = np.cov(np.array(zs).T, bias=True)
+    lam = max(1.0, float(np.trace(np.linalg.inv(cov) @ zc)) * (2 - a) / a / F)
+    P = np.linalg.inv(cov) / lam
     z = np.zeros(F)
     want = np.zeros(T)
     for t in range(base, T):
@@ -65,6 +73,34 @@ def test_white_residuals_rarely_cross_and_a_small_persistent_offset_does() -> No
     assert flags[300:, :10].mean() < 1e-3  # normal streams: about the risk (1e-4), not more
     assert flags[2100:, 10:].mean() > 0.95  # the offset scores for as long as it lasts
     assert flags[:2000, 10:][300:].mean() < 1e-3
+
+
+def test_wandering_residuals_are_scaled_by_their_own_baseline_spread() -> None:
+    """Autocorrelated residuals (a model that fits the stream less well): the EWMA of an AR(1) with
+    φ = 0.9 spreads (1 + φ(1 − α)) / (1 − φ(1 − α)) = 11.7× wider than white residuals' (span 30). λ,
+    measured in the baseline, keeps them out of the tail; white residuals get λ ≈ 1."""
+    rng = np.random.default_rng(5)
+    T, S, F = 3000, 20, 2
+    e = rng.normal(size=(T, S, F))
+    r = np.zeros_like(e)
+    for t in range(1, T):
+        r[t] = 0.9 * r[t - 1] + e[t]
+    cfg = BaselineConfig(baseline=300)
+
+    def lam(x: np.ndarray, cols: dict[str, np.ndarray]) -> np.ndarray:
+        """C⁻¹ (shrunk, floored, per stream, as bias.py) against the learned P = C⁻¹ / λ."""
+        out = []
+        for k in range(S):
+            c = np.cov(x[1:300, k].T, bias=True)
+            c = 0.9 * c + 0.1 * np.diag(np.diag(c)) + 1e-4 * np.eye(F)
+            out.append(np.trace(np.linalg.inv(c)) / np.trace(cols["bias.P"][k]))
+        return np.array(out)
+
+    cols, out, h = feed(Bias(F, cfg), r)
+    assert 6 < np.median(lam(r, cols)) < 20
+    assert (out[300:] > h[300:]).mean() < 0.01
+    cols_w, _, _ = feed(Bias(F, cfg), e)  # white residuals
+    assert np.median(lam(e, cols_w)) < 1.5
 
 
 def test_one_wild_residual_does_not_flag_the_readings_after_it() -> None:
