@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
+        "--threads",
+        type=_positive,
+        default=1,
+        help="torch threads while training (default 1: fastest for these models)",
+    )
+    f.add_argument(
         "--horizon",
         type=int,
         default=1,
@@ -207,6 +213,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         window=args.window,
         patience=args.patience,
         horizon=args.horizon,
+        threads=args.threads,
     )
     result = fit_csv(
         args.csv,
@@ -277,6 +284,16 @@ def _resolve(factory: str) -> Callable[[], Any]:
     if not callable(obj):
         raise FactoryError(f"factory '{factory}' is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def _names(text: str) -> list[str]:

@@ -302,5 +302,25 @@ def test_fit_cli_defaults_are_fit_configs() -> None:
 
     args = _parser().parse_args(["fit", "normal.csv", "--out", "m.onnx"])
     c = FitConfig()
-    got = (args.hidden, args.layers, args.epochs, args.patience, args.window, args.seed, args.horizon)
-    assert got == (c.hidden, c.layers, c.epochs, c.patience, c.window, c.seed, c.horizon)
+    got = (args.hidden, args.layers, args.epochs, args.patience, args.window, args.seed, args.horizon, args.threads)
+    assert got == (c.hidden, c.layers, c.epochs, c.patience, c.window, c.seed, c.horizon, c.threads)
+
+
+def test_fit_trains_with_its_threads_and_restores_torchs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_lstm_export import fit as fit_module
+
+    seen: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    before = torch.get_num_threads()
+    x = normal_series(300, 0)
+    cfg = fit_module.FitConfig(epochs=1, hidden=4, threads=1)
+    fit_module.fit_arrays([x], tmp_path / "m.onnx", features=list(FEATURES), config=cfg, progress=None)
+    assert seen == [1, before] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        fit_module.fit_arrays([x], tmp_path / "m.onnx", features=list(FEATURES), config=fit_module.FitConfig(threads=0))
+    from edge_lstm_export.cli import _parser
+
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["fit", "x.csv", "--out", "m.onnx", "--threads", "0"])
+    assert e.value.code == 2
