@@ -1,7 +1,8 @@
 """`edge-lstm replay --plot out.png`: one picture of a replayed stream (needs the `[plot]` extra).
 
 Panels, sharing the time axis: each feature's values with the model's predictions of them; the forecast
-`score` with its `threshold`; the `deviation` with its threshold. Flagged readings are marked, and the
+`score` with its `threshold`; the `deviation` with its threshold; the `bias` with its threshold (forecast
+models). Flagged readings are marked, and the
 spans while the stream's alarm was raised are shaded on every panel.
 """
 
@@ -31,6 +32,8 @@ class Trace:
     threshold: list[float | None] = field(default_factory=list)
     deviation: list[float | None] = field(default_factory=list)
     deviation_threshold: list[float | None] = field(default_factory=list)
+    bias: list[float | None] = field(default_factory=list)
+    bias_threshold: list[float | None] = field(default_factory=list)
     anomaly: list[bool] = field(default_factory=list)
     alarm: list[bool] = field(default_factory=list)
     _next: Sequence[float] | None = None
@@ -44,6 +47,8 @@ class Trace:
         self.threshold.append(r.threshold)
         self.deviation.append(r.deviation)
         self.deviation_threshold.append(r.deviation_threshold)
+        self.bias.append(r.bias)
+        self.bias_threshold.append(r.bias_threshold)
         self.anomaly.append(r.anomaly)
         self.alarm.append(r.alarm)
 
@@ -60,7 +65,8 @@ def plot(trace: Trace, names: Sequence[str], path: Path, title: str) -> None:
 
     t = [datetime.fromtimestamp(x, UTC) for x in trace.ts]
     n = len(names)
-    fig, axes = plt.subplots(n + 2, 1, sharex=True, figsize=(11, 2.0 * (n + 2)), squeeze=False)
+    panels = n + 2 + any(b is not None for b in trace.bias)
+    fig, axes = plt.subplots(panels, 1, sharex=True, figsize=(11, 2.0 * panels), squeeze=False)
     ax = [a[0] for a in axes]
     for k, name in enumerate(names):
         ax[k].plot(t, [v[k] for v in trace.values], lw=0.8, label=name)
@@ -82,7 +88,18 @@ def plot(trace: Trace, names: Sequence[str], path: Path, title: str) -> None:
     s_ax.set_ylabel("score")
     d_ax.set_ylabel("deviation")
     d_ax.set_yscale("symlog")
-    for a in (s_ax, d_ax):
+    channels = [s_ax, d_ax]
+    if panels > n + 2:
+        b_ax = ax[n + 2]
+        b_ax.plot(t, [x if x is not None else math.nan for x in trace.bias], lw=0.8, label="bias")
+        b_ax.plot(t, [x if x is not None else math.nan for x in trace.bias_threshold], "r--", lw=0.8,
+                  label="bias threshold")  # fmt: skip
+        b_flagged = [i for i in flagged if trace.bias[i] is not None]
+        b_ax.plot([t[i] for i in b_flagged], [trace.bias[i] for i in b_flagged], "r.", ms=3, label="anomaly")
+        b_ax.set_ylabel("bias")
+        b_ax.set_yscale("symlog")
+        channels.append(b_ax)
+    for a in channels:
         a.legend(loc="upper right", fontsize="small")
     for start, end in _spans(trace.alarm):
         for a in ax:

@@ -277,3 +277,23 @@ def test_progress_reader_counts_and_draws(tmp_path: Path) -> None:
     r = ProgressReader(io.StringIO("a,b\n1,2\n3,4\n"), total=12, out=out, every_s=0.0)
     assert r.readline() == "a,b\n" and list(r) == ["1,2\n", "3,4\n"]
     assert r.read == 12 and r.lines == 3 and "100 % (3 rows)" in out.getvalue()
+
+
+def test_plot_adds_the_bias_panel_when_the_stream_has_one(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra")
+    from edge_lstm.cli.plot import Trace, plot
+    from edge_lstm.result import Result
+
+    def png_height(bias: float | None) -> int:
+        trace = Trace()
+        for t in range(50):
+            r = Result("s", 1_700_000_000.0 + t, 0.5, t == 40, 2.0, False, {}, prediction=[1.0, 2.0])
+            r.deviation, r.deviation_threshold = 1.0, 2.0
+            r.bias, r.bias_threshold = (None, None) if bias is None else (bias * t, 30.0)
+            trace.add(r, [1.0, 2.0])
+        png = tmp_path / f"{bias}.png"
+        plot(trace, ["a", "b"], png, "s")
+        return int.from_bytes(png.read_bytes()[20:24], "big")  # IHDR height
+
+    # 2.0 inches at 100 dpi per panel: two features, score, deviation (+ bias).
+    assert png_height(None) == 4 * 200 and png_height(1.0) == 5 * 200
