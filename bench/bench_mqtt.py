@@ -40,6 +40,7 @@ Ratios at the end are daemon / relay from this run (the machine is shared: compa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -51,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -438,31 +440,38 @@ def relay_under_load(
     return res
 
 
-def steady_only(a: argparse.Namespace, daemons: list[tuple[str, Path, dict[str, str]]], extra: str) -> int:
-    """`--steady-only`: the steady phase alone, `--repeat` times for each consumer in turn (the relay
-    first), for A/B comparisons of CPU changes: their CPU share moves by ~0.5 point from run to run on
-    this machine, so one run of each is not enough to see a change of that size."""
-    runs: dict[str, list[dict[str, Any]]] = {}
+@contextlib.contextmanager
+def bench_broker(extra: str) -> Iterator[tuple[Path, PrivateBroker, Collector]]:
+    """The run's private broker (persistent), a temp dir for the daemons' state, and the collector."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp,
         PrivateBroker(persistence=True, extra_conf=extra) as b,
     ):
         col = Collector(b.port)
         try:
-            for rep in range(a.repeat):
-                runs.setdefault("relay", []).append(relay_under_load(b.port, col, None, a, f"relay{rep}"))
-                for name, src, env in daemons:
-                    d = DaemonRun(f"{name}{rep}", src, b.port, Path(tmp), env)
-                    make_session(b.port, d.client_id)
-                    try:
-                        proc = d.start()
-                        time.sleep(3.0)  # started and subscribed (READY takes ~0.5 s)
-                        runs.setdefault(name, []).append(steady(b.port, col, proc.pid, a, d.name))
-                    finally:
-                        d.stop()
-                    drop_session(b.port, d.client_id)
+            yield Path(tmp), b, col
         finally:
             col.close()
+
+
+def steady_only(a: argparse.Namespace, daemons: list[tuple[str, Path, dict[str, str]]], extra: str) -> int:
+    """`--steady-only`: the steady phase alone, `--repeat` times for each consumer in turn (the relay
+    first), for A/B comparisons of CPU changes: their CPU share moves by ~0.5 point from run to run on
+    this machine, so one run of each is not enough to see a change of that size."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with bench_broker(extra) as (tmp, b, col):
+        for rep in range(a.repeat):
+            runs.setdefault("relay", []).append(relay_under_load(b.port, col, None, a, f"relay{rep}"))
+            for name, src, env in daemons:
+                d = DaemonRun(f"{name}{rep}", src, b.port, tmp, env)
+                make_session(b.port, d.client_id)
+                try:
+                    proc = d.start()
+                    time.sleep(3.0)  # started and subscribed (READY takes ~0.5 s)
+                    runs.setdefault(name, []).append(steady(b.port, col, proc.pid, a, d.name))
+                finally:
+                    d.stop()
+                drop_session(b.port, d.client_id)
     print(
         f"steady only: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s, {a.repeat} run(s) per consumer in turn"
     )
@@ -533,28 +542,21 @@ def main() -> int:
     if a.steady_only:
         return steady_only(a, daemons, extra)
     rows: dict[str, dict[str, Any]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp,
-        PrivateBroker(persistence=True, extra_conf=extra) as b,
-    ):
-        col = Collector(b.port)
-        try:
-            for rep in range(a.repeat):
-                r = run_relay(b.port, col, a)
-                if r.get("rate", 0) >= rows.get("relay", {}).get("rate", 0):
-                    rows["relay"] = r
-                for name, src, env in daemons:
-                    d = DaemonRun(f"{name}{rep}", src, b.port, Path(tmp), env)
-                    try:
-                        r = run_daemon(d, b.port, col, a)
-                    finally:
-                        d.stop()
-                    if r.get("rate", 0) >= rows.get(name, {}).get("rate", 0):
-                        rows[name] = r
-            if "lat_rate" in rows.get("daemon", {}):
-                rows["relay"].update(relay_under_load(b.port, col, rows["daemon"]["lat_rate"], a))
-        finally:
-            col.close()
+    with bench_broker(extra) as (tmp, b, col):
+        for rep in range(a.repeat):
+            r = run_relay(b.port, col, a)
+            if r.get("rate", 0) >= rows.get("relay", {}).get("rate", 0):
+                rows["relay"] = r
+            for name, src, env in daemons:
+                d = DaemonRun(f"{name}{rep}", src, b.port, tmp, env)
+                try:
+                    r = run_daemon(d, b.port, col, a)
+                finally:
+                    d.stop()
+                if r.get("rate", 0) >= rows.get(name, {}).get("rate", 0):
+                    rows[name] = r
+        if "lat_rate" in rows.get("daemon", {}):
+            rows["relay"].update(relay_under_load(b.port, col, rows["daemon"]["lat_rate"], a))
     print(
         f"backlog drain: {a.backlog:,} QoS 1 readings over {a.streams} streams; "
         f"steady: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s (CPU share, p50/p99 latency); "

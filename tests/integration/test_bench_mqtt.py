@@ -12,9 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(300)
-def test_bench_mqtt_quick() -> None:
+def bench_mqtt(*args: str) -> str:
+    """bench/bench_mqtt.py's stdout (skipped without a mosquitto binary; its exit code must be 0)."""
     from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
 
     try:
@@ -22,14 +21,20 @@ def test_bench_mqtt_quick() -> None:
     except BrokerUnavailable as e:
         pytest.skip(str(e))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick", "--latency-rate", "150"],
+        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), *args],
         capture_output=True,
         text=True,
         timeout=280,
         cwd=ROOT,
     )
-    out = proc.stdout
-    assert proc.returncode == 0, proc.stderr + out
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_mqtt_quick() -> None:
+    out = bench_mqtt("--quick", "--latency-rate", "150")
     # The relay row carries its steady share and latency too (the harness's own floor).
     relay_row = r"^relay\s+600\s+[\d,]+\s+\d+\s+[\d.]+\s+[\d.]+/[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s"
     assert re.search(relay_row, out, re.M), out
@@ -48,21 +53,7 @@ def test_bench_mqtt_quick() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_bench_mqtt_steady_only_runs_each_consumer_in_turn() -> None:
-    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except BrokerUnavailable as e:
-        pytest.skip(str(e))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), "--quick", "--steady-only", "--repeat", "2"],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        cwd=ROOT,
-    )
-    out = proc.stdout
-    assert proc.returncode == 0, proc.stderr + out
+    out = bench_mqtt("--quick", "--steady-only", "--repeat", "2")
     for name in ("relay", "daemon"):  # two runs each, their mean and the ratio to the relay's
         row = rf"^{name}\s+steady CPU % +[\d.]+ \(runs: [\d.]+, [\d.]+; [\d.]+x the relay\)  p50/p99 ms: "
         assert re.search(row, out, re.M), out
