@@ -254,24 +254,20 @@ def test_alarm_clears_only_once_the_likelihood_is_back_in_the_body() -> None:
     """Two levels (a Schmitt trigger): unflagged readings whose likelihood is still above
     `clear_likelihood` (a deviation hovering just under its threshold) are not quiet, so the alarm neither
     clears nor re-raises there; it clears `clear_after` readings after the likelihood drops."""
-    policy = AlarmPolicy(2, 3, 5, clear_likelihood=0.99)
-    cols = fresh(ALARM_COLUMNS, 1)
     seq = [(True, 1.0)] * 3 + [(False, 0.995)] * 20 + [(False, 0.5)] * 5
-    events = []
-    for t, (f, like) in enumerate(seq):
-        r, c = policy.update(cols, np.array([f]), np.array([1.0]), np.array([float(t)]), np.array([like]))
-        if r[0] or c[0]:
-            events.append(("raised" if r[0] else "cleared", t))
-    assert events == [("raised", 1), ("cleared", 27)]
+
+    def events(policy: AlarmPolicy) -> list[tuple[str, int]]:
+        cols = fresh(ALARM_COLUMNS, 1)
+        out = []
+        for t, (f, like) in enumerate(seq):
+            r, c = policy.update(cols, np.array([f]), np.array([1.0]), np.array([float(t)]), np.array([like]))
+            if r[0] or c[0]:
+                out.append(("raised" if r[0] else "cleared", t))
+        return out
+
+    assert events(AlarmPolicy(2, 3, 5, clear_likelihood=0.99)) == [("raised", 1), ("cleared", 27)]
     # clear_likelihood = 1: any unflagged reading is quiet (the single-level rule)
-    one = AlarmPolicy(2, 3, 5, clear_likelihood=1.0)
-    cols = fresh(ALARM_COLUMNS, 1)
-    events = []
-    for t, (f, like) in enumerate(seq):
-        r, c = one.update(cols, np.array([f]), np.array([1.0]), np.array([float(t)]), np.array([like]))
-        if r[0] or c[0]:
-            events.append(("raised" if r[0] else "cleared", t))
-    assert events == [("raised", 1), ("cleared", 7)]
+    assert events(AlarmPolicy(2, 3, 5, clear_likelihood=1.0)) == [("raised", 1), ("cleared", 7)]
 
 
 def test_alarm_clear_likelihood_is_validated() -> None:
