@@ -6,6 +6,7 @@
     python bench/bench_mqtt.py --daemon old=/path/to/other/checkout   # also run another daemon's source
     python bench/bench_mqtt.py --variant w5=engine.max_wait_ms=5,engine.target_batch=1   # this daemon, other settings
     python bench/bench_mqtt.py --steady-only --repeat 3 --daemon old=/path   # steady CPU A/B, runs in turn
+    python bench/bench_mqtt.py --paho-load     # the paho publisher and collector of rounds 1-3
 
 One private mosquitto (persistence on, saved every 1800 s as by default, `max_queued_messages` large enough
 for the backlog). Every
@@ -30,6 +31,17 @@ Phases:
   reading's `ts` is its publish time; the collector subtracts it from its receive time.
 - **idle / READY** (daemons): the daemon restarted with `NOTIFY_SOCKET`: Popen → `READY=1`; then its CPU
   share over `--idle-s` s with no traffic.
+
+The load generator and the collector (bench/mqtt_load.py, since round 4): readings are written by a
+plain-socket MQTT 3.1.1 publisher as pre-encoded QoS 1 PUBLISH packets, in bursts every ~1 ms (one
+`send` each); a reading's `ts` is the time just before its burst is written, and the publisher reads and
+counts the PUBACKs (every reading is still taken by the broker at QoS 1). The collector is a plain-socket
+QoS 0 subscriber: each read's results get that read's time, and a result's `ts` is found with a regular
+expression. Latency is measured as before: the collector's receive time - the reading's `ts`. The paho
+publisher and collector of rounds 1-3 used about two thirds of a core at 11,000 readings/s on this 2-core
+machine (more than the daemon they measured) and capped the drain the collector could see at ~5,000/s
+when the machine was busy; `--paho-load` brings them back for comparison. Relay and daemons get the same
+generator and collector.
 
 `--steady-only` runs the steady phase alone, `--repeat` times for every consumer (the relay too) in
 turn, and prints each one's mean CPU share: for A/B comparisons of CPU changes.
@@ -65,6 +77,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_lstm.demo.broker import PrivateBroker  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import mqtt_load  # noqa: E402
 
 FEATURES = ("temperature", "vibration", "current")  # the packaged model's
 SUB = "sensors/+"
@@ -128,7 +143,22 @@ def reading(stream: str, ts: float, i: int) -> bytes:
     ).encode()
 
 
+def _values_json(i: int) -> bytes:
+    """The part of `reading`'s JSON after its ts (it depends on i % 17 only)."""
+    return b"," + reading("", 0.0, i).split(b",", 1)[1]
+
+
+VALUES = [_values_json(i) for i in range(17)]
+
+
+# The load generator: mqtt_load's raw-socket publisher and collector (default), or paho's (--paho-load,
+# what rounds 1-3 used; set in main, passed to the collector process).
+PAHO_LOAD = False
+
+
 class Publisher:
+    """paho publisher (--paho-load)."""
+
     def __init__(self, port: int) -> None:
         self.c = client()
         self.c.max_inflight_messages_set(0)
@@ -153,7 +183,47 @@ class Publisher:
 # ---- the collector process ---------------------------------------------------------------------------
 
 
-def collector_main(port: int, conn: Any) -> None:
+def collector_main(port: int, conn: Any, paho_load: bool = False) -> None:
+    if paho_load:
+        return collector_main_paho(port, conn)
+    st: dict[str, Any] = {}
+
+    def reset(pid: int, n: int, latency: bool) -> None:
+        st.update(pid=pid, n=n, latency=latency, count=0, t0=None, t1=None, c0=None, c1=None, lat=[])
+
+    reset(0, 0, False)
+    ts = mqtt_load.result_ts
+
+    def on_batch(now: float, payloads: list[bytes]) -> None:
+        # Every result of one read gets that read's time: when the collector saw them.
+        count = st["count"]
+        if st["t0"] is None and st["pid"]:
+            st["t0"], st["c0"] = now, cpu_s(st["pid"])
+        st["count"] = count + len(payloads)
+        if st["latency"]:
+            st["lat"].extend(now - ts(p) for p in payloads)
+        if count < st["n"] <= st["count"] and st["pid"]:
+            st["t1"], st["c1"] = now, cpu_s(st["pid"])
+
+    sub = mqtt_load.RawSubscriber(port, "edge-lstm/scores/#")
+    reader = threading.Thread(target=sub.run, args=(on_batch,), daemon=True)
+    reader.start()
+    conn.send("ready")
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "watch":
+            reset(*cmd[1:])
+            conn.send("ok")
+        elif cmd[0] == "report":
+            conn.send({k: v for k, v in st.items()})
+        else:
+            break
+    sub.close()
+    reader.join(5)
+
+
+def collector_main_paho(port: int, conn: Any) -> None:
+    """The collector with paho and json.loads per result (--paho-load, rounds 1-3)."""
     st: dict[str, Any] = {}
 
     def reset(pid: int, n: int, latency: bool) -> None:
@@ -194,7 +264,7 @@ class Collector:
     def __init__(self, port: int) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=collector_main, args=(port, child), daemon=True)
+        self.proc = ctx.Process(target=collector_main, args=(port, child, PAHO_LOAD), daemon=True)
         self.proc.start()
         assert self.conn.recv() == "ready"
 
@@ -300,11 +370,16 @@ class DaemonRun:
 
 
 def queue_backlog(port: int, n: int, n_streams: int, prefix: str) -> None:
-    p = Publisher(port)
+    p = mqtt_load.RawPublisher(port)
     t0 = round(time.time()) - n // n_streams - 60
+    burst = []
     for i in range(n):
         stream = f"{prefix}{i % n_streams:04d}"
-        p.publish(stream, reading(stream, t0 + i // n_streams, i))
+        burst.append((mqtt_load.topic_part(f"sensors/{stream}"), reading(stream, t0 + i // n_streams, i)))
+        if len(burst) == 500 or i == n - 1:
+            p.publish(burst)
+            burst = []
+            p.poll()
     p.close()
 
 
@@ -321,7 +396,30 @@ def drain(col: Collector, pid: int, n: int, timeout: float) -> dict[str, Any]:
 
 
 def paced(port: int, rate: float, seconds: float, streams: list[str]) -> int:
-    """Publish readings at `rate`/s round-robin over `streams` for `seconds`; ts = publish time."""
+    """Publish readings at `rate`/s round-robin over `streams` for `seconds`; ts = publish time.
+
+    Every ~1 ms the readings due are written as one burst of pre-encoded QoS 1 packets, stamped with the
+    time just before the write (mqtt_load.RawPublisher); `--paho-load`: paho's publish() per reading."""
+    if PAHO_LOAD:
+        return paced_paho(port, rate, seconds, streams)
+    p = mqtt_load.RawPublisher(port)
+    topics = [mqtt_load.topic_part(f"sensors/{s}") for s in streams]
+    n = len(topics)
+    sent, t0 = 0, time.monotonic()
+    while (el := time.monotonic() - t0) < seconds:
+        due = int(el * rate)
+        if due > sent:
+            head = b'{"ts": %.6f' % time.time()
+            p.publish([(topics[i % n], head + VALUES[(i + 1) % 17]) for i in range(sent, due)])
+            sent = due
+        p.poll()
+        time.sleep(0.001)
+    p.close()
+    return sent
+
+
+def paced_paho(port: int, rate: float, seconds: float, streams: list[str]) -> int:
+    """`paced` with paho's publish() per reading, a burst every ~2 ms (rounds 1-3)."""
     p = Publisher(port)
     sent, i, t0 = 0, 0, time.monotonic()
     while (el := time.monotonic() - t0) < seconds:
@@ -528,7 +626,14 @@ def main() -> int:
         metavar="NAME=SECTION.KEY=VALUE[,...]",
         help="this checkout's daemon again, with these settings",
     )
+    ap.add_argument(
+        "--paho-load",
+        action="store_true",
+        help="paho publisher and collector (rounds 1-3) instead of mqtt_load's raw-socket ones",
+    )
     a = ap.parse_args()
+    global PAHO_LOAD
+    PAHO_LOAD = a.paho_load
     if a.quick:
         a.backlog, a.streams, a.steady_streams = 600, 20, 50
         a.steady_s, a.latency_s, a.idle_s, a.timeout = 2.0, 2.0, 1.0, 60.0

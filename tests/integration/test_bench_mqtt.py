@@ -58,3 +58,11 @@ def test_bench_mqtt_steady_only_runs_each_consumer_in_turn() -> None:
         row = rf"^{name}\s+steady CPU % +[\d.]+ \(runs: [\d.]+, [\d.]+; [\d.]+x the relay\)  p50/p99 ms: "
         assert re.search(row, out, re.M), out
     assert "backlog drain" not in out and "ratio daemon / relay" not in out  # no other phase ran
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_bench_mqtt_paho_load_still_runs() -> None:
+    """--paho-load: the rounds 1-3 publisher and collector (paho), kept for comparisons."""
+    out = bench_mqtt("--quick", "--steady-only", "--paho-load")
+    assert re.search(r"^daemon\s+steady CPU % +[\d.]+ \(runs: [\d.]+; ", out, re.M), out
