@@ -14,9 +14,12 @@ coefficient φ and the covariance Σ of the AR(1) innovation; afterwards every r
 
 A noisy feature (φ ≈ 0) is predicted by its level, so a shift stays in the score for as long as it lasts;
 a smooth, drifting one (φ ≈ 1, a temperature) by its last value, so slow drift does not pile up but a
-jump shows. Everything is a fixed set of per-stream columns of the state table (O(F²) each), updated
-for a whole round of streams at once; the warm-up sums are folded into μ, φ and P once, at the end of
-the baseline period.
+jump shows. A model whose calibration data recorded its normal operating states (mean and covariance of
+windows of it) also measures each stream's distance to the nearest of them, smoothed the same way, and
+publishes the smaller deviation: a machine that moves, over hours, to where the calibration data once
+was is in known normal operation (docs/scoring.md, "Known normal states"). Everything is a fixed set of
+per-stream columns of the state table (O(F²) each, O(K F²) for K known states), updated for a whole round
+of streams at once; the warm-up sums are folded into μ, φ and P once, at the end of the baseline period.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class BaselineConfig:
     tail_window: int = 100
     tail_level: float = 0.1
     tail_prior: float = 5.0
+    # Also measure the stream against the normal operating states its model was calibrated on (the
+    # calibration's `states`): the deviation is the smaller of the stream's own and its distance to the
+    # nearest known state, each smoothed on its own (`Baseline._known`).
+    known_states: bool = True
 
     def __post_init__(self) -> None:
         if self.baseline < 3:
@@ -111,10 +118,12 @@ class BaselineConfig:
         return tail.TailPrior.through(u, self.tail_level, self.threshold(features), self.risk, self.tail_prior)
 
 
-def columns(features: int, h0: float = 0.0) -> dict[str, Column]:
+def columns(features: int, h0: float = 0.0, states: int = 0) -> dict[str, Column]:
     f = (features,)
     ff = (features, features)
+    known = {"dev.ek": Column((states,), np.float64, _FAR * h0)} if states else {}
     return {
+        **known,  # EWMA of the distance to each known normal state; starts far (a state must earn its way down)
         "dev.e": Column((), np.float64, 1.0),  # EWMA of s; starts at its normal mean
         "dev.h": Column((), np.float64, h0),  # the stream's threshold of e; starts at the prior's
         "dev.ref": Column(f, np.float64),  # the stream's first reading: sums are shifted by it (precision)
@@ -132,14 +141,35 @@ def columns(features: int, h0: float = 0.0) -> dict[str, Column]:
     }
 
 
-class Baseline:
-    """The deviation channel for one model (F features); stateless apart from the columns it is given."""
+_FAR = 4.0  # a known state's smoothed distance starts at this many prior thresholds
 
-    def __init__(self, features: int, config: BaselineConfig) -> None:
+
+class Baseline:
+    """The deviation channel for one model (F features); stateless apart from the columns it is given.
+
+    `state_mean` [K, F], `state_cov` [K, F, F]: the known normal states (scaled) from the model's
+    calibration data (docs/scoring.md, "Known normal states"), or None."""
+
+    def __init__(
+        self,
+        features: int,
+        config: BaselineConfig,
+        state_mean: np.ndarray | None = None,
+        state_cov: np.ndarray | None = None,
+    ) -> None:
         self.F = features
         self.config = config
         self.h = config.threshold(features)  # the prior's threshold: every stream's before its tail is fitted
-        self.columns = columns(features, self.h)
+        use = state_mean is not None and len(state_mean) > 0 and config.known_states
+        self.state_mean = np.asarray(state_mean, np.float64).reshape(-1, features) if use else None
+        self.state_P: np.ndarray | None = None
+        if self.state_mean is not None:
+            k = len(self.state_mean)
+            cov = np.asarray(state_cov, np.float64).reshape(k, features, features)
+            eye = np.eye(features)
+            cov = (1.0 - config.shrink) * cov + config.shrink * cov * eye + config.var_floor * eye
+            self.state_P = np.linalg.inv(cov)
+        self.columns = columns(features, self.h, 0 if self.state_mean is None else len(self.state_mean))
         self._k = config.dof(features)
         self.prior = config.tail_prior_law(features)
 
@@ -178,6 +208,11 @@ class Baseline:
         s_in = np.minimum(s, c.influence * cols["dev.h"]) if c.influence > 0 else s  # bounded influence
         e = np.where(live, (1.0 - c.alpha) * cols["dev.e"] + c.alpha * s_in, cols["dev.e"])
         cols["dev.e"] = e
+        own = e  # the tail is fitted to the stream's own deviation (the known states only excuse readings)
+        if self.state_mean is not None:
+            if live.any():
+                self._known(cols, u, live)
+            e = np.minimum(e, cols["dev.ek"].min(axis=1))
         if c.track > 0 and live.any():
             # Bounded-influence level tracking: normal slow drift is followed, a fault (large s) barely is.
             w = c.clip / np.sqrt(np.maximum(s[live], c.clip * c.clip))
@@ -189,9 +224,27 @@ class Baseline:
             # The stream's own tail: its first `tail_window` readings after the baseline, unflagged ones
             # only (DSPOT: an anomaly is not normal operation), then frozen (a fit that goes on learning
             # follows a slow fault's rising edge up: measured in docs/quality.md).
-            fit = live & (steps < c.baseline + c.tail_window) & (e <= cols["dev.h"])
-            tail.learn(cols, "dev.tail", "dev.h", e, fit, self.prior, c.risk)
+            fit = live & (steps < c.baseline + c.tail_window) & (own <= cols["dev.h"])
+            tail.learn(cols, "dev.tail", "dev.h", own, fit, self.prior, c.risk)
         return e, ready, likelihood
+
+    def _known(self, cols: dict[str, np.ndarray], u: np.ndarray, live: np.ndarray) -> None:
+        """The smoothed distance to each known normal operating state, updated for `live` streams: the
+        Mahalanobis distance of the reading from the state's mean under the state's own covariance (both
+        from a window of the calibration data). A stream that moved to where the calibration data once
+        was (a machine warming up over hours) is in known normal operation; a fault that leaves every
+        known state keeps scoring as before."""
+        assert self.state_mean is not None and self.state_P is not None
+        y = u[live][:, None, :] - self.state_mean[None, :, :]  # [B, K, F]
+        sk = np.einsum("bkf,kfg,bkg->bk", y, self.state_P, y) / self.F
+        ek = (1.0 - self.config.alpha) * cols["dev.ek"][live] + self.config.alpha * sk
+        cols["dev.ek"][live] = ek
+
+    def current(self, cols: dict[str, np.ndarray]) -> np.ndarray:
+        """The deviation as last published: the stream's own, or its distance to the nearest known state
+        if smaller."""
+        e: np.ndarray = cols["dev.e"]
+        return np.minimum(e, cols["dev.ek"].min(axis=-1)) if "dev.ek" in cols else e
 
     def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """P(e' <= e) under the stream's law of normal operation: near 1 means rarely this far out. The

@@ -69,12 +69,20 @@ class IO(_Strict):
     state: list[StatePair] = Field(min_length=1)
 
 
+class State(_Strict):
+    mean: list[float]
+    cov: list[list[float]]
+
+
 class Calibration(_Strict):
     residual_mean: list[float] | None = None
     residual_std: list[float] | None = None
     threshold: float = Field(gt=0)
     quantile: float | None = Field(default=None, gt=0, lt=1)
     samples: int | None = Field(default=None, ge=0)
+    # Normal operating states seen in the calibration data (windows' mean and covariance, scaled like
+    # the model's input): the deviation channel's known normal states (docs/scoring.md). Optional.
+    states: list[State] | None = None
 
     @model_validator(mode="after")
     def _std_positive(self) -> Calibration:
@@ -128,6 +136,12 @@ class ModelMeta(_Strict):
                     raise ValueError(f"calibration.{key} is required for a forecast model")
                 if len(vals) != m:
                     raise ValueError(f"calibration.{key} has {len(vals)} values for {m} outputs")
+        for i, st in enumerate(cal.states or [] if cal is not None else []):
+            flat = [*st.mean, *(v for r in st.cov for v in r)]
+            if len(st.mean) != n or len(st.cov) != n or any(len(r) != n for r in st.cov):
+                raise ValueError(f"calibration.states[{i}]: mean must have {n} values and cov {n} x {n}")
+            if not all(math.isfinite(v) for v in flat):
+                raise ValueError(f"calibration.states[{i}] has a value that is not a finite number")
         names = [self.io.input, self.io.output]
         names += [t for p in self.io.state for t in (p.input, p.output)]
         dupes = sorted({t for t in names if names.count(t) > 1})

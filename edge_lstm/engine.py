@@ -310,9 +310,9 @@ class Engine:
             "anomalies": row.anomalies,
             "warming_up": row.steps < self.warmup,
             "baseline_ready": bool(ready),
-            "deviation": float(c["dev.e"]) if ready else None,
+            "deviation": float(self.scorer.baseline.current(c)) if ready else None,
             "deviation_threshold": float(c["dev.h"]),
-            "likelihood": float(self.scorer.baseline.likelihood(c["dev.e"], c)) if ready else None,
+            "likelihood": float(self.scorer.baseline.likelihood(self.scorer.baseline.current(c), c)) if ready else None,
             "bias": float(self.scorer.bias.value(c)) if ready and self.scorer.bias is not None else None,
             "bias_threshold": float(c["bias.h"]) if self.scorer.bias is not None else None,
             "alarm": {

@@ -28,6 +28,8 @@ from .errors import DataError
 from .onnx_export import save, set_metadata
 
 DEFAULT_QUANTILE = 0.999
+MAX_LEVELS = 32  # known normal states kept (the daemon smooths a deviation against each, per stream)
+LEVEL_WINDOW = 100  # readings per state at least: long enough for its mean and covariance
 MIN_SAMPLES = 30  # fit holds out at least this many rows per stream (fit.MIN_HELD_OUT)
 _TS0 = 1_700_000_000.0  # any epoch after 2000: the engine only needs increasing timestamps
 
@@ -99,7 +101,7 @@ def calibrate(
         path = Path(tmp) / "calibrating.onnx"
         if meta["output"]["kind"] == "score":
             scores = _normal_scores(model, meta, path, streams, interval, start, progress)
-            return _finish(meta, scores, quantile, None, None)
+            return _finish(meta, streams, scores, quantile, None, None)
         targets = [meta["features"].index(n) for n in meta["output"]["names"]]
         scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
         set_metadata(model, meta)
@@ -120,7 +122,7 @@ def calibrate(
             "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
         }  # placeholder: scores do not use it
         scores = _normal_scores(model, with_stats, path, streams, interval, start, progress)
-        return _finish(meta, scores, quantile, mean.tolist(), std.tolist())
+        return _finish(meta, streams, scores, quantile, mean.tolist(), std.tolist())
 
 
 def _normal_scores(
@@ -148,17 +150,47 @@ def _enough(n: int, meta: dict[str, Any]) -> None:
         )
 
 
+def normal_states(streams: Sequence[np.ndarray], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The calibration data's operating states: mean and covariance of consecutive windows of each
+    stream, scaled like the model's input (docs/scoring.md, "Known normal states"). At most MAX_LEVELS
+    windows of at least LEVEL_WINDOW readings; a partial window counts when it is at least half a window."""
+    offset = np.asarray(meta["scaling"]["offset"], np.float64)
+    scale = np.asarray(meta["scaling"]["scale"], np.float64)
+    total = sum(len(s) for s in streams)
+    window = max(LEVEL_WINDOW, -(-total // MAX_LEVELS))
+    levels = []
+    for s in streams:
+        u = (np.asarray(s, np.float64) - offset) / scale
+        for start in range(0, len(u), window):
+            part = u[start : start + window]
+            if len(part) >= window // 2:
+                levels.append(part)
+    if len(levels) > MAX_LEVELS:  # per-stream remainders: keep an even spread
+        levels = [levels[int(i)] for i in np.linspace(0, len(levels) - 1, MAX_LEVELS).round()]
+    return [
+        {"mean": p.mean(axis=0).tolist(), "cov": np.atleast_2d(np.cov(p, rowvar=False, bias=True)).tolist()}
+        for p in levels
+    ]
+
+
 def _finish(
     meta: dict[str, Any],
+    streams: Sequence[np.ndarray],
     scores: np.ndarray,
     quantile: float,
     mean: list[float] | None,
     std: list[float] | None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     threshold = threshold_from_scores(scores, quantile)
+    states = normal_states(streams, meta)
     if not threshold > 0:
         raise DataError(f"the {quantile} quantile of normal scores is {threshold:g}; a threshold must be > 0")
-    cal: dict[str, Any] = {"threshold": threshold, "quantile": quantile, "samples": int(scores.size)}
+    cal: dict[str, Any] = {
+        "threshold": threshold,
+        "quantile": quantile,
+        "samples": int(scores.size),
+        "states": states,
+    }
     if mean is not None:
         cal = {"residual_mean": mean, "residual_std": std, **cal}
     report = CalibrationReport(

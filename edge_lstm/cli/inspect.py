@@ -109,7 +109,7 @@ def render_text(doc: dict[str, Any]) -> str:
         add(f"             {feat['name']:<20} {_num(feat['offset']):>10} {_num(feat['scale']):>12}")
     cal = doc["calibration"]
     if cal is None:
-        add("calibration  none: nothing is ever flagged as an anomaly")
+        add("calibration  none: `score` flags nothing; `deviation` still learns each stream on its own")
     else:
         q = f", quantile {_num(cal['quantile'])}" if "quantile" in cal else ""
         n = f", from {cal['samples']} samples" if "samples" in cal else ""
@@ -118,6 +118,8 @@ def render_text(doc: dict[str, Any]) -> str:
             add("             output               residual mean  residual std")
             for name, mu, sd in zip(o["names"], cal["residual_mean"], cal["residual_std"]):
                 add(f"             {name:<20} {_num(mu):>13} {_num(sd):>13}")
+        if cal.get("states"):
+            add(f"             {len(cal['states'])} known normal operating states (the deviation channel's)")
     add(f"warm-up      {doc['warmup_steps']} steps")
     si = doc["sample_interval_s"]
     add(f"interval     {_num(si) + ' s between readings' if si is not None else 'not given'}")

@@ -181,6 +181,7 @@ class ScoringSettings(_Section):
     extrapolate: Literal["quantile", "risk", "off"] = _SCORING.extrapolate  # the forecast score's threshold
     max_gap_s: float = Field(default=_SCORING.max_gap_s, ge=0)  # a reading after a longer gap only re-anchors
     stuck_after: int = Field(default=_SCORING.stuck_after, ge=0)  # readings of one repeated value (0: off)
+    known_states: bool = _SCORING.known_states  # also compare with the calibration's normal operating states
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(
@@ -195,6 +196,7 @@ class ScoringSettings(_Section):
             extrapolate=self.extrapolate,
             max_gap_s=self.max_gap_s,
             stuck_after=self.stuck_after,
+            known_states=self.known_states,
         )
 
 

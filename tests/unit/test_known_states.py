@@ -1,0 +1,137 @@
+"""Known normal states (docs/scoring.md, "Known normal states"): the calibration data's operating states
+excuse a stream that moved to one of them, and nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_lstm.baseline import Baseline, BaselineConfig
+from edge_lstm.contract import ModelFormatError, parse_meta
+from edge_lstm_export.calibrate import LEVEL_WINDOW, MAX_LEVELS, normal_states
+
+
+def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
+    return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in columns.items()}
+
+
+def run(b: Baseline, u: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """[T, F] readings of one stream → (columns, deviation per reading)."""
+    cols = fresh(b.columns, 1)
+    e = [b.update(cols, u[t][None], np.array([t]), np.zeros(1, bool))[0][0] for t in range(len(u))]
+    return cols, np.array(e)
+
+
+def warming_machine(rng: np.random.Generator, n: int = 6000) -> np.ndarray:
+    """Two white-noise sensors whose level drifts by 12 noise sd over the recording (a pump warming up),
+    the third a constant."""
+    u = rng.normal(0, 0.1, (n, 3))
+    u[:, 0] += np.linspace(0, 1.2, n)
+    u[:, 1] -= np.linspace(0, 0.8, n)
+    u[:, 2] = 0.5
+    return u
+
+
+def states_of(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    meta = {"scaling": {"offset": [0.0] * u.shape[1], "scale": [1.0] * u.shape[1]}}
+    st = normal_states([u], meta)
+    return np.array([s["mean"] for s in st]), np.array([s["cov"] for s in st])
+
+
+def test_normal_states_are_window_means_and_covariances_in_model_scaling() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(10, 2, (1000, 2))
+    meta = {"scaling": {"offset": [10.0, 0.0], "scale": [2.0, 4.0]}}
+    st = normal_states([x, x[:149]], meta)
+    # 10 windows of 100 from the first stream; the second: one whole window + 49 rows (< half: dropped)
+    assert len(st) == 11
+    u = (x - [10.0, 0.0]) / [2.0, 4.0]
+    np.testing.assert_allclose(st[3]["mean"], u[300:400].mean(axis=0))
+    np.testing.assert_allclose(st[3]["cov"], np.cov(u[300:400], rowvar=False, bias=True))
+    np.testing.assert_allclose(st[10]["mean"], u[:100].mean(axis=0))
+
+
+def test_long_calibration_data_gives_at_most_max_levels_wider_windows_spread_over_it() -> None:
+    x = np.arange(100_000, dtype=np.float64)[:, None]
+    st = normal_states([x], {"scaling": {"offset": [0.0], "scale": [1.0]}})
+    assert len(st) == MAX_LEVELS
+    window = 100_000 // MAX_LEVELS
+    assert window > LEVEL_WINDOW
+    assert st[0]["mean"][0] == pytest.approx((window - 1) / 2)
+    assert st[-1]["mean"][0] > 100_000 - 2 * window  # the end of the data is covered
+
+
+def test_a_stream_drifting_through_known_states_is_not_flagged_but_is_without_them() -> None:
+    rng = np.random.default_rng(1)
+    cfg = BaselineConfig(baseline=300, track=0)
+    calibration = warming_machine(rng)
+    replay = warming_machine(rng)  # the same machine, another day
+    levels, cov = states_of(calibration)
+    with_states = Baseline(3, cfg, levels, cov)
+    without = Baseline(3, cfg)
+    _, e1 = run(with_states, replay)
+    _, e0 = run(without, replay)
+    assert (e0[3000:] > without.h).mean() > 0.9  # its own five minutes: the drift is far out
+    assert (e1[400:] > with_states.h).mean() < 0.01  # the calibration saw the machine there
+
+
+def test_a_fault_away_from_every_known_state_still_scores_and_thresholds_do_not_change() -> None:
+    rng = np.random.default_rng(2)
+    cfg = BaselineConfig(baseline=300, track=0)
+    levels, cov = states_of(warming_machine(rng))
+    replay = warming_machine(rng)
+    replay[3000:, 2] += 1.0  # the constant sensor moves: no known state has it there
+    with_states = Baseline(3, cfg, levels, cov)
+    cols1, e1 = run(with_states, replay)
+    cols0, e0 = run(Baseline(3, cfg), replay)
+    assert (e1[3100:] > with_states.h).all()
+    assert (e1 <= e0 + 1e-12).all()  # the states only ever lower the deviation
+
+
+def test_the_threshold_is_fitted_to_the_streams_own_deviation() -> None:
+    """A lenient known state (wide covariance, at the stream's level) excuses the readings the tail is
+    fitted from; the threshold must still be the one the stream's own deviation gives."""
+    rng = np.random.default_rng(4)
+    cfg = BaselineConfig(baseline=300, track=0)
+    u = rng.normal(0, 1, (600, 3))
+    u[300:] *= 1.4  # noisier after the baseline: the stream's own tail fit raises its threshold
+    lenient = Baseline(3, cfg, np.zeros((1, 3)), 100.0 * np.eye(3)[None])
+    cols1, e1 = run(lenient, u)
+    cols0, e0 = run(Baseline(3, cfg), u)
+    assert e1[360:400].max() < 0.5 * e0[360:400].min()  # the state excuses them
+    np.testing.assert_array_equal(cols1["dev.h"], cols0["dev.h"])
+    assert cols0["dev.h"][0] > 1.05 * lenient.h  # and the fit did move the threshold
+
+
+def test_known_states_can_be_turned_off() -> None:
+    levels, cov = states_of(warming_machine(np.random.default_rng(3)))
+    b = Baseline(3, BaselineConfig(known_states=False), levels, cov)
+    assert b.state_mean is None and "dev.ek" not in b.columns
+
+
+def _meta(states: object) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "name": "m",
+            "version": "1",
+            "features": ["a", "b"],
+            "scaling": {"offset": [0, 0], "scale": [1, 1]},
+            "output": {"kind": "score", "names": ["s"]},
+            "io": {"input": "x", "output": "y", "state": [{"input": "h", "output": "h_out"}]},
+            "calibration": {"threshold": 1.0, "states": states},
+        }
+    )
+
+
+def test_the_model_format_checks_the_states() -> None:
+    ok = parse_meta(_meta([{"mean": [0, 1], "cov": [[1, 0], [0, 1]]}]))
+    assert ok.calibration is not None and ok.calibration.states is not None
+    with pytest.raises(ModelFormatError, match=r"calibration.states\[0\]: mean must have 2 values"):
+        parse_meta(_meta([{"mean": [0], "cov": [[1, 0], [0, 1]]}]))
+    with pytest.raises(ModelFormatError, match=r"calibration.states\[0\]: mean must have 2 values and cov 2 x 2"):
+        parse_meta(_meta([{"mean": [0, 1], "cov": [[1, 0]]}]))
+    with pytest.raises(ModelFormatError, match="not a finite number"):
+        parse_meta(_meta([{"mean": [0, float("nan")], "cov": [[1, 0], [0, 1]]}]))
