@@ -131,6 +131,10 @@ class FastPackets(paho.Client):
         buf, pos = self._rbuf, self._rpos
         if len(buf) - pos < 2:
             return super()._packet_read()  # too little buffered: paho reads the rest
+        if self._read_plain(buf, pos):
+            with self._msgtime_mutex:
+                self._last_bytes_received = paho.time_func()
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         # A whole packet in the buffer is cut from it in one go; paho would take it in three reads
         # (header, each length byte, body) with a dict update for each.
         end, at, length, shift = len(buf), pos + 1, 0, 0
@@ -165,6 +169,66 @@ class FastPackets(paho.Client):
         with self._msgtime_mutex:
             self._last_bytes_received = paho.time_func()
         return rc
+
+    def _read_plain(self, buf: bytes, pos: int) -> int:
+        """Handle the run of readings and plain PUBACKs whole in `buf` from `pos` in one loop; return
+        how many (0: the next packet is something else, or not all here: `_packet_read` takes it).
+
+        These are nearly every packet the daemon receives. Each is handled as `_handle_publish` and
+        `_handle_pubackcomp` below handle it, but without the per-packet `_in_packet` dicts, paho's
+        dispatch and a return to `loop_read` in between (the network thread's CPU is taken from the
+        worker's: both need the GIL)."""
+        on_reading = self.on_reading
+        readings = on_reading is not None and self._manual_ack and self._protocol == MQTTProtocolVersion.MQTTv5
+        done = self.on_handed_over
+        pubacks = done is not None and not self._max_inflight_messages
+        if not (readings or pubacks):
+            return 0
+        end, n = len(buf), 0
+        in_callback, out_mutex, out_messages = self._in_callback_mutex, self._out_message_mutex, self._out_messages
+        while pos + 2 <= end:
+            first, at, length, shift = buf[pos], pos + 1, 0, 0
+            while True:
+                if at == end or shift > 21:
+                    break
+                byte = buf[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+            if byte >= 0x80 or at + length > end:
+                break  # length or body not all here (or malformed): `_packet_read` decides
+            if (
+                (first & 0xF6) == 0x32 and readings and on_reading is not None
+            ):  # PUBLISH QoS 1 (`_handle_publish`'s fast path)
+                tlen = (buf[at] << 8) | buf[at + 1] if length >= 2 else 0
+                props = at + 2 + tlen + 2  # the property length (one byte 0: none)
+                if tlen == 0 or length < 2 + tlen + 3 or buf[props] != 0:
+                    break
+                with in_callback:
+                    on_reading(
+                        buf[at + 2 : at + 2 + tlen],
+                        buf[props + 1 : at + length],
+                        (buf[props - 2] << 8) | buf[props - 1],
+                    )
+            elif (first & 0xF0) == 0x40 and length == 2 and pubacks and done is not None:  # plain PUBACK
+                mid = (buf[at] << 8) | buf[at + 1]
+                with out_mutex:
+                    msg = out_messages.pop(mid, None)
+                    if msg is not None:
+                        msg.info._set_as_published()  # noqa: SLF001
+                        if msg.qos > 0:
+                            self._inflight_messages -= 1
+                if msg is not None:
+                    with in_callback:
+                        done()
+            else:
+                break
+            pos = at + length
+            self._rpos = pos
+            n += 1
+        return n
 
     def publish(
         self,

@@ -197,3 +197,57 @@ def test_an_ack_in_a_batch_is_paho_s_puback_without_paho_s_send_path(pair: Any) 
         c.ack(7, 1)
         c.ack(0x1234, 1)
     assert [bytes(p["packet"]) for p in c._out_packet] == [struct.pack("!BBHBBH", 0x40, 2, 7, 0x40, 2, 0x1234)]
+
+
+def test_a_run_of_readings_and_pubacks_is_handled_in_order_around_other_packets(pair: Any) -> None:
+    """The network thread handles readings and plain PUBACKs whole in the buffer in one loop
+    (`_read_plain`); anything else between them (a QoS 0 message, a PINGRESP, an unknown packet id, a
+    packet cut by the read) still goes through paho's path, in order."""
+    c, broker = pair
+    events: list[tuple[Any, ...]] = []
+    c.on_reading = lambda topic, payload, mid: events.append(("reading", topic, payload, mid))
+    c.on_message = lambda cl, u, msg: events.append(("message", msg.topic, msg.qos))
+    with c.batch():
+        infos = [c.publish(f"out/{i}", b"r", qos=1) for i in range(3)]
+    c.on_handed_over = lambda: events.append(("handed_over", [i.is_published() for i in infos]))
+    c.on_publish = lambda *a: pytest.fail("on_publish is not called when on_handed_over is set")
+    by_paho: list[int] = []  # packets that went through paho's dispatch
+    handle = c._packet_handle
+
+    def counting() -> Any:
+        by_paho.append(c._in_packet["command"])
+        return handle()
+
+    c._packet_handle = counting
+
+    def puback(mid: int) -> bytes:
+        return b"\x40\x02" + mid.to_bytes(2, "big")
+
+    qos0 = b"\x30" + _remaining_length(2 + 4 + 1 + 1) + b"\x00\x04q/q0" + b"\x00" + b"z"
+    last = publish_packet(b"s/4", b"d" * 200, 14)
+    broker.sendall(
+        publish_packet(b"s/1", b"a", 11)
+        + puback(infos[0].mid)
+        + publish_packet(b"s/2", b"b", 12)
+        + puback(0xFFFF)  # not ours: ignored, as paho ignores it
+        + qos0
+        + publish_packet(b"s/3", b"c", 13)
+        + puback(infos[2].mid)
+        + b"\xd0\x00"  # PINGRESP
+        + last[:5]
+    )
+    c.loop_read()
+    broker.sendall(last[5:])
+    c.loop_read()
+    assert events == [
+        ("reading", b"s/1", b"a", 11),
+        ("handed_over", [True, False, False]),
+        ("reading", b"s/2", b"b", 12),
+        ("message", "q/q0", 0),
+        ("reading", b"s/3", b"c", 13),
+        ("handed_over", [True, False, True]),
+        ("reading", b"s/4", b"d" * 200, 14),
+    ]
+    assert list(c._out_messages) == [infos[1].mid] and c._inflight_messages == 1
+    assert by_paho == [0x30, 0xD0, 0x32]  # the QoS 0 message, the PINGRESP, the reading cut by the read
+    assert c._in_packet["command"] == 0 and c._rpos == len(c._rbuf)
