@@ -466,16 +466,34 @@ def percentiles(lat: list[float]) -> dict[str, float]:
     return {"p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
 
 
-def latency(port: int, col: Collector, rate: float, a: argparse.Namespace, prefix: str) -> dict[str, Any]:
-    """Publish -> result latency at `rate` readings/s over `--streams` streams."""
+def machine_busy_s() -> float:
+    """CPU time all cores spent busy so far (/proc/stat: everything but idle and iowait), seconds."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK
+
+
+def latency(
+    port: int, col: Collector, rate: float, a: argparse.Namespace, prefix: str, pid: int, broker_pid: int
+) -> dict[str, Any]:
+    """Publish -> result latency at `rate` readings/s over `--streams` streams, and the CPU share (% of
+    one core) of each process meanwhile: the consumer, the broker, the publisher (this process), the
+    collector, and the rest of the machine (whatever else runs on it)."""
     out: dict[str, Any] = {"lat_rate": rate}
     col.watch(0, 0, latency=True)
+    pids = {"consumer": pid, "broker": broker_pid, "publisher": os.getpid(), "collector": col.proc.pid or 0}
+    pids = {k: p for k, p in pids.items() if p}
+    c0, m0, t0 = {k: cpu_s(p) for k, p in pids.items()}, machine_busy_s(), time.monotonic()
     sent = paced(port, rate, a.latency_s, [f"{prefix}-lat-{i:03d}" for i in range(a.streams)])
+    el = time.monotonic() - t0
+    shares = {k: (cpu_s(p) - c0[k]) / el * 100 for k, p in pids.items()}
+    shares["other"] = max(0.0, (machine_busy_s() - m0) / el * 100 - sum(shares.values()))
+    out["lat_cpu"] = shares
     out.update(percentiles(col.wait(sent, 10, idle=2)["lat"]))
     return out
 
 
-def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any]:
+def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace, broker_pid: int) -> dict[str, Any]:
     res: dict[str, Any] = {}
     make_session(port, d.client_id)
     queue_backlog(port, a.backlog, a.streams, f"{d.name}-")
@@ -486,7 +504,7 @@ def run_daemon(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -
     time.sleep(1.0)
     res.update(steady(port, col, proc.pid, a, d.name))
     # latency at half the measured drain rate
-    res.update(latency(port, col, a.latency_rate or res.get("rate", 1000.0) / 2, a, d.name))
+    res.update(latency(port, col, a.latency_rate or res.get("rate", 1000.0) / 2, a, d.name, proc.pid, broker_pid))
     d.stop()
     # start → READY, then idle CPU
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
@@ -519,7 +537,7 @@ def run_relay(port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any
 
 
 def relay_under_load(
-    port: int, col: Collector, rate: float | None, a: argparse.Namespace, tag: str = "relay"
+    port: int, col: Collector, rate: float | None, a: argparse.Namespace, tag: str = "relay", broker_pid: int = 0
 ) -> dict[str, Any]:
     """The relay's steady CPU share and its latency at `rate` (the daemon's half load; None: no latency
     phase): what the same machine, broker, publisher and collector cost without the daemon's work."""
@@ -531,11 +549,15 @@ def relay_under_load(
     time.sleep(1.0)
     res = steady(port, col, proc.pid, a, tag)
     if rate is not None:
-        res.update(latency(port, col, rate, a, tag))
+        res.update(latency(port, col, rate, a, tag, proc.pid, broker_pid))
     proc.terminate()
     proc.join(10)
     drop_session(port, cid)
     return res
+
+
+def broker_pid(b: PrivateBroker) -> int:
+    return b.proc.pid if b.proc is not None else 0
 
 
 @contextlib.contextmanager
@@ -655,13 +677,13 @@ def main() -> int:
             for name, src, env in daemons:
                 d = DaemonRun(f"{name}{rep}", src, b.port, tmp, env)
                 try:
-                    r = run_daemon(d, b.port, col, a)
+                    r = run_daemon(d, b.port, col, a, broker_pid(b))
                 finally:
                     d.stop()
                 if r.get("rate", 0) >= rows.get(name, {}).get("rate", 0):
                     rows[name] = r
         if "lat_rate" in rows.get("daemon", {}):
-            rows["relay"].update(relay_under_load(b.port, col, rows["daemon"]["lat_rate"], a))
+            rows["relay"].update(relay_under_load(b.port, col, rows["daemon"]["lat_rate"], a, broker_pid=broker_pid(b)))
     print(
         f"backlog drain: {a.backlog:,} QoS 1 readings over {a.streams} streams; "
         f"steady: {a.steady_streams} streams x 1 Hz for {a.steady_s:g} s (CPU share, p50/p99 latency); "
@@ -679,6 +701,10 @@ def main() -> int:
             f"{fmt(r.get('p50_ms'), '.1f'):>7} {fmt(r.get('p99_ms'), '.1f'):>7} "
             f"{fmt(r.get('lat_rate'), ',.0f'):>9} {fmt(r.get('idle_cpu'), '.2f'):>11} {fmt(r.get('ready_s'), '.2f'):>8}"
         )
+    print("CPU during the latency phase, % of one core (2 cores: 200 %):")
+    for name, r in rows.items():
+        if "lat_cpu" in r:
+            print(f"{name:<10} " + "  ".join(f"{k} {v:5.1f}" for k, v in r["lat_cpu"].items()))
     relay = rows.get("relay", {})
     for name, _, _ in daemons:
         r = rows.get(name, {})

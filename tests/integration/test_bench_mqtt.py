@@ -48,6 +48,10 @@ def test_bench_mqtt_quick() -> None:
     # --latency-rate: the latency phase ran at that rate for the daemon and the relay alike
     assert re.search(r"^daemon\s+600\s.*\s150\s+[\d.]+\s+[\d.]+$", out, re.M), out
     assert re.search(r"^relay\s+600\s.*\s150\s+-\s+-$", out, re.M), out
+    # the CPU share of each process during the latency phase, and of the rest of the machine
+    for name in ("relay", "daemon"):
+        row = rf"^{name}\s+consumer +[\d.]+  broker +[\d.]+  publisher +[\d.]+  collector +[\d.]+  other +[\d.]+$"
+        assert re.search(row, out, re.M), out
 
 
 @pytest.mark.integration
