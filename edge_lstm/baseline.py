@@ -169,6 +169,11 @@ class Baseline:
             eye = np.eye(features)
             cov = (1.0 - config.shrink) * cov + config.shrink * cov * eye + config.var_floor * eye
             self.state_P = np.linalg.inv(cov)
+            # (u − m)ᵀ P (u − m) = vec(u uᵀ) · vec(P) − 2 uᵀ P m + mᵀ P m: one matrix product for all
+            # streams and states (a per-state einsum cost 8 µs per reading at K = 32, this 0.6 µs).
+            self._vecP = self.state_P.reshape(k, features * features).T.copy()
+            self._Pm = np.einsum("kfg,kg->fk", self.state_P, self.state_mean)
+            self._mPm = np.einsum("kf,kfg,kg->k", self.state_mean, self.state_P, self.state_mean)
         self.columns = columns(features, self.h, 0 if self.state_mean is None else len(self.state_mean))
         self._k = config.dof(features)
         self.prior = config.tail_prior_law(features)
@@ -234,9 +239,9 @@ class Baseline:
         from a window of the calibration data). A stream that moved to where the calibration data once
         was (a machine warming up over hours) is in known normal operation; a fault that leaves every
         known state keeps scoring as before."""
-        assert self.state_mean is not None and self.state_P is not None
-        y = u[live][:, None, :] - self.state_mean[None, :, :]  # [B, K, F]
-        sk = np.einsum("bkf,kfg,bkg->bk", y, self.state_P, y) / self.F
+        x = u[live]
+        uu = (x[:, :, None] * x[:, None, :]).reshape(len(x), self.F * self.F)
+        sk = np.maximum(uu @ self._vecP - 2.0 * (x @ self._Pm) + self._mPm, 0.0) / self.F  # [B, K]
         ek = (1.0 - self.config.alpha) * cols["dev.ek"][live] + self.config.alpha * sk
         cols["dev.ek"][live] = ek
 

@@ -135,3 +135,25 @@ def test_the_model_format_checks_the_states() -> None:
         parse_meta(_meta([{"mean": [0, 1], "cov": [[1, 0]]}]))
     with pytest.raises(ModelFormatError, match="not a finite number"):
         parse_meta(_meta([{"mean": [0, float("nan")], "cov": [[1, 0], [0, 1]]}]))
+
+
+def test_the_distances_equal_the_plain_mahalanobis_reference() -> None:
+    """dev.ek against d_k = EWMA of (u − m_k)ᵀ C̃_k⁻¹ (u − m_k) / F computed the obvious way."""
+    rng = np.random.default_rng(5)
+    F, K, base = 3, 4, 50
+    cfg = BaselineConfig(baseline=base, track=0)
+    mean = rng.normal(0, 3, (K, F))
+    a = rng.normal(size=(K, F, F))
+    cov = a @ a.transpose(0, 2, 1) / F
+    b = Baseline(F, cfg, mean, cov)
+    u = rng.normal(0, 3, (base + 40, F))
+    cols, _ = run(b, u)
+    eye = np.eye(F)
+    shrunk = (1 - cfg.shrink) * cov + cfg.shrink * cov * eye + cfg.var_floor * eye
+    d = np.full(K, 4.0 * b.h)
+    for t in range(base, len(u)):
+        for k in range(K):
+            y = u[t] - mean[k]
+            d[k] = (1 - cfg.alpha) * d[k] + cfg.alpha * (y @ np.linalg.solve(shrunk[k], y)) / F
+    np.testing.assert_allclose(cols["dev.ek"][0], d, rtol=1e-9)
+    assert b.current(cols)[0] == pytest.approx(min(cols["dev.e"][0], d.min()))
