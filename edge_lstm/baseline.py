@@ -245,6 +245,13 @@ class Baseline:
         ek = (1.0 - self.config.alpha) * cols["dev.ek"][live] + self.config.alpha * sk
         cols["dev.ek"][live] = ek
 
+    def same_states(self, other: Baseline) -> bool:
+        """Whether `other` measures against the same known normal states (a model reload)."""
+        a, b, pa, pb = self.state_mean, other.state_mean, self.state_P, other.state_P
+        if a is None or b is None or pa is None or pb is None:
+            return a is None and b is None
+        return bool(a.shape == b.shape and np.array_equal(a, b) and np.array_equal(pa, pb))
+
     def current(self, cols: dict[str, np.ndarray]) -> np.ndarray:
         """The deviation as last published: the stream's own, or its distance to the nearest known state
         if smaller."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import AlarmEvent, Result
 from .score import Scorer, ScoringConfig
-from .state import StateTable, StreamState
+from .state import Column, StateTable, StreamState
 
 
 @dataclass
@@ -338,11 +339,18 @@ class Engine:
         if not same:
             return False
         scorer = Scorer(new, scoring)
-        if scorer.columns.keys() != self.scorer.columns.keys():
-            return False
+        if _layout(scorer.columns) != _layout(self.scorer.columns):
+            return False  # other scoring columns (e.g. another number of known states): rows do not fit
+        if not scorer.baseline.same_states(self.scorer.baseline) and "dev.ek" in self.table.columns:
+            # Distances to the old model's known states mean nothing for the new ones: start them far.
+            self.table.columns["dev.ek"][:] = scorer.columns["dev.ek"].init
         self.model, self.meta, self.scorer, self.alarms = model, new, scorer, alarms
         self.warmup = max(new.warmup_steps, 1) if self.forecast else new.warmup_steps
         self.horizon = new.output.steps
         self._offset = np.asarray(new.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(new.scaling.scale, np.float64)
         return True
+
+
+def _layout(columns: dict[str, Column]) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    return {k: (tuple(c.shape), np.dtype(c.dtype)) for k, c in columns.items()}

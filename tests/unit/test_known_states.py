@@ -157,3 +157,49 @@ def test_the_distances_equal_the_plain_mahalanobis_reference() -> None:
             d[k] = (1 - cfg.alpha) * d[k] + cfg.alpha * (y @ np.linalg.solve(shrunk[k], y)) / F
     np.testing.assert_allclose(cols["dev.ek"][0], d, rtol=1e-9)
     assert b.current(cols)[0] == pytest.approx(min(cols["dev.e"][0], d.min()))
+
+
+def _with_states(src, dst, states: list[dict] | None):  # type: ignore[no-untyped-def]
+    import json
+
+    import onnx
+
+    m = onnx.load(str(src))
+    entry = next(p for p in m.metadata_props if p.key == "edge_lstm")
+    meta = json.loads(entry.value)
+    if states is not None:
+        meta["calibration"]["states"] = states
+    entry.value = json.dumps(meta)
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_a_reload_keeps_streams_resets_distances_to_other_states_and_refuses_another_count(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from support.models import make_step_model
+
+    from edge_lstm import Engine, Reading, load_model
+    from edge_lstm.alarm import AlarmPolicy
+    from edge_lstm.score import ScoringConfig
+
+    base = make_step_model(tmp_path / "m.onnx")
+    eye = np.eye(3).tolist()
+    one = [{"mean": [0.0, 0.0, 0.0], "cov": eye}, {"mean": [1.0, 1.0, 1.0], "cov": eye}]
+    other = [{"mean": [5.0, 5.0, 5.0], "cov": eye}, {"mean": [1.0, 1.0, 1.0], "cov": eye}]
+    cfg = ScoringConfig(baseline=20)
+    engine = Engine(load_model(_with_states(base, tmp_path / "a.onnx", one)), scoring=cfg)
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        engine.process([Reading("s", 1e9 + t, tuple(rng.normal(0, 0.1, 3).tolist()))])
+    ek = engine.table.columns["dev.ek"]
+    assert ek[0].min() < 1.0  # near the first state by now
+    far = engine.scorer.columns["dev.ek"].init
+    # the same states: distances kept
+    assert engine.swap_model(load_model(_with_states(base, tmp_path / "b.onnx", one)), cfg, AlarmPolicy())
+    assert ek[0].min() < 1.0
+    # other states, the same number: the stream stays, its distances start far again
+    assert engine.swap_model(load_model(_with_states(base, tmp_path / "c.onnx", other)), cfg, AlarmPolicy())
+    assert "s" in engine.table and engine.table.row("s").steps == 60
+    np.testing.assert_array_equal(engine.table.columns["dev.ek"][0], far)
+    # another number of states: the rows no longer fit, so the caller restarts
+    three = [*other, {"mean": [2.0, 2.0, 2.0], "cov": eye}]
+    assert not engine.swap_model(load_model(_with_states(base, tmp_path / "d.onnx", three)), cfg, AlarmPolicy())
