@@ -203,3 +203,31 @@ def test_a_reload_keeps_streams_resets_distances_to_other_states_and_refuses_ano
     # another number of states: the rows no longer fit, so the caller restarts
     three = [*other, {"mean": [2.0, 2.0, 2.0], "cov": eye}]
     assert not engine.swap_model(load_model(_with_states(base, tmp_path / "d.onnx", three)), cfg, AlarmPolicy())
+
+
+def test_the_distances_are_checkpointed_and_a_restored_stream_continues_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from support.models import make_step_model
+
+    from edge_lstm import Engine, Reading, load_model
+    from edge_lstm.durable import checkpoint
+    from edge_lstm.score import ScoringConfig
+
+    eye = np.eye(3).tolist()
+    states = [{"mean": [0.0, 0.0, 0.0], "cov": eye}, {"mean": [0.3, 0.3, 0.3], "cov": eye}]
+    model = load_model(_with_states(make_step_model(tmp_path / "m.onnx"), tmp_path / "s.onnx", states))
+    cfg = ScoringConfig(baseline=20)
+    rng = np.random.default_rng(1)
+    readings = [Reading("s", 1e9 + t, tuple(rng.normal(t / 200, 0.1, 3).tolist())) for t in range(120)]
+    engine = Engine(model, scoring=cfg)
+    engine.process(readings[:60])
+    assert not np.allclose(engine.table.row("s").columns["dev.ek"], engine.scorer.columns["dev.ek"].init)
+    checkpoint.save(tmp_path / "ck", engine.table, model_sha256=model.sha256, journal_segment=0)
+    ck = checkpoint.load(tmp_path / "ck", model_sha256=model.sha256, state_shapes=model.state_shapes)
+    assert ck is not None
+    restored = Engine(model, scoring=cfg)
+    for row in ck.rows:
+        restored.table.restore(row)
+    a = [o.deviation for o in engine.process(readings[60:])]
+    b = [o.deviation for o in restored.process(readings[60:])]
+    assert a == b
+    np.testing.assert_array_equal(engine.table.row("s").columns["dev.ek"], restored.table.row("s").columns["dev.ek"])
