@@ -83,6 +83,9 @@ class Calibration(_Strict):
     # Normal operating states seen in the calibration data (windows' mean and covariance, scaled like
     # the model's input): the deviation channel's known normal states (docs/scoring.md). Optional.
     states: list[State] | None = None
+    # Forecast models: the calibration data's (1 − risk) quantile of bias / bias_threshold, when it is
+    # above 1: every stream's bias threshold is multiplied by it (docs/scoring.md, "Bias"). Optional.
+    bias_scale: float | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _std_positive(self) -> Calibration:

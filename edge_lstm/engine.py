@@ -315,7 +315,7 @@ class Engine:
             "deviation_threshold": float(c["dev.h"]),
             "likelihood": float(self.scorer.baseline.likelihood(self.scorer.baseline.current(c), c)) if ready else None,
             "bias": float(self.scorer.bias.value(c)) if ready and self.scorer.bias is not None else None,
-            "bias_threshold": float(c["bias.h"]) if self.scorer.bias is not None else None,
+            "bias_threshold": float(c["bias.h"] * self.scorer.bias_scale) if self.scorer.bias is not None else None,
             "alarm": {
                 "raised": bool(c["alarm.raised"]),
                 "since": float(c["alarm.since"]) if c["alarm.raised"] else None,

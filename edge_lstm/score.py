@@ -96,6 +96,9 @@ class Scorer:
         self.bias = Bias(n_out, self.config) if self.kind == "forecast" else None
         if self.bias is not None:
             self.columns.update(self.bias.columns)
+        # The calibration data's own bias, relative to its streams' thresholds (docs/scoring.md, "Bias"):
+        # normal operation of this machine reached that far, so no stream's threshold is set below it.
+        self.bias_scale = max(1.0, cal.bias_scale) if cal is not None and cal.bias_scale is not None else 1.0
         mean = cal.residual_mean if cal is not None and cal.residual_mean is not None else [0.0] * n_out
         std = cal.residual_std if cal is not None and cal.residual_std is not None else [1.0] * n_out
         self.residual_mean = np.asarray(mean, dtype=np.float64)
@@ -143,7 +146,7 @@ class Scorer:
         if self.bias is not None and predicted is not None:
             # In the model's scaled units, like the deviation's (its variance floor means the same).
             r = (values[:, self.targets] - predicted) / self.out_scale
-            hb = cols["bias.h"].copy()  # causal, as h above
+            hb = cols["bias.h"] * self.bias_scale  # causal, as h above
             bias = self.bias.update(cols, r, steps, ~warming & (steps > 0), restart)
             flags |= ready & (bias > hb)
         thr = None if self.threshold is None else np.full(len(scores), self.threshold)

@@ -22,7 +22,7 @@ from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model
 from edge_lstm.reading import Reading
 from edge_lstm.result import Result
-from edge_lstm.score import threshold_from_scores
+from edge_lstm.score import ScoringConfig, threshold_from_scores
 
 from .errors import DataError
 from .onnx_export import save, set_metadata
@@ -100,7 +100,7 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cal-") as tmp:
         path = Path(tmp) / "calibrating.onnx"
         if meta["output"]["kind"] == "score":
-            scores = _normal_scores(model, meta, path, streams, interval, start, progress)
+            scores, _ = _normal_scores(model, meta, path, streams, interval, start, progress)
             return _finish(meta, streams, scores, quantile, None, None)
         targets = [meta["features"].index(n) for n in meta["output"]["names"]]
         scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
@@ -121,8 +121,8 @@ def calibrate(
             **meta,
             "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
         }  # placeholder: scores do not use it
-        scores = _normal_scores(model, with_stats, path, streams, interval, start, progress)
-        return _finish(meta, streams, scores, quantile, mean.tolist(), std.tolist())
+        scores, bias_scale = _normal_scores(model, with_stats, path, streams, interval, start, progress)
+        return _finish(meta, streams, scores, quantile, mean.tolist(), std.tolist(), bias_scale)
 
 
 def _normal_scores(
@@ -133,13 +133,25 @@ def _normal_scores(
     interval: float,
     start: Sequence[int],
     progress: TextIO | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, float | None]:
+    """The normal scores of the counted rows, and the bias scale (below) of the model's calibration."""
     set_metadata(model, meta)
     save(model, path)
     runs = run_engine(path, streams, interval, progress)
     scores = [r.score for results, first in zip(runs, start) for r in results[first:] if not r.warming_up]
     _enough(len(scores), meta)
-    return np.asarray(scores, np.float64)
+    # The `bias` channel's level on this normal data, relative to each stream's own threshold (its
+    # (1 − risk) quantile; the maximum below 1 / risk rows). Streams learn their baseline from their
+    # own first readings, so on a long recording the machine's later normal operation (a warm-up, a
+    # load change) can reach beyond it; the daemon then sets no stream's threshold below that level.
+    ratios = [
+        r.bias / r.bias_threshold
+        for results, first in zip(runs, start)
+        for r in results[first:]
+        if r.bias is not None and r.bias_threshold
+    ]
+    scale = float(np.quantile(ratios, 1.0 - ScoringConfig().risk, method="higher")) if ratios else None
+    return np.asarray(scores, np.float64), (scale if scale is not None and scale > 1.0 else None)
 
 
 def _enough(n: int, meta: dict[str, Any]) -> None:
@@ -180,6 +192,7 @@ def _finish(
     quantile: float,
     mean: list[float] | None,
     std: list[float] | None,
+    bias_scale: float | None = None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     threshold = threshold_from_scores(scores, quantile)
     states = normal_states(streams, meta)
@@ -191,6 +204,8 @@ def _finish(
         "samples": int(scores.size),
         "states": states,
     }
+    if bias_scale is not None:
+        cal["bias_scale"] = bias_scale
     if mean is not None:
         cal = {"residual_mean": mean, "residual_std": std, **cal}
     report = CalibrationReport(

@@ -120,6 +120,8 @@ def render_text(doc: dict[str, Any]) -> str:
                 add(f"             {name:<20} {_num(mu):>13} {_num(sd):>13}")
         if cal.get("states"):
             add(f"             {len(cal['states'])} known normal operating states (the deviation channel's)")
+        if cal.get("bias_scale"):
+            add(f"             bias thresholds x {_num(cal['bias_scale'])} (the calibration data's own bias)")
     add(f"warm-up      {doc['warmup_steps']} steps")
     si = doc["sample_interval_s"]
     add(f"interval     {_num(si) + ' s between readings' if si is not None else 'not given'}")
