@@ -199,20 +199,19 @@ class FastPackets(paho.Client):
                 shift += 7
             if byte >= 0x80 or at + length > end:
                 break  # length or body not all here (or malformed): `_packet_read` decides
-            if (
-                (first & 0xF6) == 0x32 and readings and on_reading is not None
-            ):  # PUBLISH QoS 1 (`_handle_publish`'s fast path)
+            nxt = at + length
+            if (first & 0xF6) == 0x32 and readings and on_reading is not None:  # PUBLISH QoS 1 (`_handle_publish`)
                 tlen = (buf[at] << 8) | buf[at + 1] if length >= 2 else 0
                 props = at + 2 + tlen + 2  # the property length (one byte 0: none)
                 if tlen == 0 or length < 2 + tlen + 3 or buf[props] != 0:
                     break
+                self._rpos = nxt  # consumed before the callback, as `_packet_read` does
                 with in_callback:
                     on_reading(
-                        buf[at + 2 : at + 2 + tlen],
-                        buf[props + 1 : at + length],
-                        (buf[props - 2] << 8) | buf[props - 1],
+                        buf[at + 2 : at + 2 + tlen], buf[props + 1 : nxt], (buf[props - 2] << 8) | buf[props - 1]
                     )
             elif (first & 0xF0) == 0x40 and length == 2 and pubacks and done is not None:  # plain PUBACK
+                self._rpos = nxt
                 mid = (buf[at] << 8) | buf[at + 1]
                 with out_mutex:
                     msg = out_messages.pop(mid, None)
@@ -225,8 +224,7 @@ class FastPackets(paho.Client):
                         done()
             else:
                 break
-            pos = at + length
-            self._rpos = pos
+            pos = nxt
             n += 1
         return n
 

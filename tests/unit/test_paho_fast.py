@@ -251,3 +251,20 @@ def test_a_run_of_readings_and_pubacks_is_handled_in_order_around_other_packets(
     assert list(c._out_messages) == [infos[1].mid] and c._inflight_messages == 1
     assert by_paho == [0x30, 0xD0, 0x32]  # the QoS 0 message, the PINGRESP, the reading cut by the read
     assert c._in_packet["command"] == 0 and c._rpos == len(c._rbuf)
+
+
+def test_a_reading_whose_callback_raises_is_consumed_not_delivered_again(pair: Any) -> None:
+    c, broker = pair
+    got: list[int] = []
+
+    def on_reading(topic: bytes, payload: bytes, mid: int) -> None:
+        got.append(mid)
+        if mid == 1:
+            raise RuntimeError("boom")
+
+    c.on_reading = on_reading
+    broker.sendall(publish_packet(b"s/a", b"x", 1) + publish_packet(b"s/b", b"y", 2))
+    with pytest.raises(RuntimeError):
+        c.loop_read()
+    c.loop_read()
+    assert got == [1, 2]
