@@ -70,3 +70,28 @@ def test_bench_mqtt_paho_load_still_runs() -> None:
     """--paho-load: the rounds 1-3 publisher and collector (paho), kept for comparisons."""
     out = bench_mqtt("--quick", "--steady-only", "--paho-load")
     assert re.search(r"^daemon\s+steady CPU % +[\d.]+ \(runs: [\d.]+; ", out, re.M), out
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_latency_probe_runs_the_latency_phase_for_each_consumer() -> None:
+    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerUnavailable as e:
+        pytest.skip(str(e))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "latency_probe.py"), "--rate", "100", "--secs", "1", "--runs", "1"]
+        + ["--variant", "w5=engine.max_wait_ms=5"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    for name in ("daemon", "w5"):
+        row = rf"^{name}\s+rate 100/s  p50 [\d.]+ ms  p99 [\d.]+ ms  CPU % "
+        row += r"publisher \d+  collector \d+  broker \d+  daemon \d+$"
+        assert re.search(row, proc.stdout, re.M), proc.stdout
+    assert proc.stdout.count("daemon threads (tid - pid): 0: CPU") == 2, proc.stdout
