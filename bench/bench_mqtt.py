@@ -64,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,19 @@ class Publisher:
 # ---- the collector process ---------------------------------------------------------------------------
 
 
+def _serve(conn: Any, st: dict[str, Any], reset: Callable[..., None]) -> None:
+    """A collector's command loop: `watch` (reset the counters for the next phase), `report`, stop."""
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "watch":
+            reset(*cmd[1:])
+            conn.send("ok")
+        elif cmd[0] == "report":
+            conn.send(dict(st))
+        else:
+            break
+
+
 def collector_main(port: int, conn: Any, paho_load: bool = False) -> None:
     if paho_load:
         return collector_main_paho(port, conn)
@@ -209,15 +222,7 @@ def collector_main(port: int, conn: Any, paho_load: bool = False) -> None:
     reader = threading.Thread(target=sub.run, args=(on_batch,), daemon=True)
     reader.start()
     conn.send("ready")
-    while True:
-        cmd = conn.recv()
-        if cmd[0] == "watch":
-            reset(*cmd[1:])
-            conn.send("ok")
-        elif cmd[0] == "report":
-            conn.send({k: v for k, v in st.items()})
-        else:
-            break
+    _serve(conn, st, reset)
     sub.close()
     reader.join(5)
 
@@ -247,15 +252,7 @@ def collector_main_paho(port: int, conn: Any) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     conn.send("ready")
-    while True:
-        cmd = conn.recv()
-        if cmd[0] == "watch":
-            reset(*cmd[1:])
-            conn.send("ok")
-        elif cmd[0] == "report":
-            conn.send({k: v for k, v in st.items()})
-        else:
-            break
+    _serve(conn, st, reset)
     c.disconnect()
     c.loop_stop()
 

@@ -85,6 +85,21 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+def _body(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the body of the packet at `pos` starts and its length (MQTT's variable-length remaining
+    length: 7 bits a byte, at most 4 bytes), or None if it is not all in `buf` (or malformed)."""
+    end, at, length, shift = len(buf), pos + 1, 0, 0
+    while True:
+        if at == end or shift > 21:
+            return None
+        byte = buf[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (at, length) if at + length <= end else None
+        shift += 7
+
+
 def _fresh_in_packet() -> Any:
     """What paho's `_packet_read` leaves in `_in_packet` after a packet."""
     return {
@@ -137,18 +152,10 @@ class FastPackets(paho.Client):
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         # A whole packet in the buffer is cut from it in one go; paho would take it in three reads
         # (header, each length byte, body) with a dict update for each.
-        end, at, length, shift = len(buf), pos + 1, 0, 0
-        while True:
-            if at == end or shift > 21:
-                return super()._packet_read()  # length not all here (or malformed: paho's error)
-            byte = buf[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-        if at + length > end:
-            return super()._packet_read()
+        body = _body(buf, pos)
+        if body is None:
+            return super()._packet_read()  # length or body not all here (or malformed: paho's error)
+        at, length = body
         self._rpos = at + length
         self._in_packet = {
             "command": buf[pos],
@@ -187,18 +194,10 @@ class FastPackets(paho.Client):
         end, n = len(buf), 0
         in_callback, out_mutex, out_messages = self._in_callback_mutex, self._out_message_mutex, self._out_messages
         while pos + 2 <= end:
-            first, at, length, shift = buf[pos], pos + 1, 0, 0
-            while True:
-                if at == end or shift > 21:
-                    break
-                byte = buf[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-            if byte >= 0x80 or at + length > end:
+            body = _body(buf, pos)
+            if body is None:
                 break  # length or body not all here (or malformed): `_packet_read` decides
+            first, (at, length) = buf[pos], body
             nxt = at + length
             if (first & 0xF6) == 0x32 and readings and on_reading is not None:  # PUBLISH QoS 1 (`_handle_publish`)
                 tlen = (buf[at] << 8) | buf[at + 1] if length >= 2 else 0
