@@ -73,9 +73,9 @@ class Scorer:
         self.config = config or ScoringConfig()
         cal = meta.calibration
         states = cal.states if cal is not None and cal.states else None
-        levels = np.asarray([st.mean for st in states], np.float64) if states else None
+        state_mean = np.asarray([st.mean for st in states], np.float64) if states else None
         cov = np.asarray([st.cov for st in states], np.float64) if states else None
-        self.baseline = Baseline(len(meta.features), self.config, levels, cov)
+        self.baseline = Baseline(len(meta.features), self.config, state_mean, cov)
         self.columns: dict[str, Column] = {**self.baseline.columns, **stuck_sensors.columns(len(meta.features))}
         self.kind = meta.output.kind
         n_out = len(meta.output.names)

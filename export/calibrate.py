@@ -28,8 +28,8 @@ from .errors import DataError
 from .onnx_export import save, set_metadata
 
 DEFAULT_QUANTILE = 0.999
-MAX_LEVELS = 32  # known normal states kept (the daemon smooths a deviation against each, per stream)
-LEVEL_WINDOW = 100  # readings per state at least: long enough for its mean and covariance
+MAX_STATES = 32  # known normal states kept (the daemon smooths a deviation against each, per stream)
+STATE_WINDOW = 100  # readings per state at least: long enough for its mean and covariance
 MIN_SAMPLES = 30  # fit holds out at least this many rows per stream (fit.MIN_HELD_OUT)
 _TS0 = 1_700_000_000.0  # any epoch after 2000: the engine only needs increasing timestamps
 
@@ -164,12 +164,12 @@ def _enough(n: int, meta: dict[str, Any]) -> None:
 
 def normal_states(streams: Sequence[np.ndarray], meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The calibration data's operating states: mean and covariance of consecutive windows of each
-    stream, scaled like the model's input (docs/scoring.md, "Known normal states"). At most MAX_LEVELS
-    windows of at least LEVEL_WINDOW readings; a partial window counts when it is at least half a window."""
+    stream, scaled like the model's input (docs/scoring.md, "Known normal states"). At most MAX_STATES
+    windows of at least STATE_WINDOW readings; a partial window counts when it is at least half a window."""
     offset = np.asarray(meta["scaling"]["offset"], np.float64)
     scale = np.asarray(meta["scaling"]["scale"], np.float64)
     total = sum(len(s) for s in streams)
-    window = max(LEVEL_WINDOW, -(-total // MAX_LEVELS))
+    window = max(STATE_WINDOW, -(-total // MAX_STATES))
     levels = []
     for s in streams:
         u = (np.asarray(s, np.float64) - offset) / scale
@@ -177,8 +177,8 @@ def normal_states(streams: Sequence[np.ndarray], meta: dict[str, Any]) -> list[d
             part = u[start : start + window]
             if len(part) >= window // 2:
                 levels.append(part)
-    if len(levels) > MAX_LEVELS:  # per-stream remainders: keep an even spread
-        levels = [levels[int(i)] for i in np.linspace(0, len(levels) - 1, MAX_LEVELS).round()]
+    if len(levels) > MAX_STATES:  # per-stream remainders: keep an even spread
+        levels = [levels[int(i)] for i in np.linspace(0, len(levels) - 1, MAX_STATES).round()]
     return [
         {"mean": p.mean(axis=0).tolist(), "cov": np.atleast_2d(np.cov(p, rowvar=False, bias=True)).tolist()}
         for p in levels

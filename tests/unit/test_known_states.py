@@ -8,7 +8,7 @@ import pytest
 
 from edge_lstm.baseline import Baseline, BaselineConfig
 from edge_lstm.contract import ModelFormatError, parse_meta
-from edge_lstm_export.calibrate import LEVEL_WINDOW, MAX_LEVELS, normal_states
+from edge_lstm_export.calibrate import MAX_STATES, STATE_WINDOW, normal_states
 
 
 def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
@@ -54,9 +54,9 @@ def test_normal_states_are_window_means_and_covariances_in_model_scaling() -> No
 def test_long_calibration_data_gives_at_most_max_levels_wider_windows_spread_over_it() -> None:
     x = np.arange(100_000, dtype=np.float64)[:, None]
     st = normal_states([x], {"scaling": {"offset": [0.0], "scale": [1.0]}})
-    assert len(st) == MAX_LEVELS
-    window = 100_000 // MAX_LEVELS
-    assert window > LEVEL_WINDOW
+    assert len(st) == MAX_STATES
+    window = 100_000 // MAX_STATES
+    assert window > STATE_WINDOW
     assert st[0]["mean"][0] == pytest.approx((window - 1) / 2)
     assert st[-1]["mean"][0] > 100_000 - 2 * window  # the end of the data is covered
 
