@@ -27,6 +27,8 @@ CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, DISCONNECT = 1, 2, 3, 4, 8
 TS = re.compile(rb'"ts":\s*([-+0-9.eE]+)')
 
 
+# The load generator encodes MQTT itself on purpose, rather than calling the daemon's paho_fast: a
+# benchmark that shared the code under test could not catch that code's encoding mistakes.
 def remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:

@@ -17,20 +17,6 @@ import mqtt_load  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def broker():  # type: ignore[no-untyped-def]
-    from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
-
-    try:
-        b = PrivateBroker().start()
-    except BrokerUnavailable as e:
-        pytest.skip(str(e))
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def test_split_packets_keeps_an_incomplete_tail() -> None:
     pub = b"\x30\x05\x00\x01tab"  # QoS 0 PUBLISH, topic "t", payload "ab"
     big = b"\x30\x82\x01" + b"\x00\x01t" + b"x" * 127  # remaining length 130 in two bytes
