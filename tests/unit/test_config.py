@@ -46,8 +46,8 @@ def test_defaults():
     assert (e.max_streams, e.max_batch, e.max_wait_ms, e.target_batch, e.threads, e.max_payload_bytes) == (
         10000,
         1024,
-        20.0,
-        32,
+        50.0,
+        64,
         1,
         4096,
     )
