@@ -174,7 +174,7 @@ class Engine:
             a[s] = ns
 
         steps = table.steps[s]
-        cols = {k: a[s] for k, a in table.columns.items()}  # gathered (copies), scattered back below
+        cols = table.gather(s)  # copies, gathered when first used; scattered back below
         if self.forecast:
             predicted = table.prediction[s]
             # The next reading's prediction is the forecast's first step (the first len(names) columns).
@@ -187,8 +187,7 @@ class Engine:
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
         scored = self.scorer.score(cols, values, u, y, predicted, steps, self.warmup, gap)
         raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss, scored.likelihood)
-        for k, a in table.columns.items():
-            a[s] = cols[k]
+        cols.scatter()
         flags = scored.flags
         table.steps[s] = steps + 1
         table.anomalies[s] += flags

@@ -39,6 +39,32 @@ class StreamState:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # missing names start from their init
 
 
+class Gathered(dict[str, np.ndarray]):
+    """Some rows' columns (`StateTable.gather`), each gathered (a copy) when first looked up.
+
+    A round reads and writes only some of the ~40 columns (a stream past its baseline never touches its
+    warm-up sums): gathering and scattering back only those saves ~1 µs of fixed cost per column. What
+    was looked up or assigned is scattered back by `scatter`; a column never touched is left as it is.
+    """
+
+    __slots__ = ("_columns", "_slots")
+
+    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray) -> None:
+        super().__init__()
+        self._columns, self._slots = columns, slots
+
+    def __missing__(self, key: str) -> np.ndarray:
+        # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
+        v = self[key] = self._columns[key].take(self._slots, axis=0)
+        return v
+
+    def scatter(self) -> None:
+        """Write every column looked up or assigned back to the table's rows."""
+        columns, slots = self._columns, self._slots
+        for k, v in self.items():
+            columns[k][slots] = v
+
+
 class StateTable:
     def __init__(
         self,
@@ -94,6 +120,11 @@ class StateTable:
         self.columns = {k: grown(a) for k, a in self.columns.items()}
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
         self.capacity = capacity
+
+    def gather(self, slots: np.ndarray) -> Gathered:
+        """The columns of the rows at `slots` (distinct), gathered lazily: `Gathered.scatter` writes them
+        back. Valid until the table grows."""
+        return Gathered(self.columns, slots)
 
     def _reset(self, slots: np.ndarray) -> None:
         for a in self.states:
