@@ -76,8 +76,9 @@ class Bias:
         this call (causal)."""
         c = self.config
         learning = steps < c.baseline
-        acc = learning & warm & ~restart & np.isfinite(r).all(axis=1)
-        if acc.any():
+        acc = learning & warm & ~restart
+        if acc.any():  # past every stream's baseline (the steady state) the finiteness test is not needed
+            acc &= np.isfinite(r).all(axis=1)
             ra = r[acc]
             cols["bias.n"][acc] += 1
             cols["bias.sum"][acc] += ra
@@ -98,8 +99,9 @@ class Bias:
         live = ~learning & warm & ~restart
         a = c.alpha
         gain = (2.0 - a) / a / self.F
-        d = np.where(live[:, None], r - cols["bias.m"], 0.0)
-        d = np.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
+        d = r - cols["bias.m"]
+        # 0 where not live or not finite (no forecast); np.nan_to_num did the latter at 4 µs more per call.
+        d = np.where(live[:, None] & np.isfinite(d), d, 0.0)
         if c.influence > 0:
             # One reading moves z by at most what a shift driving `bias` to influence × h would.
             s = np.einsum("bi,bij,bj->b", d, cols["bias.P"], d) * gain

@@ -112,7 +112,8 @@ class Scorer:
         """RMS z-score of `values[:, targets] - predicted`, one per row (feature units in, ≥ 0 out)."""
         residual = values[:, self.targets] - predicted
         z = (residual - self.residual_mean) / self.residual_std
-        out: np.ndarray = np.sqrt(np.mean(z * z, axis=1))
+        # np.add.reduce / F is np.mean's own sum and division, without its Python wrapper (3 µs per call).
+        out: np.ndarray = np.sqrt(np.add.reduce(z * z, axis=1) / z.shape[1])
         return out
 
     def score(
