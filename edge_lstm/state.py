@@ -45,6 +45,8 @@ class Gathered(dict[str, np.ndarray]):
     A round reads and writes only some of the ~40 columns (a stream past its baseline never touches its
     warm-up sums): gathering and scattering back only those saves ~1 µs of fixed cost per column. What
     was looked up or assigned is scattered back by `scatter`; a column never touched is left as it is.
+    Scoring code must look columns up by `cols[key]`: `in`, `get` and iteration see only the columns
+    gathered so far.
     """
 
     __slots__ = ("_columns", "_slots")
