@@ -45,8 +45,8 @@ class Gathered(dict[str, np.ndarray]):
     A round reads and writes only some of the ~40 columns (a stream past its baseline never touches its
     warm-up sums): gathering and scattering back only those saves ~1 µs of fixed cost per column. What
     was looked up or assigned is scattered back by `scatter`; a column never touched is left as it is.
-    Scoring code must look columns up by `cols[key]`: `in`, `get` and iteration see only the columns
-    gathered so far.
+    `key in cols` asks the table; `get` and iteration see only the columns gathered so far, so scoring
+    code looks columns up by `cols[key]`.
     """
 
     __slots__ = ("_columns", "_slots")
@@ -59,6 +59,9 @@ class Gathered(dict[str, np.ndarray]):
         # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
         v = self[key] = self._columns[key].take(self._slots, axis=0)
         return v
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._columns  # whether the table has the column, gathered yet or not
 
     def scatter(self) -> None:
         """Write every column looked up or assigned back to the table's rows."""
