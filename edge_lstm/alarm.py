@@ -83,6 +83,9 @@ class AlarmPolicy:
         return raised_now, cleared_now
 
 
+_bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none
+
+
 def _popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per int64 (of x >= 0: numpy's bitwise_count counts those of |x|)."""
     if _bitwise_count is not None:  # numpy >= 2: one ufunc, 3 µs less per round than unpacking bits
@@ -91,6 +94,3 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     bits = np.unpackbits(np.ascontiguousarray(x, dtype="<i8").view(np.uint8).reshape(-1, 8), axis=1)
     out: np.ndarray = bits.sum(axis=1)
     return out
-
-
-_bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none
