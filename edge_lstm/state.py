@@ -46,7 +46,7 @@ class Gathered(dict[str, np.ndarray]):
     warm-up sums): gathering and scattering back only those saves ~1 µs of fixed cost per column. What
     was looked up or assigned is scattered back by `scatter`; a column never touched is left as it is.
     `key in cols` asks the table; `get` and iteration see only the columns gathered so far, so scoring
-    code looks columns up by `cols[key]`.
+    code looks columns up by `cols[key]`. A key assigned must be a table column (`scatter` writes it).
     """
 
     __slots__ = ("_columns", "_slots")

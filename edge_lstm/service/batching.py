@@ -3,8 +3,8 @@
 A batch closes at `target_batch` readings, at `max_batch`, or `max_wait_s` after its first reading,
 whichever comes first. At low rates the wait buys fewer, larger model calls: most of a small batch's
 cost is per call (at a steady 1,000 readings/s a batch of ~23 cost the worker ~2.5 ms: engine 1.4,
-decode/encode 0.5, publish, journal and acks 0.6; docs/performance.md, round 5); at high rates batches
-fill before the wait ends.
+decode/encode 0.5, publish, journal and acks 0.5, waits and the batch write 0.2; docs/performance.md,
+round 5); at high rates batches fill before the wait ends.
 """
 
 from __future__ import annotations

@@ -151,8 +151,8 @@ class EngineSettings(_Section):
     # A batch is stepped once it holds target_batch readings, or max_wait_ms after its first reading:
     # at low rates the wait buys fewer, larger model calls (CPU), at high rates batches fill at once
     # (service/batching.py). A batch costs ~1.5-2.5 ms of the worker whatever its size up to a few
-    # dozen readings, so at 1 kHz 20 ms / 32 spent ~14 % of a core and 50 ms / 64 ~8 %, for ~25 ms more
-    # latency (docs/performance.md, round 5).
+    # dozen readings, so at 1 kHz 20 ms / 32 spent 13-15 % of a core and 50 ms / 64 ~8 %, for ~25 ms more
+    # latency at p50, ~35 ms at p99 (docs/performance.md, round 5).
     max_wait_ms: float = Field(default=50.0, ge=0)
     target_batch: int = Field(default=64, ge=1)
     idle_timeout_s: float = Field(default=0.0, ge=0)  # 0 = never evict idle streams (only LRU when full)
