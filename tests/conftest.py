@@ -22,6 +22,17 @@ def step_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def mosquitto_binary() -> str:
+    """The mosquitto binary (skips without one): for scripts that start their own broker (bench/)."""
+    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
+
+    try:
+        return find_mosquitto()
+    except BrokerUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
 def broker() -> Iterator[Any]:
     """A started private mosquitto on a free port (persistence on, like docs/mosquitto.conf)."""
     from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker

@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("mosquitto_binary")  # the scripts start their own broker
 
 
 @pytest.mark.integration
 def test_bench_callback_prints_both_modes() -> None:
-    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except BrokerUnavailable as e:
-        pytest.skip(str(e))
     proc = subprocess.run(
         [
             sys.executable,

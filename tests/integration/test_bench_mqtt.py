@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("mosquitto_binary")  # the scripts start their own broker
 
 
 def bench_mqtt(*args: str) -> str:
-    """bench/bench_mqtt.py's stdout (skipped without a mosquitto binary; its exit code must be 0)."""
-    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except BrokerUnavailable as e:
-        pytest.skip(str(e))
+    """bench/bench_mqtt.py's stdout (its exit code must be 0)."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_mqtt.py"), *args],
         capture_output=True,
@@ -75,12 +70,6 @@ def test_bench_mqtt_paho_load_still_runs() -> None:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_latency_probe_runs_the_latency_phase_for_each_consumer() -> None:
-    from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except BrokerUnavailable as e:
-        pytest.skip(str(e))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "latency_probe.py"), "--rate", "100", "--secs", "1", "--runs", "1"]
         + ["--variant", "w5=engine.max_wait_ms=5"],
