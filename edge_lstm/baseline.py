@@ -219,7 +219,7 @@ class Baseline:
         if self.state_mean is not None:
             if n_live:
                 self._known(cols, u, rows)
-            e = np.minimum(e, cols["dev.ek"].min(axis=1))
+            e = self.current(cols)  # the smaller of its own and the nearest known state's
         if c.track > 0 and n_live:
             # Bounded-influence level tracking: normal slow drift is followed, a fault (large s) barely is.
             w = c.clip / np.sqrt(np.maximum(s[rows], c.clip * c.clip))
