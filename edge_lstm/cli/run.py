@@ -4,13 +4,15 @@ A bad start (config, model, state directory, TLS or password files) is a `Startu
 (service/startup.py): one line on stderr naming the key and its environment variable, and exit code 2.
 The unit's `RestartPreventExitStatus=2` then stops systemd from restarting into the same error forever.
 
-SIGTERM, SIGINT and SIGHUP stop the daemon cleanly (drain, checkpoint, `offline`); SIGHUP does not
-reload anything yet.
+SIGTERM and SIGINT stop the daemon cleanly (drain, checkpoint, `offline`); SIGHUP reloads the
+configuration and the model (service/reload.py); SIGUSR1 writes every thread's stack to stderr (the
+journal) and changes nothing, for a daemon that looks stuck (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import os
 import signal
@@ -99,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     signal.signal(signal.SIGHUP, _on_hup)
+    # Written by the C signal handler, so it works even when the Python threads are blocked or deadlocked.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     daemon = Daemon(settings, model, reloader=_reload)
     _freeze_startup_objects()
     code = daemon.run(stop)

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 from support.config import daemon_config
+from support.faults import wait_until
 from support.models import make_step_model
 from support.traffic import reading_payload
 
@@ -94,3 +95,20 @@ def test_example_units_reload_with_sighup() -> None:
     root = Path(__file__).resolve().parents[2]
     for unit in ("edge-lstm.service", "edge-lstm@.service"):
         assert "ExecReload=/bin/kill -HUP $MAINPID" in (root / "systemd" / unit).read_text()
+
+
+def test_sigusr1_dumps_every_threads_stack_and_serving_goes_on(
+    broker, step_model_path, tmp_path, run_daemon, collector, publisher
+):
+    """For a daemon that looks stuck (docs/operations.md): the stacks go to stderr (the journal), nothing
+    else changes."""
+    model, col, d, pub = serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, 3)
+    d.proc.send_signal(signal.SIGUSR1)
+    # faulthandler names the worker (main thread, in the daemon's loop) and paho's network thread.
+    wait_until(lambda: "most recent call first" in d.text() and "in run" in d.text(), 10, "a stack dump on stderr")
+    dump = d.text()
+    assert "daemon.py" in dump and "paho" in dump, dump[-3000:]
+    send(pub, 3, 3)
+    results = col.wait_count("edge-lstm/scores/", 6)
+    assert d.proc.poll() is None and results[5]["warming_up"] is False
+    assert d.terminate() == 0

@@ -97,9 +97,12 @@ class DaemonProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            # Where is it stuck? The log says how far the shutdown got.
+            # Where is it stuck? The log says how far the shutdown got; SIGUSR1 adds every thread's
+            # stack to it (faulthandler, cli/run.py).
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             raise AssertionError(
-                f"daemon did not exit {timeout} s after SIGTERM; log:\n{self.text()[-4000:]}"
+                f"daemon did not exit {timeout} s after SIGTERM; log:\n{self.text()[-12000:]}"
             ) from None
 
     def stop(self) -> None:
