@@ -85,10 +85,22 @@ def _run(args: argparse.Namespace) -> int:
         if daemon is not None:
             daemon.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
+        _wake()
 
     def _on_hup(signum: int, frame: FrameType | None) -> None:
         if daemon is not None:
             daemon.reload_requested = True  # the worker reloads between two batches (service/reload.py)
+        _wake()
+
+    def _wake(*_: object) -> None:
+        # Every handler ends here. A signal that interrupts the worker's wait for the inbox
+        # (`SimpleQueue.get(timeout=...)`, batching.gather) can leave that wait blocked until something is
+        # put, if the thread gets the GIL back after its deadline: CPython before 3.13 then waits with
+        # the negative remaining time, i.e. for ever. An idle daemon (nothing put) then never saw its
+        # SIGTERM (a CI hang; tests/integration/test_daemon_signals.py reproduces it). The put ends
+        # that wait; `SimpleQueue.put` is reentrant, safe in a signal handler.
+        if daemon is not None:
+            daemon.wake()
 
     def _reload() -> tuple[Settings, StepModel]:
         new = load_settings(path)
@@ -101,8 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     signal.signal(signal.SIGHUP, _on_hup)
-    # Written by the C signal handler, so it works even when the Python threads are blocked or deadlocked.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # The stacks are written by faulthandler's C signal handler, so even when the Python threads are
+    # blocked; it then chains to the Python handler, which wakes the worker as the others do.
+    signal.signal(signal.SIGUSR1, _wake)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
     daemon = Daemon(settings, model, reloader=_reload)
     _freeze_startup_objects()
     code = daemon.run(stop)

@@ -72,6 +72,8 @@ def gather(
     one, in slices of `SLICE_S`."""
     items: list[Inbound] = []
     try:
+        # A signal handler that interrupts this wait must put something (cli/run.py, `_wake`): CPython
+        # before 3.13 can otherwise go on waiting past the timeout until a message arrives.
         item = inbox.get(timeout=idle_wait)
     except queue.Empty:
         return items

@@ -135,6 +135,11 @@ class Daemon:
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
         self.unacked_pauses = 0
 
+    def wake(self) -> None:
+        """Wake the worker if it waits for the inbox (it then looks at stop and reload requests); safe
+        from a signal handler (cli/run.py says why it is needed)."""
+        self.inbox.put(WAKE)
+
     def _request_reload(self) -> None:
         self.reload_requested = True
 

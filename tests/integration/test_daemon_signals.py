@@ -1,13 +1,19 @@
 """Signals: SIGHUP (and `systemctl reload`) reloads the configuration and the model in place; SIGTERM
-stops cleanly (tests/integration/test_daemon_mqtt.py)."""
+stops cleanly (also tests/integration/test_daemon_mqtt.py); SIGUSR1 dumps the threads' stacks. Each
+reaches an idle worker even when it gets the GIL back late."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import sys
+from pathlib import Path
 
 import pytest
+import support
 from support.config import daemon_config
+from support.daemon import DaemonProcess
 from support.faults import wait_until
 from support.models import make_step_model
 from support.traffic import reading_payload
@@ -112,3 +118,41 @@ def test_sigusr1_dumps_every_threads_stack_and_serving_goes_on(
     results = col.wait_count("edge-lstm/scores/", 6)
     assert d.proc.poll() is None and results[5]["warming_up"] is False
     assert d.terminate() == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGUSR1"])
+def test_a_signal_reaches_an_idle_worker_that_gets_the_gil_back_late(broker, step_model_path, tmp_path, sig):
+    """The signal interrupts the idle worker's inbox wait and another thread keeps the GIL past that
+    wait's deadline (support/signal_under_load.py). Without the handlers' wake-up, CPython < 3.13 leaves
+    the worker blocked until a message arrives: SIGTERM never stops an idle daemon (seen in CI), SIGHUP
+    never reloads, and after SIGUSR1 the worker is stuck."""
+    go = tmp_path / "go"
+    d = DaemonProcess(
+        tmp_path / "d",
+        settings={
+            "model": step_model_path,
+            "state_dir": tmp_path / "state",
+            "mqtt.port": broker.port,
+            "mqtt.client_id": f"signal-late-{sig}-{os.getpid()}",
+        },
+    )
+    d.args = [sys.executable, str(Path(support.__file__).parent / "signal_under_load.py"), sig, str(go), "run"]
+    try:
+        d.start().wait_ready()
+        d.wait_event("stats")  # serving, idle: the worker sits in its inbox wait
+        go.touch()
+        if sig == "SIGTERM":
+            assert d.proc is not None
+            assert d.proc.wait(timeout=15) == 0, d.text()[-3000:]
+            assert d.wait_event("stopped")
+        else:
+            if sig == "SIGHUP":
+                d.wait_event("reloaded", timeout=10)
+            else:
+                wait_until(lambda: "most recent call first" in d.text(), 10, "a stack dump")
+            # The worker goes on: more stats lines after the signal.
+            after = d.text().index("TRIGGER")
+            wait_until(lambda: d.text().count('"stats"', after) >= 2, 10, "stats lines after the signal")
+            assert d.terminate() == 0
+    finally:
+        d.stop()
