@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -275,8 +277,6 @@ def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) ->
 def test_journal_records_are_exact_and_old_json_records_still_replay(tmp_path: Path) -> None:
     """Binary records round-trip bit for bit; segments written by earlier versions (JSON) replay."""
     import json
-    import struct
-    import zlib
 
     odd = Reading("pump/ünï 7", 1_764_000_000.123456789, (0.1, -0.0, 1e-310, 3.141592653589793, 1e300))
     j = Journal(tmp_path)
@@ -293,3 +293,22 @@ def test_journal_records_are_exact_and_old_json_records_still_replay(tmp_path: P
     j.append([(4, odd)])
     j.close()
     assert list(j.replay(1)) == [(3, Reading("old", 1.5, (1.0, 2.0))), (4, odd)]
+
+
+def test_journal_record_bytes_follow_the_documented_layout(tmp_path: Path) -> None:
+    """`0x02 <u64 batch><f64 ts><u16 n><n x f64 values><UTF-8 stream>` little-endian, behind
+    `<u32 length><u32 crc32>` (journal.py): journals written by earlier versions must still replay."""
+    payload = (
+        b"\x02"
+        + (7).to_bytes(8, "little")
+        + struct.pack("<d", 1.5)
+        + (2).to_bytes(2, "little")
+        + struct.pack("<2d", 2.0, -1.0)
+        + "pümp".encode()
+    )
+    j = Journal(tmp_path)
+    j.open(0)
+    j.append([(7, Reading("pümp", 1.5, (2.0, -1.0))), (7, Reading("pümp", 1.5, (2.0, -1.0)))])
+    j.close()
+    record = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    assert (tmp_path / "journal.0").read_bytes() == record * 2
