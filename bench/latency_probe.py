@@ -7,8 +7,8 @@
 
 Each run: a fresh daemon (this checkout, `--tree NAME=PATH` another source tree, `--variant
 NAME=SECTION.KEY=VALUE,...` other settings) on the run's private broker, 3 s to start, then
-`--secs` s of readings at `--rate` over 200 streams (bench_mqtt's `latency`). Prints p50 / p99
-publish → result, the CPU share (% of one core) of publisher, collector, broker and daemon, and per
+`--secs` s of readings at `--rate` over 200 streams (bench_mqtt's `latency`, in mqtt_phases.py). Prints
+p50 / p99 publish → result, the CPU share (% of one core) of publisher, collector, broker and daemon, and per
 daemon thread its CPU share and voluntary / involuntary context switches per second (the worker is the
 main thread, paho's network thread the other busy one). A tree whose daemon writes per-reading stage
 times to `$STAGE_OUT` (a JSON list of [ts, arrival, batch taken, results handed, batch size]) gets them
@@ -27,9 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 
-import bench_mqtt as B  # noqa: E402
+import mqtt_traffic  # noqa: E402
+from mqtt_consumers import DaemonRun, settings_env  # noqa: E402
+from mqtt_phases import latency  # noqa: E402
+from mqtt_session import drop_session, make_session  # noqa: E402
+from mqtt_traffic import bench_broker, broker_pid  # noqa: E402
+from proc_cpu import TICK, cpu_s  # noqa: E402
 
 
 def threads(pid: int) -> dict[int, tuple[float, int, int]]:
@@ -45,7 +51,7 @@ def threads(pid: int) -> dict[int, tuple[float, int, int]]:
             continue
         v = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
         iv = int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
-        out[int(t) - pid] = ((int(st[11]) + int(st[12])) / B.TICK, v, iv)
+        out[int(t) - pid] = ((int(st[11]) + int(st[12])) / TICK, v, iv)
     return out
 
 
@@ -81,34 +87,34 @@ def main() -> int:
     ap.add_argument("--paho-load", action="store_true")
     ap.add_argument("--nice", type=int, default=0)
     a = ap.parse_args()
-    B.PAHO_LOAD = a.paho_load
+    mqtt_traffic.PAHO_LOAD = a.paho_load  # read at call time by its Collector and paced
     if a.nice:
         os.setpriority(os.PRIO_PROCESS, 0, a.nice)
     ns = argparse.Namespace(latency_s=a.secs, streams=a.streams)
-    consumers: list[tuple[str, Path, dict[str, str]]] = [("daemon", B.ROOT, {})]
-    consumers += [(n, B.ROOT, B.settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]
+    consumers: list[tuple[str, Path, dict[str, str]]] = [("daemon", ROOT, {})]
+    consumers += [(n, ROOT, settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]
     consumers += [(n, Path(p).resolve(), {}) for n, p in (x.split("=", 1) for x in a.tree)]
     extra = "max_queued_messages 50000\nmax_inflight_messages 1000\nautosave_interval 1800\n"
-    with B.bench_broker(extra) as (tmp, b, col):
+    with bench_broker(extra) as (tmp, b, col):
         for rep in range(a.runs):
             for name, src, env in consumers:
-                d = B.DaemonRun(f"{name}{rep}", src, b.port, tmp, env)
+                d = DaemonRun(f"{name}{rep}", src, b.port, tmp, env)
                 stage_file = str(tmp / f"stages.{name}{rep}.json")
                 d.env["STAGE_OUT"] = stage_file
-                B.make_session(b.port, d.client_id)
+                make_session(b.port, d.client_id)
                 try:
                     proc = d.start()
                     time.sleep(3)
                     pids = {"publisher": os.getpid(), "collector": col.proc.pid or 0}
-                    pids |= {"broker": B.broker_pid(b), "daemon": proc.pid}
-                    c0, th0, t0 = {k: B.cpu_s(p) for k, p in pids.items()}, threads(proc.pid), time.monotonic()
-                    r: dict[str, Any] = B.latency(b.port, col, a.rate, ns, d.name, proc.pid, B.broker_pid(b))
+                    pids |= {"broker": broker_pid(b), "daemon": proc.pid}
+                    c0, th0, t0 = {k: cpu_s(p) for k, p in pids.items()}, threads(proc.pid), time.monotonic()
+                    r: dict[str, Any] = latency(b.port, col, a.rate, ns, d.name, proc.pid, broker_pid(b))
                     el = time.monotonic() - t0
-                    cpu = {k: (B.cpu_s(p) - c0[k]) / el * 100 for k, p in pids.items()}
+                    cpu = {k: (cpu_s(p) - c0[k]) / el * 100 for k, p in pids.items()}
                     th1 = threads(proc.pid)
                 finally:
                     d.stop()
-                B.drop_session(b.port, d.client_id)
+                drop_session(b.port, d.client_id)
                 print(
                     f"{name:<8} rate {a.rate:,.0f}/s  p50 {r.get('p50_ms', 0):.1f} ms  p99 {r.get('p99_ms', 0):.1f} ms"
                     "  CPU % " + "  ".join(f"{k} {v:.0f}" for k, v in cpu.items()),
