@@ -20,10 +20,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 # Signals that stop the daemon cleanly. SIGHUP reloads the configuration and the model (service/reload.py;
 # its default action would kill the daemon silently).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HANDLED_SIGNALS = {*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1}
 DEFAULT_CONFIG = Path("/etc/edge-lstm/config.toml")  # where the systemd unit's ConfigurationDirectory puts it
 
 
@@ -64,32 +66,30 @@ def _run(args: argparse.Namespace) -> int:
     from ..ports import StepModel
     from ..service.config import Settings, load_settings
     from ..service.daemon import Daemon
-    from ..service.logs import configure
+    from ..service.logs import configure, get_logger
     from ..service.startup import preflight, setting_error
 
-    settings = load_settings(config_path(args.config))
-    configure(settings.log.level, settings.log.format)
-    preflight(settings)
-    try:
-        model = load_model(settings.model, threads=settings.engine.threads)
-    except ModelFormatError as e:
-        raise setting_error("model", str(e)) from None
     stop = threading.Event()
     daemon: Daemon | None = None
-    path = config_path(args.config)
+    early: dict[str, Any] = {}  # what a signal asked for before the daemon existed (start-up)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flag it: no logging here. The handler runs in the main thread between bytecodes, maybe
         # while that thread holds structlog's (non-reentrant) output lock mid-line: logging from here
         # would deadlock the shutdown. Daemon.shutdown logs the reason.
+        reason = f"signal {signal.Signals(signum).name}"
         if daemon is not None:
-            daemon.stop_reason = f"signal {signal.Signals(signum).name}"
+            daemon.stop_reason = reason
+        else:
+            early["stop_reason"] = reason
         stop.set()
         _wake()
 
     def _on_hup(signum: int, frame: FrameType | None) -> None:
         if daemon is not None:
             daemon.reload_requested = True  # the worker reloads between two batches (service/reload.py)
+        else:
+            early["reload"] = True
         _wake()
 
     def _wake(*_: object) -> None:
@@ -102,6 +102,28 @@ def _run(args: argparse.Namespace) -> int:
         if daemon is not None:
             daemon.wake()
 
+    # Handlers first: loading the model takes seconds on a Pi, and meanwhile the default actions of
+    # SIGHUP and SIGUSR1 would kill the process (a `systemctl reload` during start-up, or a stack dump
+    # asked of a daemon that seems stuck starting).
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _on_signal)
+    signal.signal(signal.SIGHUP, _on_hup)
+    # The stacks are written by faulthandler's C signal handler, so even when the Python threads are
+    # blocked; it then chains to the Python handler, which wakes the worker as the others do.
+    signal.signal(signal.SIGUSR1, _wake)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
+    # After a restart in place (below) the signals that came during the exec are pending: handle them now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+
+    settings = load_settings(config_path(args.config))
+    configure(settings.log.level, settings.log.format)
+    preflight(settings)
+    try:
+        model = load_model(settings.model, threads=settings.engine.threads)
+    except ModelFormatError as e:
+        raise setting_error("model", str(e)) from None
+    path = config_path(args.config)
+
     def _reload() -> tuple[Settings, StepModel]:
         new = load_settings(path)
         preflight(new)
@@ -110,20 +132,23 @@ def _run(args: argparse.Namespace) -> int:
         except ModelFormatError as e:
             raise setting_error("model", str(e)) from None
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _on_signal)
-    signal.signal(signal.SIGHUP, _on_hup)
-    # The stacks are written by faulthandler's C signal handler, so even when the Python threads are
-    # blocked; it then chains to the Python handler, which wakes the worker as the others do.
-    signal.signal(signal.SIGUSR1, _wake)
-    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
+    if stop.is_set():  # stopped while starting: nothing received, nothing to drain
+        get_logger("edge_lstm.daemon").info("stopped", reason=early["stop_reason"], detail="before serving")
+        return 0
     daemon = Daemon(settings, model, reloader=_reload)
+    daemon.stop_reason = early.get("stop_reason", daemon.stop_reason)
+    daemon.reload_requested = daemon.reload_requested or early.get("reload", False)
     _freeze_startup_objects()
     code = daemon.run(stop)
     if daemon.restart_requested and not stop.is_set():
         # A reload that cannot be done in place (another state signature): start over in this process
-        # (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside.
-        os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
+        # (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside. A stop
+        # signal from here on stays pending through the exec, for the new process's handlers, instead of
+        # being lost with this process's.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        if not stop.is_set():
+            os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     return code
 
 

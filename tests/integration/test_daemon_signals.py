@@ -111,7 +111,9 @@ def test_sigusr1_dumps_every_threads_stack_and_serving_goes_on(
     model, col, d, pub = serving(broker, step_model_path, tmp_path, run_daemon, collector, publisher, 3)
     d.proc.send_signal(signal.SIGUSR1)
     # faulthandler names the worker (main thread, in the daemon's loop) and paho's network thread.
-    wait_until(lambda: "most recent call first" in d.text() and "in run" in d.text(), 10, "a stack dump on stderr")
+    wait_until(
+        lambda: all(s in d.text() for s in ("most recent call first", "in run", "paho")), 10, "a stack dump on stderr"
+    )
     dump = d.text()
     assert "daemon.py" in dump and "paho" in dump, dump[-3000:]
     send(pub, 3, 3)
@@ -153,6 +155,44 @@ def test_a_signal_reaches_an_idle_worker_that_gets_the_gil_back_late(broker, ste
             # The worker goes on: more stats lines after the signal.
             after = d.text().index("TRIGGER")
             wait_until(lambda: d.text().count('"stats"', after) >= 2, 10, "stats lines after the signal")
+            assert d.terminate() == 0
+        # Nothing reached the inbox but the handlers' wake-up (no reading, no PUBACK): else the worker
+        # would have been woken anyway and the test would pass without it.
+        stats = [e for e in d.events() if e.get("event") == "stats"]
+        assert stats and all(e["received"] == 0 for e in stats), stats
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGUSR1"])
+def test_a_signal_while_the_model_loads_is_handled(broker, step_model_path, tmp_path, sig):
+    """Before the daemon exists: SIGTERM stops at once (exit 0, never connected); SIGHUP's reload is
+    done once serving (not the default action, which kills); SIGUSR1 dumps the stacks and start-up goes
+    on (its default action kills too)."""
+    d = DaemonProcess(
+        tmp_path / "d",
+        settings={
+            "model": step_model_path,
+            "state_dir": tmp_path / "state",
+            "mqtt.port": broker.port,
+            "mqtt.client_id": f"signal-start-{sig}-{os.getpid()}",
+        },
+    )
+    d.args = [sys.executable, str(Path(support.__file__).parent / "signal_at_start.py"), sig, "run"]
+    try:
+        d.start()
+        assert d.proc is not None
+        if sig == "SIGTERM":
+            assert d.proc.wait(timeout=30) == 0, d.text()[-3000:]
+            stopped = d.wait_event("stopped")
+            assert stopped["reason"] == "signal SIGTERM"
+            assert not any(e.get("event") == "mqtt_connected" for e in d.events()), d.text()[-3000:]
+        else:
+            d.wait_ready()
+            if sig == "SIGHUP":
+                d.wait_event("reloaded", timeout=10)
+            else:
+                assert "most recent call first" in d.text()
             assert d.terminate() == 0
     finally:
         d.stop()
