@@ -122,6 +122,22 @@ def test_sigusr1_dumps_every_threads_stack_and_serving_goes_on(
     assert d.terminate() == 0
 
 
+def scripted_daemon(broker, model, tmp_path: Path, script: str, *script_args: str) -> DaemonProcess:
+    """`edge-lstm run` (not yet started) through one of tests/support's signal scripts, which takes
+    `script_args` before the daemon's own arguments."""
+    d = DaemonProcess(
+        tmp_path / "d",
+        settings={
+            "model": model,
+            "state_dir": tmp_path / "state",
+            "mqtt.port": broker.port,
+            "mqtt.client_id": f"{Path(script).stem}-{'-'.join(script_args[:1])}-{os.getpid()}",
+        },
+    )
+    d.args = [sys.executable, str(Path(support.__file__).parent / script), *script_args, "run"]
+    return d
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGUSR1"])
 def test_a_signal_reaches_an_idle_worker_that_gets_the_gil_back_late(broker, step_model_path, tmp_path, sig):
     """The signal interrupts the idle worker's inbox wait and another thread keeps the GIL past that
@@ -129,16 +145,7 @@ def test_a_signal_reaches_an_idle_worker_that_gets_the_gil_back_late(broker, ste
     the worker blocked until a message arrives: SIGTERM never stops an idle daemon (seen in CI), SIGHUP
     never reloads, and after SIGUSR1 the worker is stuck."""
     go = tmp_path / "go"
-    d = DaemonProcess(
-        tmp_path / "d",
-        settings={
-            "model": step_model_path,
-            "state_dir": tmp_path / "state",
-            "mqtt.port": broker.port,
-            "mqtt.client_id": f"signal-late-{sig}-{os.getpid()}",
-        },
-    )
-    d.args = [sys.executable, str(Path(support.__file__).parent / "signal_under_load.py"), sig, str(go), "run"]
+    d = scripted_daemon(broker, step_model_path, tmp_path, "signal_under_load.py", sig, str(go))
     try:
         d.start().wait_ready()
         d.wait_event("stats")  # serving, idle: the worker sits in its inbox wait
@@ -169,16 +176,7 @@ def test_a_signal_while_the_model_loads_is_handled(broker, step_model_path, tmp_
     """Before the daemon exists: SIGTERM stops at once (exit 0, never connected); SIGHUP's reload is
     done once serving (not the default action, which kills); SIGUSR1 dumps the stacks and start-up goes
     on (its default action kills too)."""
-    d = DaemonProcess(
-        tmp_path / "d",
-        settings={
-            "model": step_model_path,
-            "state_dir": tmp_path / "state",
-            "mqtt.port": broker.port,
-            "mqtt.client_id": f"signal-start-{sig}-{os.getpid()}",
-        },
-    )
-    d.args = [sys.executable, str(Path(support.__file__).parent / "signal_at_start.py"), sig, "run"]
+    d = scripted_daemon(broker, step_model_path, tmp_path, "signal_at_start.py", sig)
     try:
         d.start()
         assert d.proc is not None
