@@ -30,6 +30,10 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import nab_quality  # noqa: E402
+
 SKAB_FEATURES = [
     "Accelerometer1RMS",
     "Accelerometer2RMS",
@@ -227,8 +231,17 @@ HEADER = (
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--skab", type=Path, default=ROOT.parent / "shared" / "skab")
-    ap.add_argument("--only", choices=("skab-a", "skab-b", "synth"), action="append")
+    ap.add_argument("--skab", type=Path, default=None, help="SKAB (default ../shared/skab)")
+    ap.add_argument("--only", choices=("skab-a", "skab-b", "synth", "nab"), action="append")
+    ap.add_argument("--nab", type=Path, default=None, help="NAB subset (default ../shared/nab)")
+    ap.add_argument("--nab-files", type=int, default=0, help="only the first N NAB files (quick look)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "edge-lstm-quality-cache",
+        help="fitted NAB models and replay dumps, reused across runs (keyed by file, fit settings, export/ sources)",
+    )
+    ap.add_argument("--results", type=Path, help="keep NAB's three result directories here")
     ap.add_argument("--files", type=int, default=0, help="only the first N SKAB experiments (quick look)")
     ap.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     ap.add_argument("--seed", type=int, default=0, help="fit's seed for every model (default 0, fit's default)")
@@ -239,7 +252,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    only = set(args.only or ("skab-a", "skab-b", "synth"))
+    only = set(args.only or ("skab-a", "skab-b", "synth", "nab"))
+    args.skab = args.skab or nab_quality.find_shared("skab")
+    args.nab = args.nab or nab_quality.find_shared("nab")
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-lstm-quality-") as d:
@@ -256,6 +271,10 @@ def main() -> int:
             results["skab-b"], results["af"] = protocol_b(args.skab, files, tmp)
         if "synth" in only:
             results["synth"] = synthetic(tmp)
+        if "nab" in only:
+            outs = nab_quality.run_nab(args.nab, args.cache, FIT_SEED, args.nab_files)
+            results["nab"] = nab_quality.nab_report(args.nab, outs, args.results or tmp / "nab-results")
+            results["nab"]["files"] = len(outs)
     print(f"quality: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     print(HEADER)
     for key, name in (
@@ -282,6 +301,14 @@ def main() -> int:
         "\nSKAB leaderboard (offline, whole windows): "
         + "; ".join(f"{n} {f:.2f} / FAR {a:.1f} %" for n, f, a, _ in LEADERBOARD)
     )
+    if "nab" in results:
+        nab_quality.print_nab(results["nab"], results["nab"]["files"])
+    calibration = {**results.get("af", {}).get("calibration", {}), **results.get("nab", {}).get("calibration", {})}
+    if calibration:
+        print("\ncalibration: share of readings with likelihood >= 1 - eps, against the band [eps/3, 3 eps]\n")
+        print(nab_quality.CALIBRATION_HEADER)
+        for name, c in calibration.items():
+            print(nab_quality.calibration_row(name, c))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
