@@ -55,12 +55,15 @@ class Result:
     # and "ts": their expected times (absent when unknown).
     forecast: dict[str, list[float]] | None = None
     # Features whose sensor repeats one value for far longer than it did in the stream's baseline
-    # (stuck.py); present in the payload only when not empty.
+    # (scoring/channels/stuck.py); present in the payload only when not empty.
     stuck: tuple[str, ...] = ()
-    # Forecast models: the persistent forecast error and the stream's threshold of it (bias.py); None
+    # Forecast models: the persistent forecast error and the stream's threshold of it (scoring/channels/bias.py); None
     # while the stream is still learning its baseline, and for score models.
     bias: float | None = None
     bias_threshold: float | None = None
+    # Fields of scoring channels that Result does not name (docs/architecture.md, "Adding a channel"):
+    # published after the named ones, through json.dumps.
+    extra: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -86,6 +89,8 @@ class Result:
             d["forecast"] = {k: [_finite_or_none(v) for v in vals] for k, vals in self.forecast.items()}
         if self.stuck:
             d["stuck"] = list(self.stuck)
+        if self.extra:
+            d.update(self.extra)
         return d
 
 
@@ -125,8 +130,9 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
 def encode(r: Result) -> bytes:
     """The result as compact JSON: equal to `json.dumps(r.to_dict())`, built from a cached template
     because this runs once per reading on the hot path (see bench/). Multi-step forecasts (rarer, and
-    bigger) and results naming stuck sensors (rare) go through json.dumps."""
-    if r.forecast is not None or r.stuck:
+    bigger), results naming stuck sensors (rare) and results with fields of channels Result does not name go
+    through json.dumps."""
+    if r.forecast is not None or r.stuck or r.extra:
         return json.dumps(r.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
     if r.prediction is not None:
         key, values = "prediction", r.prediction

@@ -30,7 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..alarm import AlarmPolicy
-from ..score import ScoringConfig
+from ..scoring import ScoringConfig
 from .startup import StartupError
 
 ENV_PREFIX = "EDGE_LSTM_"
