@@ -16,8 +16,8 @@ import numpy as np
 from ..contract import ModelMeta
 from ..result import Result
 from ..state import Column
+from . import channels as registry
 from .channel import Batch, Channel, ChannelType
-from .channels import REGISTRY
 from .channels.forecast import ForecastScore, output_scaling
 from .config import ScoringConfig
 
@@ -35,13 +35,14 @@ class Scored:
 
 
 class Scorer:
-    """The model's channels: `REGISTRY`'s (or `channels`') that apply to it, built once per model."""
+    """The model's channels: those of `channels.REGISTRY` (or of `channels`) that apply to it, built once
+    per model; `columns` are all their state columns."""
 
     def __init__(
         self, meta: ModelMeta, config: ScoringConfig | None = None, channels: Sequence[ChannelType] | None = None
     ) -> None:
         self.config = config or ScoringConfig()
-        self.kinds = list(REGISTRY if channels is None else channels)
+        self.kinds = list(registry.REGISTRY if channels is None else channels)
         built = [kind.build(meta, self.config) for kind in self.kinds]
         self.channels: list[Channel] = [c for c in built if c is not None]
         self.columns: dict[str, Column] = {}
