@@ -7,8 +7,9 @@ round, so several readings of one stream are applied in arrival order in success
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .alarm import COLUMNS as ALARM_COLUMNS
 from .alarm import AlarmPolicy
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
-from .result import AlarmEvent, Result
+from .result import AlarmEvent, Result, results
 from .scoring import Scored, Scorer, ScoringConfig
 from .state import Column, Gathered, StateTable, StreamState
 
@@ -245,30 +246,28 @@ class Engine:
         alarms: np.ndarray,
         events: dict[int, AlarmEvent],
     ) -> None:
-        """One Result per reading of `take` into `out`, built by keyword from the channels' fields."""
-        model_id, names, forecast = self.meta.model_id, self.names, self.forecast
-        fields = {k: v for k, v in scored.fields.items() if k not in self.scorer.extra_fields}
-        keys = tuple(fields)
+        """One Result per reading of `take` into `out`, from named columns: the engine's and every
+        channel's fields (result.results)."""
+        forecast, n = self.forecast, len(take)
+        taken = [readings[j] for j in take]
+        columns: dict[str, Iterable[Any]] = {
+            "stream": [r.stream for r in taken],
+            "ts": [r.ts for r in taken],
+            "anomaly": scored.flags.tolist(),
+            "warming_up": warming.tolist(),
+            "model": repeat(self.meta.model_id),
+            "prediction" if forecast else "output": predictions.tolist(),
+            "names": repeat(self.names),
+            "alarm": alarms.tolist(),
+            **scored.fields,
+        }
+        if events:
+            columns["alarm_event"] = [events.get(m) for m in range(n)]
         extra = [k for k in self.scorer.extra_fields if k in scored.fields]
-        extras = zip(*(scored.fields[k] for k in extra)) if extra else None
-        per_reading = (scored.flags.tolist(), warming.tolist(), predictions.tolist(), alarms.tolist())
-        rows = zip(take, *per_reading, *fields.values())
-        for m, (j, flag, warm, pred, alarm, *vals) in enumerate(rows):
-            r = readings[j]
-            out[j] = Result(
-                stream=r.stream,
-                ts=r.ts,
-                anomaly=flag,
-                warming_up=warm,
-                model=model_id,
-                prediction=pred if forecast else None,
-                output=None if forecast else pred,
-                names=names,
-                alarm=alarm,
-                alarm_event=events.get(m) if events else None,
-                extra=dict(zip(extra, next(extras))) if extras is not None else None,
-                **dict(zip(keys, vals)),
-            )
+        if extra:
+            columns["extra"] = [dict(zip(extra, row)) for row in zip(*(scored.fields[k] for k in extra))]
+        for j, result in zip(take, results(columns)):
+            out[j] = result
 
     def _forecasts(self, y: np.ndarray, ts: np.ndarray, gap: np.ndarray) -> list[dict[str, list[float]]]:
         """Each row's K-step forecast in feature units, with the expected time of each step: `ts + k *

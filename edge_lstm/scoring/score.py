@@ -8,21 +8,18 @@ same code, so the daemon and the calibration cannot disagree about what a score 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..contract import ModelMeta
-from ..result import Result
+from ..result import FIELD_NAMES
 from ..state import Column
 from . import channels as registry
 from .channel import Batch, Channel, ChannelType
 from .channels.forecast import ForecastScore, output_scaling
 from .config import ScoringConfig
-
-# The Result fields a channel may fill by keyword; any other field a channel publishes goes to `extra`.
-RESULT_FIELDS = frozenset(f.name for f in fields(Result))
 
 
 @dataclass
@@ -51,7 +48,9 @@ class Scorer:
                 if not key.startswith(channel.name + ".") or key in self.columns:
                     raise ValueError(f"channel {channel.name!r}: column {key!r} must be new and named {channel.name}.*")
                 self.columns[key] = column
-        self.extra_fields = tuple(f for c in self.channels for f in c.fields if f not in RESULT_FIELDS)
+        self.extra_fields = tuple(
+            f for c in self.channels for f in c.fields if f not in FIELD_NAMES
+        )  # published in Result.extra
         if meta.output.kind == "forecast":
             _, self.out_offset, self.out_scale = output_scaling(meta)
 
