@@ -38,3 +38,19 @@ def test_example_config_is_valid_and_complete(monkeypatch) -> None:
         k for k in keys(Settings) if k.rsplit(".", 1)[-1] + " =" not in text and k.rsplit(".", 1)[-1] + "=" not in text
     ]
     assert not absent, f"systemd/config.toml does not show {absent}"
+
+
+def test_every_setting_has_a_description_and_a_documented_default() -> None:
+    from edge_lstm.service.config import reference
+
+    rows = list(reference.rows())  # raises naming a setting without description or documented default
+    assert [r[0] for r in rows] == keys(Settings)
+    assert all(len(desc) > 10 for _, _, _, desc in rows)
+
+
+def test_readme_configuration_table_is_generated_and_current() -> None:
+    """`./dev docs` writes it; this fails when a setting changed and the table was not regenerated."""
+    from edge_lstm.service.config import reference
+
+    readme = (ROOT / "README.md").read_text()
+    assert reference.update_text(readme) == readme, "README's configuration table is stale: run ./dev docs"
