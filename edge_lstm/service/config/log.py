@@ -19,7 +19,11 @@ class LogSettings(Section):
     stats_interval_s: float = Field(
         default=60.0, ge=0, description="periodic `stats` line and systemd STATUS, seconds (0 = off)"
     )
-    rejections_burst: int = Field(default=10, ge=0, description="rejections logged in full per reason per interval…")
+    rejections_burst: int = Field(
+        default=10,
+        ge=0,
+        description="rejections logged (and published on `mqtt.errors_topic`) in full per reason per interval…",
+    )
     rejections_interval_s: float = Field(
         default=60.0, gt=0, description="…seconds; the rest are counted in one `rejected_suppressed` line"
     )

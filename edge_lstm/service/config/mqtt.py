@@ -72,7 +72,9 @@ class MqttSettings(Section):
         default="edge-lstm/status", min_length=1, description="retained `online` / `offline` (last will)"
     )
     errors_topic: str = Field(
-        default="", description='each rejection as JSON `{stream, reason, detail, topic}`; `""` = not published'
+        default="edge-lstm/errors",
+        description="each rejected reading as JSON `{stream, reason, detail, topic, hint}`, at most "
+        '`log.rejections_burst` per reason per `log.rejections_interval_s` (as the log); `""` = not published',
     )
     stats_topic: str = Field(
         default="edge-lstm/stats",
