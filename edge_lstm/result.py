@@ -13,6 +13,7 @@ from json.encoder import encode_basestring  # C-accelerated, returns the quoted 
 from math import isfinite
 from typing import Any
 
+from .hints import hint
 from .reading import Rejection
 
 
@@ -213,7 +214,8 @@ def encode(r: Result) -> bytes:
 
 def encode_rejection(r: Rejection, topic: str) -> bytes:
     """The payload published on `mqtt.errors_topic` for a rejected reading."""
-    return json.dumps({"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic}).encode()
+    doc = {"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic, "hint": hint(r.reason)}
+    return json.dumps(doc).encode()
 
 
 def encode_alarm(e: AlarmEvent, model: dict[str, str]) -> bytes:
