@@ -107,6 +107,7 @@ COLUMNS = (
     "bias",
     "bias_threshold",
     "likelihood",
+    "surprise",
     "anomaly",
     "alarm",
     "raised",
@@ -133,6 +134,7 @@ def replay_file(csv: Path, model_path: Path) -> dict[str, np.ndarray]:
         i = state["row"] = line - 2
         for name in ("score", "threshold", "deviation", "deviation_threshold", "bias", "bias_threshold", "likelihood"):
             out[name][i] = opt(getattr(r, name))
+        out["surprise"][i] = opt((r.extra or {}).get("surprise"))  # type: ignore[arg-type]
         out["ts"][i] = r.ts
         out["anomaly"][i] = float(r.anomaly)
         out["alarm"][i] = float(r.alarm)

@@ -163,7 +163,7 @@ class Engine:
         table.last_ts[s] = tss
         self.stats.results += len(take)
         self.stats.anomalies += int(flags.sum())
-        events = self._events(readings, take, cols, raised, cleared)
+        events = self._events(readings, take, cols, raised, cleared, scored.signals.get("shifted"))
         self._results(readings, take, out, scored, warming, predictions, cols["alarm.raised"], events)
         if self.horizon > 1:
             for j, fc in zip(take, self._forecasts(y, tss, gap)):
@@ -219,6 +219,7 @@ class Engine:
         cols: Gathered,
         raised: np.ndarray,
         cleared: np.ndarray,
+        shifted: np.ndarray | None = None,
     ) -> dict[int, AlarmEvent]:
         """The alarm events of this round, by position in `take`."""
         events: dict[int, AlarmEvent] = {}
@@ -231,6 +232,7 @@ class Engine:
                     float(since[m]),
                     float(peak[m]),
                     int(count[m]),
+                    None if raised[m] else ("adapted" if shifted is not None and shifted[m] else "normal"),
                 )
             self.stats.alarms_raised += int(raised.sum())
         return events
@@ -304,6 +306,32 @@ class Engine:
         if self.spill is not None:
             known = self.spill.forget(stream) or known
         return known
+
+    def accept_stream(self, stream: str) -> tuple[bool, AlarmEvent | None]:
+        """Take the stream's current regime as normal now (the `accept` command): its surprise statistics
+        learn again from its next `scoring.baseline` readings (no flags meanwhile), its recurrent state and
+        the other channels are kept; a raised alarm clears (the event is returned, reason `accepted`).
+        (False, None) if the stream is not in the table."""
+        if stream not in self.table:
+            return False, None
+        slot = self.table.slots[stream]
+        specs = self.table.column_specs
+        was = bool(self.table.columns["alarm.raised"][slot])
+        event = None
+        if was:
+            c = self.table.columns
+            event = AlarmEvent(
+                stream,
+                "cleared",
+                float(self.table.last_ts[slot]),
+                float(c["alarm.peak"][slot]),
+                int(c["alarm.readings"][slot]),
+                "accepted",
+            )
+        for key, column in self.table.columns.items():
+            if key.startswith(("surprise.", "alarm.")):
+                column[slot] = specs[key].init
+        return True, event
 
     def describe_stream(self, stream: str) -> dict[str, object] | None:
         """What the `inspect` command reports about a stream in the table (None if it is not there)."""

@@ -26,11 +26,15 @@ class AlarmEvent:
     since: float  # event time of the change
     peak_score: float  # highest score of the episode (so far, for "raised")
     readings: int  # readings in the episode (so far, for "raised")
+    # "cleared" only: "normal" (back to the stream's old normal), "adapted" (its statistics learned a new
+    # level: docs/scoring.md, "Alarms"), "accepted" (the accept command)
+    reason: str | None = None
 
     def to_dict(self, model: dict[str, str]) -> dict[str, object]:
         return {
             "stream": self.stream,
             "state": self.state,
+            **({"reason": self.reason} if self.reason is not None else {}),
             "since": self.since,
             "peak_score": _finite_or_none(self.peak_score),
             "readings": self.readings,

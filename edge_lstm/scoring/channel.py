@@ -45,6 +45,7 @@ class Batch:
     warming: np.ndarray  # the model's state is still warming up (no forecast score flags)
     ready: np.ndarray  # the stream's baseline is learned (steps >= scoring.baseline)
     restart: np.ndarray  # the previous reading is too old to predict this one (a gap): re-anchor only
+    gap: np.ndarray  # seconds since each stream's previous reading (+inf for its first)
 
 
 @dataclass(slots=True)

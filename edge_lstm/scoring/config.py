@@ -50,10 +50,29 @@ class ScoringConfig:
     # A feature repeating exactly the same value for more than max(stuck_after, 4 × its longest run in
     # the baseline) readings is stuck (channels/stuck.py) and flags the reading. 0 = off.
     stuck_after: int = 60
+    # The surprise channel (channels/surprise.py): its statistics forget with this time constant, event
+    # seconds (a new normal is learned within about one horizon; a 1 Hz fault stays surprising for days);
+    # the EWMA span of its smoothed statistics, readings; a reading beyond the stream's range so far by
+    # more than `range_margin` of that range has p = `range_p` (range_margin 0: off).
+    horizon_s: float = 604_800.0
+    surprise_span: int = 10
+    range_margin: float = 0.05
+    range_p: float = 1e-6
+    # The forecast score, deviation and bias channels flag too (their thresholds do not adapt: after a
+    # lasting change they flag for ever; measured in docs/quality.md). Off: they are published only.
+    legacy_flags: bool = False
 
     def __post_init__(self) -> None:
         self._check_channels()
         self._check_thresholds()
+        if not self.horizon_s > 0:
+            raise ValueError(f"scoring.horizon_s must be > 0 seconds, got {self.horizon_s}")
+        if self.surprise_span < 1:
+            raise ValueError(f"scoring.surprise_span must be >= 1 readings, got {self.surprise_span}")
+        if not (self.range_margin >= 0 and 0 < self.range_p < 1):
+            raise ValueError(
+                f"scoring.range_margin must be >= 0 and range_p in (0, 1), got {self.range_margin}, {self.range_p}"
+            )
         if self.stuck_after < 0:
             raise ValueError(f"scoring.stuck_after must be >= 0 readings (0 = off), got {self.stuck_after}")
 

@@ -21,6 +21,9 @@ from .channel import Batch, Channel, ChannelType
 from .channels.forecast import ForecastScore, output_scaling
 from .config import ScoringConfig
 
+# Channels whose thresholds do not adapt: published, flagging only with `scoring.legacy_flags`.
+LEGACY = frozenset({"score", "deviation", "bias"})
+
 
 @dataclass
 class Scored:
@@ -86,12 +89,16 @@ class Scorer:
         their previous reading. `cols` are the streams' columns, updated in place."""
         max_gap = self.config.max_gap_s
         restart = (gap > max_gap) & (steps > 0) if max_gap > 0 else np.zeros(len(steps), bool)
-        batch = Batch(cols, values, u, y, predicted, steps, warming, steps >= self.config.baseline, restart)
+        batch = Batch(cols, values, u, y, predicted, steps, warming, steps >= self.config.baseline, restart, gap)
         flags = np.zeros(len(steps), bool)
         out = Scored(flags, {}, {})
         for channel in self.channels:
             scores = channel.update(batch)
-            flags |= scores.flags
+            if self.config.legacy_flags or channel.name not in LEGACY:
+                flags |= scores.flags
+            elif channel.name == "score":
+                # Until the stream has learned its own law, the model's calibration judges its forecasts.
+                flags |= scores.flags & ~batch.ready
             out.fields.update(scores.fields)
             out.signals.update(scores.signals)
         return out

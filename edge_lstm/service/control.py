@@ -13,6 +13,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..ports import Inbound
+from ..result import encode_alarm
 from ..topics import TopicPattern
 from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply
@@ -44,6 +45,7 @@ class Control:
         # Streams announced since start (bounded like the state table: a flood of ids cannot grow it).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self.commands = 0
+        self._pending: list[Publish] = []  # alarm changes a command made, published after its reply
 
     def handles(self, topic: bytes) -> bool:
         return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
@@ -56,7 +58,10 @@ class Control:
                 return [(*a, None) for s in list(self.engine.table.slots) for a in self.announce(s)]
             return []
         # MQTT v5 request/response: the requester's response topic and correlation data; else <topic>/reply.
-        return [(m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)]
+        out: list[Reply] = [(m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)]
+        out += [(*p, None) for p in self._pending]
+        self._pending.clear()
+        return out
 
     def _command(self, payload: bytes) -> bytes:
         self.commands += 1
@@ -79,6 +84,15 @@ class Control:
             if self.checkpoints is not None:
                 self.checkpoints.request()  # the reset is durable once the next checkpoint is written
             return reply("reset", True, stream=cmd.stream, known=known)
+        if cmd.op == "accept":
+            assert cmd.stream is not None
+            known, event = self.engine.accept_stream(cmd.stream)
+            if event is not None and self._alarms is not None:
+                payload = encode_alarm(event, self.engine.meta.model_id)
+                self._pending.append((self._alarms.topic_for(cmd.stream), payload, True))
+            if known and self.checkpoints is not None:
+                self.checkpoints.request()
+            return reply("accept", known, stream=cmd.stream, **({} if known else {"error": "no such stream"}))
         if cmd.op == "reload":
             self.request_reload()
             return reply("reload", True, detail="requested: the outcome is logged (reloaded / reload_refused)")

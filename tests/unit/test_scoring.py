@@ -205,16 +205,30 @@ def test_alarm_matches_the_reference_state_machine(flags: list[bool], n: int, ex
     assert got == reference_alarm(flags, n, n + extra, quiet)
 
 
-def test_alarm_never_flaps_on_isolated_flags() -> None:
+def test_a_k_of_n_alarm_never_flaps_on_isolated_flags() -> None:
     rng = np.random.default_rng(5)
     flags = rng.random(100_000) < 0.02  # 2 % of readings flagged at random (noise)
-    policy = AlarmPolicy()
+    policy = AlarmPolicy(raise_n=5, raise_window=10)
     cols = fresh(ALARM_COLUMNS, 1)
     raised = 0
     for t, f in enumerate(flags):
         r, _ = policy.update(cols, np.array([f]), np.array([1.0]), np.array([float(t)]))
         raised += int(r[0])
     assert raised == 0
+
+
+def test_the_default_alarm_is_raised_by_one_flag_and_once_per_event() -> None:
+    """Flags are calibrated at `scoring.risk`: one flagged reading (a spike) raises the alarm; the flags of
+    the same event that follow do not raise it again; it clears after `clear_after` quiet readings."""
+    policy = AlarmPolicy()
+    cols = fresh(ALARM_COLUMNS, 1)
+    flags = [False] * 5 + [True] + [False, True, True, False] + [False] * 100 + [True]
+    events = []
+    for t, f in enumerate(flags):
+        r, c = policy.update(cols, np.array([f]), np.array([1.0]), np.array([float(t)]), np.array([0.5]))
+        if r[0] or c[0]:
+            events.append(("raised" if r[0] else "cleared", t))
+    assert events == [("raised", 5), ("cleared", 8 + policy.clear_after), ("raised", 110)]
 
 
 def test_alarm_reports_the_episode() -> None:

@@ -11,10 +11,12 @@ from .bias import Bias
 from .deviation import Deviation
 from .forecast import ForecastScore
 from .stuck import Stuck
+from .surprise import Surprise
 
 REGISTRY: list[ChannelType] = [
     ForecastScore,
     Deviation,
     Bias,
     Stuck,
+    Surprise,
 ]

@@ -83,6 +83,39 @@ class ScoringSettings(Section):
         "calibration (`calibration.states`, written by `edge-lstm-export`) and is the smaller of the two "
         '([docs/scoring.md](docs/scoring.md), "Known normal states"); `false`: the stream\'s own baseline only',
     )
+    horizon_s: float = Field(
+        default=_SCORING.horizon_s,
+        ge=60,
+        le=31_536_000,
+        description="seconds of event time over which each stream's `likelihood` statistics forget: a lasting "
+        "change becomes the new normal within about this long, while a fault shorter than a small part of "
+        'it stays surprising ([docs/scoring.md](docs/scoring.md), "Likelihood")',
+    )
+    surprise_span: int = Field(
+        default=_SCORING.surprise_span,
+        ge=1,
+        le=1000,
+        description="EWMA span of the smoothed `likelihood` statistics, readings",
+    )
+    range_margin: float = Field(
+        default=_SCORING.range_margin,
+        ge=0,
+        le=10,
+        description="a reading beyond its stream's range so far by more than this share of the range counts as "
+        "rarer than `scoring.range_p` (0 = off)",
+    )
+    range_p: float = Field(
+        default=_SCORING.range_p,
+        gt=0,
+        lt=1,
+        description="probability given to a reading beyond its stream's range (`scoring.range_margin`)",
+    )
+    legacy_flags: bool = Field(
+        default=_SCORING.legacy_flags,
+        description="the forecast `score`, `deviation` and `bias` flag the reading too, with their own fixed "
+        "thresholds (they do not adapt to a new normal); `false`: `anomaly` is `likelihood` against `scoring.risk` "
+        "(and stuck sensors)",
+    )
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(
@@ -98,4 +131,9 @@ class ScoringSettings(Section):
             max_gap_s=self.max_gap_s,
             stuck_after=self.stuck_after,
             known_states=self.known_states,
+            horizon_s=self.horizon_s,
+            surprise_span=self.surprise_span,
+            range_margin=self.range_margin,
+            range_p=self.range_p,
+            legacy_flags=self.legacy_flags,
         )

@@ -1,0 +1,238 @@
+"""The surprise channel: a calibrated likelihood from statistics that keep learning (docs/scoring.md,
+"Likelihood and surprise").
+
+Per stream, from its own readings, with exponential forgetting over `scoring.horizon_s` seconds of
+event time (a rate of gap / horizon per reading once the stream has learned its baseline, a plain running
+mean before):
+
+    inst    mean z²       z = forecast residual / its running std, per output   (forecast models)
+    ewma    mean ē² / v   ē = EWMA of z (clipped), v its running mean square      (forecast models)
+    level   mean ȳ² / v   ȳ = EWMA of the reading's standardised distance to its running level
+    range   a reading beyond the stream's range so far by more than `range_margin` of that range
+
+Each of the first three has its own tail, a peaks-over-threshold fit with forgetting of w^(1/4) (the
+fourth root makes a heavy χ²-like tail nearly exponential: measured, it calibrates NAB's and SKAB's tails
+where the plain exponential fit on w under-estimated them tenfold at 1e-4) with the χ²(F)/F law as prior.
+The channels are combined as p-values, min-p with a Bonferroni factor:
+
+    p = min(1, K · min_k p_k)      likelihood = 1 − p      surprise = −log10 p   (from log p: no saturation)
+
+and the reading is flagged when p < `scoring.risk`. Forgetting by time, not readings: a 5-minute metric
+learns a new normal within days, while a 1 Hz machine's statistics stay those of its first minutes for
+the length of any fault (minutes to hours) — the same horizon serves both (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from ...contract import ModelMeta
+from ...state import Column
+from ..channel import BaseChannel, Batch, Channel, Scores
+from ..config import ScoringConfig
+from .forecast import output_scaling
+
+ROOT = 0.25  # the tails are fitted to w ** ROOT
+TAIL_LEVEL = 0.05  # P(w > u) under the prior: u is the prior's 0.95 quantile
+TAIL_PRIOR = 5.0  # pseudo-peaks the prior is worth
+MAX_RATE = 0.05  # one reading after a long gap moves the statistics by at most this much
+CLIP = 4.0  # after the baseline a reading moves a running variance by at most CLIP² times it (bounded influence)
+EXCESS_CAP = 10.0  # an excess enters the mean excess as at most this many times it (measured: 6-10 best)
+LN10 = math.log(10.0)
+LOG_RANGE_GATE = math.log(0.05)
+SHIFT = 3.0  # level moved by more than this many of its standard deviations: a new normal, not the old
+
+
+def tail_prior(dof: int) -> tuple[float, float]:
+    """(u, mean excess) of (χ²(dof)/dof)^ROOT above its 1 − TAIL_LEVEL quantile (a fixed-seed sample)."""
+    w = np.random.default_rng(0).chisquare(dof, 200_000) / dof
+    t = w**ROOT
+    u = float(np.quantile(t, 1.0 - TAIL_LEVEL))
+    return u, float(np.mean(t[t > u] - u))
+
+
+class Surprise(BaseChannel):
+    """surprise: how rare the reading is under the stream's own recent law (forecast residual, its
+    EWMA, the level, the range seen), learned with forgetting over `horizon_s`; publishes the calibrated
+    `likelihood` and `surprise` = −log10(1 − likelihood), and flags at `risk`."""
+
+    name: ClassVar[str] = "surprise"
+    fields: ClassVar[tuple[str, ...]] = ("likelihood", "surprise")
+
+    @classmethod
+    def build(cls, meta: ModelMeta, config: ScoringConfig) -> Surprise:
+        return cls(meta, config)
+
+    def __init__(self, meta: ModelMeta, config: ScoringConfig) -> None:
+        self.config = config
+        self.forecast = meta.output.kind == "forecast"
+        f = len(meta.features)
+        self.k = 3 if self.forecast else 1  # tails: inst, ewma, level (score models: level)
+        if self.forecast:
+            self.targets, _, self.out_scale = output_scaling(meta)
+        n_out = len(meta.output.names) if self.forecast else 1
+        self.priors = [tail_prior(n_out)] * (self.k - 1) + [tail_prior(f)]
+        self.u = np.asarray([p[0] for p in self.priors])
+        self.sigma0 = np.asarray([p[1] for p in self.priors])
+        self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
+        self.log_risk = math.log(config.risk)
+        self.log_range = math.log(config.range_p)
+        o, k = (n_out,), (self.k,)
+        self.columns = {
+            "surprise.n": Column((), np.float64, 0.0),  # readings learned (running means before baseline)
+            "surprise.rv": Column(o, np.float64, 1.0),  # residual mean square, scaled units
+            "surprise.re": Column(o, np.float64, 0.0),  # EWMA of the standardised residual
+            "surprise.rve": Column((), np.float64, 1.0),  # running mean of mean(re²)
+            "surprise.mu": Column((f,), np.float64, 0.0),  # level, scaled units
+            "surprise.vx": Column((f,), np.float64, 1.0),  # variance about it
+            "surprise.ey": Column((f,), np.float64, 0.0),  # EWMA of the standardised level distance
+            "surprise.vy": Column((), np.float64, 1.0),  # running mean of mean(ey²)
+            "surprise.ref": Column((f,), np.float64, np.nan),  # the level when the stream's alarm was raised
+            "surprise.lo": Column((f,), np.float64, np.inf),  # range seen, scaled units
+            "surprise.hi": Column((f,), np.float64, -np.inf),
+            "surprise.zeta": Column(k, np.float64, TAIL_LEVEL),  # per tail: P(w^ROOT > u)
+            "surprise.sigma": Column(k, np.float64, 0.0),  # per tail: mean excess over u (0: the prior's)
+        }
+
+    def update(self, batch: Batch) -> Scores:
+        cols, cfg = batch.cols, self.config
+        n = cols["surprise.n"]
+        learning = n < cfg.baseline
+        # Running means while learning the baseline; then forgetting by event time.
+        rate = np.where(learning, 1.0 / (n + 1.0), np.clip(batch.gap / cfg.horizon_s, 0.0, MAX_RATE))
+        rate = np.where(np.isfinite(rate), rate, 0.0)
+        w = self._statistics(batch, rate, learning)
+        log_p = self._log_survival(cols, w)
+        logp = np.minimum(0.0, log_p.min(axis=1) + self.bonferroni)
+        if cfg.range_margin > 0:
+            # A new extreme counts only for a reading the other statistics find unusual too: Gaussian noise
+            # sets new records beyond a short baseline's range now and then (measured: no loss on NAB).
+            beyond = self._range(cols, batch.u, learning)  # the range takes every reading in
+            logp = np.where(logp < LOG_RANGE_GATE, np.minimum(logp, beyond), logp)
+        self._learn_tails(cols, w, n, rate, learning)
+        cols["surprise.n"] = n + 1.0
+        ready = ~learning
+        logp = np.where(ready, logp, 0.0)
+        flags = ready & (logp < self.log_risk)
+        likelihood = -np.expm1(logp)
+        surprise = -logp / LN10
+        published = ready.tolist()
+        shifted = self._shifted(cols, batch.u)
+        return Scores(
+            flags,
+            {
+                "likelihood": [v if r else None for v, r in zip(likelihood.tolist(), published)],
+                "surprise": [v if r else None for v, r in zip(surprise.tolist(), published)],
+            },
+            {"likelihood": likelihood, "surprise": surprise, "shifted": shifted},
+        )
+
+    def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray:
+        """Whether the reading is more than SHIFT of the stream's spread away from the level it had when its
+        alarm was raised (an alarm that clears then has `adapted` to a new normal, it is not back to the
+        old); the reference follows the level while no alarm is raised."""
+        mu, ref = cols["surprise.mu"], cols["surprise.ref"]
+        try:
+            raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
+        except KeyError:  # scored without an alarm (calibration)
+            return np.zeros(len(mu), bool)
+        ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu)
+        cols["surprise.ref"] = ref
+        out: np.ndarray = (np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"])).any(axis=1)
+        return out
+
+    def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray) -> np.ndarray:
+        """[B, K] the per-reading statistics w (about 1 on normal data), before the statistics learn this
+        reading; then advances the running statistics."""
+        cols, cfg = batch.cols, self.config
+        a, clip = 2.0 / (cfg.surprise_span + 1.0), CLIP
+        r1 = rate[:, None]
+        out = []
+        if self.forecast and batch.predicted is not None:
+            r = (batch.values[:, self.targets] - batch.predicted) / self.out_scale
+            r = np.where(np.isfinite(r), r, 0.0)  # a stream's first reading has no forecast
+            rv = cols["surprise.rv"]
+            z = r / np.sqrt(rv)
+            re = (1 - a) * cols["surprise.re"] + a * np.clip(z, -clip, clip)
+            out += [np.mean(z * z, axis=1), np.mean(re * re, axis=1) / cols["surprise.rve"]]
+            r2 = np.where(learning[:, None], r * r, np.minimum(r * r, clip * clip * rv))
+            first = (cols["surprise.n"] == 0)[:, None]
+            cols["surprise.rv"] = np.maximum(np.where(first, r * r, rv + r1 * (r2 - rv)), cfg.var_floor)
+            cols["surprise.re"] = re
+            cols["surprise.rve"] = self._mean_square(cols["surprise.rve"], re, rate, learning)
+        elif self.forecast:
+            out += [np.zeros(len(rate)), np.zeros(len(rate))]
+        u, mu, vx = batch.u, cols["surprise.mu"], cols["surprise.vx"]
+        y = (u - mu) / np.sqrt(vx)
+        ey = (1 - a) * cols["surprise.ey"] + a * np.clip(y, -3 * clip, 3 * clip)
+        out.append(np.mean(ey * ey, axis=1) / cols["surprise.vy"])
+        first = (cols["surprise.n"] == 0)[:, None]
+        d = u - mu
+        cols["surprise.mu"] = np.where(first, u, mu + r1 * d)
+        d2 = np.where(learning[:, None], d * d, np.minimum(d * d, clip * clip * vx))
+        cols["surprise.vx"] = np.maximum(np.where(first, cfg.var_floor, vx + r1 * (d2 - vx)), cfg.var_floor)
+        cols["surprise.ey"] = ey
+        cols["surprise.vy"] = self._mean_square(cols["surprise.vy"], ey, rate, learning)
+        w: np.ndarray = np.stack(out, axis=1)
+        return np.where(np.isfinite(w), w, 0.0)
+
+    @staticmethod
+    def _mean_square(v: np.ndarray, e: np.ndarray, rate: np.ndarray, learning: np.ndarray) -> np.ndarray:
+        """The running mean of mean(e²), one reading's pull bounded by CLIP² times it after the baseline."""
+        e2 = np.mean(e * e, axis=1)
+        e2 = np.where(learning, e2, np.minimum(e2, CLIP * CLIP * v))
+        out: np.ndarray = np.maximum(v + rate * (e2 - v), 1e-6)
+        return out
+
+    def _log_survival(self, cols: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
+        """[B, K] log P(w' > w) under each stream's tails: exponential above u (in w^ROOT), log-linear below."""
+        t = w**ROOT
+        zeta = cols["surprise.zeta"]
+        sigma = np.where(cols["surprise.sigma"] > 0, cols["surprise.sigma"], self.sigma0)
+        log_zeta = np.log(zeta)
+        above = log_zeta - (t - self.u) / sigma
+        below = log_zeta * t / self.u
+        out: np.ndarray = np.where(t >= self.u, above, below)
+        return out
+
+    def _learn_tails(
+        self, cols: dict[str, np.ndarray], w: np.ndarray, n: np.ndarray, rate: np.ndarray, learning: np.ndarray
+    ) -> None:
+        """Every reading enters the tails (a new regime becomes normal within the horizon); while learning,
+        from the second half of the baseline on (the scales above have settled), with the prior's weight."""
+        half = self.config.baseline / 2.0
+        prior_n = TAIL_PRIOR / TAIL_LEVEL
+        r = np.where(learning, np.where(n >= half, 1.0 / np.maximum(n - half + 1.0 + prior_n, 1.0), 0.0), rate)[:, None]
+        t = w**ROOT
+        over = t > self.u
+        zeta = cols["surprise.zeta"]
+        zeta = zeta + r * (over - zeta)
+        sigma = np.where(cols["surprise.sigma"] > 0, cols["surprise.sigma"], self.sigma0)
+        # An excess moves the mean excess by the rate of the peaks (r / ζ), bounded by 1.
+        re = np.minimum(1.0, r / np.maximum(zeta, 1e-3))
+        excess = np.minimum(t - self.u, EXCESS_CAP * sigma)  # bounded influence: one reading moves σ little
+        sigma = np.where(over, sigma + re * (excess - sigma), sigma)
+        cols["surprise.zeta"] = np.clip(zeta, 1e-6, 1.0)
+        cols["surprise.sigma"] = sigma
+
+    def _range(self, cols: dict[str, np.ndarray], u: np.ndarray, learning: np.ndarray) -> np.ndarray:
+        """log p of the range channel: `range_p` for a reading beyond the stream's range so far by more
+        than `range_margin` of it (0 otherwise); then the range takes the reading in."""
+        lo, hi = cols["surprise.lo"], cols["surprise.hi"]
+        margin = self.config.range_margin * (hi - lo)
+        known = np.isfinite(margin) & (margin > 0)
+        beyond = known & ((u > hi + margin) | (u < lo - margin))
+        cols["surprise.lo"] = np.minimum(lo, u)
+        cols["surprise.hi"] = np.maximum(hi, u)
+        out: np.ndarray = np.where(~learning & beyond.any(axis=1), self.log_range, 0.0)
+        return out
+
+    def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
+        return {}  # both are properties of a reading, published with it
+
+    def adopt(self, previous: Channel, columns: dict[str, np.ndarray]) -> None:
+        return None
