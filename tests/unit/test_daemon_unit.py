@@ -352,6 +352,29 @@ def test_commands_reset_inspect_checkpoint_and_errors(step_model_path: Path, tmp
     assert json.loads(link.sent[-1].payload)["op"] == "reload" and d.reload_requested
 
 
+def test_accept_clears_a_raised_alarm_retained_with_its_reason(step_model_path: Path, tmp_path: Path) -> None:
+    """`accept` during a lasting fault: its reply, a retained `cleared` alarm with reason `accepted`, and the
+    new level is normal from then on (after the stream relearns for `scoring.baseline` readings)."""
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, scoring={"baseline": 40}, commands={"enabled": True})
+    rng = np.random.default_rng(1)
+    for t in range(80):
+        a, b, c = rng.normal(0, 0.1, 3)
+        link.deliver("sensors/pump", reading(T0 + t, 1 + a, 2 + b + (5.0 if t >= 60 else 0.0), 3 + c))
+    d.iteration(0.01)
+    link.deliver("edge-lstm/command", b'{"op": "accept", "stream": "pump"}')
+    link.deliver("edge-lstm/command", b'{"op": "accept", "stream": "nobody"}')
+    d.iteration(0.01)
+    replies = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/command/reply"]
+    assert [(r["op"], r["ok"]) for r in replies] == [("accept", True), ("accept", False)]
+    alarms = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/alarms/pump"]
+    assert [(a["state"], a.get("reason")) for a in alarms] == [("raised", None), ("cleared", "accepted")]
+    for t in range(80, 200):
+        a, b, c = rng.normal(0, 0.1, 3)
+        link.deliver("sensors/pump", reading(T0 + t, 1 + a, 7 + b, 3 + c))
+    d.iteration(0.01)
+    assert not any(json.loads(s.payload)["alarm"] for s in link.results()[-120:])
+
+
 def test_commands_are_ignored_as_readings_when_disabled(step_model_path: Path, tmp_path: Path) -> None:
     d, link, _, _ = make_daemon(step_model_path, tmp_path)
     link.deliver("edge-lstm/command", b'{"op": "checkpoint"}')
