@@ -115,6 +115,9 @@ COLUMNS = (
 )
 
 
+ENGINE_SETTINGS: dict[str, Any] = {}  # --flags likelihood: scoring=ScoringConfig(...), alarms=AlarmPolicy(...)
+
+
 def replay_file(csv: Path, model_path: Path) -> dict[str, np.ndarray]:
     """Per data row (NaN where the engine rejected the row), the published fields and internals."""
     from edge_lstm.cli.replay import replay
@@ -147,8 +150,11 @@ def replay_file(csv: Path, model_path: Path) -> dict[str, np.ndarray]:
     def on_reading(r: Result, reading: Reading) -> None:
         out["value"][state["row"]] = reading.values[0]
 
+    from edge_lstm.engine import Engine
+
+    engine = Engine(model, max_streams=16, **ENGINE_SETTINGS)
     with csv.open(newline="", encoding="utf-8") as f:
-        replay(f, model, on_result, on_reading=on_reading)
+        replay(f, model, on_result, on_reading=on_reading, engine=engine)
     return out
 
 

@@ -259,6 +259,12 @@ def main() -> int:
         help="fitted NAB models and replay dumps, reused across runs (keyed by file, fit settings, export/ sources)",
     )
     ap.add_argument("--results", type=Path, help="keep NAB's three result directories here")
+    ap.add_argument(
+        "--flags",
+        choices=("channels", "likelihood"),
+        default="channels",
+        help="NAB replays with scoring.flags (likelihood: with alarm.raise_n = 1); default: the daemon's",
+    )
     ap.add_argument("--files", type=int, default=0, help="only the first N SKAB experiments (quick look)")
     ap.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     ap.add_argument("--seed", type=int, default=0, help="fit's seed for every model (default 0, fit's default)")
@@ -266,6 +272,11 @@ def main() -> int:
     global FIT_SEED, FIT_CACHE
     FIT_SEED = args.seed
     FIT_CACHE = args.cache
+    if args.flags == "likelihood":
+        from edge_lstm.alarm import AlarmPolicy
+        from edge_lstm.scoring import ScoringConfig
+
+        nab_quality.ENGINE_SETTINGS.update(scoring=ScoringConfig(flags="likelihood"), alarms=AlarmPolicy(raise_n=1))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

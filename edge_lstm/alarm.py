@@ -34,7 +34,7 @@ COLUMNS = {
 @dataclass(frozen=True)
 class AlarmPolicy:
     # Measured on SKAB (docs/quality.md): 5 of 10 never raises on isolated flags; a minute of quiet at 1 Hz.
-    raise_n: int = 1
+    raise_n: int = 5
     raise_window: int = 10
     clear_after: int = 60
     # A reading counts as quiet only when its likelihood is at most this (1: any unflagged reading).

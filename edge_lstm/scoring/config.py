@@ -58,9 +58,12 @@ class ScoringConfig:
     surprise_span: int = 10
     range_margin: float = 0.05
     range_p: float = 1e-6
-    # The forecast score, deviation and bias channels flag too (their thresholds do not adapt: after a
-    # lasting change they flag for ever; measured in docs/quality.md). Off: they are published only.
-    legacy_flags: bool = False
+    # What `anomaly` is: "channels", any channel over its own threshold (forecast score, deviation, bias,
+    # stuck, and the surprise channel: SKAB's faults stay flagged, a lasting change flags for ever);
+    # "likelihood", the calibrated likelihood against `risk` (and stuck; the forecast score while a stream
+    # learns): adapts to a new normal within the horizon (NAB), but a 1 Hz machine's slow drift is not
+    # followed and SKAB's sustained faults are partly missed (docs/quality.md, "NAB").
+    flags: Literal["channels", "likelihood"] = "channels"
 
     def __post_init__(self) -> None:
         self._check_channels()

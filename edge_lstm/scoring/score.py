@@ -21,7 +21,7 @@ from .channel import Batch, Channel, ChannelType
 from .channels.forecast import ForecastScore, output_scaling
 from .config import ScoringConfig
 
-# Channels whose thresholds do not adapt: published, flagging only with `scoring.legacy_flags`.
+# Channels whose thresholds do not adapt: they flag only with `scoring.flags = "channels"`.
 LEGACY = frozenset({"score", "deviation", "bias"})
 
 
@@ -92,15 +92,18 @@ class Scorer:
         batch = Batch(cols, values, u, y, predicted, steps, warming, steps >= self.config.baseline, restart, gap)
         flags = np.zeros(len(steps), bool)
         out = Scored(flags, {}, {})
+        by_channels = self.config.flags == "channels"
         for channel in self.channels:
             scores = channel.update(batch)
-            if self.config.legacy_flags or channel.name not in LEGACY:
+            if channel.name not in (LEGACY if not by_channels else ("surprise",)):
                 flags |= scores.flags
             elif channel.name == "score":
                 # Until the stream has learned its own law, the model's calibration judges its forecasts.
                 flags |= scores.flags & ~batch.ready
             out.fields.update(scores.fields)
             out.signals.update(scores.signals)
+        if not by_channels and "calibrated" in out.signals:
+            out.signals["likelihood"] = out.signals["calibrated"]  # the alarm's quiet test, as the flag
         return out
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:

@@ -355,7 +355,13 @@ def test_commands_reset_inspect_checkpoint_and_errors(step_model_path: Path, tmp
 def test_accept_clears_a_raised_alarm_retained_with_its_reason(step_model_path: Path, tmp_path: Path) -> None:
     """`accept` during a lasting fault: its reply, a retained `cleared` alarm with reason `accepted`, and the
     new level is normal from then on (after the stream relearns for `scoring.baseline` readings)."""
-    d, link, _, _ = make_daemon(step_model_path, tmp_path, scoring={"baseline": 40}, commands={"enabled": True})
+    d, link, _, _ = make_daemon(
+        step_model_path,
+        tmp_path,
+        scoring={"baseline": 40, "flags": "likelihood"},
+        alarm={"raise_n": 1},
+        commands={"enabled": True},
+    )
     rng = np.random.default_rng(1)
     for t in range(80):
         a, b, c = rng.normal(0, 0.1, 3)

@@ -217,10 +217,11 @@ def test_a_k_of_n_alarm_never_flaps_on_isolated_flags() -> None:
     assert raised == 0
 
 
-def test_the_default_alarm_is_raised_by_one_flag_and_once_per_event() -> None:
-    """Flags are calibrated at `scoring.risk`: one flagged reading (a spike) raises the alarm; the flags of
-    the same event that follow do not raise it again; it clears after `clear_after` quiet readings."""
-    policy = AlarmPolicy()
+def test_a_one_flag_alarm_is_raised_once_per_event() -> None:
+    """Calibrated flags (`scoring.flags = "likelihood"`) with `raise_n = 1`: one flagged reading (a spike)
+    raises the alarm; the flags of the same event that follow do not raise it again; it clears after
+    `clear_after` quiet readings."""
+    policy = AlarmPolicy(raise_n=1)  # as with scoring.flags = "likelihood"
     cols = fresh(ALARM_COLUMNS, 1)
     flags = [False] * 5 + [True] + [False, True, True, False] + [False] * 100 + [True]
     events = []

@@ -9,7 +9,9 @@ import pytest
 from support.models import make_step_model
 
 from edge_lstm import Engine, Reading, load_model
+from edge_lstm.alarm import AlarmPolicy
 from edge_lstm.result import Result
+from edge_lstm.scoring import ScoringConfig
 
 T0 = 1_700_000_000.0
 
@@ -29,9 +31,14 @@ def streams(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"sine": sine, "walk": walk, "counts": counts}
 
 
+def likelihood_engine(model) -> Engine:
+    """`anomaly` from the calibrated likelihood (`scoring.flags = "likelihood"`), alarm on one flag."""
+    return Engine(model, scoring=ScoringConfig(flags="likelihood"), alarms=AlarmPolicy(raise_n=1))
+
+
 def replay(model, x: np.ndarray, dt: float = 300.0, engine: Engine | None = None) -> list[Result]:
     """One reading per `dt` seconds (5 minutes: a cloud metric, as NAB)."""
-    engine = engine or Engine(model)
+    engine = engine or likelihood_engine(model)
     return [engine.process([Reading("s", T0 + i * dt, tuple(row))])[0] for i, row in enumerate(x)]  # type: ignore[misc]
 
 
@@ -106,7 +113,7 @@ def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(model) 
 
 
 def test_accept_takes_the_current_regime_as_normal_now(model) -> None:
-    engine = Engine(model)
+    engine = likelihood_engine(model)
     x = streams(1800, 7)["counts"]
     x[1000:, 0] += 15.0
     out = replay(model, x[:1010], engine=engine)

@@ -128,7 +128,7 @@ class Surprise(BaseChannel):
                 "likelihood": [v if r else None for v, r in zip(likelihood.tolist(), published)],
                 "surprise": [v if r else None for v, r in zip(surprise.tolist(), published)],
             },
-            {"likelihood": likelihood, "surprise": surprise, "shifted": shifted},
+            {"calibrated": likelihood, "surprise": surprise, "shifted": shifted},
         )
 
     def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray:

@@ -110,11 +110,12 @@ class ScoringSettings(Section):
         lt=1,
         description="probability given to a reading beyond its stream's range (`scoring.range_margin`)",
     )
-    legacy_flags: bool = Field(
-        default=_SCORING.legacy_flags,
-        description="the forecast `score`, `deviation` and `bias` flag the reading too, with their own fixed "
-        "thresholds (they do not adapt to a new normal); `false`: `anomaly` is `likelihood` against `scoring.risk` "
-        "(and stuck sensors)",
+    flags: Literal["channels", "likelihood"] = Field(
+        default=_SCORING.flags,
+        description="what `anomaly` is: `channels`, any channel over its threshold (machines at 1 Hz: SKAB); "
+        "`likelihood`, the calibrated `likelihood` against `scoring.risk` (adapts to a new normal within "
+        "`scoring.horizon_s`: metrics every few minutes, NAB; pair it with `alarm.raise_n = 1`) "
+        '([docs/quality.md](docs/quality.md), "NAB")',
     )
 
     def config(self) -> ScoringConfig:
@@ -135,5 +136,5 @@ class ScoringSettings(Section):
             surprise_span=self.surprise_span,
             range_margin=self.range_margin,
             range_p=self.range_p,
-            legacy_flags=self.legacy_flags,
+            flags=self.flags,
         )
