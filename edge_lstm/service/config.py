@@ -222,6 +222,35 @@ class HomeAssistantSettings(_Section):
 
     enabled: bool = False
     discovery_prefix: str = Field(default="homeassistant", min_length=1)
+    node_id: str = Field(
+        default="edge_lstm",
+        pattern=r"^[a-zA-Z0-9_-]{1,64}$",
+        description="this daemon's id in unique ids, device ids and config topics (letters, digits, _ -): "
+        "keep it when the host is renamed; give each daemon on one broker its own",
+    )
+    state_pattern: str = Field(
+        default="edge-lstm/ha/{stream}",
+        description="topic of each stream's Home Assistant state (retained JSON, rate-limited by state_interval_s)",
+    )
+    state_interval_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=3600.0,
+        description="at most one Home Assistant state per stream per this many seconds (alarm changes go at "
+        "once; the result topic keeps every reading); 0 = every reading",
+    )
+    expire_after_s: int = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="seconds without a state after which Home Assistant shows a stream's entities as "
+        "unavailable; 0 = never; otherwise more than state_interval_s",
+    )
+    remove_on_evict: bool = Field(
+        default=False,
+        description="remove a stream's Home Assistant device when the stream is evicted as idle "
+        "(engine.idle_timeout_s)",
+    )
 
     @field_validator("discovery_prefix")
     @classmethod
@@ -229,6 +258,23 @@ class HomeAssistantSettings(_Section):
         if "+" in v or "#" in v or v.startswith("/") or v.endswith("/"):
             raise ValueError(f"discovery_prefix {v!r} must be a plain topic prefix")
         return v
+
+    @field_validator("state_pattern")
+    @classmethod
+    def _one_stream(cls, v: str) -> str:
+        from ..topics import TopicPattern
+
+        TopicPattern(v)  # raises ValueError with a clear message
+        return v
+
+    @model_validator(mode="after")
+    def _expiry_after_interval(self) -> HomeAssistantSettings:
+        if self.expire_after_s and self.expire_after_s <= self.state_interval_s:
+            raise ValueError(
+                f"expire_after_s ({self.expire_after_s}) must exceed state_interval_s ({self.state_interval_s}): "
+                "a healthy stream's entities would turn unavailable between two states"
+            )
+        return self
 
 
 class MetricsSettings(_Section):

@@ -230,9 +230,19 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
+            if self.control.ha is not None:  # the daemon's device and, at once, the stats it reads
+                self._publish_ha(self.control.ha.startup())
+                self.log_stats(now)
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
+        evicted = self.housekeeping.take_idle_evicted()
+        if self.control.ha is not None:  # held-back states (rate limit), idle-evicted streams removed
+            self._publish_ha(self.control.ha.due(now) + self.control.ha.evicted(evicted))
+
+    def _publish_ha(self, publishes: list[tuple[str, bytes, bool]]) -> None:  # best effort: no reading waits
+        for t, payload, retain in publishes:
+            self.link.publish(t, payload, self.settings.mqtt.qos_out, retain)
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -281,7 +291,6 @@ class Daemon:
         c = self.counters
         qos = self.settings.mqtt.qos_out
         publish, ledger, reject_log = self.link.publish, self.ledger, self.reject_log
-        announce = self.control.announce if self.control.discovery is not None else None
         for p in processed:
             m = p.message
             entry = Pending(
@@ -297,8 +306,8 @@ class Daemon:
             else:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
-                if announce is not None:
-                    for t, payload, retain in announce(p.reading.stream):  # type: ignore[union-attr]
+                if self.control.ha is not None and p.result is not None:  # configs, then state (ha_bridge.py)
+                    for t, payload, retain in self.control.ha.on_result(p.result, now):
                         publish(t, payload, qos, retain)
             ledger.add(entry)
 

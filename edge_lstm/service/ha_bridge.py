@@ -1,0 +1,104 @@
+"""Home Assistant, end to end (`[homeassistant] enabled`): what to publish, and in which order.
+
+    a stream's first result ──▶ empty configs on the pre-0.x topics (once), its configs (retained),
+                                then its first state (retained): configs always precede the state
+    every later result       ──▶ its state, rate-limited (ha_states.StateThrottle)
+    HA announces `online`    ──▶ every config again (HA forgot them); states are retained already
+    a stream removed         ──▶ empty retained configs and state: HA deletes its device
+
+Pure: the daemon publishes what these methods return (service/control.py routes HA's status topic
+and the `remove` command here).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from ..contract import ModelMeta
+from ..result import Result
+from ..topics import TopicPattern
+from .config import Settings
+from .ha_states import StateThrottle, stream_state
+from .homeassistant import Discovery, object_id
+
+Publish = tuple[str, bytes, bool]  # topic, payload, retain
+
+
+class HomeAssistantBridge:
+    def __init__(self, settings: Settings, meta: ModelMeta, max_streams: int) -> None:
+        ha, mq = settings.homeassistant, settings.mqtt
+        self.discovery = Discovery(
+            ha.discovery_prefix,
+            ha.node_id,
+            mq.status_topic,
+            meta.name,
+            model_version=meta.version,
+            expire_after_s=ha.expire_after_s,
+            legacy_node=object_id(mq.client_id),
+        )
+        self.stats_topic = mq.stats_topic
+        self.remove_on_evict = ha.remove_on_evict
+        self.max_streams = max_streams
+        self.states: StateThrottle[Result] = StateThrottle(ha.state_interval_s, max_streams)
+        self._state_topic = TopicPattern(ha.state_pattern)
+        # Streams announced since start / since HA last came online; bounded like the state table.
+        self._announced: OrderedDict[str, None] = OrderedDict()
+        self._migrated: OrderedDict[str, None] = OrderedDict()  # legacy configs cleared this run
+        self.removed = 0
+
+    def state_topic(self, stream: str) -> str:
+        return self._state_topic.topic_for(stream)
+
+    def startup(self) -> list[Publish]:
+        """The daemon device's configs (published once connected)."""
+        return [(t, p, True) for t, p in self.discovery.daemon_configs(self.stats_topic)]
+
+    def on_result(self, r: Result, now: float) -> list[Publish]:
+        """For one result: its stream's configs if not announced yet, then its state if due now."""
+        out = self._announce(r.stream) if r.stream not in self._announced else []
+        if self.states.offer(r.stream, r.alarm, r, now):
+            out.append((self.state_topic(r.stream), stream_state(r), True))
+        return out
+
+    def due(self, now: float) -> list[Publish]:
+        """States held back by the rate limit whose interval has passed."""
+        return [(self.state_topic(s), stream_state(r), True) for s, r in self.states.due(now)]
+
+    def on_online(self, live_streams: Iterable[str]) -> list[Publish]:
+        """Home Assistant (re)started: it forgot every config; announce the daemon and live streams."""
+        self._announced.clear()
+        out = self.startup()
+        for s in live_streams:
+            out += self._announce(s)
+        return out
+
+    def remove(self, stream: str) -> list[Publish]:
+        """Empty retained configs and state for `stream`: Home Assistant deletes its entities and device."""
+        self._announced.pop(stream, None)
+        self.states.forget(stream)
+        self.removed += 1
+        out = [(t, p, True) for t, p in self.discovery.stream_removal(stream)]
+        out.append((self.state_topic(stream), b"", True))
+        return out
+
+    def evicted(self, streams: Iterable[str]) -> list[Publish]:
+        """Streams evicted as idle: removed from Home Assistant if `remove_on_evict` is set."""
+        if not self.remove_on_evict:
+            return []
+        return [pub for s in streams for pub in self.remove(s)]
+
+    def _announce(self, stream: str) -> list[Publish]:
+        out: list[Publish] = []
+        if stream not in self._migrated:
+            _remember(self._migrated, stream, self.max_streams)
+            out += [(t, p, True) for t, p in self.discovery.legacy_removal(stream)]
+        _remember(self._announced, stream, self.max_streams)
+        out += [(t, p, True) for t, p in self.discovery.stream_configs(stream, self.state_topic(stream))]
+        return out
+
+
+def _remember(seen: OrderedDict[str, None], stream: str, bound: int) -> None:
+    seen[stream] = None
+    if len(seen) > bound:
+        seen.popitem(last=False)

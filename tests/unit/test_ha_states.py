@@ -1,0 +1,54 @@
+"""Home Assistant's per-stream state: the payload (unknown while warming up) and the rate limit."""
+
+from __future__ import annotations
+
+import json
+
+from edge_lstm.result import Result
+from edge_lstm.service.ha_states import StateThrottle, stream_state
+
+MODEL = {"name": "m", "version": "1"}
+
+
+def result(ts: float, *, warming_up: bool = False, alarm: bool = False) -> Result:
+    return Result("s", ts, 0.25, False, 1.0, warming_up, MODEL, likelihood=0.5, alarm=alarm, deviation=float("nan"))
+
+
+def test_warm_up_renders_null_and_scored_readings_numbers() -> None:
+    assert json.loads(stream_state(result(1.0, warming_up=True))) == {
+        "score": None, "likelihood": None, "deviation": None, "alarm": "OFF", "warming_up": True, "ts": 1.0
+    }  # fmt: skip
+    doc = json.loads(stream_state(result(2.0, alarm=True)))
+    assert (doc["score"], doc["likelihood"], doc["deviation"], doc["alarm"]) == (0.25, 0.5, None, "ON")
+
+
+def test_at_most_one_state_per_interval_and_the_latest_one_follows() -> None:
+    t: StateThrottle[int] = StateThrottle(10.0, max_streams=4)
+    sent = [i for i in range(100) if t.offer("s", False, i, now=i * 0.1)]  # 10 Hz for 10 s
+    assert sent == [0]
+    assert t.due(9.9) == []
+    assert t.due(10.0) == [("s", 99)]  # the latest, once the interval has passed
+    assert t.due(30.0) == []  # nothing new held back: nothing sent
+    assert t.offer("s", False, 100, now=30.0)  # quiet for longer than the interval: at once
+
+
+def test_alarm_changes_go_at_once() -> None:
+    t: StateThrottle[int] = StateThrottle(10.0, max_streams=4)
+    assert t.offer("s", False, 0, now=0.0)
+    assert not t.offer("s", False, 1, now=0.1)
+    assert t.offer("s", True, 2, now=0.2)  # raised
+    assert not t.offer("s", True, 3, now=0.3)
+    assert t.offer("s", False, 4, now=0.4)  # cleared
+    assert t.due(10.0) == []  # the scheduled one waits a full interval after the last state sent
+    assert not t.offer("s", False, 5, now=10.1)
+    assert t.due(10.4) == [("s", 5)]
+
+
+def test_streams_are_independent_and_bounded() -> None:
+    t: StateThrottle[int] = StateThrottle(10.0, max_streams=2)
+    assert t.offer("a", False, 0, 0.0) and t.offer("b", False, 0, 0.0)
+    assert not t.offer("a", False, 1, 1.0)
+    assert t.offer("c", False, 0, 1.0)  # "b" (least recently offered) is forgotten
+    assert t.offer("b", False, 1, 2.0)  # so its next state goes at once
+    t.forget("a")
+    assert t.due(100.0) == []  # a forgotten stream's held-back state is dropped
