@@ -19,7 +19,7 @@ from ..contract import ModelMeta
 from ..result import Result
 from ..topics import TopicPattern
 from .config import Settings
-from .ha_states import StateThrottle, stream_state
+from .ha_states import HaState, StateThrottle, snapshot, stream_state
 from .homeassistant import Discovery, object_id
 
 Publish = tuple[str, bytes, bool]  # topic, payload, retain
@@ -40,7 +40,7 @@ class HomeAssistantBridge:
         self.stats_topic = mq.stats_topic
         self.remove_on_evict = ha.remove_on_evict
         self.max_streams = max_streams
-        self.states: StateThrottle[Result] = StateThrottle(ha.state_interval_s, max_streams)
+        self.states: StateThrottle[HaState] = StateThrottle(ha.state_interval_s, max_streams)
         self._state_topic = TopicPattern(ha.state_pattern)
         # Streams announced since start / since HA last came online; bounded like the state table.
         self._announced: OrderedDict[str, None] = OrderedDict()
@@ -57,8 +57,9 @@ class HomeAssistantBridge:
     def on_result(self, r: Result, now: float) -> list[Publish]:
         """For one result: its stream's configs if not announced yet, then its state if due now."""
         out = self._announce(r.stream) if r.stream not in self._announced else []
-        if self.states.offer(r.stream, r.alarm, r, now):
-            out.append((self.state_topic(r.stream), stream_state(r), True))
+        state = snapshot(r)
+        if self.states.offer(r.stream, r.alarm, state, now):
+            out.append((self.state_topic(r.stream), stream_state(state), True))
         return out
 
     def due(self, now: float) -> list[Publish]:

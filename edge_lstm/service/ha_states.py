@@ -30,17 +30,27 @@ def _number(x: float | None) -> float | None:
     return x if x is not None and isfinite(x) else None
 
 
-def stream_state(r: Result) -> bytes:
+# What HA's state is made of: (score, likelihood, deviation, alarm, warming_up, ts). A tuple, not the
+# Result, is what a held-back state keeps per stream: small, whatever the model's outputs.
+HaState = tuple[float, float | None, float | None, bool, bool, float]
+
+
+def snapshot(r: Result) -> HaState:
+    return (r.score, r.likelihood, r.deviation, r.alarm, r.warming_up, r.ts)
+
+
+def stream_state(s: HaState) -> bytes:
     """The HA state payload. `null` (HA: unknown) while the stream warms up: a score of 0.0 then would
     read as "perfectly normal" when nothing is known yet."""
-    scored = not r.warming_up
+    score, likelihood, deviation, alarm, warming_up, ts = s
+    scored = not warming_up
     doc = {
-        "score": _number(r.score) if scored else None,
-        "likelihood": _number(r.likelihood) if scored else None,
-        "deviation": _number(r.deviation) if scored else None,
-        "alarm": "ON" if r.alarm else "OFF",
-        "warming_up": r.warming_up,
-        "ts": r.ts,
+        "score": _number(score) if scored else None,
+        "likelihood": _number(likelihood) if scored else None,
+        "deviation": _number(deviation) if scored else None,
+        "alarm": "ON" if alarm else "OFF",
+        "warming_up": warming_up,
+        "ts": ts,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 

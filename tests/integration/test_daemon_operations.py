@@ -27,8 +27,8 @@ def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_dae
     pub.flush()
     col.wait_count("edge-lstm/scores/", 4)
 
-    # Home Assistant: four retained configs for the stream, on its first result (tests/integration/
-    # test_homeassistant.py checks the rest).
+    # Home Assistant: four retained configs for the stream, on its first result (test_ha_mqtt.py checks
+    # the rest).
     def stream_configs(c):
         return {t: json.loads(p) for t, p, _ in c.snapshot("homeassistant/") if p and "pump" in t}
 

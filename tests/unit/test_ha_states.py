@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from edge_lstm.result import Result
-from edge_lstm.service.ha_states import StateThrottle, stream_state
+from edge_lstm.service.ha_states import StateThrottle, snapshot, stream_state
+from edge_lstm.service.logs import LastProblem
 
 MODEL = {"name": "m", "version": "1"}
 
@@ -15,10 +16,10 @@ def result(ts: float, *, warming_up: bool = False, alarm: bool = False) -> Resul
 
 
 def test_warm_up_renders_null_and_scored_readings_numbers() -> None:
-    assert json.loads(stream_state(result(1.0, warming_up=True))) == {
+    assert json.loads(stream_state(snapshot(result(1.0, warming_up=True)))) == {
         "score": None, "likelihood": None, "deviation": None, "alarm": "OFF", "warming_up": True, "ts": 1.0
     }  # fmt: skip
-    doc = json.loads(stream_state(result(2.0, alarm=True)))
+    doc = json.loads(stream_state(snapshot(result(2.0, alarm=True))))
     assert (doc["score"], doc["likelihood"], doc["deviation"], doc["alarm"]) == (0.25, 0.5, None, "ON")
 
 
@@ -52,3 +53,13 @@ def test_streams_are_independent_and_bounded() -> None:
     assert t.offer("b", False, 1, 2.0)  # so its next state goes at once
     t.forget("a")
     assert t.due(100.0) == []  # a forgotten stream's held-back state is dropped
+
+
+def test_last_problem_is_the_last_warning_or_error_logged() -> None:
+    """The daemon device's "Last error" (the stats' last_error): set by the log pipeline's processor."""
+    lp = LastProblem()
+    lp(None, "info", {"event": "stats", "level": "info", "timestamp": "2026-12-07T14:00:00.123456Z"})
+    assert lp.text == ""
+    lp(None, "warning", {"event": "publish_refused", "level": "warning", "timestamp": "2026-12-07T14:03:05.5Z"})
+    lp(None, "info", {"event": "stats", "level": "info", "timestamp": "2026-12-07T14:04:00Z"})
+    assert lp.text == "2026-12-07T14:03:05Z warning publish_refused"

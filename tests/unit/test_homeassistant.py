@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_lstm.service.config import ConfigError, load_settings
 from edge_lstm.service.homeassistant import Discovery, default_entity_id, object_id, slug
 
 ID = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -140,3 +142,20 @@ def test_daemon_device_reads_the_stats_topic() -> None:
     assert (
         json.loads(other.daemon_configs("x")[0][1])["default_entity_id"] == "sensor.edge_lstm_hall2_readings_per_second"
     )
+
+
+@pytest.mark.parametrize(
+    "section, needle",
+    [
+        ({"node_id": "hall 2"}, "homeassistant.node_id"),
+        ({"state_pattern": "ha/+"}, "homeassistant.state_pattern"),
+        ({"state_pattern": "ha/fixed"}, "homeassistant.state_pattern"),
+        ({"state_interval_s": -1}, "homeassistant.state_interval_s"),
+        ({"expire_after_s": 10}, "expire_after_s (10) must exceed state_interval_s (10.0)"),
+    ],
+)
+def test_bad_home_assistant_settings_are_refused_by_name(section: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(None, homeassistant=section)
+    assert needle in str(e.value)
+    load_settings(None, homeassistant={"expire_after_s": 30, "state_interval_s": 10})  # consistent: fine
