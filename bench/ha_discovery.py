@@ -1,6 +1,7 @@
 """Home Assistant discovery: what the per-component configs edge-lstm publishes cost, next to the
 device-based form (one `<prefix>/device/<id>/config` with `cmps`, HA 2024.11+) built from the same
-entities; and what `homeassistant.state_interval_s` saves in HA state writes (docs/homeassistant.md).
+entities; what `homeassistant.state_interval_s` saves in HA state writes; and the worker's cost of HA
+per reading, against the engine's own per reading in batches of 64, same run (docs/homeassistant.md).
 
     .venv/bin/python bench/ha_discovery.py [--streams 100]
 
@@ -11,7 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
+import numpy as np
+
+from edge_lstm.engine import Engine
+from edge_lstm.onnx_model import load_model
+from edge_lstm.reading import Reading
+from edge_lstm.result import Result
+from edge_lstm.service.config import load_settings
+from edge_lstm.service.ha_bridge import HomeAssistantBridge
 from edge_lstm.service.homeassistant import Discovery, object_id
 
 
@@ -56,6 +66,39 @@ def main() -> None:
     for interval in (0.0, 1.0, 10.0, 60.0):
         writes = 36_000 if interval == 0 else min(36_000, int(3600 / interval))
         print(f"  state_interval_s = {interval:>4g}: {writes:>6} (alarm changes on top)")
+    per_reading_cost(args.streams)
+
+
+def per_reading_cost(n_streams: int, rounds: int = 200) -> None:
+    """Microseconds per reading: the engine (batches of 64) and the HA bridge on the same results."""
+    model = load_model(None)
+    engine = Engine(model, max_streams=n_streams)
+    bridge = HomeAssistantBridge(load_settings(None, homeassistant={"enabled": True}), model.meta, n_streams)
+    rng = np.random.default_rng(0)
+    n_features = len(model.meta.features)
+    readings = [
+        Reading(f"s{i % n_streams}", 1e9 + i // n_streams, tuple(rng.normal(size=n_features)))
+        for i in range(n_streams * rounds)
+    ]
+    results: list[Result] = []
+    t = time.perf_counter()
+    for j in range(0, len(readings), 64):
+        results += [r for r in engine.process(readings[j : j + 64]) if isinstance(r, Result)]
+    engine_s = time.perf_counter() - t
+    for r in results[:n_streams]:  # announcements (once per stream) are not steady state
+        bridge.on_result(r, 0.0)
+    steady = results[n_streams:]
+    t = time.perf_counter()
+    sent = 0
+    for i, r in enumerate(steady):  # 10 results per simulated second per stream
+        now = i / (10 * n_streams)
+        sent += len(bridge.on_result(r, now)) + len(bridge.due(now))
+    ha_s = time.perf_counter() - t
+    engine_s *= len(steady) / len(results)
+    n = len(steady)
+    print(f"worker cost per reading, steady state ({n} readings, {n_streams} streams at 10/s, interval 10 s):")
+    print(f"  engine, batches of 64: {engine_s / n * 1e6:.1f} us;  HA bridge: {ha_s / n * 1e6:.2f} us")
+    print(f"  HA / engine: {ha_s / engine_s:.3f};  HA publishes: {sent} ({sent / n:.1%} of readings)")
 
 
 if __name__ == "__main__":
