@@ -231,15 +231,16 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
-            if self.control.ha is not None:  # the daemon's device and, at once, the stats it reads
-                self._publish_ha(self.control.ha.startup())
-                self.log_stats(now)
+        ha = self.control.ha
+        if ha is not None and link.connected and link.generation != ha.generation:  # HA configs (ha_bridge.py)
+            self._publish_ha(ha.on_connected(link.generation, getattr(link, "session_present", False), self.engine))
+            self.log_stats(now)  # the stats the daemon's device reads, at once
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
         evicted = self.housekeeping.take_idle_evicted()
-        if self.control.ha is not None:  # held-back states (rate limit), idle-evicted streams removed
-            self._publish_ha(self.control.ha.due(now) + self.control.ha.evicted(evicted))
+        if ha is not None:  # held-back states (rate limit), idle-evicted streams removed
+            self._publish_ha(ha.due(now) + ha.evicted(evicted))
 
     def _publish_ha(self, publishes: list[tuple[str, bytes, bool]]) -> None:  # best effort: no reading waits
         for t, payload, retain in publishes:

@@ -5,6 +5,7 @@
     every later result       ──▶ its state, rate-limited (ha_states.StateThrottle)
     HA announces `online`    ──▶ every config again (HA forgot them); states are retained already
     a stream removed         ──▶ empty retained configs and state: HA deletes its device
+    the broker lost its state ──▶ every config again, each stream's next state at once
 
 Pure: the daemon publishes what these methods return (service/control.py routes HA's status topic
 and the `remove` command here).
@@ -16,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from ..contract import ModelMeta
+from ..engine import Engine
 from ..result import Result
 from ..topics import TopicPattern
 from .config import Settings
@@ -46,13 +48,27 @@ class HomeAssistantBridge:
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._migrated: OrderedDict[str, None] = OrderedDict()  # legacy configs cleared this run
         self.removed = 0
+        self.generation: int | None = None  # the link connection the configs were last checked on
 
     def state_topic(self, stream: str) -> str:
         return self._state_topic.topic_for(stream)
 
     def startup(self) -> list[Publish]:
-        """The daemon device's configs (published once connected)."""
+        """The daemon device's configs."""
         return [(t, p, True) for t, p in self.discovery.daemon_configs(self.stats_topic)]
+
+    def on_connected(self, generation: int, session_present: bool, engine: Engine) -> list[Publish]:
+        """A new connection. The first: the daemon's configs (each stream announces itself with its first
+        result). A later one without the broker's session: the broker lost its state (restarted without
+        persistence), retained configs and states included: announce everything again, and let each
+        stream's next state go at once."""
+        first, self.generation = self.generation is None, generation
+        if first:
+            return self.startup()
+        if session_present:
+            return []
+        self.states.release()
+        return self.on_online(list(engine.table.slots))
 
     def on_result(self, r: Result, now: float) -> list[Publish]:
         """For one result: its stream's configs if not announced yet, then its state if due now."""

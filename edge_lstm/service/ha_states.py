@@ -16,6 +16,7 @@ publishes what it returns.
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from math import isfinite
@@ -117,6 +118,14 @@ class StateThrottle(Generic[T]):
                 e.sent, e.pending = now, None
                 self.sent += 1
         return out
+
+    def release(self) -> None:
+        """Every stream's next state goes at once, and the held-back ones are due now."""
+        for stream, e in self._entries.items():
+            e.sent = -math.inf
+            if e.pending is not None:  # (an entry queued for later then finds it sent: skipped)
+                e.scheduled = True
+                self._due.appendleft((-math.inf, stream))
 
     def forget(self, stream: str) -> None:
         """A removed stream: drop what is held back; its next state (if it comes back) goes at once."""

@@ -239,3 +239,42 @@ def test_home_assistant_sees_what_its_users_expect(broker, step_model_path, tmp_
     assert not set(halle) & set(left) and len([t for t in left if "/daemon_" in t]) == 8
     assert state_topic not in fresh_retained(broker.port, "edge-lstm/ha/#")
     assert ha.entity("sensor.pump_1_score") is not None  # the others stay
+
+
+def test_a_broker_restarted_without_persistence_gets_the_configs_again(step_model_path, tmp_path, run_daemon):
+    """Such a broker forgets every retained message: the daemon reconnects without its session and
+    announces the daemon and every live stream again; the next state goes at once."""
+    from edge_lstm.demo.broker import PrivateBroker
+
+    with PrivateBroker(persistence=False) as broker:
+        ha = {"enabled": True, "state_interval_s": 60}
+        cfg = daemon_config(broker, step_model_path, tmp_path / "state", homeassistant=ha)
+        d = run_daemon(cfg)
+        d.wait_ready()
+        pub = mqtt_client(broker.port)
+        pub.loop_start()
+        pub.publish("sensors/pump-1", reading_payload(T0, [1.0, 2.0, 3.0]), qos=1).wait_for_publish(10)
+
+        def retained_now() -> dict[str, bytes]:
+            return {**fresh_retained(broker.port, "homeassistant/#"), **fresh_retained(broker.port, "edge-lstm/ha/#")}
+
+        def announced(r: dict[str, bytes]) -> bool:
+            return len([t for t in r if "pump_2d-1_" in t]) == 4 and len([t for t in r if "/daemon_" in t]) == 8
+
+        deadline = time.monotonic() + 20
+        while not (announced(before := retained_now()) and "edge-lstm/ha/pump-1" in before):
+            assert time.monotonic() < deadline, sorted(before)
+        pub.loop_stop()
+        broker.restart()
+        assert not fresh_retained(broker.port, "homeassistant/#", settle_s=0.3)  # the broker forgot them
+        deadline = time.monotonic() + 20
+        while not announced(after := fresh_retained(broker.port, "homeassistant/#")):
+            assert time.monotonic() < deadline, sorted(after)
+        pub = mqtt_client(broker.port)
+        pub.loop_start()
+        pub.publish("sensors/pump-1", reading_payload(T0 + 1, [1.0, 2.0, 3.0]), qos=1).wait_for_publish(10)
+        deadline = time.monotonic() + 15  # well within state_interval_s (60 s): the state went at once
+        while "edge-lstm/ha/pump-1" not in fresh_retained(broker.port, "edge-lstm/ha/#", settle_s=0.3):
+            assert time.monotonic() < deadline
+        pub.loop_stop()
+        pub.disconnect()

@@ -388,6 +388,34 @@ def test_home_assistant_configs_precede_each_state_and_states_are_rate_limited(
     assert len(again) == 2 * (8 + 4)  # the daemon's and the stream's configs, twice; no more empties
 
 
+def test_home_assistant_configs_again_when_the_broker_lost_its_state(step_model_path: Path, tmp_path: Path) -> None:
+    """A reconnection without the broker's session (restarted without persistence: its retained
+    messages are gone): every config again, and each stream's next state at once."""
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
+    link.deliver("sensors/pump", reading(T0))
+    d.iteration(0.01)
+
+    def configs() -> int:
+        return len([s for s in link.sent if s.topic.startswith("homeassistant/") and s.payload])
+
+    def states() -> int:
+        return len(link.results("edge-lstm/ha/pump"))
+
+    assert (configs(), states()) == (8 + 4, 1)
+    link.session_present = True  # type: ignore[attr-defined]  # the broker kept the session: nothing again
+    link.disconnect()
+    link.connect()
+    link.deliver("sensors/pump", reading(T0 + 1))
+    d.iteration(0.01)
+    assert (configs(), states()) == (8 + 4, 1)  # and the state waits for its interval
+    link.session_present = False  # type: ignore[attr-defined]
+    link.disconnect()
+    link.connect()
+    link.deliver("sensors/pump", reading(T0 + 2))
+    d.iteration(0.01)
+    assert (configs(), states()) == (2 * (8 + 4), 2)
+
+
 def test_remove_command_clears_the_stream_in_home_assistant(step_model_path: Path, tmp_path: Path) -> None:
     d, link, _, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True}, commands={"enabled": True})
     link.deliver("sensors/pump", reading(T0))

@@ -63,3 +63,15 @@ def test_last_problem_is_the_last_warning_or_error_logged() -> None:
     lp(None, "warning", {"event": "publish_refused", "level": "warning", "timestamp": "2026-12-07T14:03:05.5Z"})
     lp(None, "info", {"event": "stats", "level": "info", "timestamp": "2026-12-07T14:04:00Z"})
     assert lp.text == "2026-12-07T14:03:05Z warning publish_refused"
+
+
+def test_release_sends_held_back_states_now_and_the_next_ones_at_once() -> None:
+    """After the broker lost its retained states: nothing waits for its interval."""
+    t: StateThrottle[int] = StateThrottle(10.0, max_streams=4)
+    assert t.offer("a", False, 0, 0.0) and t.offer("b", False, 0, 0.0)
+    assert not t.offer("a", False, 1, 1.0)  # held back
+    t.release()
+    assert t.due(1.1) == [("a", 1)]
+    assert t.offer("b", False, 1, 1.2)  # at once
+    assert not t.offer("b", False, 2, 1.3)  # and then limited again
+    assert t.due(5.0) == []
