@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engine import Engine
 from ..ports import Inbound
+from ..topics import TopicPattern
 from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply
 from .config import Settings
@@ -28,12 +29,13 @@ class Control:
         self.engine = engine
         self.log = log
         self.checkpoints: CheckpointPolicy | None = None  # set once durable state is open
-        c, ha = settings.commands, settings.homeassistant
+        c, ha, mq = settings.commands, settings.homeassistant, settings.mqtt
         self.command_topic = c.topic if c.enabled else None
         self.reply_topic = f"{c.topic}/reply"
         self.ha_status = f"{ha.discovery_prefix}/status" if ha.enabled else None
         self.ha = HomeAssistantBridge(settings, engine.meta, engine.table.max_streams) if ha.enabled else None
         self.topics = [t for t in (self.command_topic, self.ha_status) if t]
+        self._alarms = TopicPattern(mq.alarm_pattern) if mq.alarm_pattern else None
         self.commands = 0
         self._side_effects: list[Publish] = []  # what a command publishes besides its reply (`remove`)
 
@@ -70,8 +72,9 @@ class Control:
             known = self.engine.reset_stream(cmd.stream)
             if self.checkpoints is not None:
                 self.checkpoints.request()  # the reset is durable once the next checkpoint is written
-            if cmd.op == "remove" and self.ha is not None:  # and Home Assistant deletes its device
-                self._side_effects = self.ha.remove(cmd.stream)
+            if cmd.op == "remove":  # nothing of it stays retained; Home Assistant deletes its device
+                alarm = [(self._alarms.topic_for(cmd.stream), b"", True)] if self._alarms is not None else []
+                self._side_effects = alarm + (self.ha.remove(cmd.stream) if self.ha is not None else [])
             return reply(cmd.op, True, stream=cmd.stream, known=known)
         if cmd.op == "reload":
             self.request_reload()

@@ -424,7 +424,7 @@ def test_remove_command_clears_the_stream_in_home_assistant(step_model_path: Pat
     link.deliver("edge-lstm/command", b'{"op": "remove", "stream": "pump"}')
     d.iteration(0.01)
     cleared = {s.topic for s in link.sent if not s.payload and s.retain}
-    assert configs | {"edge-lstm/ha/pump"} <= cleared
+    assert configs | {"edge-lstm/ha/pump", "edge-lstm/alarms/pump"} <= cleared
     assert json.loads(link.results("edge-lstm/command/reply")[-1].payload) == {
         "op": "remove",
         "ok": True,
