@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 
 from ..contract import ModelMeta
 from ..engine import Engine
@@ -89,6 +90,12 @@ class HomeAssistantBridge:
         for s in live_streams:
             out += self._announce(s)
         return out
+
+    def model_changed(self, meta: ModelMeta) -> None:
+        """A reload served another model in place: each stream announces itself again (its device shows
+        the model's name and version) with its next result."""
+        self.discovery = replace(self.discovery, model=meta.name, model_version=meta.version)
+        self._announced.clear()
 
     def remove(self, stream: str) -> list[Publish]:
         """Empty retained configs and state for `stream`: Home Assistant deletes its entities and device."""

@@ -75,3 +75,17 @@ def test_release_sends_held_back_states_now_and_the_next_ones_at_once() -> None:
     assert t.offer("b", False, 1, 1.2)  # at once
     assert not t.offer("b", False, 2, 1.3)  # and then limited again
     assert t.due(5.0) == []
+
+
+def test_a_reloaded_model_is_announced_again_with_each_streams_next_result() -> None:
+    from edge_lstm.onnx_model import load_model
+    from edge_lstm.service.config import load_settings
+    from edge_lstm.service.ha_bridge import HomeAssistantBridge
+
+    meta = load_model(None).meta
+    bridge = HomeAssistantBridge(load_settings(None, homeassistant={"enabled": True}), meta, 10)
+    configs = [t for t, p, _ in bridge.on_result(result(1.0), 0.0) if t.startswith("homeassistant/") and p]
+    assert len(configs) == 4 and not [t for t, _, _ in bridge.on_result(result(2.0), 1.0) if t in configs]
+    bridge.model_changed(meta.model_copy(update={"version": "9.9"}))
+    again = {t: json.loads(p) for t, p, _ in bridge.on_result(result(3.0), 2.0) if t.startswith("homeassistant/") and p}
+    assert sorted(again) == sorted(configs) and all(c["device"]["sw_version"] == "9.9" for c in again.values())
