@@ -231,20 +231,11 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
-        ha = self.control.ha
-        if ha is not None and link.connected and link.generation != ha.generation:  # HA configs (ha_bridge.py)
-            self._publish_ha(ha.on_connected(link.generation, getattr(link, "session_present", False), self.engine))
-            self.log_stats(now)  # the stats the daemon's device reads, at once
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
-        evicted = self.housekeeping.take_idle_evicted()
-        if ha is not None:  # held-back states (rate limit), idle-evicted streams removed
-            self._publish_ha(ha.due(now) + ha.evicted(evicted))
-
-    def _publish_ha(self, publishes: list[tuple[str, bytes, bool]]) -> None:  # best effort: no reading waits
-        for t, payload, retain in publishes:
-            self.link.publish(t, payload, self.settings.mqtt.qos_out, retain)
+        if self.control.ha is not None:  # Home Assistant: configs per connection, held-back states (ha_bridge.py)
+            self.control.ha.tick(now, link, self.engine, self.housekeeping.take_idle_evicted(), self.log_stats)
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -307,8 +298,7 @@ class Daemon:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
                 if self.control.ha is not None and p.result is not None:  # configs, then state (ha_bridge.py)
-                    for t, payload, retain in self.control.ha.on_result(p.result, now):
-                        publish(t, payload, qos, retain)
+                    entry.handles += [publish(t, b, qos, rt) for t, b, rt in self.control.ha.on_result(p.result, now)]
             ledger.add(entry)
 
     def _ack_ready(self) -> None:

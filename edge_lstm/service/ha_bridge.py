@@ -7,18 +7,20 @@
     a stream removed         ──▶ empty retained configs and state: HA deletes its device
     the broker lost its state ──▶ every config again, each stream's next state at once
 
-Pure: the daemon publishes what these methods return (service/control.py routes HA's status topic
-and the `remove` command here).
+The methods return what to publish; `tick`, called by the daemon's worker every cycle, publishes
+through the link it is handed (service/control.py routes HA's status topic and the `remove` command
+here, and publishes their answers).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..contract import ModelMeta
 from ..engine import Engine
+from ..ports import Link
 from ..result import Result
 from ..topics import TopicPattern
 from .config import Settings
@@ -41,6 +43,7 @@ class HomeAssistantBridge:
             legacy_node=object_id(mq.client_id),
         )
         self.stats_topic = mq.stats_topic
+        self.qos = mq.qos_out
         self.remove_on_evict = ha.remove_on_evict
         self.max_streams = max_streams
         self.states: StateThrottle[HaState] = StateThrottle(ha.state_interval_s, max_streams)
@@ -57,6 +60,19 @@ class HomeAssistantBridge:
     def startup(self) -> list[Publish]:
         """The daemon device's configs."""
         return [(t, p, True) for t, p in self.discovery.daemon_configs(self.stats_topic)]
+
+    def tick(
+        self, now: float, link: Link, engine: Engine, idle_evicted: list[str], log_stats: Callable[[float], None]
+    ) -> None:
+        """The worker's cycle: configs on a new connection (then the stats the daemon's device reads, at
+        once), held-back states that are due, idle-evicted streams removed. Best effort: no reading waits."""
+        out: list[Publish] = []
+        if link.connected and link.generation != self.generation:
+            out += self.on_connected(link.generation, getattr(link, "session_present", False), engine)
+            log_stats(now)
+        out += self.due(now) + self.evicted(idle_evicted)
+        for topic, payload, retain in out:
+            link.publish(topic, payload, self.qos, retain)
 
     def on_connected(self, generation: int, session_present: bool, engine: Engine) -> list[Publish]:
         """A new connection. The first: the daemon's configs (each stream announces itself with its first

@@ -70,7 +70,9 @@ class Housekeeping:
         idle_timeout = s.engine.idle_timeout_s
         if idle_timeout and now - self.last_idle_check > min(10.0, idle_timeout):
             self.last_idle_check = now
-            self._idle_evicted += [r.stream for r in self.engine.evict_idle(self.clock.time() - idle_timeout)]
+            evicted = self.engine.evict_idle(self.clock.time() - idle_timeout)
+            if s.homeassistant.enabled and s.homeassistant.remove_on_evict:  # taken by ha_bridge.tick
+                self._idle_evicted += [r.stream for r in evicted]
         self.reject_log.flush()
         self._backpressure(now)
         if self.ledger and self.link.connected:
