@@ -2,8 +2,9 @@
 
 A command is a JSON object published on `commands.topic` (default `edge-lstm/command`):
 
-    {"op": "reset" | "accept" | "inspect" | "checkpoint" | "reload", "stream": "pump-7"}
-    (`stream`: reset, accept, inspect; accept: the stream's current regime is normal from now on)
+    {"op": "reset" | "accept" | "inspect" | "checkpoint" | "reload" | "remove", "stream": "pump-7"}
+    (`stream`: reset, accept, inspect, remove; `remove` = reset + its Home Assistant device deleted;
+    `accept`: the stream's current regime is normal from now on)
 
 The reply is JSON `{"op", "ok", ...}` (`"error"` when not ok), sent to the command's MQTT v5 response
 topic with its correlation data, or (MQTT 3.1.1, or no response topic) to `<commands.topic>/reply`. A
@@ -16,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-OPS = ("reset", "accept", "inspect", "checkpoint", "reload")
-NEEDS_STREAM = ("reset", "accept", "inspect")
+OPS = ("reset", "accept", "inspect", "checkpoint", "reload", "remove")
+NEEDS_STREAM = ("reset", "accept", "inspect", "remove")
 MAX_COMMAND_BYTES = 4096
 
 

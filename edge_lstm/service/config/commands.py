@@ -13,7 +13,7 @@ __all__ = ["CommandSettings"]
 class CommandSettings(Section):
     enabled: bool = Field(
         default=False,
-        description="accept commands over MQTT (`reset`, `accept`, `inspect`, `checkpoint`, `reload`; "
+        description="accept commands over MQTT (`reset`, `accept`, `inspect`, `checkpoint`, `reload`, `remove`; "
         'docs/operations.md, "Commands over MQTT")',
     )
     topic: str = Field(
