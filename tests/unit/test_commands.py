@@ -17,6 +17,7 @@ from edge_lstm.service.commands import Command, CommandError, parse, reply
     "payload, want",
     [
         (b'{"op": "reset", "stream": "pump-7"}', Command("reset", "pump-7")),
+        (b'{"op": "accept", "stream": "pump-7"}', Command("accept", "pump-7")),
         (b'{"op": "inspect", "stream": "a/b"}', Command("inspect", "a/b")),
         (b'{"op": "checkpoint"}', Command("checkpoint")),
         (b'{"op": "reload"}', Command("reload")),
@@ -33,6 +34,7 @@ def test_valid_commands(payload: bytes, want: Command) -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"op": "explode"}', "unknown op 'explode'"),
         (b'{"op": "reset"}', "needs a non-empty 'stream'"),
+        (b'{"op": "accept"}', "needs a non-empty 'stream'"),
         (b'{"op": "reset", "stream": 7}', "needs a non-empty 'stream'"),
         (b'{"op": "checkpoint", "stream": "x"}', "takes no 'stream'"),
         (b'{"op": "checkpoint", "force": true}', "unknown field(s) ['force']"),
