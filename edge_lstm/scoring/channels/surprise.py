@@ -36,7 +36,7 @@ from ..channel import BaseChannel, Batch, Channel, Scores
 from ..config import ScoringConfig
 from .forecast import output_scaling
 
-ROOT = 0.25  # the tails are fitted to w ** ROOT
+ROOT = 0.25  # the tails are fitted to w ** ROOT (computed as √√w)
 TAIL_LEVEL = 0.05  # P(w > u) under the prior: u is the prior's 0.95 quantile
 TAIL_PRIOR = 5.0  # pseudo-peaks the prior is worth
 MAX_RATE = 0.05  # one reading after a long gap moves the statistics by at most this much
@@ -105,15 +105,15 @@ class Surprise(BaseChannel):
         # Running means while learning the baseline; then forgetting by event time.
         rate = np.where(learning, 1.0 / (n + 1.0), np.clip(batch.gap / cfg.horizon_s, 0.0, MAX_RATE))
         rate = np.where(np.isfinite(rate), rate, 0.0)
-        w = self._statistics(batch, rate, learning)
-        log_p = self._log_survival(cols, w)
+        t = np.sqrt(np.sqrt(self._statistics(batch, rate, learning)))  # w ** ROOT, cheaper than a power
+        log_p = self._log_survival(cols, t)
         logp = np.minimum(0.0, log_p.min(axis=1) + self.bonferroni)
         if cfg.range_margin > 0:
             # A new extreme counts only for a reading the other statistics find unusual too: Gaussian noise
             # sets new records beyond a short baseline's range now and then (measured: no loss on NAB).
             beyond = self._range(cols, batch.u, learning)  # the range takes every reading in
             logp = np.where(logp < LOG_RANGE_GATE, np.minimum(logp, beyond), logp)
-        self._learn_tails(cols, w, n, rate, learning)
+        self._learn_tails(cols, t, n, rate, learning)
         cols["surprise.n"] = n + 1.0
         ready = ~learning
         logp = np.where(ready, logp, 0.0)
@@ -188,9 +188,8 @@ class Surprise(BaseChannel):
         out: np.ndarray = np.maximum(v + rate * (e2 - v), 1e-6)
         return out
 
-    def _log_survival(self, cols: dict[str, np.ndarray], w: np.ndarray) -> np.ndarray:
-        """[B, K] log P(w' > w) under each stream's tails: exponential above u (in w^ROOT), log-linear below."""
-        t = w**ROOT
+    def _log_survival(self, cols: dict[str, np.ndarray], t: np.ndarray) -> np.ndarray:
+        """[B, K] log P(t' > t), t = w^ROOT, under each stream's tails: exponential above u, log-linear below."""
         zeta = cols["surprise.zeta"]
         sigma = np.where(cols["surprise.sigma"] > 0, cols["surprise.sigma"], self.sigma0)
         log_zeta = np.log(zeta)
@@ -200,14 +199,13 @@ class Surprise(BaseChannel):
         return out
 
     def _learn_tails(
-        self, cols: dict[str, np.ndarray], w: np.ndarray, n: np.ndarray, rate: np.ndarray, learning: np.ndarray
+        self, cols: dict[str, np.ndarray], t: np.ndarray, n: np.ndarray, rate: np.ndarray, learning: np.ndarray
     ) -> None:
         """Every reading enters the tails (a new regime becomes normal within the horizon); while learning,
         from the second half of the baseline on (the scales above have settled), with the prior's weight."""
         half = self.config.baseline / 2.0
         prior_n = TAIL_PRIOR / TAIL_LEVEL
         r = np.where(learning, np.where(n >= half, 1.0 / np.maximum(n - half + 1.0 + prior_n, 1.0), 0.0), rate)[:, None]
-        t = w**ROOT
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)
