@@ -51,6 +51,7 @@ REASONS = {
     "duplicate": "'ts' equals the stream's last processed ts (a redelivery)",
     "out_of_order": "'ts' is older than the stream's last processed ts",
     "bad_stream": "the topic does not name a valid stream",
+    "internal_error": "handling the reading raised (a bug): logged with its error, acknowledged",
 }
 
 

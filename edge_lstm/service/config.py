@@ -208,8 +208,13 @@ class CommandSettings(_Section):
 
     enabled: bool = False
     topic: str = Field(default="edge-lstm/command", min_length=1)
+    response_prefix: str = Field(
+        default="",
+        description='MQTT v5 Response Topics must start with this ("" = any topic that is not the daemon\'s own, '
+        "a broker $ topic or under the discovery prefix); refused ones get an error on <topic>/reply",
+    )
 
-    @field_validator("topic")
+    @field_validator("topic", "response_prefix")
     @classmethod
     def _plain(cls, v: str) -> str:
         if "+" in v or "#" in v:

@@ -15,7 +15,7 @@ from ..engine import Engine
 from ..ports import Inbound
 from ..topics import TopicPattern
 from .checkpoints import CheckpointPolicy
-from .commands import CommandError, parse, reply
+from .commands import CommandError, parse, reply, response_topic_problem
 from .config import Settings
 from .homeassistant import Discovery
 
@@ -44,6 +44,11 @@ class Control:
         # Streams announced since start (bounded like the state table: a flood of ids cannot grow it).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self.commands = 0
+        self.command_errors = 0  # commands refused or failed (bad JSON, bad Response Topic, an exception)
+        self._own_topics = [t for t in (mq.status_topic, mq.stats_topic, mq.errors_topic, c.topic, self.ha_status) if t]
+        self._own_patterns = [
+            p.stream_of for p in (TopicPattern(mq.input_pattern), self._results, self._alarms) if p is not None
+        ]
 
     def handles(self, topic: bytes) -> bool:
         return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
@@ -56,15 +61,41 @@ class Control:
                 return [(*a, None) for s in list(self.engine.table.slots) for a in self.announce(s)]
             return []
         # MQTT v5 request/response: the requester's response topic and correlation data; else <topic>/reply.
+        self.commands += 1
+        if m.response_topic is not None:
+            problem = self.response_topic_problem(m.response_topic)
+            if problem is not None:
+                return [(self.reply_topic, self._refused(problem), False, m.correlation)]
         return [(m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)]
 
+    def response_topic_problem(self, topic: str) -> str | None:
+        return response_topic_problem(
+            topic,
+            own_topics=self._own_topics,
+            own_patterns=self._own_patterns,
+            forbidden_prefixes=[self.settings.homeassistant.discovery_prefix],
+            allowed_prefix=self.settings.commands.response_prefix,
+        )
+
+    def failed(self, m: Inbound, error: BaseException) -> list[Reply]:
+        """The reply to a command whose handling raised (a bug, never a reason to stop the daemon)."""
+        detail = f"{type(error).__name__}: {error}"[:300]
+        self.log.error("command_failed", topic=m.topic[:200].decode("utf-8", "replace"), error=detail)
+        self.command_errors += 1
+        if not self.command_topic or m.topic.decode("utf-8", "replace") != self.command_topic:
+            return []
+        return [(self.reply_topic, reply(None, False, error=f"internal error: {detail}"), False, None)]
+
+    def _refused(self, error: str) -> bytes:
+        self.log.warning("command_refused", error=error)
+        self.command_errors += 1
+        return reply(None, False, error=error)
+
     def _command(self, payload: bytes) -> bytes:
-        self.commands += 1
         try:
             cmd = parse(payload)
         except CommandError as e:
-            self.log.warning("command_refused", error=str(e))
-            return reply(None, False, error=str(e))
+            return self._refused(str(e))
         self.log.info("command", op=cmd.op, stream=cmd.stream)
         if cmd.op == "inspect":
             assert cmd.stream is not None

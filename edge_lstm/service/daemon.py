@@ -33,7 +33,7 @@ from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
-from ..reading import Decoder
+from ..reading import Decoder, Rejection
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .batching import gather
@@ -252,12 +252,36 @@ class Daemon:
         c.received += len(batch)
         if self.control.topics:
             batch = self._control(batch)
-        processed = self.pipeline.run(batch)
-        batch_no = self.pipeline.batches
         now = self.clock.monotonic()
         with self._batch():
-            self._publish(processed, batch_no, now)
+            for processed, batch_no in self._run_pipeline(batch):
+                self._publish(processed, batch_no, now)
         self.ledger.note_size()
+
+    def _run_pipeline(self, batch: list[Inbound]) -> list[tuple[list[Processed], int]]:
+        """The pipeline's outcomes with the engine call (journal batch number) each was stepped in.
+
+        If the batch raises (a bug no input should reach), its messages are stepped one by one, and the
+        one that still raises is rejected `internal_error` (logged, counted, acknowledged): one message
+        never stops the daemon. Each retry is its own engine call, so the journal replays it the same way.
+        """
+        try:
+            return [(self.pipeline.run(batch), self.pipeline.batches)]
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.log.error("batch_failed", size=len(batch), error=f"{type(e).__name__}: {e}"[:300])
+        out: list[tuple[list[Processed], int]] = []
+        for m in batch:
+            try:
+                out.append((self.pipeline.run([m]), self.pipeline.batches))
+            except Exception as e:  # noqa: BLE001
+                out.append(([self._internal_error(m, e)], self.pipeline.batches))
+        return out
+
+    def _internal_error(self, m: Inbound, error: Exception) -> Processed:
+        topic = m.topic.decode("utf-8", "replace")
+        detail = f"{type(error).__name__}: {error}"[:300]
+        self.engine.stats.rejected["internal_error"] += 1
+        return Processed(m, topic, [], None, Rejection(topic[:200], "internal_error", detail))
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
         """Handle the messages on the daemon's own topics (replies acknowledged like results); return
@@ -268,9 +292,20 @@ class Daemon:
             if not self.control.handles(m.topic):
                 readings.append(m)
                 continue
-            handles = [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
-            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
+            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, self._control_one(m, qos)))
         return readings
+
+    def _control_one(self, m: Inbound, qos: int) -> list[Any]:
+        """Run one command (or HA status) and publish its replies; whatever it raises is logged, counted
+        and answered, and the message is acknowledged like any other: one message never stops the daemon
+        (a command the broker redelivers at every start would be a crash loop)."""
+        try:
+            return [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
+        except Exception as e:  # noqa: BLE001 - a bug in one command must not stop scoring
+            try:
+                return [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.failed(m, e)]
+            except Exception:  # noqa: BLE001 - even the error reply could not be queued: ack without it
+                return []
 
     def _batch(self) -> AbstractContextManager[Any]:
         """The link's batch context (one network-thread wake-up for many packets), if it has one."""

@@ -23,6 +23,7 @@ COUNTERS = {
     "publish_refused": "results the broker refused",
     "reconnects": "reconnections to the broker",
     "commands": "commands received",
+    "command_errors": "commands refused or failed (bad JSON, refused Response Topic, an internal error)",
 }
 GAUGES = {
     "streams": "streams in the state table",

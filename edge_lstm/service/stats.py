@@ -37,6 +37,7 @@ def collect(d: Daemon) -> dict[str, Any]:
         "streams_spilled": getattr(d.spill, "rows", 0),
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
+        "command_errors": d.control.command_errors,
     }
 
 
