@@ -99,6 +99,12 @@ class MqttSettings(_Section):
     def _proto_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
+    @field_validator("qos_in", "qos_out", mode="before")
+    @classmethod
+    def _qos_int(cls, v: Any) -> Any:
+        # From the environment every value is a string: "0" must mean QoS 0 (a Literal does not coerce).
+        return int(v) if isinstance(v, str) and v.strip() in ("0", "1") else v
+
     @field_validator("input_pattern", "output_pattern", "alarm_pattern")
     @classmethod
     def _pattern(cls, v: str, info: ValidationInfo) -> str:
@@ -276,6 +282,17 @@ class LogSettings(_Section):
         return v.lower() if isinstance(v, str) else v
 
 
+class SpillSettings(_Section):
+    """The spill store of evicted streams (`engine.evicted = "spill"`): state_dir/spill.db."""
+
+    max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="bytes spill.db may use (1 GiB: ~200,000 streams, 6 % of a 16 GB SD card); beyond it the "
+        "least recently seen spilled streams are dropped whole (counted: spill_dropped_streams)",
+    )
+
+
 class CheckpointSettings(_Section):
     enabled: bool = True
     interval_s: float = Field(default=60.0, gt=0)
@@ -318,6 +335,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    spill: SpillSettings = Field(default_factory=SpillSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     alarm: AlarmSettings = Field(default_factory=AlarmSettings)
     commands: CommandSettings = Field(default_factory=CommandSettings)

@@ -32,7 +32,7 @@ from typing import Any
 from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
-from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
+from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
 from ..reading import Decoder, Rejection
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
@@ -80,8 +80,11 @@ class Daemon:
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
+        disk: Disk | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload."""
+        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload.
+        `disk`: the state directory's file system (durable/disk.py; tests inject a full one)."""
+        self.disk = disk
         self.settings = settings
         self.reloader = reloader
         self.reload_requested = False  # set by the CLI's SIGHUP handler; acted on by the worker
@@ -196,7 +199,9 @@ class Daemon:
         link.start()
 
     def _open_durable(self) -> None:
-        self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
+        self.durable, self.spill = open_state(
+            self.settings, self.engine, self.model, self.log, self.disk, self.clock.monotonic
+        )
         if self.durable is not None:
             self.checkpoints = self.control.checkpoints = CheckpointPolicy(
                 self.durable,

@@ -38,6 +38,11 @@ def collect(d: Daemon) -> dict[str, Any]:
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
         "command_errors": d.control.command_errors,
+        # False while the state directory cannot be written (a full disk): serving on, nothing journaled.
+        "durable": bool(d.durable is not None and d.durable.durable),
+        "unjournaled": getattr(d.durable, "unjournaled", 0),
+        "spill_dropped_streams": getattr(d.spill, "dropped_streams", 0),
+        "spill_lost": getattr(d.spill, "lost", 0),
     }
 
 
