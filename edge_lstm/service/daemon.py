@@ -33,11 +33,12 @@ from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
-from ..reading import Decoder, Rejection
+from ..reading import Decoder, FutureGuard, Rejection
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .batching import gather
 from .checkpoints import CheckpointPolicy
+from .clocks import ArrivalStamps
 from .config import MqttSettings, Settings, cleartext_password
 from .control import Control
 from .housekeeping import Housekeeping
@@ -92,6 +93,7 @@ class Daemon:
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.stamps = ArrivalStamps(self.clock)
         # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
         self.engine = Engine(
             self.model,
@@ -102,7 +104,10 @@ class Daemon:
         )
         self.input = TopicPattern(settings.mqtt.input_pattern)
         decoder = Decoder(
-            self.model.meta.features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s
+            self.model.meta.features,
+            max_payload_bytes=eng.max_payload_bytes,
+            max_future_s=eng.max_future_s,
+            future_guard=FutureGuard(eng.max_future_s, self._last_ts_of, max_streams=eng.max_streams),
         )
         self.pipeline = Pipeline(
             self.engine,
@@ -137,6 +142,12 @@ class Daemon:
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
         self.unacked_pauses = 0
+
+    def _last_ts_of(self, stream: str) -> float | None:
+        """A stream's last processed event time (None if not in the table): the clock rule's reference."""
+        table = self.engine.table
+        slot = table.slots.get(stream)
+        return None if slot is None else float(table.last_ts[slot])
 
     def wake(self) -> None:
         """Wake the worker if it waits for the inbox (it then looks at stop and reload requests); safe
@@ -255,6 +266,7 @@ class Daemon:
     def _process(self, batch: list[Inbound]) -> None:
         c = self.counters
         c.received += len(batch)
+        self.stamps.adjust(batch)  # arrival stamps that never go backwards (a wall-clock step)
         if self.control.topics:
             batch = self._control(batch)
         now = self.clock.monotonic()
