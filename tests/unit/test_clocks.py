@@ -100,11 +100,13 @@ def test_one_bogus_reading_a_year_ahead_blocks_nothing_also_after_a_restart(
     d.shutdown()
 
 
-def test_a_sensor_clock_that_jumps_ahead_is_followed_after_a_few_readings(step_model_path: Path, tmp_path: Path) -> None:
+def test_a_sensor_clock_that_jumps_ahead_is_followed_after_a_few_readings(
+    step_model_path: Path, tmp_path: Path
+) -> None:
     d, link, clock = make(step_model_path, tmp_path)
     for _ in range(3):
         send(d, link, clock, "pump", clock.time())
-    for i in range(6):
+    for _ in range(6):
         send(d, link, clock, "pump", clock.time() + 2 * DAY)
     assert len(scored(link, "pump")) == 3 + 6 - 2  # two held, then the new clock is followed
     d.shutdown()
