@@ -20,6 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..ports import Clock, Inbound
+from ..reading import Decoder, FutureGuard
+from ..state import StateTable
+from .config import EngineSettings
+from .contain import last_ts_lookup
 
 TICK = 1e-6  # a stamp that would not increase is set this far after the previous one
 
@@ -53,3 +57,10 @@ class ArrivalStamps:
                 a = last + TICK
             m.arrival = last = a
         self.last = last
+
+
+def decoder_for(features: Sequence[str], eng: EngineSettings, table: StateTable) -> Decoder:
+    """The daemon's decoder, with the clock rule for readings ahead of its clock (reading.FutureGuard)
+    judged against the streams' last readings in `table`."""
+    guard = FutureGuard(eng.max_future_s, last_ts_lookup(table), max_streams=eng.max_streams)
+    return Decoder(features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s, future_guard=guard)

@@ -33,18 +33,19 @@ from ..engine import Engine
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
-from ..reading import Decoder, FutureGuard, Rejection
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .batching import gather
 from .checkpoints import CheckpointPolicy
-from .clocks import ArrivalStamps
+from .clocks import ArrivalStamps, decoder_for
 from .config import MqttSettings, Settings, cleartext_password
+from .contain import control_replies, run_pipeline
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
+from .retained import republish
 from .state import open_state
 from .stats import StatsReporter, collect
 
@@ -83,8 +84,7 @@ class Daemon:
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
         disk: Disk | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload.
-        `disk`: the state directory's file system (durable/disk.py; tests inject a full one)."""
+        """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `disk`: the state dir's."""
         self.disk = disk
         self.settings = settings
         self.reloader = reloader
@@ -103,12 +103,7 @@ class Daemon:
             alarms=settings.alarm.policy(),
         )
         self.input = TopicPattern(settings.mqtt.input_pattern)
-        decoder = Decoder(
-            self.model.meta.features,
-            max_payload_bytes=eng.max_payload_bytes,
-            max_future_s=eng.max_future_s,
-            future_guard=FutureGuard(eng.max_future_s, self._last_ts_of, max_streams=eng.max_streams),
-        )
+        decoder = decoder_for(self.model.meta.features, eng, self.engine.table)
         self.pipeline = Pipeline(
             self.engine,
             decoder,
@@ -142,12 +137,7 @@ class Daemon:
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
         self.unacked_pauses = 0
-
-    def _last_ts_of(self, stream: str) -> float | None:
-        """A stream's last processed event time (None if not in the table): the clock rule's reference."""
-        table = self.engine.table
-        slot = table.slots.get(stream)
-        return None if slot is None else float(table.last_ts[slot])
+        self._retained_generation = -1  # the connection the retained state was last published on
 
     def wake(self) -> None:
         """Wake the worker if it waits for the inbox (it then looks at stop and reload requests); safe
@@ -246,6 +236,11 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
+        if link.connected and link.generation != self._retained_generation:
+            # A broker restarted without persistence forgot the retained alarms: publish the raised ones.
+            self._retained_generation = republish(
+                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
+            )
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
@@ -271,58 +266,21 @@ class Daemon:
             batch = self._control(batch)
         now = self.clock.monotonic()
         with self._batch():
-            for processed, batch_no in self._run_pipeline(batch):
+            for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
                 self._publish(processed, batch_no, now)
         self.ledger.note_size()
-
-    def _run_pipeline(self, batch: list[Inbound]) -> list[tuple[list[Processed], int]]:
-        """The pipeline's outcomes with the engine call (journal batch number) each was stepped in.
-
-        If the batch raises (a bug no input should reach), its messages are stepped one by one, and the
-        one that still raises is rejected `internal_error` (logged, counted, acknowledged): one message
-        never stops the daemon. Each retry is its own engine call, so the journal replays it the same way.
-        """
-        try:
-            return [(self.pipeline.run(batch), self.pipeline.batches)]
-        except Exception as e:  # noqa: BLE001 - see the docstring
-            self.log.error("batch_failed", size=len(batch), error=f"{type(e).__name__}: {e}"[:300])
-        out: list[tuple[list[Processed], int]] = []
-        for m in batch:
-            try:
-                out.append((self.pipeline.run([m]), self.pipeline.batches))
-            except Exception as e:  # noqa: BLE001
-                out.append(([self._internal_error(m, e)], self.pipeline.batches))
-        return out
-
-    def _internal_error(self, m: Inbound, error: Exception) -> Processed:
-        topic = m.topic.decode("utf-8", "replace")
-        detail = f"{type(error).__name__}: {error}"[:300]
-        self.engine.stats.rejected["internal_error"] += 1
-        return Processed(m, topic, [], None, Rejection(topic[:200], "internal_error", detail))
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
         """Handle the messages on the daemon's own topics (replies acknowledged like results); return
         the readings."""
         readings = []
-        qos, now = self.settings.mqtt.qos_out, self.clock.monotonic()
+        qos, now, link = self.settings.mqtt.qos_out, self.clock.monotonic(), self.link
         for m in batch:
             if not self.control.handles(m.topic):
                 readings.append(m)
                 continue
-            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, self._control_one(m, qos)))
+            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, control_replies(link, self.control, m, qos)))
         return readings
-
-    def _control_one(self, m: Inbound, qos: int) -> list[Any]:
-        """Run one command (or HA status) and publish its replies; whatever it raises is logged, counted
-        and answered, and the message is acknowledged like any other: one message never stops the daemon
-        (a command the broker redelivers at every start would be a crash loop)."""
-        try:
-            return [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
-        except Exception as e:  # noqa: BLE001 - a bug in one command must not stop scoring
-            try:
-                return [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.failed(m, e)]
-            except Exception:  # noqa: BLE001 - even the error reply could not be queued: ack without it
-                return []
 
     def _batch(self) -> AbstractContextManager[Any]:
         """The link's batch context (one network-thread wake-up for many packets), if it has one."""
