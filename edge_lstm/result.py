@@ -10,6 +10,7 @@ from functools import lru_cache
 from json.encoder import encode_basestring  # C-accelerated, returns the quoted JSON string
 from math import isfinite
 
+from .hints import hint
 from .reading import Rejection
 
 
@@ -184,7 +185,8 @@ def encode(r: Result) -> bytes:
 
 def encode_rejection(r: Rejection, topic: str) -> bytes:
     """The payload published on `mqtt.errors_topic` for a rejected reading."""
-    return json.dumps({"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic}).encode()
+    doc = {"stream": r.stream, "reason": r.reason, "detail": r.detail, "topic": topic, "hint": hint(r.reason)}
+    return json.dumps(doc).encode()
 
 
 def encode_alarm(e: AlarmEvent, model: dict[str, str]) -> bytes:
