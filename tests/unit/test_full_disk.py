@@ -32,13 +32,14 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(k)
 
 
-def make(step_model_path: Path, state: Path, disk: FaultyDisk) -> tuple[Daemon, Any, FakeClock]:
+def make(step_model_path: Path, state: Path, disk: FaultyDisk, metrics_port: int = 0) -> tuple[Daemon, Any, FakeClock]:
     settings = load_settings(
         None,
         model=str(step_model_path),
         state_dir=str(state),
         checkpoint={"enabled": True, "interval_s": 30},
         log={"stats_interval_s": 0},
+        metrics={"port": metrics_port},
     )
     factory, clock = LinkFactory(), FakeClock()
     d = Daemon(
@@ -101,17 +102,44 @@ def test_starting_on_a_full_disk_serves_degraded(step_model_path: Path, tmp_path
     feed(d, link, clock, range(0, 5))
     d.shutdown()
     disk.full = True
+    port = _free_port() if _has_prometheus() else 0
     with structlog.testing.capture_logs() as logs:
-        d, link, clock = make(step_model_path, tmp_path / "state", disk)  # restores, then cannot write
+        d, link, clock = make(step_model_path, tmp_path / "state", disk, port)  # restores, cannot write
         mids = feed(d, link, clock, range(5, 20))
     assert len(warnings(logs, "state_dir_unwritable")) == 1
     assert d.stats()["durable"] is False
+    if port:
+        assert "edge_lstm_durable 0.0" in _metrics(port)
     assert set(mids) <= {m for m, _ in link.acked} and len(link.results()) == 15 * len(STREAMS)
     assert d.engine.table.row("a").steps == 20  # restored, then served
     disk.full = False
     feed(d, link, clock, range(20, 30))
     assert d.stats()["durable"] is True
+    if port:
+        assert "edge_lstm_durable 1.0" in _metrics(port)
     d.shutdown()
+
+
+def _has_prometheus() -> bool:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metrics(port: int) -> str:
+    import urllib.request
+
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
 
 
 def test_after_a_disk_gap_older_generations_are_dropped(step_model_path: Path, tmp_path: Path) -> None:
