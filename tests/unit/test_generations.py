@@ -54,10 +54,20 @@ def exact(a: Engine, b: Engine) -> None:
             assert np.array_equal(ra.columns[k], rb.columns[k]), k
 
 
-def run_with_checkpoints(model: Any, state: Path) -> Engine:
+def spilling(model: Any, state: Path) -> Engine:
+    """An engine whose table holds 3 of the 5 streams: the others are spilled and come back."""
+    from edge_lstm.durable.spill import SqliteSpill
+
+    state.mkdir(parents=True, exist_ok=True)
+    columns = Engine(model).table.column_specs
+    spill = SqliteSpill(state / "spill.db", model.state_shapes, len(model.meta.output.names), columns=columns)
+    return Engine(model, max_streams=3, spill=spill)
+
+
+def run_with_checkpoints(model: Any, state: Path, engine: Engine | None = None) -> Engine:
     """Three checkpoints along the way, journal after each, then a crash (nothing closed)."""
-    engine = Engine(model)
-    d = DurableState(state, engine, model.sha256, Log())
+    engine = engine if engine is not None else Engine(model)
+    d = DurableState(state, engine, model.sha256, Log(), spill=engine.spill)
     d.restore()
     readings = traffic(5, 60, seed=3)
     for i in range(0, len(readings), 11):
@@ -73,9 +83,9 @@ def run_with_checkpoints(model: Any, state: Path) -> Engine:
     return engine
 
 
-def restore(model: Any, state: Path) -> tuple[Engine, Log, dict[str, Any]]:
-    engine, log = Engine(model), Log()
-    d = DurableState(state, engine, model.sha256, log)
+def restore(model: Any, state: Path, engine: Engine | None = None) -> tuple[Engine, Log, dict[str, Any]]:
+    engine, log = (engine if engine is not None else Engine(model)), Log()
+    d = DurableState(state, engine, model.sha256, log, spill=engine.spill)
     info = d.restore()
     d.close(final_checkpoint=False)
     return engine, log, info
@@ -91,16 +101,19 @@ def test_two_generations_are_kept_with_the_journal_from_the_older(model: Any, tm
     assert segments[0] == older.journal_segment == gens[0][0]  # the journal leads on from the older one
 
 
-def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_exactly(model: Any, tmp_path: Path) -> None:
-    crashed = run_with_checkpoints(model, tmp_path / "state")
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_exactly(model: Any, tmp_path: Path, spill: bool) -> None:
+    """With `spill`, streams are evicted and come back between checkpoints: the spill store must keep
+    the versions a replay from the previous generation reads."""
+    crashed = run_with_checkpoints(model, tmp_path / "state", spilling(model, tmp_path / "state") if spill else None)
     shutil.copytree(tmp_path / "state", tmp_path / "intact")
     (_, previous), (_, newest) = generations(tmp_path / "state")
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0x01
     newest.write_bytes(bytes(data))
 
-    damaged, log, info = restore(model, tmp_path / "state")
-    intact, intact_log, _ = restore(model, tmp_path / "intact")
+    damaged, log, info = restore(model, tmp_path / "state", spilling(model, tmp_path / "state") if spill else None)
+    intact, intact_log, _ = restore(model, tmp_path / "intact", spilling(model, tmp_path / "intact") if spill else None)
     assert not intact_log.named("checkpoint_set_aside")
     (warning,) = log.named("checkpoint_set_aside")
     assert warning["file"] == str(newest) and "checksum mismatch" in warning["detail"]
@@ -108,6 +121,11 @@ def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_exactly(model: Any, 
     assert info["fallback"] and info["checkpoint"]
     exact(intact, damaged)  # every stream, exactly as from the intact copy
     exact(crashed, damaged)  # and as the run that crashed
+    if spill:
+        assert crashed.stats.unspilled > 0 and damaged.spill is not None
+        for s in ("s0", "s1", "s2", "s3", "s4"):  # the spilled ones too, read back as they were left
+            a, b = crashed.spill.get(s, float("inf")), damaged.spill.get(s, float("inf"))  # type: ignore[union-attr]
+            assert (a is None) == (b is None) and (a is None or (a.last_ts, a.steps) == (b.last_ts, b.steps))
 
 
 def test_a_damaged_journal_record_is_skipped_not_the_end_of_replay(tmp_path: Path) -> None:
