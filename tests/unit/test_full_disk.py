@@ -156,3 +156,15 @@ def test_after_a_disk_gap_older_generations_are_dropped(step_model_path: Path, t
     assert d.stats()["durable"] is True
     assert len(generations(tmp_path / "state")) == 1
     d.shutdown()
+
+
+def test_a_state_dir_that_cannot_be_created_is_one_line_exit_2(step_model_path: Path, tmp_path: Path) -> None:
+    from edge_lstm.durable.store import DurableState, StateDirUnusable
+    from edge_lstm.engine import Engine
+
+    (tmp_path / "file").write_text("not a directory")
+    model = load_model(step_model_path)
+    with pytest.raises(StateDirUnusable) as e:
+        DurableState(tmp_path / "file" / "state", Engine(model), model.sha256, structlog.get_logger())
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
+    assert str(tmp_path / "file" / "state") in str(e.value) and "EDGE_LSTM_STATE_DIR" in str(e.value)
