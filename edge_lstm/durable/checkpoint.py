@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..ports import Disk
-from ..state import StateTable, StreamState
+from ..state import StateTable, StreamState, current_name
 from .disk import OsDisk
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 2\n"
@@ -100,8 +100,8 @@ class Checkpoint:
 
 
 def _target(table: StateTable, name: str) -> np.ndarray | None:
-    if name.startswith(_COL):
-        return table.columns.get(name[len(_COL) :])
+    if name.startswith(_COL):  # under this version's name (a column an older release named otherwise)
+        return table.columns.get(current_name(name[len(_COL) :]))
     if name.startswith("state"):
         k = int(name[5:])
         return table.states[k] if k < len(table.states) else None

@@ -205,3 +205,37 @@ def test_checkpoint_is_streamed_in_chunks_and_round_trips(model: Any, tmp_path: 
     back = Engine(model)
     ck.restore_into(back.table)
     exact(engine, back)
+
+
+def test_columns_an_older_release_named_otherwise_restore(model: Any, tmp_path: Path) -> None:
+    """A checkpoint whose scoring columns carry a release's old names (`dev.*`, now `deviation.*`:
+    state.RENAMED_PREFIXES) restores them under the new names, not as fresh columns."""
+    from types import SimpleNamespace
+
+    from edge_lstm.state import RENAMED_PREFIXES
+
+    engine = Engine(model)
+    engine.process(traffic(4, 30))
+    t = engine.table
+    old_names = {}
+    for k, a in t.columns.items():
+        for old, new in RENAMED_PREFIXES.items():
+            k = old + k[len(new) :] if k.startswith(new) else k
+        old_names[k] = a
+    assert old_names.keys() != t.columns.keys()  # some column was renamed
+    older = SimpleNamespace(
+        slots=t.slots,
+        states=t.states,
+        last_ts=t.last_ts,
+        steps=t.steps,
+        anomalies=t.anomalies,
+        prediction=t.prediction,
+        columns=old_names,
+    )
+    path = tmp_path / "checkpoint.1"
+    checkpoint.save(path, older, model_sha256=model.sha256, journal_segment=1)  # type: ignore[arg-type]
+    ck = checkpoint.load(path, model_sha256=model.sha256, state_shapes=model.state_shapes)
+    assert ck is not None
+    back = Engine(model)
+    ck.restore_into(back.table)
+    exact(engine, back)
