@@ -38,7 +38,10 @@ class EngineSettings(Section):
         "cost of CPU",
     )
     idle_timeout_s: float = Field(
-        default=0.0, ge=0, description="evict streams with no reading for this long, seconds (0 = never)"
+        default=0.0,
+        ge=0,
+        description="evict streams with no reading for this long, seconds (0 = never); evicted streams are "
+        "spilled (`engine.evicted`), not dropped, and the cutoff follows the monotonic clock",
     )
     threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads")
     evicted: Literal["spill", "drop"] = Field(
