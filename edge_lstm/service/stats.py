@@ -86,4 +86,6 @@ class StatsReporter:
         d.notifier.status(
             f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
             f"{'connected' if st['connected'] else 'disconnected'}"
+            # `systemctl status` shows it: the state directory refuses writes (a full SD card).
+            + ("" if st["durable"] or d.durable is None else ", NOT DURABLE (state directory full)")
         )

@@ -108,6 +108,8 @@ def test_starting_on_a_full_disk_serves_degraded(step_model_path: Path, tmp_path
         mids = feed(d, link, clock, range(5, 20))
     assert len(warnings(logs, "state_dir_unwritable")) == 1
     assert d.stats()["durable"] is False
+    d.log_stats()  # the systemd STATUS line says so too
+    assert d.notifier.sent[-1].endswith("NOT DURABLE (state directory full)")  # type: ignore[attr-defined]
     if port:
         assert "edge_lstm_durable 0.0" in _metrics(port)
     assert set(mids) <= {m for m, _ in link.acked} and len(link.results()) == 15 * len(STREAMS)
@@ -115,6 +117,8 @@ def test_starting_on_a_full_disk_serves_degraded(step_model_path: Path, tmp_path
     disk.full = False
     feed(d, link, clock, range(20, 30))
     assert d.stats()["durable"] is True
+    d.log_stats()
+    assert "DURABLE" not in d.notifier.sent[-1]  # type: ignore[attr-defined]
     if port:
         assert "edge_lstm_durable 1.0" in _metrics(port)
     d.shutdown()
