@@ -49,12 +49,18 @@ class Housekeeping:
         self._holds_logged = 0
         self._stall_logged = 0.0
         self._last_kick = 0.0
+        self._idle_evicted: list[str] = []  # streams evicted as idle, until taken (Home Assistant removal)
         self.stalls = 0
 
     def acks_flowing(self) -> bool:
         """Pausing intake for PUBACKs helps only while they arrive: if none came for a second, the network
         thread is probably holding (backpressure) and reads no PUBACK until the worker drains the inbox."""
         return self.clock.monotonic() - self.last_ack_progress < 1.0
+
+    def take_idle_evicted(self) -> list[str]:
+        """The streams evicted as idle since the last call."""
+        out, self._idle_evicted = self._idle_evicted, []
+        return out
 
     def acked(self, now: float) -> None:
         """Acknowledgements made progress (a stall is no progress, not a long backlog)."""
@@ -67,7 +73,9 @@ class Housekeeping:
             self.last_idle_check = now
             # The cutoff moves with the monotonic clock from the wall time at start: a wall-clock step
             # (NTP's first sync on a Pi without an RTC jumps days) must not evict every stream at once.
-            self.engine.evict_idle(self.started_wall + (now - self.started) - idle_timeout)
+            evicted = self.engine.evict_idle(self.started_wall + (now - self.started) - idle_timeout)
+            if s.homeassistant.enabled and s.homeassistant.remove_on_evict:  # taken by ha_bridge.tick
+                self._idle_evicted += [r.stream for r in evicted]
         self.reject_log.flush()
         self._backpressure(now)
         if self.ledger and self.link.connected:

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .logs import LAST_PROBLEM
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -46,6 +47,12 @@ def collect(d: Daemon) -> dict[str, Any]:
     }
 
 
+def durable(st: dict[str, Any], d: Daemon) -> bool:
+    """Whether the streams' state survives a power cut: the stats' own `durable` flag when they have one
+    (durable/ may turn it off when the disk fails), else whether durable state is on at all."""
+    return bool(st.get("durable", d.durable is not None))
+
+
 class StatsReporter:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
@@ -81,6 +88,8 @@ class StatsReporter:
                 "uptime_s": round(now - self.started, 1),
                 "version": __version__,
                 "model": d.model.meta.model_id,
+                "durable": durable(st, d),
+                "last_error": LAST_PROBLEM.text or "none",
             }
             link.publish(topic, json.dumps(doc, separators=(",", ":")).encode(), 0, True)
         d.notifier.status(
