@@ -148,13 +148,23 @@ class EngineSettings(_Section):
     # Received readings waiting for the worker; at this many the MQTT network thread stops reading
     # until half have been processed (backpressure to the broker instead of unbounded memory).
     max_queue: int = Field(default=10_000, ge=2)
-    # A batch is stepped once it holds target_batch readings, or max_wait_ms after its first reading:
-    # at low rates the wait buys fewer, larger model calls (CPU), at high rates batches fill at once
-    # (service/batching.py). A batch costs ~1.5-2.5 ms of the worker whatever its size up to a few
-    # dozen readings, so at 1 kHz 20 ms / 32 spent 13-15 % of a core and 50 ms / 64 ~8 %, for ~25 ms more
-    # latency at p50, ~35 ms at p99 (docs/performance.md, round 5).
-    max_wait_ms: float = Field(default=50.0, ge=0)
-    target_batch: int = Field(default=64, ge=1)
+    # The batch window (service/batching.py, docs/performance.md round 7): a batch is stepped at once
+    # while the worker is within its CPU budget, else when its budget allows, when it holds
+    # target_batch readings, or max_wait_ms after its first reading at the latest.
+    max_wait_ms: float = Field(
+        default=20.0, ge=0, description="ms: the longest a reading waits for its batch (the latency bound)"
+    )
+    target_batch: int = Field(
+        default=64, ge=1, description="readings: a batch this large is stepped at once, whatever the budget"
+    )
+    batch_cpu_percent: float = Field(
+        default=8.0,
+        gt=0,
+        le=100,
+        description="% of one core: after a batch that cost the worker c s of CPU, the next is stepped no "
+        "sooner than c / (this / 100) s later (within max_wait_ms): light load is stepped at once, steady "
+        "load in batches large enough to keep the worker near this share",
+    )
     idle_timeout_s: float = Field(default=0.0, ge=0)  # 0 = never evict idle streams (only LRU when full)
     threads: int = Field(default=1, ge=1, le=64)
     # What happens to a stream evicted from a full table: "spill" writes its state to

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class Daemon:
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
+        self._next_batch_at = 0.0  # clock.monotonic(): the batch window's pace (see _pace)
         self.unacked_pauses = 0
 
     def wake(self) -> None:
@@ -142,6 +144,11 @@ class Daemon:
 
     def _request_reload(self) -> None:
         self.reload_requested = True
+
+    @property
+    def started_link(self) -> Link | None:
+        """The link once `start()` made it, else None (the stats before then)."""
+        return self._link
 
     @property
     def link(self) -> Link:
@@ -213,6 +220,7 @@ class Daemon:
             self.reload_requested = False
             reload(self)
         link = self.link
+        cpu0 = -1.0  # the worker's CPU time when it began a batch: what the batch cost paces the next
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
@@ -224,8 +232,11 @@ class Daemon:
             link.intake_paused = False
             batch = self._gather(idle_wait)
             if batch:
+                cpu0 = time.thread_time()
                 self._process(batch)
         self._ack_ready()
+        if cpu0 >= 0:
+            self._pace(time.thread_time() - cpu0)
         now = self.clock.monotonic()
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
@@ -233,6 +244,13 @@ class Daemon:
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
+
+    def _pace(self, cpu_s: float) -> None:
+        """The batch window: a batch that cost the worker `cpu_s` of CPU delays the next one by
+        `cpu_s / share`, so that at steady rates the worker stays near `engine.batch_cpu_percent` of a
+        core (batches grow with the rate), while a reading after a pause is stepped at once. Most of
+        a small batch's cost is per call, not per reading (docs/performance.md)."""
+        self._next_batch_at = self.clock.monotonic() + cpu_s * 100.0 / self.settings.engine.batch_cpu_percent
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -244,6 +262,7 @@ class Daemon:
             max_batch=eng.max_batch,
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
+            not_before=self._next_batch_at,
             bell=getattr(self.link, "doorbell", None),  # MqttLink rings it as readings arrive
         )
 
