@@ -2,7 +2,7 @@
 
 Rules this module keeps (docs/operations.md, "How messages flow"):
 
-* `on_message` (and `on_reading`, paho_fast's path for plain QoS 1 readings) only appends
+* `on_message` (and `on_reading`, the paho adapter's path for plain QoS 1 readings) only appends
   `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
   `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
   work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
@@ -12,7 +12,8 @@ Rules this module keeps (docs/operations.md, "How messages flow"):
 * `manual_ack=True`: a reading is acked only once its result is with the broker; the inbound queue is
   bounded by backpressure (`_hold`), as mosquitto ignores Receive Maximum on a resumed session.
 * Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
-The paho client subclass (batched wake-ups, window repair) is in `paho_client.py`.
+The paho client subclass (batched wake-ups, window repair) and every other touch of paho's internals
+are in the paho adapter (`paho_adapter/`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..ports import WAKE, Inbound
 from .batching import Doorbell
 from .config import MqttSettings
 from .logs import get_logger
-from .paho_client import BatchedClient, is_handed_over
+from .paho_adapter import BatchedClient, is_handed_over, raw_topic, settle_dropped_qos0
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -165,11 +166,8 @@ class MqttLink:
             if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
                 break
             info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        if qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS and not info._published:  # noqa: SLF001
-            # paho drops a QoS 0 message it cannot send (rc NO_CONN while disconnected) and never
-            # completes its info (client.py `publish`, qos == 0 branch). The message is gone, as QoS 0
-            # allows; mark it done or the reading waiting for it would never be acknowledged.
-            info._set_as_published()  # noqa: SLF001
+        if qos == 0:
+            settle_dropped_qos0(info)  # or the reading waiting for a dropped QoS 0 message never is acked
         return info
 
     @contextmanager
@@ -188,8 +186,7 @@ class MqttLink:
         self.log.warning("mqtt_publish_kicked", **asdict(r))  # stuck, inflight_counter/_actual, oldest_age_s
         return r.stuck
 
-    def handed_over(self, handle: paho.MQTTMessageInfo) -> bool:
-        return bool(handle._published)  # noqa: SLF001 - see is_handed_over
+    handed_over = staticmethod(is_handed_over)  # per pending result and check: no extra call
 
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:
@@ -339,7 +336,7 @@ class MqttLink:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Nothing but an append: see the module docstring.
-        topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
+        topic = raw_topic(msg)  # decoding is the worker's job
         m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
         if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
             props = getattr(msg, "properties", None)
