@@ -29,7 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 try:
     from paho.mqtt.exception import MalformedPacket  # paho 2.2
 except ImportError:  # paho 2.1 (./dev paho found it): defined, and raised, in properties
-    from paho.mqtt.properties import MalformedPacket  # type: ignore[no-redef,attr-defined]
+    from paho.mqtt.properties import MalformedPacket  # type: ignore[attr-defined]
 
 READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
 
