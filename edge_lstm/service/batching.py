@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,28 @@ class Doorbell:
             there = self._event.wait(timeout)
         self.at = _NEVER
         return there
+
+
+class Pace:
+    """The batch window's pace: a batch that cost the worker c s of CPU (`time.thread_time` from
+    `started` to `finished`: processing and acks) delays the next one to `next_at` = c / share later,
+    so that under steady load the worker stays near `cpu_percent` of a core (batches grow with the rate),
+    while a reading after a pause is stepped at once. Most of a small batch's cost is per call, not per
+    reading (docs/performance.md, rounds 5 and 7)."""
+
+    def __init__(self, clock: Clock, cpu_percent: float) -> None:
+        self.clock, self.share = clock, cpu_percent / 100.0
+        self.next_at = 0.0  # clock.monotonic(): the next batch closes no sooner (`gather`'s not_before)
+        self._cpu0 = -1.0
+
+    def started(self) -> None:
+        self._cpu0 = time.thread_time()
+
+    def finished(self) -> None:
+        """After a worker cycle; sets `next_at` if the cycle processed a batch."""
+        if self._cpu0 >= 0:
+            self.next_at = self.clock.monotonic() + (time.thread_time() - self._cpu0) / self.share
+            self._cpu0 = -1.0
 
 
 def _take_waiting(inbox: Inbox[Any], items: list[Inbound], woken: Callable[[], None], max_batch: int) -> None:

@@ -12,8 +12,7 @@ Rules this module keeps (docs/operations.md, "How messages flow"):
 * `manual_ack=True`: a reading is acked only once its result is with the broker; the inbound queue is
   bounded by backpressure (`_hold`), as mosquitto ignores Receive Maximum on a resumed session.
 * Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
-The paho client subclass (batched wake-ups, window repair) and every other touch of paho's internals
-are in the paho adapter (`paho_adapter/`).
+paho's client subclass and every other touch of paho's internals are in the adapter (`paho_adapter/`).
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ OFFLINE = b"offline"
 
 __all__ = ["OFFLINE", "ONLINE", "WAKE", "Inbound", "MqttLink", "is_handed_over"]
 
+
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason: another client connected with our client id
 
 
@@ -71,6 +71,7 @@ class MqttLink:
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
         self.intake_paused = False  # set by the worker while it waits for PUBACKs (see _hold)
+        self.read_on = False  # ... at its hard cap of unacknowledged readings
         self.doorbell = Doorbell()  # rung when the inbox holds what the worker's batch waits for
         self.max_inbox = 0  # the most readings ever waiting for the worker
         self.holds = 0  # times the network thread stopped reading because the worker was behind
@@ -377,11 +378,13 @@ class MqttLink:
         limit = t0 + self.cfg.keepalive / 2
         # While the worker waits for PUBACKs (which only this thread reads: Daemon.max_unacked, or a
         # checkpoint), keep reading, or both threads would wait for each other until `limit`; but never
-        # beyond 1.5 x max_queue waiting readings, so memory stays bounded whatever the broker sends.
+        # beyond 1.5 x max_queue waiting readings, so memory stays bounded whatever the broker sends; except
+        # at the worker's hard cap (`read_on`, Daemon._unacked_pause): its PUBACKs sit behind readings.
         cap = self.max_queue + self.resume_below
         while self.accepting and time.monotonic() < limit:
             waiting = self.inbox.qsize()
-            if waiting <= self.resume_below or (self.intake_paused and waiting < cap):
+            paused = self.intake_paused and (waiting < cap or self.read_on)
+            if waiting <= self.resume_below or paused:
                 break
             time.sleep(0.002)
         self.held_s += time.monotonic() - t0
