@@ -72,3 +72,25 @@ def test_every_rejection_reason_has_a_hint_and_the_readme_example_is_the_codes()
     example = json.loads(section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)])
     rebuilt = encode_rejection(Rejection(example["stream"], example["reason"], example["detail"]), example["topic"])
     assert json.loads(rebuilt) == example
+
+
+def _logged_at(levels: tuple[str, ...]) -> set[str]:
+    """Event names the code logs at one of `levels` (`log.warning("event", ...)` calls)."""
+    import ast
+
+    found = set()
+    for path in (ROOT / "edge_lstm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in levels:
+                if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    found.add(node.args[0].value)
+    return found
+
+
+def test_operations_log_levels_table_matches_the_code() -> None:
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in ops.splitlines() if line.startswith(("| warning", "| error"))}
+    assert set(rows) == {"warning", "error"}
+    for level, events in (("warning", _logged_at(("warning",))), ("error", _logged_at(("error", "critical")))):
+        missing = sorted(e for e in events if f"`{e}`" not in rows[level])
+        assert not missing, f"docs/operations.md, Log levels: {level} lacks {missing}"
