@@ -18,10 +18,10 @@ with its line number in the summary, and the replay goes on, as the daemon does.
 first rejected row an error instead. A missing feature or timestamp column is always an error.
 Exit code 2 on errors (message on stderr naming the column or line), 0 otherwise.
 
-Output CSV: stream, line (of the input), ts (epoch seconds), score, anomaly, warming_up, threshold,
-deviation, deviation_threshold, likelihood, alarm (docs/scoring.md; empty when not yet known), then
-prediction_<name> per output column (forecast models) or output_<name> (score models). One row per
-accepted reading.
+Output CSV: RESULT_COLUMNS (stream, line of the input, ts in epoch seconds, then the result's fields:
+docs/scoring.md; empty when not yet known), then prediction_<name> per output column (forecast models)
+or output_<name> (score models). One row per accepted reading. The summary on stderr ends with one
+line saying what happened (cli/story.py).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from ..result import Result
 from .plot import PlotUnavailable, Trace, plot
 from .progress import ProgressReader
 from .rows import ReplayError, open_model, read_rows
+from .story import Story
 
 MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
 
@@ -58,6 +59,7 @@ class Summary:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ignored_columns: list[str] = field(default_factory=list)
     max_score: float = 0.0
+    story: Story = field(default_factory=Story)  # the last line: readings, flags, alarms, highest score
 
     def reject(self, rej: Rejection) -> None:
         self.rejected[rej.reason] += 1
@@ -80,6 +82,7 @@ class Summary:
             lines.append("replay: 0 rows rejected")
         if self.ignored_columns:
             lines.append(f"replay: ignored columns: {', '.join(self.ignored_columns)}")
+        lines.append(f"replay: {self.story.line()}")
         return "\n".join(lines)
 
 
@@ -168,6 +171,7 @@ def replay(
             summary.anomalies += out.anomaly
             summary.warming_up += out.warming_up
             summary.max_score = max(summary.max_score, out.score)
+            summary.story.add(out, line)
             on_result(out, line)
             if on_reading is not None:
                 on_reading(out, item)  # type: ignore[arg-type]  # a Result comes from a Reading

@@ -94,3 +94,12 @@ def test_operations_log_levels_table_matches_the_code() -> None:
     for level, events in (("warning", _logged_at(("warning",))), ("error", _logged_at(("error", "critical")))):
         missing = sorted(e for e in events if f"`{e}`" not in rows[level])
         assert not missing, f"docs/operations.md, Log levels: {level} lacks {missing}"
+
+
+def test_readme_replay_columns_are_the_codes() -> None:
+    from edge_lstm.cli.replay import RESULT_COLUMNS
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("it writes one row per reading (`") + len("it writes one row per reading (`")
+    listed = readme[start : readme.index("`", start)].replace("\n", " ").split(", ")
+    assert listed == [*RESULT_COLUMNS, "prediction_<feature>..."]
