@@ -139,6 +139,7 @@ def calibrated_well(path: Path) -> bool:
     return flags / scored < 0.01 and caught >= 6
 
 
+@pytest.mark.slow  # ~15 s here: `./dev quick` skips it
 def test_demo_with_packaged_model() -> None:
     if not default_model_path().is_file():
         pytest.skip(f"the packaged model is not built yet ({default_model_path()})")
@@ -151,6 +152,7 @@ def test_demo_with_packaged_model() -> None:
         assert n["false_alarms"] <= 0.02 * n["normal"], out
 
 
+@pytest.mark.slow  # ~14 s here: `./dev quick` skips it
 def test_demo_detects_with_a_reference_model(tmp_path: Path) -> None:
     model = make_persistence_model(tmp_path / "persistence.onnx")
     assert calibrated_well(model)

@@ -82,6 +82,7 @@ N_STREAMS, N_STEPS, RATE = 50, 60, 250.0  # 3000 readings over 12 s
 KILLS, BROKER_RESTARTS = 3, 3
 
 
+@pytest.mark.slow  # ~22 s here: `./dev quick` skips it
 def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, model_path, tmp_path, cleanup):
     seed = int(os.environ.get("EDGE_LSTM_FAULT_SEED", "4"))
     rng = random.Random(seed)
@@ -301,6 +302,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
 # ---- 3. broker outage with readings already received ------------------------------------------------
 
 
+@pytest.mark.slow  # ~12 s here: `./dev quick` skips it
 def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path, cleanup):
     """The daemon holds a batch (max_wait_ms 2500) that arrived just before the broker goes down: it is
     stepped during the outage, its results go out once the broker is back, and the broker's redelivery

@@ -50,6 +50,7 @@ def batch(b: int, fresh: int) -> list[Reading]:
     return out
 
 
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
 def test_million_stream_ids_bounded_memory(model) -> None:
     eng = Engine(model, max_streams=MAX_STREAMS)
     fresh = BATCH - HOT
@@ -104,6 +105,7 @@ def test_million_stream_ids_bounded_memory(model) -> None:
     assert growth_end - growth_mark < 8, "memory grows with the number of stream ids"
 
 
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
 def test_evicted_rows_are_bounded_when_nobody_takes_them(model) -> None:
     """A daemon configured to drop evicted state never calls take_evicted: the engine keeps at most
     max_evicted untaken rows (plus one batch's), dropping the oldest and counting them."""
@@ -169,6 +171,7 @@ def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(m
     assert len(eng.table) == 3
 
 
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
 def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None:
     """The daemon's default (`engine.evicted = "spill"`): evicted rows go to SQLite, bounded."""
     from edge_lstm.durable.spill import SqliteSpill
