@@ -75,7 +75,7 @@ def test_readme_command_table_is_generated_from_the_parsers() -> None:
     import gen_docs
 
     readme = (ROOT / "README.md").read_text()
-    assert gen_docs.update_text(readme) == readme, "README's generated tables are stale: run ./dev docs"
+    assert gen_docs.update_text(readme, example=False) == readme, "README's generated tables are stale: ./dev docs"
     for prog, top in parsers().items():
         for name, sub, _ in commands(top):
             for option in [max(a.option_strings, key=len) for a in sub._actions if a.option_strings]:

@@ -103,3 +103,15 @@ def test_readme_replay_columns_are_the_codes() -> None:
     start = readme.index("it writes one row per reading (`") + len("it writes one row per reading (`")
     listed = readme[start : readme.index("`", start)].replace("\n", " ").split(", ")
     assert listed == [*RESULT_COLUMNS, "prediction_<feature>..."]
+
+
+def test_readme_example_result_is_what_the_packaged_model_publishes() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gen_docs
+
+    readme = (ROOT / "README.md").read_text()
+    assert gen_docs.example_matches(readme), "README's example result is stale: run ./dev docs"
+    broken = readme.replace('"threshold":', '"threshold":1', 1)
+    assert not gen_docs.example_matches(broken)
