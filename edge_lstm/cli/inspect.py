@@ -24,6 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
+def threshold_in_results(model: OnnxStepModel) -> float | None:
+    """The `threshold` results carry for this model under the default settings: the calibrated one,
+    carried to 1 − scoring.risk (scoring.extrapolate = risk, docs/scoring.md). Asked of the engine itself
+    (one reading), so that inspect and results can never disagree."""
+    from ..engine import Engine
+    from ..reading import Reading
+
+    engine = Engine(model, max_streams=1)
+    values = tuple(model.meta.scaling.offset[: len(model.meta.features)])  # any valid reading will do
+    (out,) = engine.process([Reading("inspect", 1e9, values)])
+    threshold = getattr(out, "threshold", None)
+    return float(threshold) if threshold is not None else None
+
+
 def describe(model: OnnxStepModel) -> dict[str, Any]:
     """Everything `inspect` shows, as one JSON-ready document."""
     meta = model.meta
@@ -63,6 +77,7 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
             for f, o, s in zip(meta.features, meta.scaling.offset, meta.scaling.scale)
         ],
         "calibration": meta.calibration.model_dump(exclude_none=True) if meta.calibration else None,
+        "threshold_in_results": threshold_in_results(model) if meta.calibration else None,
         "warmup_steps": meta.warmup_steps,
         "sample_interval_s": meta.sample_interval_s,
         "provenance": meta.provenance,
@@ -113,7 +128,13 @@ def render_text(doc: dict[str, Any]) -> str:
     else:
         q = f", quantile {_num(cal['quantile'])}" if "quantile" in cal else ""
         n = f", from {cal['samples']} samples" if "samples" in cal else ""
-        add(f"calibration  threshold {_num(cal['threshold'])}{q}{n}")
+        add(f"calibration  threshold {_num(cal['threshold'])}{q}{n} (the calibrated one)")
+        in_results = doc["threshold_in_results"]
+        if in_results is not None and _num(in_results) != _num(cal["threshold"]):
+            add(
+                f"             results carry threshold {_num(in_results)}: the calibrated one carried to "
+                "1 - scoring.risk (scoring.extrapolate = risk, docs/scoring.md)"
+            )
         if "residual_mean" in cal:
             add("             output               residual mean  residual std")
             for name, mu, sd in zip(o["names"], cal["residual_mean"], cal["residual_std"]):
