@@ -45,7 +45,7 @@ def _usage(prog: str, parser: argparse.ArgumentParser) -> str:
     for a in parser._actions:
         if isinstance(a, argparse._HelpAction):
             continue
-        value = a.metavar or a.dest.upper()
+        value = str(a.metavar or a.dest.upper())
         if not a.option_strings:
             word = f"{value}..." if a.nargs in ("+", "*") else value
             words.append(f"[{word}]" if a.nargs == "?" else word)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from edge_lstm.service.config import Settings, load_settings
@@ -28,8 +30,8 @@ def test_every_setting_is_in_the_readme_reference() -> None:
     assert not missing, f"README configuration reference lacks {missing}"
 
 
-def test_example_config_is_valid_and_complete(monkeypatch) -> None:
-    for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
+def test_example_config_is_valid_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
     example = ROOT / "systemd" / "config.toml"
     load_settings(example)  # refuses unknown keys and bad values

@@ -22,7 +22,9 @@ def packaged_results(n: int = 400) -> list[Result]:
     values = normal_series(n, seed=1)
     out: list[Result] = []
     for t in range(n):
-        out += engine.process([Reading("pump-7", T0 + t + 0.123456, tuple(float(v) for v in values[t]))])  # type: ignore[misc]
+        (r,) = engine.process([Reading("pump-7", T0 + t + 0.123456, tuple(float(v) for v in values[t]))])
+        assert isinstance(r, Result)
+        out.append(r)
     return out
 
 

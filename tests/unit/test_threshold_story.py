@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from edge_lstm import Engine, Reading, encode, load_model
+from edge_lstm import Engine, Reading, Result, encode, load_model
 from edge_lstm.cli.inspect import describe
 from edge_lstm.onnx_model import default_model_path
 
@@ -18,6 +18,7 @@ def test_inspect_says_which_threshold_results_carry_and_why() -> None:
     calibrated, carried = doc["calibration"]["threshold"], doc["threshold_in_results"]
     engine = Engine(model)
     (result,) = engine.process([Reading("pump-7", 1764230411.0, (40.0, 0.5, 10.0))])
+    assert isinstance(result, Result)
     assert carried == result.threshold != calibrated  # the packaged model: scoring.extrapolate = risk
     published = json.loads(encode(result))["threshold"]
 
