@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...score import ScoringConfig
+from ...scoring import ScoringConfig
 from .base import Section
 
 __all__ = ["ScoringSettings"]
