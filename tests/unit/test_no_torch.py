@@ -12,9 +12,7 @@ UNIT = Path(__file__).resolve().parent
 
 # Modules that still import torch, with why; a new one fails, and so does a listed one that no longer
 # does (delete its line then).
-KNOWN = {
-    "test_known_states": "edge_lstm_export.calibrate.normal_states: calibrate imports onnx_export, which imports torch",
-}
+KNOWN: dict[str, str] = {}
 
 PROBE = """
 import importlib, json, sys
