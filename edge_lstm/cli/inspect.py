@@ -101,27 +101,11 @@ def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def render_text(doc: dict[str, Any]) -> str:
-    """The human-readable form of `describe()`."""
+def _calibration_lines(doc: dict[str, Any]) -> list[str]:
+    """The calibration section: the calibrated threshold and, when results carry another, that one."""
     lines: list[str] = []
     add = lines.append
-    m = doc["model"]
-    add(f"model        {m['name']} {m['version']}   (schema version {doc['schema_version']})")
-    f = doc["file"]
-    add(f"file         {f['path']}")
-    add(f"             {f['bytes']} bytes, sha256 {f['sha256']}")
-    i = doc["input"]
-    add(f"input        {i['name']}  {i['dtype']} {_shape(i)}  (scaled features, one row per stream)")
     o = doc["output"]
-    add(f"output       {o['name']}  {o['dtype']} {_shape(o)}  kind={o['kind']}  names={', '.join(o['names'])}")
-    if o["horizon"] > 1:
-        add(f"             horizon {o['horizon']}: a {o['horizon']}-step forecast per reading, published as `forecast`")
-    add(f"state        {len(doc['state'])} tensor pair(s), {doc['state_bytes_per_stream']} bytes per stream")
-    for s in doc["state"]:
-        add(f"             {s['input']['name']} -> {s['output']['name']}  {_shape(s['input'])}")
-    add("features     name                 offset        scale     (model sees (value - offset) / scale)")
-    for feat in doc["features"]:
-        add(f"             {feat['name']:<20} {_num(feat['offset']):>10} {_num(feat['scale']):>12}")
     cal = doc["calibration"]
     if cal is None:
         add("calibration  none: `score` flags nothing; `deviation` still learns each stream on its own")
@@ -143,6 +127,31 @@ def render_text(doc: dict[str, Any]) -> str:
             add(f"             {len(cal['states'])} known normal operating states (the deviation channel's)")
         if cal.get("bias_scale"):
             add(f"             bias thresholds x {_num(cal['bias_scale'])} (the calibration data's own bias)")
+    return lines
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    """The human-readable form of `describe()`."""
+    lines: list[str] = []
+    add = lines.append
+    m = doc["model"]
+    add(f"model        {m['name']} {m['version']}   (schema version {doc['schema_version']})")
+    f = doc["file"]
+    add(f"file         {f['path']}")
+    add(f"             {f['bytes']} bytes, sha256 {f['sha256']}")
+    i = doc["input"]
+    add(f"input        {i['name']}  {i['dtype']} {_shape(i)}  (scaled features, one row per stream)")
+    o = doc["output"]
+    add(f"output       {o['name']}  {o['dtype']} {_shape(o)}  kind={o['kind']}  names={', '.join(o['names'])}")
+    if o["horizon"] > 1:
+        add(f"             horizon {o['horizon']}: a {o['horizon']}-step forecast per reading, published as `forecast`")
+    add(f"state        {len(doc['state'])} tensor pair(s), {doc['state_bytes_per_stream']} bytes per stream")
+    for s in doc["state"]:
+        add(f"             {s['input']['name']} -> {s['output']['name']}  {_shape(s['input'])}")
+    add("features     name                 offset        scale     (model sees (value - offset) / scale)")
+    for feat in doc["features"]:
+        add(f"             {feat['name']:<20} {_num(feat['offset']):>10} {_num(feat['scale']):>12}")
+    lines += _calibration_lines(doc)
     add(f"warm-up      {doc['warmup_steps']} steps")
     si = doc["sample_interval_s"]
     add(f"interval     {_num(si) + ' s between readings' if si is not None else 'not given'}")
