@@ -88,6 +88,7 @@ class Link(Protocol):
     max_inbox: int
     publish_failures: int
     intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
+    read_on: bool  # ... at its hard cap: read on even past the hold's bound (the PUBACKs are behind readings)
 
     def start(self) -> None: ...
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def collect(d: Daemon) -> dict[str, Any]:
     st = d.engine.stats
-    link = d._link  # noqa: SLF001 - None before start(): the stats say so
+    link = d.started_link  # None before start(): the stats say so
     return {
         "received": d.counters.received,
         "readings": st.readings,
@@ -73,7 +73,7 @@ class StatsReporter:
         rate = (st["results"] - self.last_results) / max(now - self.last_t, 1e-9)
         self.last_t, self.last_results = now, st["results"]
         d.log.info("stats", rate_per_s=round(rate, 1), **st)
-        topic, link = d.settings.mqtt.stats_topic, d._link  # noqa: SLF001
+        topic, link = d.settings.mqtt.stats_topic, d.started_link
         if topic and link is not None and link.connected:
             # Retained, so a dashboard sees the latest at once; best effort (no reading waits for it).
             doc = {
