@@ -402,13 +402,13 @@ def test_home_assistant_configs_again_when_the_broker_lost_its_state(step_model_
         return len(link.results("edge-lstm/ha/pump"))
 
     assert (configs(), states()) == (8 + 4, 1)
-    link.session_present = True  # type: ignore[attr-defined]  # the broker kept the session: nothing again
+    link.session_present = True  # the broker kept the session: nothing again
     link.disconnect()
     link.connect()
     link.deliver("sensors/pump", reading(T0 + 1))
     d.iteration(0.01)
     assert (configs(), states()) == (8 + 4, 1)  # and the state waits for its interval
-    link.session_present = False  # type: ignore[attr-defined]
+    link.session_present = False
     link.disconnect()
     link.connect()
     link.deliver("sensors/pump", reading(T0 + 2))
