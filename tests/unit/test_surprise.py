@@ -10,6 +10,7 @@ from support.models import make_step_model
 
 from edge_lstm import Engine, Reading, load_model
 from edge_lstm.alarm import AlarmPolicy
+from edge_lstm.ports import StepModel
 from edge_lstm.result import Result
 from edge_lstm.scoring import ScoringConfig
 
@@ -17,7 +18,7 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):
+def model(tmp_path_factory: pytest.TempPathFactory) -> StepModel:
     return load_model(make_step_model(tmp_path_factory.mktemp("m") / "m.onnx", hidden=8, warmup_steps=2))
 
 
@@ -31,12 +32,12 @@ def streams(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"sine": sine, "walk": walk, "counts": counts}
 
 
-def likelihood_engine(model) -> Engine:
+def likelihood_engine(model: StepModel) -> Engine:
     """`anomaly` from the calibrated likelihood (`scoring.flags = "likelihood"`), alarm on one flag."""
     return Engine(model, scoring=ScoringConfig(flags="likelihood"), alarms=AlarmPolicy(raise_n=1))
 
 
-def replay(model, x: np.ndarray, dt: float = 300.0, engine: Engine | None = None) -> list[Result]:
+def replay(model: StepModel, x: np.ndarray, dt: float = 300.0, engine: Engine | None = None) -> list[Result]:
     """One reading per `dt` seconds (5 minutes: a cloud metric, as NAB)."""
     engine = engine or likelihood_engine(model)
     return [engine.process([Reading("s", T0 + i * dt, tuple(row))])[0] for i, row in enumerate(x)]  # type: ignore[misc]
@@ -52,7 +53,9 @@ def raised_at(out: list[Result]) -> list[int]:
     ]
 
 
-def test_a_sustained_10_sigma_shift_of_a_1_hz_sensor_alarms_within_20_readings_and_stays_flagged(model) -> None:
+def test_a_sustained_10_sigma_shift_of_a_1_hz_sensor_alarms_within_20_readings_and_stays_flagged(
+    model: StepModel,
+) -> None:
     """At 1 Hz the statistics forget over days (`scoring.horizon_s`): a fault of minutes stays surprising.
     (With a model fitted on the stream, the sine and random-walk cases: bench/quality.py, docs/quality.md.)"""
     x = streams(1500, 1)["counts"]
@@ -65,14 +68,14 @@ def test_a_sustained_10_sigma_shift_of_a_1_hz_sensor_alarms_within_20_readings_a
 
 
 @pytest.mark.parametrize("dt", [1.0, 300.0])
-def test_a_single_20_sigma_spike_raises_the_alarm_and_nothing_else_does(model, dt: float) -> None:
+def test_a_single_20_sigma_spike_raises_the_alarm_and_nothing_else_does(model: StepModel, dt: float) -> None:
     x = streams(1500, 2)["counts"]
     x[1300, 0] += 20.0
     out = replay(model, x, dt=dt)
     assert raised_at(out) == [1300]
 
 
-def test_the_likelihood_is_calibrated_on_normal_streams(model) -> None:
+def test_the_likelihood_is_calibrated_on_normal_streams(model: StepModel) -> None:
     """After the baseline, the share of readings with likelihood >= 1 - eps is at most 3 eps, and within
     [eps/3, 3 eps] at 1e-3 (1e-4 needs far longer streams: bench/quality.py measures it on NAB and SKAB).
     On Gaussian noise the fourth-root exponential tail and the Bonferroni factor are conservative at 1e-2
@@ -86,7 +89,7 @@ def test_the_likelihood_is_calibrated_on_normal_streams(model) -> None:
     assert shares[1e-2] <= 3e-2 and 1e-3 / 3 <= shares[1e-3] <= 3e-3, shares
 
 
-def test_surprise_is_minus_log10_of_one_minus_the_likelihood_and_does_not_saturate(model) -> None:
+def test_surprise_is_minus_log10_of_one_minus_the_likelihood_and_does_not_saturate(model: StepModel) -> None:
     x = streams(600, 5)["sine"]
     x[500, 2] += 1e4  # far beyond anything seen
     out = replay(model, x)
@@ -98,7 +101,7 @@ def test_surprise_is_minus_log10_of_one_minus_the_likelihood_and_does_not_satura
             assert s == pytest.approx(-np.log10(1 - o.likelihood), rel=1e-6)
 
 
-def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(model) -> None:
+def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(model: StepModel) -> None:
     """A 5-minute stream moves to a new set point for good: one alarm, cleared within the horizon (7 days:
     2,016 readings) with the reason `adapted`."""
     x = streams(4000, 6)["counts"]
@@ -112,7 +115,7 @@ def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(model) 
     assert not any(r.anomaly for r in out[cleared[0][0] :])
 
 
-def test_accept_takes_the_current_regime_as_normal_now(model) -> None:
+def test_accept_takes_the_current_regime_as_normal_now(model: StepModel) -> None:
     engine = likelihood_engine(model)
     x = streams(1800, 7)["counts"]
     x[1000:, 0] += 15.0
