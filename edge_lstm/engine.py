@@ -20,6 +20,7 @@ from .reading import Reading, Rejection
 from .result import AlarmEvent, Result
 from .score import Scorer, ScoringConfig
 from .state import Column, StateTable, StreamState
+from .timeinputs import time_columns
 
 
 @dataclass
@@ -167,7 +168,10 @@ class Engine:
 
         values = np.asarray([readings[j].values for j in take], np.float64)
         u = (values - self._offset) * self._inv_scale
+        tss = ts[take] if stale else ts
         x = u.astype(np.float32)
+        if self.meta.time_inputs:  # the model also sees the reading's time of day / week (timeinputs.py)
+            x = np.concatenate([x, time_columns(tss, self.meta.time_inputs).astype(np.float32)], axis=1)
         y, new_states = self.model.step(x, [a[s] for a in table.states])
         self.stats.model_calls += 1
         for a, ns in zip(table.states, new_states):
@@ -183,7 +187,6 @@ class Engine:
         else:
             predicted = None
             predictions = y.astype(np.float64)
-        tss = ts[take] if stale else ts
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
         scored = self.scorer.score(cols, values, u, y, predicted, steps, self.warmup, gap)
         raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss, scored.likelihood)
