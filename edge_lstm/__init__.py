@@ -28,7 +28,7 @@ _EXPORTS = {
     "Reading": "reading",
     "Rejection": "reading",
     "Result": "result",
-    "Scorer": "score",
+    "Scorer": "scoring",
     "Settings": "service.config",
     "StepModel": "ports",
     "default_model_path": "onnx_model",
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from .ports import StepModel
     from .reading import Decoder, Reading, Rejection
     from .result import Result, encode
-    from .score import Scorer
+    from .scoring import Scorer
     from .service.config import Settings, load_settings
     from .service.daemon import Daemon
 

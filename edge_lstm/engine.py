@@ -7,8 +7,9 @@ round, so several readings of one stream are applied in arrival order in success
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,9 @@ from .alarm import COLUMNS as ALARM_COLUMNS
 from .alarm import AlarmPolicy
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
-from .result import AlarmEvent, Result
-from .score import Scorer, ScoringConfig
-from .state import Column, StateTable, StreamState
+from .result import AlarmEvent, Result, results
+from .scoring import Scored, Scorer, ScoringConfig
+from .state import Column, Gathered, StateTable, StreamState
 from .timeinputs import time_columns
 
 
@@ -126,49 +127,16 @@ class Engine:
     def _round(self, readings: list[Reading]) -> list[Outcome]:
         """One model call over readings of distinct streams. This is the per-reading hot path:
         Python work per reading is kept to dictionary lookups and list building."""
-        table = self.table
-        n = len(readings)
-        out: list[Outcome | None] = [None] * n
-        ts = np.fromiter([r.ts for r in readings], np.float64, n)
-        slots_get = table.slots.get
-        known = [slots_get(r.stream, -1) for r in readings]
-        # Event time: a reading not newer than its stream's last one is a duplicate or out of order.
-        stale: set[int] = set()
-        kidx = [j for j in range(n) if known[j] >= 0]
-        if kidx:
-            last = table.last_ts[[known[j] for j in kidx]]
-            for m in np.flatnonzero(ts[kidx] <= last).tolist():
-                j = kidx[m]
-                r, prev = readings[j], float(last[m])
-                reason = "duplicate" if r.ts == prev else "out_of_order"
-                self.stats.rejected[reason] += 1
-                out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {prev:.6f}")
-                stale.add(j)
-        take = [j for j in range(n) if j not in stale] if stale else list(range(n))
+        out: list[Outcome | None] = [None] * len(readings)
+        ts = np.fromiter([r.ts for r in readings], np.float64, len(readings))
+        take = self._fresh(readings, ts, out)
         if not take:
             return out  # type: ignore[return-value]
-        spill = self.spill
-        s, evicted, n_evicted, fresh = table.acquire_many(
-            [readings[j].stream for j in take], keep_evicted=spill is not None or self.max_evicted > 0
-        )
-        self.stats.evicted += n_evicted
-        if spill is not None:
-            spill.put(evicted)
-            # A returning stream continues from its spilled row (the version before this reading).
-            for pos in fresh:
-                r = readings[take[pos]]
-                row = spill.get(r.stream, r.ts)
-                if row is not None:
-                    table.put_row(int(s[pos]), row)
-                    self.stats.unspilled += 1
-        elif evicted:
-            self.evicted.extend(evicted)
-        else:
-            self.stats.evicted_dropped += n_evicted
-
+        table = self.table
+        s = self._acquire([readings[j] for j in take])
         values = np.asarray([readings[j].values for j in take], np.float64)
         u = (values - self._offset) * self._inv_scale
-        tss = ts[take] if stale else ts
+        tss = ts[take] if len(take) < len(readings) else ts
         x = u.astype(np.float32)
         if self.meta.time_inputs:  # the model also sees the reading's time of day / week (timeinputs.py)
             x = np.concatenate([x, time_columns(tss, self.meta.time_inputs).astype(np.float32)], axis=1)
@@ -188,8 +156,10 @@ class Engine:
             predicted = None
             predictions = y.astype(np.float64)
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
-        scored = self.scorer.score(cols, values, u, y, predicted, steps, self.warmup, gap)
-        raised, cleared = self.alarms.update(cols, scored.flags, scored.scores, tss, scored.likelihood)
+        warming = steps < self.warmup
+        scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
+        likelihood = scored.signals.get("likelihood")
+        raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood)
         cols.scatter()
         flags = scored.flags
         table.steps[s] = steps + 1
@@ -197,7 +167,64 @@ class Engine:
         table.last_ts[s] = tss
         self.stats.results += len(take)
         self.stats.anomalies += int(flags.sum())
+        events = self._events(readings, take, cols, raised, cleared)
+        self._results(readings, take, out, scored, warming, predictions, cols["alarm.raised"], events)
+        if self.horizon > 1:
+            for j, fc in zip(take, self._forecasts(y, tss, gap)):
+                out[j].forecast = fc  # type: ignore[union-attr]
+        return out  # type: ignore[return-value]
 
+    def _fresh(self, readings: list[Reading], ts: np.ndarray, out: list[Outcome | None]) -> list[int]:
+        """The readings newer than their stream's last one; the others (a duplicate, or out of order by
+        event time) are rejected into `out`."""
+        n = len(readings)
+        slots_get = self.table.slots.get
+        known = [slots_get(r.stream, -1) for r in readings]
+        stale: set[int] = set()
+        kidx = [j for j in range(n) if known[j] >= 0]
+        if kidx:
+            last = self.table.last_ts[[known[j] for j in kidx]]
+            for m in np.flatnonzero(ts[kidx] <= last).tolist():
+                j = kidx[m]
+                r, prev = readings[j], float(last[m])
+                reason = "duplicate" if r.ts == prev else "out_of_order"
+                self.stats.rejected[reason] += 1
+                out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {prev:.6f}")
+                stale.add(j)
+        return [j for j in range(n) if j not in stale] if stale else list(range(n))
+
+    def _acquire(self, readings: list[Reading]) -> np.ndarray:
+        """The table slots of the readings' streams; streams evicted to make room go to the spill store
+        (or `evicted`), and returning streams continue from their spilled rows."""
+        table, spill = self.table, self.spill
+        s, evicted, n_evicted, fresh = table.acquire_many(
+            [r.stream for r in readings], keep_evicted=spill is not None or self.max_evicted > 0
+        )
+        self.stats.evicted += n_evicted
+        if spill is not None:
+            spill.put(evicted)
+            # A returning stream continues from its spilled row (the version before this reading).
+            for pos in fresh:
+                r = readings[pos]
+                row = spill.get(r.stream, r.ts)
+                if row is not None:
+                    table.put_row(int(s[pos]), row)
+                    self.stats.unspilled += 1
+        elif evicted:
+            self.evicted.extend(evicted)
+        else:
+            self.stats.evicted_dropped += n_evicted
+        return s
+
+    def _events(
+        self,
+        readings: list[Reading],
+        take: list[int],
+        cols: Gathered,
+        raised: np.ndarray,
+        cleared: np.ndarray,
+    ) -> dict[int, AlarmEvent]:
+        """The alarm events of this round, by position in `take`."""
         events: dict[int, AlarmEvent] = {}
         if raised.any() or cleared.any():
             since, peak, count = cols["alarm.since"], cols["alarm.peak"], cols["alarm.readings"]
@@ -210,58 +237,41 @@ class Engine:
                     int(count[m]),
                 )
             self.stats.alarms_raised += int(raised.sum())
-        model_id, names, forecast = self.meta.model_id, self.names, self.forecast
-        ready = scored.ready
-        likelihood = [v if r else None for v, r in zip(scored.likelihood.tolist(), ready.tolist())]
-        deviation = [v if r else None for v, r in zip(scored.deviation.tolist(), ready.tolist())]
-        thresholds = scored.thresholds.tolist() if scored.thresholds is not None else [None] * len(take)
-        dev_thresholds = scored.deviation_threshold.tolist()
-        none = [None] * len(take)
-        biases = none if scored.bias is None else scored.bias.tolist()
-        bias_thresholds = none if scored.bias_threshold is None else scored.bias_threshold.tolist()
-        rows = zip(
-            take,
-            scored.scores.tolist(),
-            flags.tolist(),
-            scored.warming.tolist(),
-            predictions.tolist(),
-            thresholds,
-            likelihood,
-            deviation,
-            dev_thresholds,
-            cols["alarm.raised"].tolist(),
-            biases,
-            bias_thresholds,
-        )
-        for m, (j, score, flag, warm, pred, thr, like, dev, dev_thr, alarm, b, b_thr) in enumerate(rows):
-            r = readings[j]
-            out[j] = Result(
-                r.stream,
-                r.ts,
-                score,
-                flag,
-                thr,
-                warm,
-                model_id,
-                pred if forecast else None,
-                None if forecast else pred,
-                names,
-                like,
-                alarm,
-                events.get(m) if events else None,
-                dev,
-                dev_thr if dev is not None else None,
-                bias=b if dev is not None else None,
-                bias_threshold=b_thr if dev is not None else None,
-            )
-        if scored.stuck.any():
-            features = self.meta.features
-            for m in np.flatnonzero(scored.stuck.any(axis=1)).tolist():
-                out[take[m]].stuck = tuple(features[i] for i in np.flatnonzero(scored.stuck[m]).tolist())  # type: ignore[union-attr]
-        if self.horizon > 1:
-            for j, fc in zip(take, self._forecasts(y, tss, gap)):
-                out[j].forecast = fc  # type: ignore[union-attr]
-        return out  # type: ignore[return-value]
+        return events
+
+    def _results(
+        self,
+        readings: list[Reading],
+        take: list[int],
+        out: list[Outcome | None],
+        scored: Scored,
+        warming: np.ndarray,
+        predictions: np.ndarray,
+        alarms: np.ndarray,
+        events: dict[int, AlarmEvent],
+    ) -> None:
+        """One Result per reading of `take` into `out`, from named columns: the engine's and every
+        channel's fields (result.results)."""
+        forecast, n = self.forecast, len(take)
+        taken = [readings[j] for j in take]
+        columns: dict[str, Iterable[Any]] = {
+            "stream": [r.stream for r in taken],
+            "ts": [r.ts for r in taken],
+            "anomaly": scored.flags.tolist(),
+            "warming_up": warming.tolist(),
+            "model": repeat(self.meta.model_id),
+            "prediction" if forecast else "output": predictions.tolist(),
+            "names": repeat(self.names),
+            "alarm": alarms.tolist(),
+            **scored.fields,
+        }
+        if events:
+            columns["alarm_event"] = [events.get(m) for m in range(n)]
+        extra = [k for k in self.scorer.extra_fields if k in scored.fields]
+        if extra:
+            columns["extra"] = [dict(zip(extra, row)) for row in zip(*(scored.fields[k] for k in extra))]
+        for j, result in zip(take, results(columns)):
+            out[j] = result
 
     def _forecasts(self, y: np.ndarray, ts: np.ndarray, gap: np.ndarray) -> list[dict[str, list[float]]]:
         """Each row's K-step forecast in feature units, with the expected time of each step: `ts + k *
@@ -313,11 +323,7 @@ class Engine:
             "anomalies": row.anomalies,
             "warming_up": row.steps < self.warmup,
             "baseline_ready": bool(ready),
-            "deviation": float(self.scorer.baseline.current(c)) if ready else None,
-            "deviation_threshold": float(c["dev.h"]),
-            "likelihood": float(self.scorer.baseline.likelihood(self.scorer.baseline.current(c), c)) if ready else None,
-            "bias": float(self.scorer.bias.value(c)) if ready and self.scorer.bias is not None else None,
-            "bias_threshold": float(c["bias.h"] * self.scorer.bias_scale) if self.scorer.bias is not None else None,
+            **self.scorer.describe(c, bool(ready)),
             "alarm": {
                 "raised": bool(c["alarm.raised"]),
                 "since": float(c["alarm.since"]) if c["alarm.raised"] else None,
@@ -343,9 +349,7 @@ class Engine:
         scorer = Scorer(new, scoring)
         if _layout(scorer.columns) != _layout(self.scorer.columns):
             return False  # other scoring columns (e.g. another number of known states): rows do not fit
-        if not scorer.baseline.same_states(self.scorer.baseline) and "dev.ek" in self.table.columns:
-            # Distances to the old model's known states mean nothing for the new ones: start them far.
-            self.table.columns["dev.ek"][:] = scorer.columns["dev.ek"].init
+        scorer.adopt(self.scorer, self.table.columns)
         self.model, self.meta, self.scorer, self.alarms = model, new, scorer, alarms
         self.warmup = max(new.warmup_steps, 1) if self.forecast else new.warmup_steps
         self.horizon = new.output.steps

@@ -16,6 +16,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Column prefixes a release renamed (old → new): rows checkpointed or spilled by an older version restore
+# under the new names (issue 23 named the deviation channel's columns `deviation.*`, formerly `dev.*`).
+RENAMED_PREFIXES = {"dev.": "deviation."}
+
+
+def current_name(name: str) -> str:
+    """A column's name in this version (a renamed column's new name)."""
+    for old, new in RENAMED_PREFIXES.items():
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+def current_columns(columns: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """A stored row's columns under this version's names."""
+    if not any(k.startswith(old) for k in columns for old in RENAMED_PREFIXES):
+        return columns
+    return {current_name(k): v for k, v in columns.items()}
+
+
+def current_layout(names: list[str]) -> list[str] | None:
+    """Stored column names (packed in name order, durable/spill.py) under this version's names; None if
+    the renaming changed their order (the packed rows then do not fit)."""
+    new = [current_name(k) for k in names]
+    return new if new == sorted(new) else None
+
 
 @dataclass(frozen=True)
 class Column:
@@ -233,8 +259,9 @@ class StateTable:
         self.steps[slot] = row.steps
         self.anomalies[slot] = row.anomalies
         self.prediction[slot] = row.prediction
+        stored = current_columns(row.columns)
         for k, a in self.columns.items():
-            v = row.columns.get(k)
+            v = stored.get(k)
             # A row from before a column existed (an older checkpoint or spill) keeps the fresh value.
             a[slot] = self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v
 

@@ -22,7 +22,8 @@ from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model
 from edge_lstm.reading import Reading
 from edge_lstm.result import Result
-from edge_lstm.score import ScoringConfig, threshold_from_scores
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring.channels.forecast import threshold_from_scores
 
 from .errors import DataError
 from .onnx_export import save, set_metadata

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..state import Column, StreamState
+from ..state import Column, StreamState, current_layout
 
 _COUNTS = struct.Struct("<qq")  # steps, anomalies
 
@@ -60,7 +60,7 @@ class SqliteSpill:
         layout = json.dumps([[k, list(shape), dt.str] for k, shape, dt in self.columns])
         found = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.discarded = 0
-        if found and (found.get("model_sha256") != model_sha256 or found.get("layout", "[]") != layout):
+        if found and (found.get("model_sha256") != model_sha256 or _current(found.get("layout", "[]")) != layout):
             self.discarded = self.db.execute("DELETE FROM spill").rowcount
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (model_sha256,))
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('layout', ?)", (layout,))
@@ -137,3 +137,14 @@ class SqliteSpill:
         parts += [np.asarray(st, np.float32).tobytes() for st in r.states]
         parts += [np.asarray(r.columns[k], dt).tobytes() for k, _, dt in self.columns]
         return b"".join(parts)
+
+
+def _current(layout: str) -> str:
+    """A stored layout with renamed columns under their current names (state.current_layout): rows
+    spilled by an older version still fit when only names changed."""
+    try:
+        entries = json.loads(layout)
+        names = current_layout([str(e[0]) for e in entries])
+    except (ValueError, TypeError, IndexError, KeyError):
+        return layout  # not a layout this version wrote: it does not match, the rows are discarded
+    return layout if names is None else json.dumps([[k, *e[1:]] for k, e in zip(names, entries)])

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine
+from ..hints import hint
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
@@ -284,17 +285,15 @@ class Daemon:
         announce = self.control.announce if self.control.discovery is not None else None
         for p in processed:
             m = p.message
-            entry = Pending(
-                m.mid,
-                m.qos,
-                m.generation,
-                now,
-                [publish(t, payload, qos, retain) for t, payload, retain in p.publishes],
+            r = p.rejection
+            # A rejection is published on the errors topic only when it is also logged in full: one
+            # rate limit per reason for both (log.rejections_burst per log.rejections_interval_s).
+            shown = r is None or reject_log(
+                r.reason, stream=r.stream[:200], topic=p.topic[:200], detail=r.detail[:200], hint=hint(r.reason)
             )
-            if p.rejection is not None:
-                r = p.rejection
-                reject_log(r.reason, stream=r.stream[:200], topic=p.topic[:200], detail=r.detail[:200])
-            else:
+            handles = [publish(t, payload, qos, retain) for t, payload, retain in p.publishes] if shown else []
+            entry = Pending(m.mid, m.qos, m.generation, now, handles)
+            if r is None:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
                 if announce is not None:

@@ -20,23 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import Settings
 
-ENV_PREFIX = "EDGE_LSTM_"
-EXIT_STARTUP = 2
+from .errors import ENV_PREFIX, EXIT_STARTUP, StartupError, env_var, setting_error
 
-
-class StartupError(Exception):
-    """A start that cannot succeed until the operator changes something. The CLI exits `exit_code`."""
-
-    exit_code = EXIT_STARTUP
-
-
-def env_var(key: str) -> str:
-    """The environment variable of a dotted settings key: `mqtt.tls.ca_file` → EDGE_LSTM_MQTT__TLS__CA_FILE."""
-    return ENV_PREFIX + key.replace(".", "__").upper()
-
-
-def setting_error(key: str, message: str) -> StartupError:
-    return StartupError(f"{key}: {message} [env {env_var(key)}]")
+__all__ = ["ENV_PREFIX", "EXIT_STARTUP", "StartupError", "env_var", "setting_error", "preflight"]
 
 
 def _why(e: OSError) -> str:

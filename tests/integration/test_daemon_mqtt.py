@@ -7,7 +7,7 @@ from support.config import daemon_config
 from support.traffic import reading_payload
 
 from edge_lstm import load_model
-from edge_lstm.score import Scorer
+from edge_lstm.scoring import Scorer
 
 pytestmark = pytest.mark.integration
 

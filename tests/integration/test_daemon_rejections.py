@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from support.config import daemon_config
 from support.traffic import reading_payload
 
+from edge_lstm.onnx_model import default_model_path
+
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def good(i: int, k: int) -> bytes:
@@ -44,7 +50,6 @@ def test_bad_payloads_rejected_and_streams_unharmed(
         broker,
         step_model_path,
         tmp_path / "state",
-        mqtt={"errors_topic": "edge-lstm/errors"},
         log={"rejections_burst": 3, "rejections_interval_s": 3600},
     )
     d = run_daemon(cfg)
@@ -67,16 +72,17 @@ def test_bad_payloads_rejected_and_streams_unharmed(
         pub.send("sensors/", reading_payload(T0 + i, [1, 2, 3]))  # empty stream level
         expected["bad_stream"] = expected.get("bad_stream", 0) + 1
     pub.flush()
-    total_bad = sum(expected.values())
-    col.wait_count("edge-lstm/errors", total_bad)
+    # Published as logged: at most `burst` (3) per reason per interval.
+    published = {reason: min(count, 3) for reason, count in expected.items()}
+    col.wait_count("edge-lstm/errors", sum(published.values()))
     col.wait_count("edge-lstm/scores/", 2 * n * streams)
 
     errors = col.json("edge-lstm/errors")
     got: dict[str, int] = {}
     for e in errors:
-        assert set(e) == {"stream", "reason", "detail", "topic"}
+        assert set(e) == {"stream", "reason", "detail", "topic", "hint"} and e["hint"]
         got[e["reason"]] = got.get(e["reason"], 0) + 1
-    assert got == expected
+    assert got == published
 
     by_topic: dict[str, list[dict]] = {}
     for t, p, _ in col.snapshot("edge-lstm/scores/"):
@@ -104,3 +110,24 @@ def test_bad_payloads_rejected_and_streams_unharmed(
     suppressed = summary[-1]["counts"]
     for reason, count in expected.items():
         assert per_reason.get(reason, 0) + suppressed.get(reason, 0) == count
+
+
+def test_the_readme_example_published_twice_says_why_on_the_errors_topic(broker, tmp_path, run_daemon, collector):
+    """A newcomer's first hour: the README's mosquitto_pub line, run twice, against the default topics."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("mosquitto_pub ") and "sensors/pump-7" in x)
+    args = shlex.split(line)
+    topic, payload = args[args.index("-t") + 1], args[args.index("-m") + 1]
+    col = collector(broker.port, ["edge-lstm/#"])
+    d = run_daemon(daemon_config(broker, default_model_path(), tmp_path / "state"))  # the packaged model
+    d.wait_ready()
+    for _ in range(2):
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload], check=True, timeout=30
+        )
+    col.wait_count("edge-lstm/errors", 1)
+    (error,) = col.json("edge-lstm/errors")
+    assert (error["stream"], error["reason"], error["topic"]) == ("pump-7", "duplicate", topic)
+    assert error["hint"] == "already scored; publish a new ts"
+    assert len(col.snapshot("edge-lstm/scores/pump-7")) == 1
+    assert d.terminate() == 0

@@ -1,4 +1,4 @@
-"""The bias channel (edge_lstm/bias.py) against a numpy reference and known laws."""
+"""The bias channel (edge_lstm/scoring/channels/bias.py) against a numpy reference and known laws."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_lstm.baseline import BaselineConfig
-from edge_lstm.bias import Bias
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring.channels.bias import Bias
 
 
 def fresh(b: Bias, n: int) -> dict[str, np.ndarray]:
@@ -24,7 +24,7 @@ def feed(b: Bias, r: np.ndarray, warm_from: int = 1) -> tuple[dict[str, np.ndarr
     for t in range(T):
         hs.append(cols["bias.h"].copy())
         warm = np.full(S, t >= warm_from)
-        out.append(b.update(cols, r[t], np.full(S, t), warm, np.zeros(S, bool)))
+        out.append(b.step(cols, r[t], np.full(S, t), warm, np.zeros(S, bool)))
     return cols, np.array(out), np.array(hs)
 
 
@@ -32,7 +32,7 @@ def test_bias_equals_the_numpy_reference() -> None:
     rng = np.random.default_rng(0)
     T, F, base = 600, 3, 200
     r = rng.multivariate_normal([0.1, -0.2, 0.0], [[1, 0.4, 0], [0.4, 2, 0.1], [0, 0.1, 0.5]], size=T)
-    cfg = BaselineConfig(baseline=base, influence=0)
+    cfg = ScoringConfig(baseline=base, influence=0)
     cols, out, _ = feed(Bias(F, cfg), r[:, None, :], warm_from=5)
 
     # Reference: the MEWMA written the obvious way.
@@ -68,7 +68,7 @@ def test_white_residuals_rarely_cross_and_a_small_persistent_offset_does() -> No
     # / F = 67, above the prior's threshold (8 × the χ²(4)/4 quantile at 1 − 10⁻⁴ = 47), while each
     # residual alone stays within the normal range of the instant score.
     r[2000:, 10:, 1] += 3.0
-    _, out, h = feed(Bias(F, BaselineConfig(baseline=300)), r)
+    _, out, h = feed(Bias(F, ScoringConfig(baseline=300)), r)
     flags = out > h
     assert flags[300:, :10].mean() < 1e-3  # normal streams: about the risk (1e-4), not more
     assert flags[2100:, 10:].mean() > 0.95  # the offset scores for as long as it lasts
@@ -85,7 +85,7 @@ def test_wandering_residuals_are_scaled_by_their_own_baseline_spread() -> None:
     r = np.zeros_like(e)
     for t in range(1, T):
         r[t] = 0.9 * r[t - 1] + e[t]
-    cfg = BaselineConfig(baseline=300)
+    cfg = ScoringConfig(baseline=300)
 
     def lam(x: np.ndarray, cols: dict[str, np.ndarray]) -> np.ndarray:
         """C⁻¹ (shrunk, floored, per stream, as bias.py) against the learned P = C⁻¹ / λ."""
@@ -107,15 +107,15 @@ def test_one_wild_residual_does_not_flag_the_readings_after_it() -> None:
     rng = np.random.default_rng(2)
     r = rng.normal(size=(1000, 1, 2))
     r[700, 0, 0] = 1e4  # a glitch
-    _, bounded, h = feed(Bias(2, BaselineConfig(baseline=300)), r)
+    _, bounded, h = feed(Bias(2, ScoringConfig(baseline=300)), r)
     assert not (bounded[701:, 0] > h[701:, 0]).any()
-    _, unbounded, h2 = feed(Bias(2, BaselineConfig(baseline=300, influence=0)), r)
+    _, unbounded, h2 = feed(Bias(2, ScoringConfig(baseline=300, influence=0)), r)
     assert (unbounded[701:760, 0] > h2[701:760, 0]).all()  # what the bound prevents
 
 
 def test_a_baseline_shorter_than_the_warm_up_turns_the_channel_off() -> None:
     r = np.random.default_rng(3).normal(size=(400, 1, 3)) + 5.0
-    _, out, _ = feed(Bias(3, BaselineConfig(baseline=10)), r, warm_from=9)  # 1 residual < F + 1
+    _, out, _ = feed(Bias(3, ScoringConfig(baseline=10)), r, warm_from=9)  # 1 residual < F + 1
     assert not out.any()
 
 
@@ -124,7 +124,7 @@ def test_the_engine_publishes_bias_and_flags_a_persistent_offset(tmp_path: Path)
 
     from edge_lstm import Engine, Reading, load_model
     from edge_lstm.result import encode
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     model = load_model(make_step_model(tmp_path / "m.onnx"))
     engine = Engine(model, scoring=ScoringConfig(baseline=100))

@@ -39,7 +39,7 @@ def test_defaults():
         "sensors/{stream}",
         "edge-lstm/scores/{stream}",
         "edge-lstm/status",
-        "",
+        "edge-lstm/errors",
     )
     assert m.session_expiry_s == 86400
     e = s.engine

@@ -15,6 +15,7 @@ import pytest
 import structlog
 from support.fakes import FakeClock, FakeNotifier, LinkFactory
 
+from edge_lstm.hints import HINTS
 from edge_lstm.onnx_model import load_model
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
@@ -87,17 +88,42 @@ def test_acks_wait_for_the_handover_and_keep_arrival_order(step_model_path: Path
 
 
 def test_rejections_are_published_counted_and_acked(step_model_path: Path, tmp_path: Path) -> None:
-    d, link, _, _ = make_daemon(step_model_path, tmp_path, mqtt={"errors_topic": "edge-lstm/errors"})
+    d, link, _, _ = make_daemon(step_model_path, tmp_path)  # the errors topic is on by default
     link.deliver("sensors/x", b"not json")
     link.deliver("other/topic/x", reading(T0))
     link.deliver("sensors/x", reading(T0))
     d.iteration(0.01)
     errors = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/errors"]
     assert [e["reason"] for e in errors] == ["not_json", "bad_stream"]
-    assert errors[0] == {"stream": "x", "reason": "not_json", "detail": errors[0]["detail"], "topic": "sensors/x"}
+    assert errors[0] == {
+        "stream": "x",
+        "reason": "not_json",
+        "detail": errors[0]["detail"],
+        "topic": "sensors/x",
+        "hint": HINTS["not_json"],
+    }
     assert len(link.results()) == 1
     assert [mid for mid, _ in link.acked] == [1, 2, 3]
     assert d.stats()["rejected"] == {"not_json": 1, "bad_stream": 1}
+
+
+def test_rejections_published_at_the_log_rate_per_reason(step_model_path: Path, tmp_path: Path) -> None:
+    """A flood of one bad reason publishes `burst` of them per interval; other reasons keep theirs."""
+    d, link, clock, _ = make_daemon(
+        step_model_path, tmp_path, log={"stats_interval_s": 0, "rejections_burst": 2, "rejections_interval_s": 10}
+    )
+    for _ in range(5):
+        link.deliver("sensors/x", b"not json")
+    link.deliver("sensors/x", b"[1]")
+    d.iteration(0.01)
+    reasons = [json.loads(s.payload)["reason"] for s in link.sent if s.topic == "edge-lstm/errors"]
+    assert reasons == ["not_json", "not_json", "bad_shape"]
+    assert [mid for mid, _ in link.acked] == [1, 2, 3, 4, 5, 6]  # suppressed ones are acked all the same
+    assert d.stats()["rejected"] == {"not_json": 5, "bad_shape": 1}
+    clock.advance(11)
+    link.deliver("sensors/x", b"not json")
+    d.iteration(0.01)
+    assert sum(s.topic == "edge-lstm/errors" for s in link.sent) == 4  # a new interval
 
 
 def test_messages_of_an_earlier_connection_are_not_acked(step_model_path: Path, tmp_path: Path) -> None:

@@ -38,3 +38,37 @@ def test_example_config_is_valid_and_complete(monkeypatch) -> None:
         k for k in keys(Settings) if k.rsplit(".", 1)[-1] + " =" not in text and k.rsplit(".", 1)[-1] + "=" not in text
     ]
     assert not absent, f"systemd/config.toml does not show {absent}"
+
+
+def test_every_setting_has_a_description_and_a_documented_default() -> None:
+    from edge_lstm.service.config import reference
+
+    rows = list(reference.rows())  # raises naming a setting without description or documented default
+    assert [r[0] for r in rows] == keys(Settings)
+    assert all(len(desc) > 10 for _, _, _, desc in rows)
+
+
+def test_readme_configuration_table_is_generated_and_current() -> None:
+    """`./dev docs` writes it; this fails when a setting changed and the table was not regenerated."""
+    from edge_lstm.service.config import reference
+
+    readme = (ROOT / "README.md").read_text()
+    assert reference.update_text(readme) == readme, "README's configuration table is stale: run ./dev docs"
+
+
+def test_every_rejection_reason_has_a_hint_and_the_readme_example_is_the_codes() -> None:
+    """README's rejection reasons are the ones with hints, and its example payload is what the code sends."""
+    import json
+    import re
+
+    from edge_lstm.hints import HINTS
+    from edge_lstm.reading import REASONS, Rejection
+    from edge_lstm.result import encode_rejection
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Rejections**") :]
+    codes = section[section.index("state:\n") : section.index("A reading whose")]
+    assert sorted(re.findall(r"`([a-z0-9_]+)`", codes)) == sorted(REASONS) == sorted(HINTS)
+    example = json.loads(section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)])
+    rebuilt = encode_rejection(Rejection(example["stream"], example["reason"], example["detail"]), example["topic"])
+    assert json.loads(rebuilt) == example

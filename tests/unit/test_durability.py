@@ -41,13 +41,13 @@ def same_tables(a: Engine, b: Engine) -> float:
 
 
 def test_checkpoint_carries_the_scoring_statistics(model, tmp_path: Path) -> None:
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     scoring = ScoringConfig(baseline=5)
     engine = Engine(model, scoring=scoring)
     engine.process(traffic(5, 30))
     row = engine.table.row("s0")
-    assert row.columns["dev.P"].shape == (3, 3) and not np.allclose(row.columns["dev.P"], np.eye(3))
+    assert row.columns["deviation.P"].shape == (3, 3) and not np.allclose(row.columns["deviation.P"], np.eye(3))
     path = tmp_path / "checkpoint"
     checkpoint.save(path, engine.table, model_sha256=model.sha256, journal_segment=0)
     ck = checkpoint.load(path, model_sha256=model.sha256, state_shapes=model.state_shapes)

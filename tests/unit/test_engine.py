@@ -9,7 +9,8 @@ import pytest
 from support.models import make_step_model
 
 from edge_lstm import Engine, Reading, Rejection, Result, load_model
-from edge_lstm.score import ScoringConfig, effective_level, extrapolate
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring.channels.forecast import effective_level, extrapolate
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_lstm.baseline import Baseline, BaselineConfig
 from edge_lstm.contract import ModelFormatError, parse_meta
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring.channels.deviation import Deviation
 from edge_lstm_export.calibrate import MAX_STATES, STATE_WINDOW, normal_states
 
 
@@ -15,10 +16,10 @@ def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
     return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in columns.items()}
 
 
-def run(b: Baseline, u: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def run(b: Deviation, u: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """[T, F] readings of one stream → (columns, deviation per reading)."""
     cols = fresh(b.columns, 1)
-    e = [b.update(cols, u[t][None], np.array([t]), np.zeros(1, bool))[0][0] for t in range(len(u))]
+    e = [b.step(cols, u[t][None], np.array([t]), np.zeros(1, bool))[0][0] for t in range(len(u))]
     return cols, np.array(e)
 
 
@@ -63,12 +64,12 @@ def test_long_calibration_data_gives_at_most_max_levels_wider_windows_spread_ove
 
 def test_a_stream_drifting_through_known_states_is_not_flagged_but_is_without_them() -> None:
     rng = np.random.default_rng(1)
-    cfg = BaselineConfig(baseline=300, track=0)
+    cfg = ScoringConfig(baseline=300, track=0)
     calibration = warming_machine(rng)
     replay = warming_machine(rng)  # the same machine, another day
     levels, cov = states_of(calibration)
-    with_states = Baseline(3, cfg, levels, cov)
-    without = Baseline(3, cfg)
+    with_states = Deviation(3, cfg, levels, cov)
+    without = Deviation(3, cfg)
     _, e1 = run(with_states, replay)
     _, e0 = run(without, replay)
     assert (e0[3000:] > without.h).mean() > 0.9  # its own five minutes: the drift is far out
@@ -77,13 +78,13 @@ def test_a_stream_drifting_through_known_states_is_not_flagged_but_is_without_th
 
 def test_a_fault_away_from_every_known_state_still_scores_and_thresholds_do_not_change() -> None:
     rng = np.random.default_rng(2)
-    cfg = BaselineConfig(baseline=300, track=0)
+    cfg = ScoringConfig(baseline=300, track=0)
     levels, cov = states_of(warming_machine(rng))
     replay = warming_machine(rng)
     replay[3000:, 2] += 1.0  # the constant sensor moves: no known state has it there
-    with_states = Baseline(3, cfg, levels, cov)
+    with_states = Deviation(3, cfg, levels, cov)
     cols1, e1 = run(with_states, replay)
-    cols0, e0 = run(Baseline(3, cfg), replay)
+    cols0, e0 = run(Deviation(3, cfg), replay)
     assert (e1[3100:] > with_states.h).all()
     assert (e1 <= e0 + 1e-12).all()  # the states only ever lower the deviation
 
@@ -92,21 +93,21 @@ def test_the_threshold_is_fitted_to_the_streams_own_deviation() -> None:
     """A lenient known state (wide covariance, at the stream's level) excuses the readings the tail is
     fitted from; the threshold must still be the one the stream's own deviation gives."""
     rng = np.random.default_rng(4)
-    cfg = BaselineConfig(baseline=300, track=0)
+    cfg = ScoringConfig(baseline=300, track=0)
     u = rng.normal(0, 1, (600, 3))
     u[300:] *= 1.4  # noisier after the baseline: the stream's own tail fit raises its threshold
-    lenient = Baseline(3, cfg, np.zeros((1, 3)), 100.0 * np.eye(3)[None])
+    lenient = Deviation(3, cfg, np.zeros((1, 3)), 100.0 * np.eye(3)[None])
     cols1, e1 = run(lenient, u)
-    cols0, e0 = run(Baseline(3, cfg), u)
+    cols0, e0 = run(Deviation(3, cfg), u)
     assert e1[360:400].max() < 0.5 * e0[360:400].min()  # the state excuses them
-    np.testing.assert_array_equal(cols1["dev.h"], cols0["dev.h"])
-    assert cols0["dev.h"][0] > 1.05 * lenient.h  # and the fit did move the threshold
+    np.testing.assert_array_equal(cols1["deviation.h"], cols0["deviation.h"])
+    assert cols0["deviation.h"][0] > 1.05 * lenient.h  # and the fit did move the threshold
 
 
 def test_known_states_can_be_turned_off() -> None:
     levels, cov = states_of(warming_machine(np.random.default_rng(3)))
-    b = Baseline(3, BaselineConfig(known_states=False), levels, cov)
-    assert b.state_mean is None and "dev.ek" not in b.columns
+    b = Deviation(3, ScoringConfig(known_states=False), levels, cov)
+    assert b.state_mean is None and "deviation.ek" not in b.columns
 
 
 def _meta(states: object) -> str:
@@ -138,14 +139,14 @@ def test_the_model_format_checks_the_states() -> None:
 
 
 def test_the_distances_equal_the_plain_mahalanobis_reference() -> None:
-    """dev.ek against d_k = EWMA of (u − m_k)ᵀ C̃_k⁻¹ (u − m_k) / F computed the obvious way."""
+    """deviation.ek against d_k = EWMA of (u − m_k)ᵀ C̃_k⁻¹ (u − m_k) / F computed the obvious way."""
     rng = np.random.default_rng(5)
     F, K, base = 3, 4, 50
-    cfg = BaselineConfig(baseline=base, track=0)
+    cfg = ScoringConfig(baseline=base, track=0)
     mean = rng.normal(0, 3, (K, F))
     a = rng.normal(size=(K, F, F))
     cov = a @ a.transpose(0, 2, 1) / F
-    b = Baseline(F, cfg, mean, cov)
+    b = Deviation(F, cfg, mean, cov)
     u = rng.normal(0, 3, (base + 40, F))
     cols, _ = run(b, u)
     eye = np.eye(F)
@@ -155,8 +156,8 @@ def test_the_distances_equal_the_plain_mahalanobis_reference() -> None:
         for k in range(K):
             y = u[t] - mean[k]
             d[k] = (1 - cfg.alpha) * d[k] + cfg.alpha * (y @ np.linalg.solve(shrunk[k], y)) / F
-    np.testing.assert_allclose(cols["dev.ek"][0], d, rtol=1e-9)
-    assert b.current(cols)[0] == pytest.approx(min(cols["dev.e"][0], d.min()))
+    np.testing.assert_allclose(cols["deviation.ek"][0], d, rtol=1e-9)
+    assert b.current(cols)[0] == pytest.approx(min(cols["deviation.e"][0], d.min()))
 
 
 def _with_states(src, dst, states: list[dict] | None):  # type: ignore[no-untyped-def]
@@ -179,7 +180,7 @@ def test_a_reload_keeps_streams_resets_distances_to_other_states_and_refuses_ano
 
     from edge_lstm import Engine, Reading, load_model
     from edge_lstm.alarm import AlarmPolicy
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     base = make_step_model(tmp_path / "m.onnx")
     eye = np.eye(3).tolist()
@@ -190,16 +191,16 @@ def test_a_reload_keeps_streams_resets_distances_to_other_states_and_refuses_ano
     rng = np.random.default_rng(0)
     for t in range(60):
         engine.process([Reading("s", 1e9 + t, tuple(rng.normal(0, 0.1, 3).tolist()))])
-    ek = engine.table.columns["dev.ek"]
+    ek = engine.table.columns["deviation.ek"]
     assert ek[0].min() < 1.0  # near the first state by now
-    far = engine.scorer.columns["dev.ek"].init
+    far = engine.scorer.columns["deviation.ek"].init
     # the same states: distances kept
     assert engine.swap_model(load_model(_with_states(base, tmp_path / "b.onnx", one)), cfg, AlarmPolicy())
     assert ek[0].min() < 1.0
     # other states, the same number: the stream stays, its distances start far again
     assert engine.swap_model(load_model(_with_states(base, tmp_path / "c.onnx", other)), cfg, AlarmPolicy())
     assert "s" in engine.table and engine.table.row("s").steps == 60
-    np.testing.assert_array_equal(engine.table.columns["dev.ek"][0], far)
+    np.testing.assert_array_equal(engine.table.columns["deviation.ek"][0], far)
     # another number of states: the rows no longer fit, so the caller restarts
     three = [*other, {"mean": [2.0, 2.0, 2.0], "cov": eye}]
     assert not engine.swap_model(load_model(_with_states(base, tmp_path / "d.onnx", three)), cfg, AlarmPolicy())
@@ -210,7 +211,7 @@ def test_the_distances_are_checkpointed_and_a_restored_stream_continues_exactly(
 
     from edge_lstm import Engine, Reading, load_model
     from edge_lstm.durable import checkpoint
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     eye = np.eye(3).tolist()
     states = [{"mean": [0.0, 0.0, 0.0], "cov": eye}, {"mean": [0.3, 0.3, 0.3], "cov": eye}]
@@ -220,7 +221,7 @@ def test_the_distances_are_checkpointed_and_a_restored_stream_continues_exactly(
     readings = [Reading("s", 1e9 + t, tuple(rng.normal(t / 200, 0.1, 3).tolist())) for t in range(120)]
     engine = Engine(model, scoring=cfg)
     engine.process(readings[:60])
-    assert not np.allclose(engine.table.row("s").columns["dev.ek"], engine.scorer.columns["dev.ek"].init)
+    assert not np.allclose(engine.table.row("s").columns["deviation.ek"], engine.scorer.columns["deviation.ek"].init)
     checkpoint.save(tmp_path / "ck", engine.table, model_sha256=model.sha256, journal_segment=0)
     ck = checkpoint.load(tmp_path / "ck", model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None
@@ -230,4 +231,6 @@ def test_the_distances_are_checkpointed_and_a_restored_stream_continues_exactly(
     a = [o.deviation for o in engine.process(readings[60:])]
     b = [o.deviation for o in restored.process(readings[60:])]
     assert a == b
-    np.testing.assert_array_equal(engine.table.row("s").columns["dev.ek"], restored.table.row("s").columns["dev.ek"])
+    np.testing.assert_array_equal(
+        engine.table.row("s").columns["deviation.ek"], restored.table.row("s").columns["deviation.ek"]
+    )

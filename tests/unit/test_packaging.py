@@ -33,3 +33,11 @@ def test_sdist_manifest_carries_tests_and_docs() -> None:
     assert grafted >= {"tests", "systemd", "docs", "bench", "scripts"}
     included = {w for line in lines if line.startswith("include ") for w in line.split()[1:]}
     assert {"dev", "LICENSE", "README.md"} <= included
+
+
+def test_every_package_is_installed() -> None:
+    """A package directory missing from `[tool.setuptools] packages` works in the editable install only."""
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edge_lstm").rglob("__init__.py")}
+    assert found - listed == set()

@@ -12,21 +12,23 @@ from hypothesis import strategies as st
 
 from edge_lstm.alarm import COLUMNS as ALARM_COLUMNS
 from edge_lstm.alarm import AlarmPolicy
-from edge_lstm.baseline import Baseline, BaselineConfig, _ndtr, _ndtri
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring.channels.deviation import Deviation
+from edge_lstm.scoring.stats import ndtr, ndtri
 
 
 def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
     return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in columns.items()}
 
 
-def run(b: Baseline, u: np.ndarray, restart: np.ndarray | None = None) -> tuple[dict, list[np.ndarray]]:
+def run(b: Deviation, u: np.ndarray, restart: np.ndarray | None = None) -> tuple[dict, list[np.ndarray]]:
     """Feed [T, S, F] readings to S streams, one round per t."""
     T, S, _ = u.shape
     cols = fresh(b.columns, S)
     out = []
     for t in range(T):
         r = np.zeros(S, bool) if restart is None else restart[t]
-        e, ready, like = b.update(cols, u[t], np.full(S, t), r)
+        e, ready, like = b.step(cols, u[t], np.full(S, t), r)
         out.append(np.stack([e, ready, like]))
     return cols, out
 
@@ -41,8 +43,8 @@ def test_the_learned_baseline_equals_the_numpy_reference() -> None:
     for t in range(1, n):
         x[t] = phi_true * x[t - 1] + innov[t]
     x += np.array([5.0, -2.0, 0.5])
-    cfg = BaselineConfig(baseline=n, shrink=0.1, var_floor=1e-4)
-    b = Baseline(F, cfg)
+    cfg = ScoringConfig(baseline=n, shrink=0.1, var_floor=1e-4)
+    b = Deviation(F, cfg)
     cols, _ = run(b, x[:, None, :])
 
     # Reference: the same estimators written the obvious way.
@@ -54,16 +56,16 @@ def test_the_learned_baseline_equals_the_numpy_reference() -> None:
     a = (x1 - m1) - phi * (x0 - m0)
     sigma = a.T @ a / len(a)
     sigma = 0.9 * sigma + 0.1 * np.diag(np.diag(sigma)) + 1e-4 * np.eye(F)
-    np.testing.assert_allclose(cols["dev.phi"][0], phi, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(cols["dev.mu"][0], m1, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(cols["dev.P"][0], np.linalg.inv(sigma), rtol=1e-7)
+    np.testing.assert_allclose(cols["deviation.phi"][0], phi, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cols["deviation.mu"][0], m1, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cols["deviation.P"][0], np.linalg.inv(sigma), rtol=1e-7)
     assert abs(phi[2] - 0.9) < 0.15 and phi[0] < 0.2  # and the estimators find what was generated
 
 
 def test_streams_in_one_round_do_not_influence_each_other() -> None:
     rng = np.random.default_rng(1)
     u = rng.normal(size=(120, 4, 2)) + np.array([0.0, 3.0, -7.0, 100.0])[None, :, None]
-    b = Baseline(2, BaselineConfig(baseline=50))
+    b = Deviation(2, ScoringConfig(baseline=50))
     together, _ = run(b, u)
     for k in range(4):
         alone, _ = run(b, u[:, k : k + 1])
@@ -77,8 +79,8 @@ def test_normal_data_rarely_crosses_the_threshold_and_a_shift_does() -> None:
     u = rng.normal(size=(n, 1, F))
     u[15_000:, 0, 1] += 4.0  # a sustained level shift of 4 sd on one feature
     # i.i.d. data: the χ² law holds as is (inflate 1); a fixed level (track 0): see the next test for tracking
-    cfg = BaselineConfig(baseline=300, inflate=1.0, risk=1e-3, track=0)
-    b = Baseline(F, cfg)
+    cfg = ScoringConfig(baseline=300, inflate=1.0, risk=1e-3, track=0)
+    b = Deviation(F, cfg)
     _, out = run(b, u)
     e = np.array([o[0][0] for o in out])
     normal = e[300:15_000]
@@ -92,8 +94,8 @@ def test_tracking_follows_slow_drift_and_absorbs_only_a_lasting_change_slowly() 
     u = rng.normal(size=(n, 1, 2))
     u[:, 0, 0] += np.linspace(0, 6, n)  # slow drift: 6 sd over the run
     u[20_000:, 0, 1] += 5.0  # a lasting change at 20,000
-    fixed = Baseline(2, BaselineConfig(track=0))
-    tracked = Baseline(2, BaselineConfig(track=3000))
+    fixed = Deviation(2, ScoringConfig(track=0))
+    tracked = Deviation(2, ScoringConfig(track=3000))
     e_fixed = np.array([o[0][0] for o in run(fixed, u)[1]])
     e_tracked = np.array([o[0][0] for o in run(tracked, u)[1]])
     drift = slice(300, 20_000)
@@ -109,8 +111,8 @@ def test_one_wild_reading_has_bounded_influence_and_a_lasting_fault_still_scores
     u = rng.normal(size=(n, 1, 2))
     u[1000, 0, 0] += 100.0  # a single glitch of 100 sd
     u[1500:, 0, 1] += 6.0  # a lasting fault
-    bounded = Baseline(2, BaselineConfig(threshold_method="chi2", influence=6.0))
-    unbounded = Baseline(2, BaselineConfig(threshold_method="chi2", influence=0))
+    bounded = Deviation(2, ScoringConfig(threshold_method="chi2", influence=6.0))
+    unbounded = Deviation(2, ScoringConfig(threshold_method="chi2", influence=0))
     cols, out = run(bounded, u)
     e = np.array([o[0][0] for o in out])
     e0 = np.array([o[0][0] for o in run(unbounded, u)[1]])
@@ -122,16 +124,16 @@ def test_one_wild_reading_has_bounded_influence_and_a_lasting_fault_still_scores
     # A lasting fault drives e to influence x h > h and keeps it there.
     assert (e[1530:] > bounded.h).all()
     with pytest.raises(ValueError, match="influence"):
-        BaselineConfig(influence=0.5)
+        ScoringConfig(influence=0.5)
 
 
 def test_a_constant_stream_neither_divides_by_zero_nor_alarms() -> None:
     u = np.full((1000, 1, 2), 3.25)
-    b = Baseline(2, BaselineConfig(baseline=100))
+    b = Deviation(2, ScoringConfig(baseline=100))
     cols, out = run(b, u)
     e = np.array([o[0][0] for o in out])
     assert np.isfinite(e).all() and (e[100:] <= b.h).all()
-    assert np.isfinite(cols["dev.P"]).all()
+    assert np.isfinite(cols["deviation.P"]).all()
 
 
 def test_a_gap_only_reanchors() -> None:
@@ -141,7 +143,7 @@ def test_a_gap_only_reanchors() -> None:
     u[300:, 0, 0] += 30.0  # the sensor was offline: readings resume far away
     restart = np.zeros((400, 1), bool)
     restart[300] = True
-    b = Baseline(1, BaselineConfig(baseline=200))
+    b = Deviation(1, ScoringConfig(baseline=200))
     _, with_gap = run(b, u, restart)
     _, without = run(b, u)
     assert with_gap[300][0][0] == with_gap[299][0][0]  # e unchanged by the re-anchoring reading
@@ -150,14 +152,14 @@ def test_a_gap_only_reanchors() -> None:
 
 @pytest.mark.parametrize("p", [1e-6, 1e-4, 0.01, 0.3, 0.5, 0.9, 0.999])
 def test_normal_quantiles(p: float) -> None:
-    z = _ndtri(p)
-    assert abs(float(_ndtr(np.array(z))) - p) < 2e-7  # the vectorised CDF against the quantile
-    assert abs(float(_ndtr(np.array(z))) - 0.5 * math.erfc(-z / math.sqrt(2))) < 2e-7
+    z = ndtri(p)
+    assert abs(float(ndtr(np.array(z))) - p) < 2e-7  # the vectorised CDF against the quantile
+    assert abs(float(ndtr(np.array(z))) - 0.5 * math.erfc(-z / math.sqrt(2))) < 2e-7
 
 
 def test_the_threshold_is_the_chi_square_quantile() -> None:
     """e ~ χ²(k)/k at k = F(2 − α)/α/inflate: check P(e > h) = risk by simulation of that law."""
-    cfg = BaselineConfig(span=30, inflate=8.0, risk=1e-3)
+    cfg = ScoringConfig(span=30, inflate=8.0, risk=1e-3)
     F = 8
     k = cfg.dof(F)
     rng = np.random.default_rng(4)
@@ -233,7 +235,7 @@ def test_a_model_without_calibration_still_scores_from_per_stream_statistics(tmp
     from support.models import make_step_model
 
     from edge_lstm import Engine, Reading, load_model
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     model = load_model(make_step_model(tmp_path / "raw.onnx", calibration=False))
     engine = Engine(model, scoring=ScoringConfig(baseline=100))

@@ -110,7 +110,7 @@ def test_idle_evicted_streams_are_spilled_too(model, tmp_path) -> None:
 def test_scoring_statistics_are_spilled_and_restored(model, tmp_path) -> None:
     """Past the baseline period (5 readings here), a spilled stream's per-stream statistics and alarm
     state come back with it: rows, results and deviations equal an engine that never evicted."""
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     scoring = ScoringConfig(baseline=5)
     readings = traffic(12, 20)

@@ -1,4 +1,4 @@
-"""Stuck sensors (edge_lstm/stuck.py): a run of one repeated value far longer than the baseline's."""
+"""Stuck sensors (scoring/channels/stuck.py): a run of one repeated value far longer than the baseline's."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_lstm import stuck
 from edge_lstm.result import encode
+from edge_lstm.scoring.channels import stuck
 
 
 def fresh(n: int, features: int) -> dict[str, np.ndarray]:
@@ -80,7 +80,7 @@ def test_streams_in_a_round_are_independent() -> None:
 
 
 def test_stuck_after_is_validated() -> None:
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     with pytest.raises(ValueError, match="stuck_after"):
         ScoringConfig(stuck_after=-1)
@@ -90,7 +90,7 @@ def test_the_engine_flags_names_and_publishes_a_stuck_sensor(tmp_path: Path) -> 
     from support.models import make_step_model
 
     from edge_lstm import Engine, Reading, load_model
-    from edge_lstm.score import ScoringConfig
+    from edge_lstm.scoring import ScoringConfig
 
     model = load_model(make_step_model(tmp_path / "m.onnx"))
     features = model.meta.features

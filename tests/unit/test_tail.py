@@ -1,5 +1,5 @@
-"""The per-stream thresholds on known distributions: the peaks-over-threshold tail fit (tail.py) and the
-forecast score's extrapolated threshold (score.py), against numpy references and fresh samples."""
+"""The per-stream thresholds on known distributions: the peaks-over-threshold tail fit (scoring/stats.py) and the
+forecast score's extrapolated threshold (scoring/channels/forecast.py), against numpy references and fresh samples."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from edge_lstm import tail
-from edge_lstm.baseline import Baseline, BaselineConfig
-from edge_lstm.score import effective_level, extrapolate
+from edge_lstm.scoring import ScoringConfig
+from edge_lstm.scoring import stats as tail
+from edge_lstm.scoring.channels.deviation import Deviation
+from edge_lstm.scoring.channels.forecast import effective_level, extrapolate
 
 
 def fit(x: np.ndarray, prior: tail.TailPrior, q: float) -> float:
-    cols = {k: np.zeros(1) for k in tail.columns("t")}
+    cols = {k: np.zeros(1) for k in tail.tail_columns("t")}
     for chunk in np.array_split(x, 7):  # counted in pieces, as streams count reading by reading
         for v in chunk:
-            tail.add(cols, "t", np.array([v]), np.array([True]), prior.u)
-    return float(tail.threshold(cols["t.n"], cols["t.peaks"], cols["t.excess"], prior, q)[0])
+            tail.tail_add(cols, "t", np.array([v]), np.array([True]), prior.u)
+    return float(tail.tail_threshold(cols["t.n"], cols["t.peaks"], cols["t.excess"], prior, q)[0])
 
 
 def reference(x: np.ndarray, prior: tail.TailPrior, q: float) -> float:
@@ -58,13 +59,13 @@ def test_without_peaks_the_threshold_is_the_prior_law_and_data_move_it_the_right
     q = 1e-4
     prior = tail.TailPrior.through(1.3, 0.1, 2.26, q, m0=5.0)
     zero = np.zeros(3)
-    h = tail.threshold(zero, zero, zero, prior, q)
+    h = tail.tail_threshold(zero, zero, zero, prior, q)
     np.testing.assert_allclose(h, 2.26, rtol=1e-12)
     # 100 readings: none above u (a quiet stream), the prior's share, and a noisy stream's three times that.
     n = np.full(3, 100.0)
     peaks = np.array([0.0, 10.0, 30.0])
     excess = peaks * prior.sigma0
-    lo, same, hi = tail.threshold(n, peaks, excess, prior, q)
+    lo, same, hi = tail.tail_threshold(n, peaks, excess, prior, q)
     assert lo < 2.26 and same == pytest.approx(2.26, rel=1e-12) and hi > 2.26
 
 
@@ -72,31 +73,31 @@ def test_the_survival_function_and_the_threshold_agree() -> None:
     q = 1e-4
     prior = tail.TailPrior.through(1.3, 0.1, 2.26, q, m0=5.0)
     n, peaks, excess = np.array([250.0]), np.array([31.0]), np.array([9.5])
-    h = tail.threshold(n, peaks, excess, prior, q)
-    np.testing.assert_allclose(tail.survival(h, n, peaks, excess, prior), q, rtol=1e-9)
-    assert np.isnan(tail.survival(np.array([1.0]), n, peaks, excess, prior)[0])  # below u: the body's
+    h = tail.tail_threshold(n, peaks, excess, prior, q)
+    np.testing.assert_allclose(tail.tail_survival(h, n, peaks, excess, prior), q, rtol=1e-9)
+    assert np.isnan(tail.tail_survival(np.array([1.0]), n, peaks, excess, prior)[0])  # below u: the body's
 
 
 def test_a_stream_fits_its_own_tail_once_after_its_baseline_unflagged_readings_only() -> None:
     rng = np.random.default_rng(3)
     F, T = 3, 900
-    cfg = BaselineConfig(baseline=300, tail_window=100, track=0)
-    b = Baseline(F, cfg)
+    cfg = ScoringConfig(baseline=300, tail_window=100, track=0)
+    b = Deviation(F, cfg)
     cols = {k: np.broadcast_to(np.asarray(c.init, c.dtype), (2, *c.shape)).copy() for k, c in b.columns.items()}
     u = rng.normal(size=(T, 2, F))
     u[:, 1] *= np.where(np.arange(T) < 300, 1.0, 1.5)[:, None]  # stream 1 is noisier after its baseline
     u[450:, 0] += 6.0  # stream 0: a fault after its window
     seen = []
     for t in range(T):
-        h_before = cols["dev.h"].copy()
-        e, _, _ = b.update(cols, u[t], np.full(2, t), np.zeros(2, bool))
+        h_before = cols["deviation.h"].copy()
+        e, _, _ = b.step(cols, u[t], np.full(2, t), np.zeros(2, bool))
         seen.append(h_before)
         if 300 <= t < 400:
-            assert np.all(cols["dev.tail.n"] <= t - 299)  # at most the window's readings so far
+            assert np.all(cols["deviation.tail.n"] <= t - 299)  # at most the window's readings so far
     hs = np.asarray(seen)
     assert np.all(hs[:301] == b.h)  # the prior's threshold until the first fitted reading
     np.testing.assert_array_equal(hs[401:], np.broadcast_to(hs[401], hs[401:].shape))  # frozen after
-    assert cols["dev.tail.n"][0] == 100  # stream 0: normal in its window, every reading fitted
+    assert cols["deviation.tail.n"][0] == 100  # stream 0: normal in its window, every reading fitted
     assert hs[-1, 1] > hs[-1, 0]  # the noisier stream has the higher threshold
 
 

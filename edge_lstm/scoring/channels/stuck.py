@@ -1,4 +1,4 @@
-"""Stuck sensors: a feature that repeats exactly the same value for far longer than it ever did while
+"""The stuck channel: a feature that repeats exactly the same value for far longer than it ever did while
 its stream learned its baseline (docs/scoring.md, "Stuck sensors").
 
 A frozen sensor (or a gateway that re-sends its last value) is one of the commonest sensor faults and
@@ -17,9 +17,15 @@ columns per stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
-from .state import Column
+from ...contract import ModelMeta
+from ...state import Column
+from ..channel import BaseChannel, Batch, Scores
+from ..config import ScoringConfig
 
 # The longest of ~300 geometric-like runs is already a far-tail sample: 4× it is not reached by the
 # quantised SKAB sensors in any of 35 files (longest test run 27, limits ≥ 60: docs/quality.md).
@@ -60,3 +66,34 @@ def update(
     judged = ~learning & (longest > 0) & (longest < baseline)
     out: np.ndarray = judged & (run > np.maximum(stuck_after, RUN_FACTOR * longest))
     return out
+
+
+class Stuck(BaseChannel):
+    """stuck: features repeating exactly one value for far longer than they did in the stream's
+    baseline (a frozen sensor, a gateway re-sending its last value); published as the stuck features'
+    names."""
+
+    name: ClassVar[str] = "stuck"
+    fields: ClassVar[tuple[str, ...]] = ("stuck",)
+
+    @classmethod
+    def build(cls, meta: ModelMeta, config: ScoringConfig) -> Stuck:
+        return cls(tuple(meta.features), config)
+
+    def __init__(self, features: tuple[str, ...], config: ScoringConfig) -> None:
+        self.features = features
+        self.config = config
+        self.columns = columns(len(features))
+
+    def threshold(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[..., F]: the run length above which each feature is stuck, as it stands."""
+        out: np.ndarray = np.maximum(self.config.stuck_after, RUN_FACTOR * cols["stuck.longest"])
+        return out
+
+    def update(self, batch: Batch) -> Scores:
+        stuck = update(batch.cols, batch.values, batch.steps, self.config.baseline, self.config.stuck_after)
+        names: list[tuple[str, ...]] = [()] * len(stuck)
+        if stuck.any():
+            for m in np.flatnonzero(stuck.any(axis=1)).tolist():
+                names[m] = tuple(self.features[i] for i in np.flatnonzero(stuck[m]).tolist())
+        return Scores(np.asarray(stuck.any(axis=1)), {"stuck": names})

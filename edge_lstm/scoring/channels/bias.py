@@ -1,4 +1,4 @@
-"""Persistent forecast error per stream: a multivariate EWMA of the forecast residual against the
+"""The bias channel: persistent forecast error per stream, a multivariate EWMA of the forecast residual against the
 stream's own residuals during its baseline (docs/scoring.md, "Bias").
 
 The instant `score` compares one residual with the model's calibration; a sustained fault that moves the
@@ -6,11 +6,11 @@ machine off the dynamics the model learned (a sensor offset, a cooler that no lo
 cycle that stopped) makes each residual only a little larger, but all in the same direction, for as long
 as it lasts. An EWMA of the residual *vector* (MEWMA, Lowry et al., Technometrics 1992) accumulates that:
 
-    r_t = the standardised forecast residual (score.py)          one value per forecast output
+    r_t = the forecast residual, scaled units (forecast.py)          one value per forecast output
     during the baseline (model warm, steps < baseline): m, C = mean and covariance of r (shrunk, floored)
     z_t = (1 − α) z_{t−1} + α w (r_t − m)                       α = 2 / (span + 1)
     bias = z_tᵀ C⁻¹ z_t (2 − α) / α / F                         ~ χ²(F)/F for white residuals
-    flag when bias > h,   h: the stream's tail fit (tail.py), prior inflate · χ²(F)/F
+    flag when bias > h,   h: the stream's tail fit (stats.py), prior inflate · χ²(F)/F
 
 Residuals are autocorrelated and heavy-tailed, so the prior law is inflated by `scoring.inflate` like the
 deviation's. w ≤ 1 bounds one reading's pull (a Huber-type weight): a single wild residual counts as at
@@ -22,13 +22,17 @@ score models (no forecast), the precision is 0 and nothing flags.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 
-from . import tail
-from .baseline import BaselineConfig, _ndtri
-from .state import Column
+from ...contract import ModelMeta
+from ...state import Column
+from ..channel import BaseChannel, Batch, Scores
+from ..config import ScoringConfig
+from ..stats import TailPrior, chi2k_quantile, shrunk, tail_columns, tail_learn_unflagged
+from .forecast import output_scaling
 
 
 def columns(outputs: int, h0: float) -> dict[str, Column]:
@@ -46,28 +50,73 @@ def columns(outputs: int, h0: float) -> dict[str, Column]:
         "bias.P": Column(ff, np.float64),  # C⁻¹ / λ (below); 0 until learned (nothing flags)
         "bias.z": Column(f, np.float64),  # the EWMA of r − m
         "bias.h": Column((), np.float64, h0),  # the stream's threshold of `bias`
-        **tail.columns("bias.tail"),
+        **tail_columns("bias.tail"),
     }
 
 
-class Bias:
-    """The bias channel for F forecast outputs; stateless apart from the columns it is given."""
+class Bias(BaseChannel):
+    """bias: an EWMA of the forecast residual vector against the stream's own residuals during its
+    baseline, against the stream's tail-fitted threshold; catches small one-sided forecast errors that
+    last (offsets, drift, a stopped cycle). Forecast models only.
 
-    def __init__(self, outputs: int, config: BaselineConfig) -> None:
+    `meta`: the model's metadata, for its outputs' scaling and the calibration's `bias_scale` (None:
+    residuals in given units, scale 1)."""
+
+    name: ClassVar[str] = "bias"
+    fields: ClassVar[tuple[str, ...]] = ("bias", "bias_threshold")
+
+    @classmethod
+    def build(cls, meta: ModelMeta, config: ScoringConfig) -> Bias | None:
+        return cls(len(meta.output.names), config, meta) if meta.output.kind == "forecast" else None
+
+    def __init__(self, outputs: int, config: ScoringConfig, meta: ModelMeta | None = None) -> None:
         self.F = outputs
         self.config = config
         self.h = self.quantile(1.0 - config.risk)
         u = self.quantile(1.0 - config.tail_level)
-        self.prior = tail.TailPrior.through(u, config.tail_level, self.h, config.risk, config.tail_prior)
+        self.prior = TailPrior.through(u, config.tail_level, self.h, config.risk, config.tail_prior)
         self.columns = columns(outputs, self.h)
+        cal = meta.calibration if meta is not None else None
+        # The calibration data's own bias, relative to its streams' thresholds (docs/scoring.md, "Bias"):
+        # normal operation of this machine reached that far, so no stream's threshold is set below it.
+        self.bias_scale = max(1.0, cal.bias_scale) if cal is not None and cal.bias_scale is not None else 1.0
+        if meta is not None:
+            self.targets, _, self.out_scale = output_scaling(meta)
 
     def quantile(self, p: float) -> float:
         """p-quantile of the prior law inflate · χ²(F)/F (Wilson–Hilferty)."""
-        k = float(self.F)
-        z = _ndtri(p)
-        return self.config.inflate * float(max(1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k)), 0.0) ** 3)
+        return self.config.inflate * chi2k_quantile(p, float(self.F))
 
-    def update(
+    def threshold(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The threshold each stream's bias is compared with, as it stands."""
+        out: np.ndarray = cols["bias.h"] * self.bias_scale
+        return out
+
+    def update(self, batch: Batch) -> Scores:
+        n = len(batch.steps)
+        if batch.predicted is None:
+            return Scores(np.zeros(n, bool), {"bias": [None] * n, "bias_threshold": [None] * n})
+        cols = batch.cols
+        # In the model's scaled units, like the deviation's (its variance floor means the same).
+        r = (batch.values[:, self.targets] - batch.predicted) / self.out_scale
+        h = self.threshold(cols)  # causal: the thresholds before this reading
+        warm = ~batch.warming & (batch.steps > 0)
+        bias = self.step(cols, r, batch.steps, warm, batch.restart)
+        ready = batch.ready
+        published = ready.tolist()
+        return Scores(
+            ready & (bias > h),
+            {
+                "bias": [v if p else None for v, p in zip(bias.tolist(), published)],
+                "bias_threshold": [v if p else None for v, p in zip(h.tolist(), published)],
+            },
+        )
+
+    def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
+        c = dict(cols)
+        return {"bias": float(self.value(c)) if ready else None, "bias_threshold": float(self.threshold(c))}
+
+    def step(
         self, cols: dict[str, np.ndarray], r: np.ndarray, steps: np.ndarray, warm: np.ndarray, restart: np.ndarray
     ) -> np.ndarray:
         """One standardised residual per stream (`r` [B, F]; `warm`: the model's state is warm and a
@@ -111,10 +160,10 @@ class Bias:
         cols["bias.z"] = z
         out: np.ndarray = np.einsum("bi,bij,bj->b", z, cols["bias.P"], z) * gain
         if c.threshold_method == "pot" and c.tail_window > 0:
-            # As the deviation's (baseline.py): the first `tail_window` readings after the baseline that
+            # As the deviation's (deviation.py): the first `tail_window` readings after the baseline that
             # this channel does not flag, then frozen.
-            fit = live & (steps < c.baseline + c.tail_window) & (out <= cols["bias.h"])
-            tail.learn(cols, "bias.tail", "bias.h", out, fit, self.prior, c.risk)
+            window = live & (steps < c.baseline + c.tail_window)
+            tail_learn_unflagged(cols, "bias.tail", "bias.h", out, window, self.prior, c.risk)
         return out
 
     def value(self, cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -135,9 +184,7 @@ class Bias:
         nn = np.maximum(n, 1.0)
         mean = cols["bias.sum"][m] / nn[:, None]
         cov = cols["bias.sq"][m] / nn[:, None, None] - mean[:, :, None] * mean[:, None, :]
-        eye = np.eye(self.F)
-        cov = (1.0 - c.shrink) * cov + c.shrink * cov * eye + c.var_floor * eye
-        prec = np.linalg.inv(cov)
+        prec = np.linalg.inv(shrunk(cov, c.shrink, c.var_floor))
         zn = cols["bias.zn"][m].astype(np.float64)
         zm = cols["bias.zsum"][m] / np.maximum(zn, 1.0)[:, None]
         zcov = cols["bias.zsq"][m] / np.maximum(zn, 1.0)[:, None, None] - zm[:, :, None] * zm[:, None, :]

@@ -1,0 +1,112 @@
+"""Scoring: every registered channel (channels/, docs/architecture.md) over a round of streams, combined.
+
+A reading is an `anomaly` when any channel flags it. Each channel fills its own `Result` fields; the
+alarm (alarm.py) takes the `score` and `likelihood` signals. The exporter's calibration runs through this
+same code, so the daemon and the calibration cannot disagree about what a score is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..contract import ModelMeta
+from ..result import FIELD_NAMES
+from ..state import Column
+from . import channels as registry
+from .channel import Batch, Channel, ChannelType
+from .channels.forecast import ForecastScore, output_scaling
+from .config import ScoringConfig
+
+
+@dataclass
+class Scored:
+    """One round's scoring output, one entry per stream of the round."""
+
+    flags: np.ndarray  # [B] bool: some channel flags the reading
+    fields: dict[str, list[Any]]  # Result keyword → one value per reading (every channel's fields)
+    signals: dict[str, np.ndarray]  # named [B] statistics: "score", "likelihood" (the alarm's inputs)
+
+
+class Scorer:
+    """The model's channels: those of `channels.REGISTRY` (or of `channels`) that apply to it, built once
+    per model; `columns` are all their state columns."""
+
+    def __init__(
+        self, meta: ModelMeta, config: ScoringConfig | None = None, channels: Sequence[ChannelType] | None = None
+    ) -> None:
+        self.config = config or ScoringConfig()
+        self.kinds = list(registry.REGISTRY if channels is None else channels)
+        built = [kind.build(meta, self.config) for kind in self.kinds]
+        self.channels: list[Channel] = [c for c in built if c is not None]
+        self.columns: dict[str, Column] = {}
+        for channel in self.channels:
+            for key, column in channel.columns.items():
+                if not key.startswith(channel.name + ".") or key in self.columns:
+                    raise ValueError(f"channel {channel.name!r}: column {key!r} must be new and named {channel.name}.*")
+                self.columns[key] = column
+        self.extra_fields = tuple(
+            f for c in self.channels for f in c.fields if f not in FIELD_NAMES
+        )  # published in Result.extra
+        if meta.output.kind == "forecast":
+            _, self.out_offset, self.out_scale = output_scaling(meta)
+
+    def channel(self, name: str) -> Channel | None:
+        """The model's channel called `name` (None: not registered or not applicable)."""
+        return next((c for c in self.channels if c.name == name), None)
+
+    @property
+    def threshold(self) -> float | None:
+        """The score channel's calibrated threshold (None: nothing flags on the score)."""
+        score = self.channel("score")
+        return score.threshold_value if isinstance(score, ForecastScore) else None
+
+    def unscale(self, y: np.ndarray) -> np.ndarray:
+        """Forecast outputs (scaled) → predictions in feature units."""
+        out: np.ndarray = y.astype(np.float64) * self.out_scale + self.out_offset
+        return out
+
+    def score(
+        self,
+        cols: dict[str, np.ndarray],
+        values: np.ndarray,
+        u: np.ndarray,
+        y: np.ndarray,
+        predicted: np.ndarray | None,
+        steps: np.ndarray,
+        warming: np.ndarray,
+        gap: np.ndarray,
+    ) -> Scored:
+        """Score one round: `values` (feature units) and `u` (scaled) of streams that have seen `steps`
+        readings before, `y` the model's output for them, `predicted` the forecasts made at their previous
+        reading (forecast models), `warming` the model's state is not warm yet, `gap` the seconds since
+        their previous reading. `cols` are the streams' columns, updated in place."""
+        max_gap = self.config.max_gap_s
+        restart = (gap > max_gap) & (steps > 0) if max_gap > 0 else np.zeros(len(steps), bool)
+        batch = Batch(cols, values, u, y, predicted, steps, warming, steps >= self.config.baseline, restart)
+        flags = np.zeros(len(steps), bool)
+        out = Scored(flags, {}, {})
+        for channel in self.channels:
+            scores = channel.update(batch)
+            flags |= scores.flags
+            out.fields.update(scores.fields)
+            out.signals.update(scores.signals)
+        return out
+
+    def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
+        """Every channel's `inspect` entries for one stream's row; None for those of absent channels."""
+        out: dict[str, object] = {}
+        for kind in self.kinds:
+            channel = self.channel(kind.name)
+            out.update(channel.describe(cols, ready) if channel is not None else dict.fromkeys(kind.fields))
+        return out
+
+    def adopt(self, previous: Scorer, columns: dict[str, np.ndarray]) -> None:
+        """A model reload keeps every stream's row: let each channel fix up what means something else now."""
+        for channel in self.channels:
+            old = previous.channel(channel.name)
+            if old is not None:
+                channel.adopt(old, columns)

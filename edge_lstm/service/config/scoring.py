@@ -1,0 +1,101 @@
+"""`[scoring]`: per-stream scoring (docs/scoring.md). Defaults are `ScoringConfig`'s: one source, so
+that `replay` and `evaluate` score as the daemon does."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...scoring import ScoringConfig
+from .base import Section
+
+__all__ = ["ScoringSettings"]
+
+_SCORING = ScoringConfig()
+
+
+class ScoringSettings(Section):
+    baseline: int = Field(
+        default=_SCORING.baseline,
+        ge=3,
+        description="readings each stream learns its own normal operation from; no `deviation` before "
+        "([docs/scoring.md](docs/scoring.md))",
+    )
+    span: int = Field(default=_SCORING.span, ge=1, description="EWMA span of the deviation, readings")
+    risk: float = Field(
+        default=_SCORING.risk,
+        gt=0,
+        lt=0.5,
+        description="per-reading probability that normal operation crosses `deviation_threshold`",
+    )
+    inflate: float = Field(
+        default=_SCORING.inflate,
+        ge=1,
+        description="variance of the smoothed deviation relative to independent readings (sensor "
+        "autocorrelation), a ratio",
+    )
+    track: float = Field(
+        default=_SCORING.track,
+        ge=0,
+        description="readings: after the baseline, a stream's level follows slow drift with this time constant "
+        "(a fault's readings barely move it); 0 = fixed",
+    )
+    influence: float = Field(
+        default=_SCORING.influence,
+        ge=0,
+        description="one reading counts into the smoothed `deviation` up to this many times the stream's "
+        "threshold, so a single spike does not raise an alarm (its reading is still flagged by the forecast "
+        "channel); 0 = no bound",
+    )
+    threshold: Literal["pot", "chi2"] = Field(
+        default=_SCORING.threshold_method,
+        description="`deviation_threshold`: `pot` fits each stream's own tail (peaks over threshold) over its "
+        "first `scoring.tail_window` readings after the baseline, with the χ² law as the prior; `chi2`: the "
+        "prior law alone, the same for every stream ([docs/scoring.md](docs/scoring.md))",
+    )
+    tail_window: int = Field(
+        default=_SCORING.tail_window,
+        ge=0,
+        description="readings after the baseline whose deviation is fitted for the stream's threshold (then frozen)",
+    )
+    extrapolate: Literal["quantile", "risk", "off"] = Field(
+        default=_SCORING.extrapolate,
+        description="the forecast `threshold`: the calibrated one carried to 1 − `scoring.risk` (`risk`: every "
+        "channel at the same risk), to the quantile the calibration asked for (`quantile`: only corrects the "
+        "maximum of a few held-out scores), or as calibrated (`off`)",
+    )
+    max_gap_s: float = Field(
+        default=_SCORING.max_gap_s,
+        ge=0,
+        description="a reading this long after its stream's previous one only re-anchors the deviation, "
+        "seconds (0 = never)",
+    )
+    stuck_after: int = Field(
+        default=_SCORING.stuck_after,
+        ge=0,
+        description="a feature repeating one value for more than this many readings, and 4 × its longest run "
+        "during the baseline, is `stuck` and flags the reading (0 = off)",
+    )
+    known_states: bool = Field(
+        default=_SCORING.known_states,
+        description="`deviation` is also measured against the normal operating states in the model's "
+        "calibration (`calibration.states`, written by `edge-lstm-export`) and is the smaller of the two "
+        '([docs/scoring.md](docs/scoring.md), "Known normal states"); `false`: the stream\'s own baseline only',
+    )
+
+    def config(self) -> ScoringConfig:
+        return ScoringConfig(
+            baseline=self.baseline,
+            span=self.span,
+            risk=self.risk,
+            inflate=self.inflate,
+            track=self.track,
+            influence=self.influence,
+            threshold_method=self.threshold,
+            tail_window=self.tail_window,
+            extrapolate=self.extrapolate,
+            max_gap_s=self.max_gap_s,
+            stuck_after=self.stuck_after,
+            known_states=self.known_states,
+        )
