@@ -11,16 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 3  # the newest version this edge-lstm understands
+SCHEMA_VERSION = 2  # the newest version this edge-lstm understands
 # Version 2 adds `output.horizon` (multi-step forecasts); a model without it is written as version 1, so
 # that an edge-lstm that only knows version 1 still serves it.
 HORIZON_SCHEMA_VERSION = 2
-# Version 3 adds `time_inputs` (time-of-day / day-of-week columns computed from each reading's ts); only a
-# model with time inputs is written as version 3, so an older edge-lstm says "upgrade" instead of
-# feeding it the wrong input.
-TIME_SCHEMA_VERSION = 3
-# Periods of the time inputs, seconds: each adds sin and cos of 2π·ts/period (UTC epoch seconds).
-TIME_PERIODS_S = {"day": 86_400.0, "week": 604_800.0}
 METADATA_KEY = "edge_lstm"
 
 
@@ -114,9 +108,6 @@ class ModelMeta(_Strict):
     calibration: Calibration | None = None
     sample_interval_s: float | None = Field(default=None, gt=0)
     warmup_steps: int = Field(default=0, ge=0)
-    # Cycles the model sees besides the features: each adds two input columns after the features, sin and
-    # cos of the reading's phase in that period (`TIME_PERIODS_S`), computed by the daemon from `ts`.
-    time_inputs: list[Literal["day", "week"]] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -154,22 +145,12 @@ class ModelMeta(_Strict):
                 raise ValueError(f"calibration.states[{i}]: mean must have {n} values and cov {n} x {n}")
             if not all(math.isfinite(v) for v in flat):
                 raise ValueError(f"calibration.states[{i}] has a value that is not a finite number")
-        if self.time_inputs:
-            if len(set(self.time_inputs)) != len(self.time_inputs):
-                raise ValueError(f"time_inputs must be unique, got {self.time_inputs}")
-            if self.schema_version < TIME_SCHEMA_VERSION:
-                raise ValueError(f"time_inputs needs schema_version {TIME_SCHEMA_VERSION}")
         names = [self.io.input, self.io.output]
         names += [t for p in self.io.state for t in (p.input, p.output)]
         dupes = sorted({t for t in names if names.count(t) > 1})
         if dupes:
             raise ValueError(f"io names tensors more than once: {dupes}")
         return self
-
-    @property
-    def input_columns(self) -> int:
-        """Columns of the input tensor: the features, then sin and cos per time input."""
-        return len(self.features) + 2 * len(self.time_inputs or ())
 
     @property
     def model_id(self) -> dict[str, str]:

@@ -21,7 +21,6 @@ from .reading import Reading, Rejection
 from .result import AlarmEvent, Result, results
 from .scoring import Scored, Scorer, ScoringConfig
 from .state import Column, Gathered, StateTable, StreamState
-from .timeinputs import time_columns
 
 
 @dataclass
@@ -136,11 +135,7 @@ class Engine:
         s = self._acquire([readings[j] for j in take])
         values = np.asarray([readings[j].values for j in take], np.float64)
         u = (values - self._offset) * self._inv_scale
-        tss = ts[take] if len(take) < len(readings) else ts
-        x = u.astype(np.float32)
-        if self.meta.time_inputs:  # the model also sees the reading's time of day / week (timeinputs.py)
-            x = np.concatenate([x, time_columns(tss, self.meta.time_inputs).astype(np.float32)], axis=1)
-        y, new_states = self.model.step(x, [a[s] for a in table.states])
+        y, new_states = self.model.step(u.astype(np.float32), [a[s] for a in table.states])
         self.stats.model_calls += 1
         for a, ns in zip(table.states, new_states):
             a[s] = ns
@@ -155,6 +150,7 @@ class Engine:
         else:
             predicted = None
             predictions = y.astype(np.float64)
+        tss = ts[take] if len(take) < len(readings) else ts
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
         warming = steps < self.warmup
         scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)

@@ -104,10 +104,10 @@ def check_graph(
         if any(not isinstance(d, int) for d in t.shape[1:]):
             raise ModelFormatError(f"tensor '{t.name}' has shape {list(t.shape)}: only axis 0 may be dynamic")
     x = inputs[io.input]
-    if x.shape[1:] != (meta.input_columns,):
-        times = f" and {len(meta.time_inputs or ())} time inputs (sin, cos)" if meta.time_inputs else ""
+    n_features = len(meta.features)
+    if x.shape[1:] != (n_features,):
         raise ModelFormatError(
-            f"input '{x.name}' has shape {list(x.shape)} but the metadata lists {len(meta.features)} features{times}"
+            f"input '{x.name}' has shape {list(x.shape)} but the metadata lists {n_features} features"
         )
     y = outputs[io.output]
     if len(y.shape) != 2 or y.shape[1] != meta.output.columns:

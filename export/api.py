@@ -17,9 +17,8 @@ import onnx
 import torch
 from torch import nn
 
-from edge_lstm.contract import HORIZON_SCHEMA_VERSION, TIME_SCHEMA_VERSION
+from edge_lstm.contract import HORIZON_SCHEMA_VERSION
 from edge_lstm.onnx_model import load_model
-from edge_lstm.timeinputs import time_columns
 
 from . import __version__
 from .calibrate import DEFAULT_QUANTILE, CalibrationReport
@@ -116,8 +115,6 @@ def export_torch(
     progress: TextIO | None = None,
     keep_int8_if_slower: bool = False,
     quant_timer: Timer | None = None,
-    time_inputs: Sequence[str] | None = None,
-    calibrate_ts: Sequence[np.ndarray] | None = None,
 ) -> ExportReport:
     """Export `model` (its `forward(x)` runs whole sequences from zero state) as a step model at `path`.
 
@@ -132,9 +129,6 @@ def export_torch(
     `quantize="int8"` writes the int8 model only when it is faster than float at batch 256 (by
     `MIN_INT8_SPEEDUP`), else the float model with `report.quantization.kept` False;
     `keep_int8_if_slower` keeps it anyway. `quant_timer` replaces the speed measurement (tests).
-    `time_inputs` ("day", "week"): the model's input has sin and cos of each reading's phase in those
-    periods after the features (edge_lstm/timeinputs.py); `calibrate_ts` are then the calibration
-    streams' epoch seconds, one array per stream (parity uses generated phases only without them).
     """
     features = list(features)
     if not features or len(set(features)) != len(features):
@@ -144,10 +138,6 @@ def export_torch(
     if keep_int8_if_slower and quantize is None:
         raise ExportError("--keep-int8-if-slower only applies with --quantize int8")
     n = len(features)
-    times = list(time_inputs or [])
-    if horizon is not None and times:
-        raise ExportError("time_inputs are for next-step models (no horizon): a K-step decoder has no future times")
-    n_in = n + 2 * len(times)
     cal_streams = _streams(calibrate, features, "calibrate") if calibrate is not None else None
     offset, scale = _scaling(scaling, cal_streams, n)
 
@@ -155,28 +145,28 @@ def export_torch(
         if output != "forecast":
             raise ExportError("horizon is for forecast models (output='forecast')")
     wrapper: StepWrapper | Seq2SeqStep = (
-        make_step(model, n_in, batch_first=batch_first) if horizon is None else make_seq2seq_step(model, n, horizon)
+        make_step(model, n, batch_first=batch_first) if horizon is None else make_seq2seq_step(model, n, horizon)
     )
     steps_ahead = horizon or 1
     with torch.no_grad():
-        n_out = int(wrapper(torch.zeros(2, n_in), *wrapper.zero_states(2))[0].shape[1]) // steps_ahead
+        n_out = int(wrapper(torch.zeros(2, n), *wrapper.zero_states(2))[0].shape[1]) // steps_ahead
     names = _output_names(output, output_names, features, n_out)
 
     # Parity runs in the model's own (scaled) input space, on real data when there is some.
     # Generated sequences always (hundreds of steps, whatever the data's length), plus windows of the
     # given data: real operating regimes are where the parity matters most.
     given = _streams(parity_data, features, "parity_data") if parity_data is not None else cal_streams
-    seqs = generate_sequences(n_in, sequences=_PARITY_SEQUENCES, steps=_PARITY_STEPS)
-    float_model = export_step(wrapper, n_in)
+    seqs = generate_sequences(n, sequences=_PARITY_SEQUENCES, steps=_PARITY_STEPS)
+    float_model = export_step(wrapper, n)
     model_bytes = float_model.SerializeToString()
     parity = _parity(wrapper, model_bytes, seqs, tolerance=tolerance, data="generated")
-    real = _windows(_model_inputs(given, offset, scale, times, calibrate_ts if given is cal_streams else None))
+    real = _windows(given, offset, scale) if given else None
     if real is not None:
         parity = merge(parity, _parity(wrapper, model_bytes, real, tolerance=tolerance, data="given"))
         seqs = real  # quantization is judged on real data when there is some
 
     meta: dict[str, Any] = {
-        "schema_version": TIME_SCHEMA_VERSION if times else HORIZON_SCHEMA_VERSION if steps_ahead > 1 else 1,
+        "schema_version": HORIZON_SCHEMA_VERSION if steps_ahead > 1 else 1,
         "name": name,
         "version": version,
         "features": features,
@@ -184,7 +174,6 @@ def export_torch(
         "output": {"kind": output, "names": names, **({"horizon": steps_ahead} if steps_ahead > 1 else {})},
         "io": io_section(wrapper),
         "warmup_steps": int(warmup_steps),
-        **({"time_inputs": times} if times else {}),
         "provenance": {
             "tool": f"edge-lstm-export {TOOL_VERSION}",
             "torch": torch.__version__,
@@ -209,18 +198,11 @@ def export_torch(
             score_from=calibrate_from,
             keep_if_slower=keep_int8_if_slower,
             timer=quant_timer,
-            timestamps=calibrate_ts,
         )
         meta["provenance"]["quantization"] = qreport.to_dict()
     elif cal_streams is not None:
         meta, creport = run_calibration(
-            served,
-            meta,
-            cal_streams,
-            quantile=quantile,
-            score_from=calibrate_from,
-            progress=progress,
-            timestamps=calibrate_ts,
+            served, meta, cal_streams, quantile=quantile, score_from=calibrate_from, progress=progress
         )
     set_metadata(served, meta)
     out = save(served, path)
@@ -247,7 +229,6 @@ def _int8(
     score_from: Sequence[int] | None,
     keep_if_slower: bool,
     timer: Timer | None,
-    timestamps: Sequence[np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any], QuantReport, CalibrationReport | None]:
     """Quantize, bound the error relative to each output's calibrated residual spread, calibrate the
     int8 model, and check on the calibration data that no (or almost no) anomaly flag changes: an int8
@@ -255,9 +236,7 @@ def _int8(
     `keep_if_slower`); else the float model is, with the report saying why (`kept` False)."""
     float_meta, scale, fcreport = meta, None, None
     if cal_streams is not None:
-        float_meta, fcreport = run_calibration(
-            float_model, meta, cal_streams, quantile=quantile, score_from=score_from, timestamps=timestamps
-        )
+        float_meta, fcreport = run_calibration(float_model, meta, cal_streams, quantile=quantile, score_from=score_from)
         cal = float_meta["calibration"]
         if meta["output"]["kind"] == "forecast":
             targets = [meta["features"].index(n) for n in meta["output"]["names"]]
@@ -267,10 +246,8 @@ def _int8(
     qmodel, qreport = quantize_int8(float_model, seqs, tolerance=tolerance, output_scale=scale, timer=timer)
     qmeta, creport = meta, None
     if cal_streams is not None:
-        qmeta, creport = run_calibration(
-            qmodel, meta, cal_streams, quantile=quantile, score_from=score_from, timestamps=timestamps
-        )
-        agree, readings = flag_agreement(float_model, float_meta, qmodel, qmeta, cal_streams, score_from, timestamps)
+        qmeta, creport = run_calibration(qmodel, meta, cal_streams, quantile=quantile, score_from=score_from)
+        agree, readings = flag_agreement(float_model, float_meta, qmodel, qmeta, cal_streams, score_from)
         qreport = replace(qreport, flag_agreement=agree, flag_readings=readings)
         if agree < MIN_FLAG_AGREEMENT:
             raise QuantizationError(
@@ -352,30 +329,8 @@ def _output_names(output: str, names: Sequence[str] | None, features: list[str],
     return names
 
 
-def _model_inputs(
-    streams: list[np.ndarray] | None,
-    offset: list[float],
-    scale: list[float],
-    times: list[str],
-    timestamps: Sequence[np.ndarray] | None,
-) -> list[np.ndarray] | None:
-    """The given streams as the model sees them: scaled, then the time inputs' columns. None when there
-    are none, or no timestamps for a model with time inputs (parity then uses generated sequences only)."""
-    if not streams or (times and timestamps is None):
-        return None
-    scaled = [(s - np.asarray(offset)) / np.asarray(scale) for s in streams]
-    if not times:
-        return scaled
-    assert timestamps is not None
-    return [
-        np.concatenate([u, time_columns(np.asarray(t, np.float64), times)], axis=1) for u, t in zip(scaled, timestamps)
-    ]
-
-
-def _windows(streams: list[np.ndarray] | None) -> np.ndarray | None:
-    """Up to 4 windows of equal length (≤ 300 steps) cut from the given model inputs (scaled)."""
-    if not streams:
-        return None
+def _windows(streams: list[np.ndarray], offset: list[float], scale: list[float]) -> np.ndarray | None:
+    """Up to 4 scaled windows of equal length (≤ 300 steps) cut from the given streams."""
     length = min(_PARITY_STEPS, max(len(s) for s in streams))
     usable = [s for s in streams if len(s) >= length]
     wins = []
@@ -384,5 +339,6 @@ def _windows(streams: list[np.ndarray] | None) -> np.ndarray | None:
             wins.append(s[start : start + length])
     if length < 20:
         return None  # too short to say anything about state: use generated sequences
-    out: np.ndarray = np.asarray(wins[:_PARITY_SEQUENCES]).astype(np.float32)
+    x = (np.asarray(wins[:_PARITY_SEQUENCES]) - np.asarray(offset)) / np.asarray(scale)
+    out: np.ndarray = x.astype(np.float32)
     return out

@@ -53,20 +53,11 @@ class CalibrationReport:
 
 
 def run_engine(
-    model_path: Path,
-    streams: Sequence[np.ndarray],
-    interval: float,
-    progress: TextIO | None = None,
-    timestamps: Sequence[np.ndarray] | None = None,
+    model_path: Path, streams: Sequence[np.ndarray], interval: float, progress: TextIO | None = None
 ) -> list[list[Result]]:
     """Every stream through one Engine, interleaved step by step as the daemon would see a fleet.
-    `timestamps`: each stream's readings' epoch seconds (needed by a model with time inputs); without
-    them the readings are `interval` apart. `progress`: a terminal to draw a progress line on (nothing is
-    drawn on a pipe or a log)."""
+    `progress`: a terminal to draw a progress line on (nothing is drawn on a pipe or a log)."""
     model = load_model(model_path)
-    if model.meta.time_inputs and timestamps is None:
-        raise DataError("a model with time inputs is calibrated on readings with their timestamps")
-    times = [_TS0 + np.arange(len(s)) * interval for s in streams] if timestamps is None else timestamps
     engine = Engine(model, max_streams=max(len(streams), 1))
     out: list[list[Result]] = [[] for _ in streams]
     longest = max(len(s) for s in streams)
@@ -76,7 +67,7 @@ def run_engine(
         for t in range(start, min(start + chunk, longest)):
             for k, s in enumerate(streams):
                 if t < len(s):
-                    batch.append(Reading(f"calibration-{k}", float(times[k][t]), tuple(map(float, s[t]))))
+                    batch.append(Reading(f"calibration-{k}", _TS0 + t * interval, tuple(map(float, s[t]))))
                     owner.append(k)
         for k, res in zip(owner, engine.process(batch)):
             if not isinstance(res, Result):
@@ -99,13 +90,12 @@ def calibrate(
     quantile: float = DEFAULT_QUANTILE,
     score_from: Sequence[int] | None = None,
     progress: TextIO | None = None,
-    timestamps: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     """Return `meta` with its `calibration` section filled in, and the report.
 
     `score_from[k]`: the first row of stream k whose residuals and scores count (default 0). `fit` runs
     each whole series and counts only its held-out tail: the model's state is warm when the tail starts,
-    so no held-out row is lost to the warm-up. `timestamps`: see `run_engine`."""
+    so no held-out row is lost to the warm-up."""
     start = list(score_from) if score_from is not None else [0] * len(streams)
     if not 0 < quantile < 1:
         raise DataError(f"calibration quantile must be in (0, 1), got {quantile}")
@@ -114,14 +104,14 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="edge-lstm-cal-") as tmp:
         path = Path(tmp) / "calibrating.onnx"
         if meta["output"]["kind"] == "score":
-            scores, _ = _normal_scores(model, meta, path, streams, interval, start, progress, timestamps)
+            scores, _ = _normal_scores(model, meta, path, streams, interval, start, progress)
             return _finish(meta, streams, scores, quantile, None, None)
         targets = [meta["features"].index(n) for n in meta["output"]["names"]]
         scale = np.asarray(meta["scaling"]["scale"], np.float64)[targets]
         set_metadata(model, meta)
         save(model, path)
         residuals = []
-        for s, results, first in zip(streams, run_engine(path, streams, interval, progress, timestamps), start):
+        for s, results, first in zip(streams, run_engine(path, streams, interval, progress), start):
             for t in range(max(1, first), len(results)):
                 if not results[t].warming_up:
                     pred = np.asarray(results[t - 1].prediction, np.float64)
@@ -135,7 +125,7 @@ def calibrate(
             **meta,
             "calibration": {"residual_mean": mean.tolist(), "residual_std": std.tolist(), "threshold": 1.0},
         }  # placeholder: scores do not use it
-        scores, bias_scale = _normal_scores(model, with_stats, path, streams, interval, start, progress, timestamps)
+        scores, bias_scale = _normal_scores(model, with_stats, path, streams, interval, start, progress)
         return _finish(meta, streams, scores, quantile, mean.tolist(), std.tolist(), bias_scale)
 
 
@@ -147,12 +137,11 @@ def _normal_scores(
     interval: float,
     start: Sequence[int],
     progress: TextIO | None = None,
-    timestamps: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float | None]:
     """The normal scores of the counted rows, and the bias scale (below) of the model's calibration."""
     set_metadata(model, meta)
     save(model, path)
-    runs = run_engine(path, streams, interval, progress, timestamps)
+    runs = run_engine(path, streams, interval, progress)
     scores = [r.score for results, first in zip(runs, start) for r in results[first:] if not r.warming_up]
     _enough(len(scores), meta)
     # The `bias` channel's level on this normal data, relative to each stream's own threshold (its

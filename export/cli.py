@@ -100,14 +100,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="train an encoder-decoder model publishing a K-step forecast (default 1: next step only)",
     )
-    f.add_argument(
-        "--time-inputs",
-        type=_time_inputs,
-        default=(),
-        metavar="CYCLES",
-        help="also feed the model each reading's phase in these cycles, computed from its timestamp: "
-        "day, week, day,week or none (default none; docs/export.md, 'Time inputs')",
-    )
     _common(f)
     f.set_defaults(run=_run_fit)
     return p
@@ -222,7 +214,6 @@ def _run_fit(args: argparse.Namespace) -> int:
         patience=args.patience,
         horizon=args.horizon,
         threads=args.threads,
-        time_inputs=args.time_inputs,
     )
     result = fit_csv(
         args.csv,
@@ -305,16 +296,6 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
-
-
-def _time_inputs(text: str) -> tuple[str, ...]:
-    from edge_lstm.contract import TIME_PERIODS_S
-
-    names = tuple(n for n in _names(text) if n != "none")
-    unknown = [n for n in names if n not in TIME_PERIODS_S]
-    if unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected day, week, day,week or none, got {text!r}")
-    return names
 
 
 def _names(text: str) -> list[str]:

@@ -47,7 +47,6 @@ class CsvData:
     # Median seconds between consecutive readings of a stream, from the timestamp column; None without one.
     sample_interval_s: float | None = None
     notes: list[str] = field(default_factory=list)  # what was left out, and why (missing="drop")
-    timestamps: dict[str, np.ndarray] | None = None  # stream name → epoch seconds per row (missing="drop")
 
     @property
     def arrays(self) -> list[np.ndarray]:
@@ -105,7 +104,6 @@ def read_csv(path: str | Path, features: Sequence[str] | None = None, *, missing
         {k: values[idx] for k, idx in streams.items()},
         _interval([ts[idx] for idx in streams.values()]) if ts is not None else None,
         notes,
-        {k: ts[idx] for k, idx in streams.items()} if ts is not None and missing == "drop" else None,
     )
 
 

@@ -23,27 +23,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_lstm.timeinputs import time_columns
-
 from .api import ExportReport, export_torch
 from .csvdata import read_csv
 from .errors import DataError
 
 
 class Forecaster(nn.Module):
-    """Next-step forecaster in scaled units: every step's output predicts the following reading. With
-    time inputs the input has more columns (`n_inputs`) than the `n_features` it forecasts: the features
-    come first."""
+    """Next-step forecaster in scaled units: every step's output predicts the following reading."""
 
-    def __init__(self, n_features: int, hidden: int = 32, layers: int = 1, n_inputs: int | None = None) -> None:
+    def __init__(self, n_features: int, hidden: int = 32, layers: int = 1) -> None:
         super().__init__()
-        self.n_features = n_features
-        self.lstm = nn.LSTM(n_inputs or n_features, hidden, layers, batch_first=True)
+        self.lstm = nn.LSTM(n_features, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, n_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
-        y: torch.Tensor = x[..., : self.n_features] + self.head(out)
+        y: torch.Tensor = x + self.head(out)
         return y
 
 
@@ -89,8 +84,6 @@ class FitConfig:
     # 400-row fit took 10x longer on a 2-core machine (7 s vs 0.7 s), and far longer still when another
     # process loads the cores (threads spinning at each op's barrier; docs/export.md).
     threads: int = 1
-    # Cycles the model also sees, from each reading's timestamp ("day", "week"; edge_lstm/timeinputs.py).
-    time_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,10 +119,7 @@ def fit_csv(
     if export_kwargs.get("sample_interval_s") is None and data.sample_interval_s is not None:
         export_kwargs["sample_interval_s"] = data.sample_interval_s
         notes.append(f"sample interval {data.sample_interval_s:g} s (median step of the timestamps)")
-    ts = list(data.timestamps.values()) if data.timestamps is not None else None
-    result = fit_arrays(
-        data.arrays, out, features=data.features, config=config, progress=progress, timestamps=ts, **export_kwargs
-    )
+    result = fit_arrays(data.arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
     return replace(result, notes=tuple(notes))
 
 
@@ -140,21 +130,15 @@ def fit_arrays(
     features: Sequence[str],
     config: FitConfig = FitConfig(),
     progress: TextIO | None = sys.stderr,
-    timestamps: Sequence[np.ndarray] | None = None,
     **export_kwargs: object,
 ) -> FitResult:
-    """Train on `streams` (feature units, one `[steps, F]` array per series), export to `out`.
-    `timestamps`: each stream's epoch seconds, needed for `config.time_inputs`."""
+    """Train on `streams` (feature units, one `[steps, F]` array per series), export to `out`."""
     if config.threads < 1:
         raise ValueError(f"threads must be >= 1, got {config.threads}")
-    if config.time_inputs and timestamps is None:
-        raise DataError(f"time inputs {list(config.time_inputs)} need a timestamp column (ts, timestamp or datetime)")
-    if config.time_inputs and config.horizon > 1:
-        raise DataError("time inputs are for next-step models: use --horizon 1 or --time-inputs none")
     previous = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _fit(streams, out, features, config, progress, timestamps, **export_kwargs)
+        return _fit(streams, out, features, config, progress, **export_kwargs)
     finally:
         torch.set_num_threads(previous)
 
@@ -165,11 +149,9 @@ def _fit(
     features: Sequence[str],
     config: FitConfig,
     progress: TextIO | None,
-    timestamps: Sequence[np.ndarray] | None,
     **export_kwargs: object,
 ) -> FitResult:
     c = config
-    n = len(features)
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     allv = np.concatenate(streams)
@@ -177,12 +159,8 @@ def _fit(
     scale = np.where(std > 0, std, 1.0)
     plan = plan_split([len(s) for s in streams], c)
     train, val = [], []
-    for i, (s, cut) in enumerate(zip(streams, plan.cuts)):
+    for s, cut in zip(streams, plan.cuts):
         scaled = ((s - offset) / scale).astype(np.float32)
-        if c.time_inputs:  # the model's input: the features, then the time columns (the daemon's function)
-            assert timestamps is not None
-            times = time_columns(np.asarray(timestamps[i], np.float64), c.time_inputs).astype(np.float32)
-            scaled = np.concatenate([scaled, times], axis=1)
         train.append(scaled[:cut])
         val.append(scaled[cut:])
     w, k = plan.window, c.horizon
@@ -192,14 +170,14 @@ def _fit(
     x_val = torch.from_numpy(_windows(val, vw, stride=vw))
 
     model: Forecaster | Seq2SeqForecaster = (
-        Forecaster(n, c.hidden, c.layers, n + 2 * len(c.time_inputs))
+        Forecaster(len(features), c.hidden, c.layers)
         if k == 1
-        else Seq2SeqForecaster(n, c.hidden, c.layers)
+        else Seq2SeqForecaster(len(features), c.hidden, c.layers)
     )
 
     def loss_of(win: torch.Tensor) -> torch.Tensor:
-        if k == 1:  # every step predicts the next reading's features
-            return nn.functional.mse_loss(model(win[:, :-1]), win[:, 1:, :n])
+        if k == 1:  # every step predicts the next reading
+            return nn.functional.mse_loss(model(win[:, :-1]), win[:, 1:])
         return nn.functional.mse_loss(model(win[:, :-k], k), win[:, -k:])  # the history, then K steps
 
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
@@ -237,7 +215,7 @@ def _fit(
         )
     assert best_state is not None
     model.load_state_dict(best_state)
-    naive, naive_mse = _naive_forecast(x_val[..., :n], k)
+    naive, naive_mse = _naive_forecast(x_val, k)
     constant = bool((std == 0).all())
     verdict = _verdict(features, allv, best, naive, naive_mse)
     kwargs = {"name": "fitted-forecaster", "warmup_steps": 10, **export_kwargs}
@@ -270,8 +248,6 @@ def _fit(
             }
         },
         horizon=k if k > 1 else None,
-        time_inputs=list(c.time_inputs),
-        calibrate_ts=timestamps if c.time_inputs else None,
         **kwargs,  # type: ignore[arg-type]
     )
     return FitResult(report, epoch, best, seconds, verdict)

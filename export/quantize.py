@@ -218,7 +218,6 @@ def flag_agreement(
     int8_meta: dict[str, Any],
     streams: Sequence[np.ndarray],
     score_from: Sequence[int] | None,
-    timestamps: Sequence[np.ndarray] | None = None,
 ) -> tuple[float, int]:
     """The share of calibration readings whose `anomaly` flag is the same from both models, each with its
     own calibration, run through the daemon's Engine (both channels, as served). Returns (share, readings)."""
@@ -234,7 +233,7 @@ def flag_agreement(
             copy.CopyFrom(m)
             set_metadata(copy, meta)
             path = save(copy, Path(tmp) / f"m{k}.onnx")
-            runs = run_engine(path, streams, interval, timestamps=timestamps)
+            runs = run_engine(path, streams, interval)
             flags.append([r.anomaly for results, first in zip(runs, start) for r in results[first:]])
     same = sum(a == b for a, b in zip(*flags))
     n = len(flags[0])

@@ -65,7 +65,6 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
         "calibration": meta.calibration.model_dump(exclude_none=True) if meta.calibration else None,
         "warmup_steps": meta.warmup_steps,
         "sample_interval_s": meta.sample_interval_s,
-        "time_inputs": meta.time_inputs or [],
         "provenance": meta.provenance,
         "state_bytes_per_stream": 4 * sum(_prod(s) for s in model.state_shapes),
     }
@@ -108,9 +107,6 @@ def render_text(doc: dict[str, Any]) -> str:
     add("features     name                 offset        scale     (model sees (value - offset) / scale)")
     for feat in doc["features"]:
         add(f"             {feat['name']:<20} {_num(feat['offset']):>10} {_num(feat['scale']):>12}")
-    if doc["time_inputs"]:
-        cycles = ", ".join(doc["time_inputs"])
-        add(f"time inputs  {cycles}: sin, cos of each reading's phase (from its ts), after the features")
     cal = doc["calibration"]
     if cal is None:
         add("calibration  none: `score` flags nothing; `deviation` still learns each stream on its own")
