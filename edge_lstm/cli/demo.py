@@ -208,6 +208,9 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
                 for _, _, line in observer.episodes:
                     print(f"  flagged {line}", flush=True)
                 observer.episodes.clear()
+                for line in observer.alarm_events:
+                    print(f"  {line}", flush=True)
+                observer.alarm_events.clear()
                 if now - last_plain >= 2.0:
                     last_plain = now
                     print(plain_line(observer, fleet, now - started), flush=True)
@@ -231,6 +234,8 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
     else:
         for _, _, line in observer.episodes:
             print(f"  flagged {line}", flush=True)
+        for line in observer.alarm_events:
+            print(f"  {line}", flush=True)
     stop.set()
     thread.join(timeout=20)
     print(summary(observer, fleet, d.stats(), args, wall, ANOMALY_KINDS), flush=True)

@@ -49,6 +49,8 @@ def reload(d: Daemon) -> None:
         d.restart_requested = True
         return
     d.model = model
+    if d.control.ha is not None:
+        d.control.ha.model_changed(model.meta)  # Home Assistant's stream devices show the new model
     d.settings = old.model_copy(update={"model": settings.model, "alarm": settings.alarm})
     if d.durable is not None and sha is not None:
         d.durable.rebind(sha)

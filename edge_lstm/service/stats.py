@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .logs import LAST_PROBLEM
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -38,6 +39,12 @@ def collect(d: Daemon) -> dict[str, Any]:
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
     }
+
+
+def durable(st: dict[str, Any], d: Daemon) -> bool:
+    """Whether the streams' state survives a power cut: the stats' own `durable` flag when they have one
+    (durable/ may turn it off when the disk fails), else whether durable state is on at all."""
+    return bool(st.get("durable", d.durable is not None))
 
 
 class StatsReporter:
@@ -75,6 +82,8 @@ class StatsReporter:
                 "uptime_s": round(now - self.started, 1),
                 "version": __version__,
                 "model": d.model.meta.model_id,
+                "durable": durable(st, d),
+                "last_error": LAST_PROBLEM.text or "none",
             }
             link.publish(topic, json.dumps(doc, separators=(",", ":")).encode(), 0, True)
         d.notifier.status(
