@@ -221,3 +221,13 @@ def test_unusable_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_a_column_of_row_numbers_is_not_a_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ts` 0, 1, 2, ... (before 2000: the daemon rejects them): the column is ignored, no row is lost."""
+    values = [f"{v:.4f}" for v in np.sin(np.arange(200) / 7)]
+    model, out = fit(write(tmp_path / "rownumbers.csv", values, ts=list(range(200))), capsys)
+    assert "data: column 'ts' holds no timestamp the daemon reads: ignored" in out
+    meta = load_model(model).meta
+    assert meta.sample_interval_s is None
+    assert meta.provenance["fit"]["train_rows"] + meta.provenance["fit"]["held_out_rows"] == 200
