@@ -119,7 +119,13 @@ def fit_csv(
     if export_kwargs.get("sample_interval_s") is None and data.sample_interval_s is not None:
         export_kwargs["sample_interval_s"] = data.sample_interval_s
         notes.append(f"sample interval {data.sample_interval_s:g} s (median step of the timestamps)")
-    result = fit_arrays(data.arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
+    streams = data.streams
+    short = {k: len(v) for k, v in streams.items() if not long_enough(len(v), config)}
+    if short and len(short) < len(streams):  # fit on the others; none long enough: plan_split says why
+        notes.append(f"{len(short)} stream(s) left out, too short to train on: {short} rows")
+        streams = {k: v for k, v in streams.items() if k not in short}
+    arrays = list(streams.values())
+    result = fit_arrays(arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
     return replace(result, notes=tuple(notes))
 
 
@@ -300,6 +306,11 @@ MIN_HELD_OUT = 30  # held-out rows per stream: early stopping and calibration ne
 class SplitPlan:
     window: int  # training window length (steps predicted per window)
     cuts: list[int]  # per stream: rows before the cut train, rows from it are held out
+
+
+def long_enough(rows: int, c: FitConfig) -> bool:
+    """A stream of `rows` rows leaves enough to train on after its held-out part (`plan_split`)."""
+    return rows - max(MIN_HELD_OUT, round(rows * c.val_fraction)) >= (MIN_TRAIN_WINDOWS + 1) * MIN_WINDOW // 2 + 1
 
 
 def plan_split(lengths: Sequence[int], c: FitConfig) -> SplitPlan:

@@ -231,3 +231,15 @@ def test_a_column_of_row_numbers_is_not_a_timestamp(tmp_path: Path, capsys: pyte
     meta = load_model(model).meta
     assert meta.sample_interval_s is None
     assert meta.provenance["fit"]["train_rows"] + meta.provenance["fit"]["held_out_rows"] == 200
+
+
+def test_a_stream_too_short_to_train_on_is_left_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Several series in one file (a `stream` column): one with 20 rows does not stop the others."""
+    rows = [f"m1,{T0 + 60 * i},{np.sin(i / 7):.4f}" for i in range(200)]
+    rows += [f"m2,{T0 + 60 * i},{np.cos(i / 7):.4f}" for i in range(20)]
+    csv = tmp_path / "fleet.csv"
+    csv.write_text("stream,ts,value\n" + "\n".join(rows) + "\n")
+    model, out = fit(csv, capsys)
+    assert "data: 1 stream(s) left out, too short to train on: {'m2': 20} rows" in out
+    fitted = load_model(model).meta.provenance["fit"]
+    assert fitted["train_rows"] + fitted["held_out_rows"] == 200
