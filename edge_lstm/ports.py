@@ -12,6 +12,7 @@ import queue
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -88,6 +89,7 @@ class Link(Protocol):
     max_inbox: int
     publish_failures: int
     intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
+    read_on: bool  # ... at its hard cap: read on even past the hold's bound (the PUBACKs are behind readings)
 
     def start(self) -> None: ...
 
@@ -129,14 +131,48 @@ class SystemClock:
     sleep = staticmethod(_time.sleep)
 
 
+class Disk(Protocol):
+    """Every write of the durable state (`durable.disk.OsDisk`): files by descriptor, so that a test can
+    fail any write or fsync with `ENOSPC` as a full SD card does."""
+
+    def create(self, path: Path) -> int: ...
+
+    def open_append(self, path: Path) -> int: ...
+
+    def write(self, fd: int, data: bytes | memoryview) -> None: ...
+
+    def fsync(self, fd: int) -> None: ...
+
+    def close(self, fd: int) -> None: ...
+
+    def replace(self, src: Path, dst: Path) -> None: ...
+
+    def fsync_dir(self, directory: Path) -> None: ...
+
+    def free_bytes(self, directory: Path) -> int: ...
+
+
 class StateStore(Protocol):
-    """The disk: durable per-stream state (`durable.store.DurableState`), see docs/durability.md."""
+    """The disk: durable per-stream state (`durable.store.DurableState`), see docs/durability.md.
+
+    `durable` is False while the state directory cannot be written (a full SD card): serving goes on,
+    nothing is journaled, and `space_back()` says when a checkpoint is worth trying again."""
+
+    durable: bool
 
     def restore(self) -> dict[str, Any]: ...
 
+    def tick(self) -> None:
+        """Call every worker iteration: the journal's fsync timer."""
+        ...
+
+    def space_back(self) -> bool: ...
+
     def record(self, entries: Iterable[tuple[int, Reading]]) -> None: ...
 
-    def checkpoint(self) -> None: ...
+    def checkpoint(self) -> bool:
+        """Write a checkpoint; False if the disk refused it (the store is then not durable)."""
+        ...
 
     def rebind(self, model_sha256: str) -> None: ...
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Cycles known and owned by an open issue. A new cycle fails; so does a listed one that is gone
 # (delete its line then), so that this list only shrinks.
-KNOWN = {
+KNOWN: dict[tuple[str, ...], str] = {
     ("edge_lstm.service.daemon", "edge_lstm.service.reload", "edge_lstm.service.stats"): (
         "issue 23 item 2: reload and stats type their argument as Daemon; a narrow interface removes it"
     ),
@@ -60,7 +60,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-            base = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
+            base = (
+                f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module or "")
+            )
             subs = [f"{base}.{a.name}" for a in node.names]
             # `from . import tail` imports the submodule; `from .. import __version__` the package.
             targets = [t if t in known else base or "" for t in subs]

@@ -33,18 +33,20 @@ from ..engine import Engine
 from ..hints import hint
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
-from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
-from ..reading import Decoder
+from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
-from .batching import gather
+from .batching import Pace, gather
 from .checkpoints import CheckpointPolicy
+from .clocks import ArrivalStamps, decoder_for
 from .config import MqttSettings, Settings, cleartext_password
+from .contain import control_replies, run_pipeline
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
+from .retained import republish
 from .state import open_state
 from .stats import StatsReporter, collect
 
@@ -69,6 +71,7 @@ class Daemon:
     """The worker: owns the engine, the pipeline and the link. `run(stop)` blocks until `stop` is set."""
 
     idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
+    hard_unacked = 30_000  # readings awaiting PUBACKs, at most: results + alarms within 65,535 packet ids
     drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
     quiesce_timeout_s = 2.0  # how long intake may pause for a checkpoint before it is postponed
 
@@ -81,8 +84,10 @@ class Daemon:
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
+        disk: Disk | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload."""
+        """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `disk`: the state dir's."""
+        self.disk = disk
         self.settings = settings
         self.reloader = reloader
         self.reload_requested = False  # set by the CLI's SIGHUP handler; acted on by the worker
@@ -90,6 +95,7 @@ class Daemon:
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.stamps = ArrivalStamps(self.clock)
         # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
         self.engine = Engine(
             self.model,
@@ -99,9 +105,7 @@ class Daemon:
             alarms=settings.alarm.policy(),
         )
         self.input = TopicPattern(settings.mqtt.input_pattern)
-        decoder = Decoder(
-            self.model.meta.features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s
-        )
+        decoder = decoder_for(self.model.meta.features, eng, self.engine.table)
         self.pipeline = Pipeline(
             self.engine,
             decoder,
@@ -121,7 +125,7 @@ class Daemon:
         )
         self.inbox: Inbox[Any] = queue.SimpleQueue()
         self._link_factory = link_factory
-        self._link: Link | None = None
+        self.started_link: Link | None = None  # made by start(); None before (the stats say so)
         self.ledger = AckLedger()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
@@ -134,7 +138,9 @@ class Daemon:
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
+        self.pace = Pace(self.clock, eng.batch_cpu_percent)  # the batch window (batching.py)
         self.unacked_pauses = 0
+        self._retained_generation = -1  # the connection the retained state was last published on
 
     def wake(self) -> None:
         """Wake the worker if it waits for the inbox (it then looks at stop and reload requests); safe
@@ -146,9 +152,9 @@ class Daemon:
 
     @property
     def link(self) -> Link:
-        if self._link is None:
+        if self.started_link is None:
             raise RuntimeError("the daemon has no link before run()")
-        return self._link
+        return self.started_link
 
     # ---- main loop ------------------------------------------------------------------------------
 
@@ -167,7 +173,7 @@ class Daemon:
         subscription: Any = (
             [self.input.subscription, *self.control.topics] if self.control.topics else (self.input.subscription)
         )
-        link = self._link = self._link_factory(s.mqtt, self.inbox, subscription, s.engine.max_queue)
+        link = self.started_link = self._link_factory(s.mqtt, self.inbox, subscription, s.engine.max_queue)
         meta = self.model.meta
         self.log.info(
             "starting",
@@ -197,7 +203,9 @@ class Daemon:
         link.start()
 
     def _open_durable(self) -> None:
-        self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
+        self.durable, self.spill = open_state(
+            self.settings, self.engine, self.model, self.log, self.disk, self.clock.monotonic
+        )
         if self.durable is not None:
             self.checkpoints = self.control.checkpoints = CheckpointPolicy(
                 self.durable,
@@ -217,7 +225,7 @@ class Daemon:
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
-        elif len(self.ledger) >= self.max_unacked and self.housekeeping.acks_flowing():  # type: ignore[union-attr]
+        elif self._unacked_pause():
             link.intake_paused = True
             self.unacked_pauses += 1
             self.clock.sleep(0.002)  # too many results unacknowledged by the broker: wait for PUBACKs
@@ -225,17 +233,29 @@ class Daemon:
             link.intake_paused = False
             batch = self._gather(idle_wait)
             if batch:
+                self.pace.started()
                 self._process(batch)
         self._ack_ready()
+        self.pace.finished()
         now = self.clock.monotonic()
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
+        if link.connected and link.generation != self._retained_generation:
+            # A broker restarted without persistence forgot the retained alarms: publish the raised ones.
+            self._retained_generation = republish(
+                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
+            )
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
         if self.control.ha is not None:  # Home Assistant: configs per connection, held-back states (ha_bridge.py)
             self.control.ha.tick(now, link, self.engine, self.housekeeping.take_idle_evicted(), self.log_stats)
+
+    def _unacked_pause(self) -> bool:
+        """Pause intake at `max_unacked` while PUBACKs flow, at `hard_unacked` always (performance.md, round 7)."""
+        self.link.read_on = (n := len(self.ledger)) >= self.hard_unacked  # its PUBACKs: behind readings
+        return self.link.read_on or (n >= self.max_unacked and self.housekeeping.acks_flowing())  # type: ignore[union-attr]
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -247,32 +267,32 @@ class Daemon:
             max_batch=eng.max_batch,
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
+            not_before=self.pace.next_at,
             bell=getattr(self.link, "doorbell", None),  # MqttLink rings it as readings arrive
         )
 
     def _process(self, batch: list[Inbound]) -> None:
         c = self.counters
         c.received += len(batch)
+        self.stamps.adjust(batch)  # arrival stamps that never go backwards (a wall-clock step)
         if self.control.topics:
             batch = self._control(batch)
-        processed = self.pipeline.run(batch)
-        batch_no = self.pipeline.batches
         now = self.clock.monotonic()
         with self._batch():
-            self._publish(processed, batch_no, now)
+            for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
+                self._publish(processed, batch_no, now)
         self.ledger.note_size()
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
         """Handle the messages on the daemon's own topics (replies acknowledged like results); return
         the readings."""
         readings = []
-        qos, now = self.settings.mqtt.qos_out, self.clock.monotonic()
+        qos, now, link = self.settings.mqtt.qos_out, self.clock.monotonic(), self.link
         for m in batch:
             if not self.control.handles(m.topic):
                 readings.append(m)
                 continue
-            handles = [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
-            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
+            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, control_replies(link, self.control, m, qos)))
         return readings
 
     def _batch(self) -> AbstractContextManager[Any]:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def collect(d: Daemon) -> dict[str, Any]:
     st = d.engine.stats
-    link = d._link  # noqa: SLF001 - None before start(): the stats say so
+    link = d.started_link  # None before start(): the stats say so
     return {
         "received": d.counters.received,
         "readings": st.readings,
@@ -38,6 +38,12 @@ def collect(d: Daemon) -> dict[str, Any]:
         "streams_spilled": getattr(d.spill, "rows", 0),
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
+        "command_errors": d.control.command_errors,
+        # False while the state directory cannot be written (a full disk): serving on, nothing journaled.
+        "durable": bool(d.durable is not None and d.durable.durable),
+        "unjournaled": getattr(d.durable, "unjournaled", 0),
+        "spill_dropped_streams": getattr(d.spill, "dropped_streams", 0),
+        "spill_lost": getattr(d.spill, "lost", 0),
     }
 
 
@@ -73,7 +79,7 @@ class StatsReporter:
         rate = (st["results"] - self.last_results) / max(now - self.last_t, 1e-9)
         self.last_t, self.last_results = now, st["results"]
         d.log.info("stats", rate_per_s=round(rate, 1), **st)
-        topic, link = d.settings.mqtt.stats_topic, d._link  # noqa: SLF001
+        topic, link = d.settings.mqtt.stats_topic, d.started_link
         if topic and link is not None and link.connected:
             # Retained, so a dashboard sees the latest at once; best effort (no reading waits for it).
             doc = {
@@ -89,4 +95,6 @@ class StatsReporter:
         d.notifier.status(
             f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
             f"{'connected' if st['connected'] else 'disconnected'}"
+            # `systemctl status` shows it: the state directory refuses writes (a full SD card).
+            + ("" if st["durable"] or d.durable is None else ", NOT DURABLE (state directory full)")
         )

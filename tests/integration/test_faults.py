@@ -34,6 +34,7 @@ from edge_lstm import Engine, Reading, load_model
 from edge_lstm.demo.broker import BrokerUnavailable
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal
+from edge_lstm.durable.store import newest_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +83,7 @@ N_STREAMS, N_STEPS, RATE = 50, 60, 250.0  # 3000 readings over 12 s
 KILLS, BROKER_RESTARTS = 3, 3
 
 
+@pytest.mark.slow  # ~22 s here: `./dev quick` skips it
 def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, model_path, tmp_path, cleanup):
     seed = int(os.environ.get("EDGE_LSTM_FAULT_SEED", "4"))
     rng = random.Random(seed)
@@ -187,7 +189,8 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
             assert doc["warming_up"] == ref.warming_up and doc["anomaly"] == ref.anomaly, (key, doc, ref)
             got = [doc["score"], *doc["prediction"].values()]
             want = [ref.score, *ref.prediction]
-            worst_result = max(worst_result, max(abs(g - w) for g, w in zip(got, want)))
+            # relative above 1: payloads carry 6 significant digits (a prediction of 46.2 is within 5e-5)
+            worst_result = max(worst_result, max(abs(g - w) / max(1.0, abs(w)) for g, w in zip(got, want)))
 
     # ---- state: every step applied exactly once, crash-exact ----
     final, ck, replayed = restored_engine(model, state_dir)
@@ -292,7 +295,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
         assert results[0]["warming_up"] is True and results[0]["score"] == 0.0
         assert daemon.terminate() == 0
         # The new checkpoint is this model's, and holds only the new stream.
-        ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
+        ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
         assert ck is not None and [(r.stream, r.steps) for r in ck.rows] == [(f"pump-{name}", 3)]
     # The other model's journal was set aside with its checkpoint, not replayed into this model's state.
     assert [p.name for p in foreign_dir.glob("journal.1.model_mismatch.*")]
@@ -301,6 +304,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
 # ---- 3. broker outage with readings already received ------------------------------------------------
 
 
+@pytest.mark.slow  # ~12 s here: `./dev quick` skips it
 def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path, cleanup):
     """The daemon holds a batch (max_wait_ms 2500) that arrived just before the broker goes down: it is
     stepped during the outage, its results go out once the broker is back, and the broker's redelivery
@@ -321,6 +325,9 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
             "mqtt.port": mosquitto.port,
             "mqtt.client_id": _client_id("daemon"),
             "engine.max_wait_ms": 2500,
+            # A batch after a pause is stepped at once while the worker is within this share of a core; at
+            # 0.001 % any batch's cost holds the next one for the whole max_wait_ms.
+            "engine.batch_cpu_percent": 0.001,
             "log.stats_interval_s": 0.25,
         },
     )
@@ -339,6 +346,10 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
 
     pub = SessionClient(mosquitto.port, _client_id("pub"))
     cleanup.append(pub)
+    # One reading first: its batch's cost sets the pace that holds the next batch (see the settings).
+    pub.publish("sensors/pacer", reading_payload(T0, [20.0, 1.0, 5.0]))
+    wait_until(lambda: bool(collector.snapshot(SCORES)), 10, "the pacer's result")
+    paced = len(collector.snapshot(SCORES))
     n_streams, n_steps = 4, 5
     readings = make_traffic(n_streams, n_steps, T0, seed=11)
     for r in readings:
@@ -346,15 +357,15 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     pub.wait_published(10)
     # The daemon has them now (delivered within milliseconds) and gathers its batch for 2.5 s.
     time.sleep(0.3)
-    assert not collector.snapshot(SCORES)
+    assert len(collector.snapshot(SCORES)) == paced
     mosquitto.stop()
     t_down = time.monotonic()
     # During the outage: the batch is stepped and its results wait in the client for the broker.
     during = daemon.wait_event(
-        "stats", timeout=30, where=lambda e: not e["connected"] and e["results"] == len(readings)
+        "stats", timeout=30, where=lambda e: not e["connected"] and e["results"] == len(readings) + 1
     )
     assert during["unacked"] == len(readings)
-    assert not collector.snapshot(SCORES)
+    assert len(collector.snapshot(SCORES)) == paced
     time.sleep(max(0.0, 3.0 - (time.monotonic() - t_down)))
     mosquitto.start()
     status_before_reconnect = retained(mosquitto.port, STATUS)
@@ -383,8 +394,10 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     assert all(len(v) == 1 for v in by_key.values())
     model = load_model(model_path)
     reference, ref_results = reference_run(model, readings, n_streams)
+    assert set(by_key) == expected | {("pacer", float(T0))}
     for key, (doc,) in by_key.items():
-        assert abs(doc["score"] - ref_results[key].score) <= 1e-5
+        if key[0] != "pacer":
+            assert abs(doc["score"] - ref_results[key].score) <= 1e-5 * max(1.0, abs(ref_results[key].score))
 
     # The will: the daemon dies without a clean disconnect -> `offline`, retained; back -> `online`.
     daemon.kill9()
@@ -453,5 +466,5 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     assert back["ts"] == T0 + 3 and back["warming_up"] is False
     assert first.terminate() == 0
     model = load_model(model_path)
-    ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
+    ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None and {r.stream: r.steps for r in ck.rows} == {"pump-c": 3, "pump-a": 4}

@@ -63,6 +63,7 @@ class FakeLink:
     max_inbox: int = 0
     publish_failures: int = 0
     intake_paused: bool = False
+    read_on: bool = False
     accepting: bool = True
     closed: bool = False
     kicks: int = 0
