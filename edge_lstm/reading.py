@@ -142,7 +142,9 @@ class FutureGuard:
     - one further ahead is admitted if it is at most `max_future_s` after the stream's newest reading
       (its last processed `ts`, or the last one admitted here): the stream already runs that far ahead;
     - otherwise it is held (rejected `ts_in_future`) until `confirm` consecutive readings agree, each
-      newer than the one before and at most `max_future_s` after it; the `confirm`-th is admitted.
+      newer than the one before and at most `max_future_s` after it; the `confirm`-th is admitted. A
+      reading of the stream that is not ahead (`behind`) ends the run: a sensor that sends a bogus
+      reading now and then between good ones never moves its stream's clock.
 
     A single bogus reading is therefore rejected and changes nothing (also after a restart: the
     stream's `ts` never moved); a sensor whose clock is days ahead loses its first `confirm - 1`
@@ -159,6 +161,11 @@ class FutureGuard:
         self.max_streams = max_streams
         self.ahead: OrderedDict[str, float] = OrderedDict()  # streams confirmed ahead: newest admitted ts
         self.pending: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (newest held ts, readings agreeing)
+
+    def behind(self, stream: str) -> None:
+        """The stream sent a reading that is not ahead of the daemon: a run of held readings ends."""
+        if self.pending:  # empty but for streams with held readings: one truth test per reading
+            self.pending.pop(stream, None)
 
     def admit(self, stream: str, ts: float) -> bool:
         tol = self.max_future_s
@@ -274,13 +281,18 @@ class Decoder:
         # The common case first: a float in epoch seconds. NaN fails every comparison; `< MS_ABOVE`
         # also keeps inf out (needed: with max_future_s = inf, or an infinite arrival time, the last
         # bound would let it through) and sends milliseconds and microseconds to parse_ts.
-        if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
-            return raw
         guard = self.future_guard
+        if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
+            if guard is not None:
+                guard.behind(stream)
+            return raw
         if guard is None:
             return parse_ts(raw, arrival_ts, self.max_future_s)
         ts = parse_ts(raw, arrival_ts)  # any unit, no bound: the guard decides below
-        if ts <= arrival_ts + self.max_future_s or guard.admit(stream, ts):
+        if ts <= arrival_ts + self.max_future_s:
+            guard.behind(stream)
+            return ts
+        if guard.admit(stream, ts):
             return ts
         try:
             parse_ts(raw, arrival_ts, self.max_future_s)  # raises ts_in_future, with the unit it read
