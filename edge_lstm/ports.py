@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import time as _time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -26,12 +27,15 @@ class StepModel(Protocol):
 
     meta: ModelMeta
     state_shapes: list[tuple[int, ...]]
+    sha256: str  # of the model file: checkpoints and spilled rows are bound to it ("": none, state not kept)
 
     def step(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
 
 
 class SpillStore(Protocol):
     """Where evicted streams' rows go, and come back from when the stream returns."""
+
+    rows: int  # stored now (every version of every stream), for the stats
 
     def put(self, rows: Sequence[StreamState]) -> None: ...
 
@@ -72,6 +76,15 @@ WAKE: Final = object()
 Inbox = queue.SimpleQueue  # of Inbound | WAKE; C-implemented, never blocks the network thread
 
 
+class Bell(Protocol):
+    """Rung by the link's network thread as messages arrive (`service.batching.Doorbell`), so that the
+    worker sleeps out a batch window in one wait instead of polling the inbox."""
+
+    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> None:
+        """Worker: sleep until `needed` messages wait in `inbox`, or `timeout` seconds."""
+        ...
+
+
 class Link(Protocol):
     """What the daemon needs from its broker connection (`service.mqtt.MqttLink` over paho).
 
@@ -88,6 +101,15 @@ class Link(Protocol):
     max_inbox: int
     publish_failures: int
     intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
+
+    @property
+    def doorbell(self) -> Bell | None:
+        """None: the worker polls the inbox in slices while a batch fills."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Publishes and acks made inside go out together (one wake-up of the network thread)."""
+        ...
 
     def start(self) -> None: ...
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..ports import WAKE, Clock, Inbound, Inbox
+from ..ports import WAKE, Bell, Clock, Inbound, Inbox
 
 # While filling a batch without a doorbell: how often the worker looks whether it is full.
 SLICE_S = 0.002
@@ -64,7 +64,7 @@ def gather(
     max_batch: int,
     target_batch: int,
     max_wait_s: float,
-    bell: Doorbell | None = None,
+    bell: Bell | None = None,
 ) -> list[Inbound]:
     """Wait up to `idle_wait` for a first message, then fill a batch. `WAKE` items (PUBACKs arrived)
     call `woken`; a wake-up with no reading behind it returns at once, so acks go out without delay.

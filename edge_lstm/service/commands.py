@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 OPS = ("reset", "inspect", "checkpoint", "reload")
 NEEDS_STREAM = ("reset", "inspect")
 MAX_COMMAND_BYTES = 4096
@@ -61,7 +63,6 @@ def reply(op: str | None, ok: bool, **fields: Any) -> bytes:
 
 def _plain(x: Any) -> Any:
     """numpy scalars and arrays in `inspect` replies."""
-    tolist = getattr(x, "tolist", None)
-    if tolist is not None:
-        return tolist()
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

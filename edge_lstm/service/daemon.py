@@ -25,7 +25,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,7 +244,7 @@ class Daemon:
             max_batch=eng.max_batch,
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
-            bell=getattr(self.link, "doorbell", None),  # MqttLink rings it as readings arrive
+            bell=self.link.doorbell,  # MqttLink rings it as readings arrive
         )
 
     def _process(self, batch: list[Inbound]) -> None:
@@ -256,7 +255,7 @@ class Daemon:
         processed = self.pipeline.run(batch)
         batch_no = self.pipeline.batches
         now = self.clock.monotonic()
-        with self._batch():
+        with self.link.batch():
             self._publish(processed, batch_no, now)
         self.ledger.note_size()
 
@@ -272,11 +271,6 @@ class Daemon:
             handles = [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
             self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
         return readings
-
-    def _batch(self) -> AbstractContextManager[Any]:
-        """The link's batch context (one network-thread wake-up for many packets), if it has one."""
-        batch = getattr(self.link, "batch", None)
-        return batch() if batch is not None else nullcontext()
 
     def _publish(self, processed: list[Processed], batch_no: int, now: float) -> None:
         c = self.counters
@@ -315,7 +309,7 @@ class Daemon:
             self.housekeeping.acked(self.clock.monotonic())
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
-        with self._batch():
+        with self.link.batch():
             self._ack(ready)
 
     def _ack(self, ready: list[Pending]) -> None:

@@ -33,11 +33,12 @@ def reload(d: Daemon) -> None:
         d.log.warning("reload_refused", error=str(e), detail="serving on with the configuration and model as before")
         return
     old = d.settings
-    changed = sorted(k for k in type(old).model_fields if getattr(old, k) != getattr(settings, k))
+    new = dict(settings)  # section name -> section
+    changed = sorted(k for k, section in old if section != new[k])
     needs_restart = [k for k in changed if k not in _APPLIED]
     if needs_restart:
         d.log.warning("reload_needs_restart", settings=needs_restart, detail="not applied until a restart")
-    sha = getattr(model, "sha256", None)
+    sha = model.sha256
     if not d.engine.swap_model(model, d.engine.scorer.config, settings.alarm.policy()):
         d.log.warning(
             "reload_model_changed",
@@ -50,11 +51,11 @@ def reload(d: Daemon) -> None:
         return
     d.model = model
     d.settings = old.model_copy(update={"model": settings.model, "alarm": settings.alarm})
-    if d.durable is not None and sha is not None:
+    if d.durable is not None and sha:
         d.durable.rebind(sha)
         if d.checkpoints is not None:
             d.checkpoints.request()  # the journal from here on belongs to the new model's checkpoint
-    if d.spill is not None and sha is not None:
+    if d.spill is not None and sha:
         d.spill.rebind(sha)
     d.log.info(
         "reloaded",

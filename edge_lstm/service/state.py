@@ -18,9 +18,9 @@ def open_state(
     """The durable state (checkpoint + journal, restored into `engine`) and the spill store attached to
     `engine`, as configured; None for what is off."""
     s = settings
-    sha = getattr(model, "sha256", None)
+    sha = model.sha256
     durable = None
-    if s.checkpoint.enabled and sha is not None:
+    if s.checkpoint.enabled and sha:
         # Takes the state dir lock: before anything in the directory is opened, so that a second daemon
         # on it stops (StateDirBusy) without touching it (the spill store below would delete the first
         # one's spilled rows if the second serves another model).
@@ -34,7 +34,7 @@ def open_state(
             len(model.meta.output.names),
             columns=engine.table.column_specs,
             max_rows=s.engine.max_spilled,
-            model_sha256=sha or "",
+            model_sha256=sha,
         )
         if spill.discarded:
             log.warning("spill_discarded", rows=spill.discarded, reason="made for another model or version")

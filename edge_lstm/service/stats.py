@@ -34,7 +34,7 @@ def collect(d: Daemon) -> dict[str, Any]:
         "connected": bool(link and link.connected),
         "reconnects": max(0, (link.connects if link else 0) - 1),
         "alarms_raised": st.alarms_raised,
-        "streams_spilled": getattr(d.spill, "rows", 0),
+        "streams_spilled": d.spill.rows if d.spill is not None else 0,
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
     }
