@@ -25,7 +25,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine
@@ -45,7 +44,7 @@ from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
 from .state import open_state
-from .stats import StatsReporter, collect
+from .stats import Counters, StatsReporter, collect
 
 LinkFactory = Callable[[MqttSettings, Inbox[Any], Any, int], Link]  # subscription: a filter or a list
 
@@ -54,14 +53,6 @@ def mqtt_link(cfg: MqttSettings, inbox: Inbox[Any], subscription: Any, max_queue
     from .mqtt import MqttLink  # paho is imported only when a real link is made
 
     return MqttLink(cfg, inbox, subscription, max_queue=max_queue)
-
-
-@dataclass
-class Counters:
-    received: int = 0
-    published: int = 0
-    acked: int = 0
-    not_acked_old_connection: int = 0
 
 
 class Daemon:
@@ -147,6 +138,11 @@ class Daemon:
     def link(self) -> Link:
         if self._link is None:
             raise RuntimeError("the daemon has no link before run()")
+        return self._link
+
+    @property
+    def started_link(self) -> Link | None:
+        """The link, or None before run() made it (the stats say so)."""
         return self._link
 
     # ---- main loop ------------------------------------------------------------------------------

@@ -12,18 +12,43 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..contract import ModelFormatError
+from ..engine import Engine
+from ..ports import SpillStore, StateStore, StepModel
+from .checkpoints import CheckpointPolicy
+from .config import Settings
 from .startup import StartupError
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 _APPLIED = {"model", "alarm"}  # the rest (log level included) waits for a restart
 
 
-def reload(d: Daemon) -> None:
+class Reloadable(Protocol):
+    """What a reload reads from the daemon (`daemon.Daemon`), and the four fields it sets: the settings
+    and the model served, or the request to stop and restart."""
+
+    settings: Settings
+    model: StepModel
+    stop_reason: str
+    restart_requested: bool
+
+    @property
+    def reloader(self) -> Callable[[], tuple[Settings, StepModel]] | None: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def durable(self) -> StateStore | None: ...
+    @property
+    def checkpoints(self) -> CheckpointPolicy | None: ...
+    @property
+    def spill(self) -> SpillStore | None: ...
+
+
+def reload(d: Reloadable) -> None:
     if d.reloader is None:
         d.log.warning("reload_unavailable", detail="this daemon was started without a configuration to re-read")
         return

@@ -3,17 +3,67 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .. import __version__
+from ..engine import Engine
+from ..pipeline import Pipeline
+from ..ports import Clock, Inbox, Link, SpillStore, StepModel
+from .acks import AckLedger
+from .config import Settings
+from .control import Control
+from .housekeeping import Housekeeping
+from .notify import Notifier
 
-if TYPE_CHECKING:
-    from .daemon import Daemon
+
+@dataclass
+class Counters:
+    received: int = 0
+    published: int = 0
+    acked: int = 0
+    not_acked_old_connection: int = 0
 
 
-def collect(d: Daemon) -> dict[str, Any]:
+class Observed(Protocol):
+    """What the stats read from the daemon (`daemon.Daemon`), and nothing else: they change nothing in it."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def model(self) -> StepModel: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def control(self) -> Control: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def inbox(self) -> Inbox[Any]: ...
+    @property
+    def ledger(self) -> AckLedger: ...
+    @property
+    def started_link(self) -> Link | None:
+        """None before the daemon started: the stats say so."""
+        ...
+
+    @property
+    def housekeeping(self) -> Housekeeping | None: ...
+    @property
+    def spill(self) -> SpillStore | None: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def notifier(self) -> Notifier: ...
+
+
+def collect(d: Observed) -> dict[str, Any]:
     st = d.engine.stats
-    link = d._link  # noqa: SLF001 - None before start(): the stats say so
+    link = d.started_link
     return {
         "received": d.counters.received,
         "readings": st.readings,
@@ -41,7 +91,7 @@ def collect(d: Daemon) -> dict[str, Any]:
 
 
 class StatsReporter:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.d = daemon
         self.started = self.last_t = daemon.clock.monotonic()
         self.last_results = 0
@@ -66,7 +116,7 @@ class StatsReporter:
         rate = (st["results"] - self.last_results) / max(now - self.last_t, 1e-9)
         self.last_t, self.last_results = now, st["results"]
         d.log.info("stats", rate_per_s=round(rate, 1), **st)
-        topic, link = d.settings.mqtt.stats_topic, d._link  # noqa: SLF001
+        topic, link = d.settings.mqtt.stats_topic, d.started_link
         if topic and link is not None and link.connected:
             # Retained, so a dashboard sees the latest at once; best effort (no reading waits for it).
             doc = {
