@@ -14,7 +14,6 @@ from typing import Any
 from ..engine import Engine
 from ..ports import Inbound
 from ..topics import TopicPattern
-from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply
 from .config import Settings
 from .homeassistant import Discovery
@@ -24,12 +23,21 @@ Reply = tuple[str, bytes, bool, bytes | None]  # ... and the MQTT v5 correlation
 
 
 class Control:
-    def __init__(self, settings: Settings, engine: Engine, log: Any, request_reload: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        log: Any,
+        request_reload: Callable[[], None],
+        request_checkpoint: Callable[[], bool],
+    ) -> None:
+        """`request_checkpoint`: asks for a checkpoint as soon as possible; False when durable state is
+        off."""
         self.settings = settings
         self.request_reload = request_reload  # as SIGHUP: the worker reloads before its next batch
+        self.request_checkpoint = request_checkpoint
         self.engine = engine
         self.log = log
-        self.checkpoints: CheckpointPolicy | None = None  # set once durable state is open
         c, ha, mq = settings.commands, settings.homeassistant, settings.mqtt
         self.command_topic = c.topic if c.enabled else None
         self.reply_topic = f"{c.topic}/reply"
@@ -76,16 +84,14 @@ class Control:
             assert cmd.stream is not None
             known = self.engine.reset_stream(cmd.stream)
             self._announced.pop(cmd.stream, None)
-            if self.checkpoints is not None:
-                self.checkpoints.request()  # the reset is durable once the next checkpoint is written
+            self.request_checkpoint()  # the reset is durable once the next checkpoint is written
             return reply("reset", True, stream=cmd.stream, known=known)
         if cmd.op == "reload":
             self.request_reload()
             return reply("reload", True, detail="requested: the outcome is logged (reloaded / reload_refused)")
         # checkpoint
-        if self.checkpoints is None:
+        if not self.request_checkpoint():
             return reply("checkpoint", False, error="durable state is off (checkpoint.enabled = false)")
-        self.checkpoints.request()
         return reply("checkpoint", True, detail="requested: written as soon as no result awaits the broker")
 
     def announce(self, stream: str) -> list[Publish]:

@@ -102,7 +102,8 @@ class Daemon:
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
-        self.control = Control(settings, self.engine, self.log, self._request_reload)  # commands, HA (opt-in)
+        # Commands and Home Assistant (both opt-in).
+        self.control = Control(settings, self.engine, self.log, self._request_reload, self._request_checkpoint)
         self.reject_log = RateLimitedLog(
             self.log,
             burst=settings.log.rejections_burst,
@@ -133,6 +134,12 @@ class Daemon:
 
     def _request_reload(self) -> None:
         self.reload_requested = True
+
+    def _request_checkpoint(self) -> bool:
+        if self.checkpoints is None:
+            return False  # durable state is off
+        self.checkpoints.request()
+        return True
 
     @property
     def link(self) -> Link:
@@ -194,7 +201,7 @@ class Daemon:
     def _open_durable(self) -> None:
         self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
         if self.durable is not None:
-            self.checkpoints = self.control.checkpoints = CheckpointPolicy(
+            self.checkpoints = CheckpointPolicy(
                 self.durable,
                 interval_s=self.settings.checkpoint.interval_s,
                 quiesce_timeout_s=self.quiesce_timeout_s,
