@@ -50,10 +50,23 @@ def default_text(field: FieldInfo) -> str:
 
 def bounds_text(field: FieldInfo) -> str:
     """`≥ 1`, `1 … 65535`, `> 0, < 0.5`, `1 … 128 characters`, the choices: what validation enforces."""
+    low, high, shortest, longest = _limits(field.metadata)
+    if low.startswith("≥") and high.startswith("≤"):
+        parts = [f"{low[2:]} … {high[2:]}"]
+    else:
+        parts = [p for p in (low, high) if p]
+    parts += _length_text(shortest, longest)
+    if typing.get_origin(field.annotation) is typing.Literal:
+        parts.append("one of " + ", ".join(f"`{_value(c)}`" for c in typing.get_args(field.annotation)))
+    return ", ".join(parts)
+
+
+def _limits(metadata: list[Any]) -> tuple[str, str, int | None, int | None]:
+    """The lower and upper bound as text, and the shortest and longest length allowed."""
     low = high = ""
     shortest: int | None = None
     longest: int | None = None
-    for m in field.metadata:
+    for m in metadata:
         if isinstance(m, at.Ge):
             low = f"≥ {_value(m.ge)}"
         elif isinstance(m, at.Gt):
@@ -66,19 +79,17 @@ def bounds_text(field: FieldInfo) -> str:
             shortest = m.min_length
         elif isinstance(m, at.MaxLen):
             longest = m.max_length
-    if low.startswith("≥") and high.startswith("≤"):
-        parts = [f"{low[2:]} … {high[2:]}"]
-    else:
-        parts = [p for p in (low, high) if p]
+    return low, high, shortest, longest
+
+
+def _length_text(shortest: int | None, longest: int | None) -> list[str]:
     if longest is not None:
-        parts.append(f"{shortest or 0} … {longest} characters")
-    elif shortest == 1:
-        parts.append("not empty")
-    elif shortest is not None:
-        parts.append(f"at least {shortest} characters")
-    if typing.get_origin(field.annotation) is typing.Literal:
-        parts.append("one of " + ", ".join(f"`{_value(c)}`" for c in typing.get_args(field.annotation)))
-    return ", ".join(parts)
+        return [f"{shortest or 0} … {longest} characters"]
+    if shortest == 1:
+        return ["not empty"]
+    if shortest is not None:
+        return [f"at least {shortest} characters"]
+    return []
 
 
 def rows(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
