@@ -219,52 +219,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    def fail(msg: str) -> int:
-        print(f"edge-lstm replay: {' '.join(msg.split())}", file=sys.stderr)
-        return 2
-
     if args.batch < 1:
-        return fail(f"--batch must be >= 1, got {args.batch}")
+        return _fail(f"--batch must be >= 1, got {args.batch}")
     try:
         model = open_model(args.model)
     except ValueError as e:
-        return fail(str(e))
+        return _fail(str(e))
     try:
         src: TextIO = sys.stdin if args.csv == "-" else open(args.csv, newline="", encoding="utf-8")
     except OSError as e:
-        return fail(f"cannot read {args.csv}: {e.strerror}")
+        return _fail(f"cannot read {args.csv}: {e.strerror}")
+    trace = Trace() if args.plot else None
+    first: list[str] = []  # the first stream seen
+    done = _write_results(args, src, model, trace, first)
+    if isinstance(done, str):
+        return _fail(done)
+    engine, summary = done
+    print(summary.render(), file=sys.stderr)
+    return _draw(args, trace, engine, first) if trace is not None else 0
+
+
+def _fail(msg: str) -> int:
+    print(f"edge-lstm replay: {' '.join(msg.split())}", file=sys.stderr)
+    return 2
+
+
+def _write_results(
+    args: argparse.Namespace, src: TextIO, model: Any, trace: Trace | None, first: list[str]
+) -> tuple[Engine, Summary] | str:
+    """Replay `src` into the output CSV (written to a `.partial` file renamed at the end); the engine and
+    the summary, or the error message. Closes `src`."""
     source: Any = src
     if src is not sys.stdin and sys.stderr.isatty() and os.path.getsize(args.csv) > 1 << 20:
         source = ProgressReader(src, os.path.getsize(args.csv))  # long files: a progress line on the terminal
-    trace = Trace() if args.plot else None
 
     def keep(r: Result, reading: Reading) -> None:
         if trace is not None and (r.stream == args.stream or (args.stream is None and r.stream == first[0])):
             trace.add(r, reading.values)
 
-    first: list[str] = []
     out_path = Path(args.out) if args.out else None
     tmp = out_path.with_name(out_path.name + ".partial") if out_path else None
     try:
         sink: TextIO = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
     except OSError as e:
         src.close()
-        return fail(f"cannot write {args.out}: {e.strerror}")
+        return f"cannot write {args.out}: {e.strerror}"
     ok = False
     try:
         writer = csv.writer(sink)
         engine = Engine(model, max_streams=10_000_000)
         header = [result_columns(engine)]  # written with the first result: nothing on a header error
 
-        def write(r: Result, line: int) -> None:
-            if header:
-                writer.writerow(header.pop())
-            writer.writerow(result_row(r, line))
-
         def write_first(r: Result, line: int) -> None:
             if not first:
                 first.append(r.stream)
-            write(r, line)
+            if header:
+                writer.writerow(header.pop())
+            writer.writerow(result_row(r, line))
 
         summary = replay(
             source, model, write_first, batch=args.batch, strict=args.strict, engine=engine, on_reading=keep
@@ -275,29 +286,34 @@ def main(args: argparse.Namespace) -> int:
             writer.writerow(header.pop())
         ok = True
     except ReplayError as e:
-        return fail(f"{args.csv}: {e}")
+        return f"{args.csv}: {e}"
     except UnicodeDecodeError as e:
-        return fail(f"{args.csv}: not UTF-8 text ({e.reason} at byte {e.start})")
+        return f"{args.csv}: not UTF-8 text ({e.reason} at byte {e.start})"
     finally:
-        if src is not sys.stdin:
-            src.close()
-        if tmp:
-            sink.close()
-            if ok:
-                tmp.replace(out_path)  # type: ignore[arg-type]
-            else:
-                tmp.unlink(missing_ok=True)
+        _close(src, sink, tmp, out_path, ok)
+    return engine, summary
+
+
+def _close(src: TextIO, sink: TextIO, tmp: Path | None, out_path: Path | None, ok: bool) -> None:
+    """Close the input; the output file replaces `out_path` when complete (`ok`), else is removed."""
+    if src is not sys.stdin:
+        src.close()
+    if tmp:
+        sink.close()
+        if ok:
+            tmp.replace(out_path)  # type: ignore[arg-type]
         else:
-            sink.flush()
-    print(summary.render(), file=sys.stderr)
-    if trace is not None:
-        if not trace.ts:
-            return fail(f"--plot: no readings of stream {args.stream or '(any)'} to draw")
-        try:
-            plot(
-                trace, engine.names, Path(args.plot), f"{first[0] if args.stream is None else args.stream}: {args.csv}"
-            )
-        except PlotUnavailable as e:
-            return fail(str(e))
-        print(f"replay: plot written to {args.plot}", file=sys.stderr)
+            tmp.unlink(missing_ok=True)
+    else:
+        sink.flush()
+
+
+def _draw(args: argparse.Namespace, trace: Trace, engine: Engine, first: list[str]) -> int:
+    if not trace.ts:
+        return _fail(f"--plot: no readings of stream {args.stream or '(any)'} to draw")
+    try:
+        plot(trace, engine.names, Path(args.plot), f"{first[0] if args.stream is None else args.stream}: {args.csv}")
+    except PlotUnavailable as e:
+        return _fail(str(e))
+    print(f"replay: plot written to {args.plot}", file=sys.stderr)
     return 0
