@@ -30,6 +30,7 @@ class Processed:
     publishes: list[tuple[str, bytes, bool]]  # (topic, payload, retain)
     reading: Reading | None  # stepped: journal it before acknowledging; None for a rejection
     rejection: Rejection | None
+    result: Result | None = None  # the stepped result (Home Assistant's state is built from it)
 
 
 class Pipeline:
@@ -83,7 +84,7 @@ class Pipeline:
                     # Retained: a subscriber (or Home Assistant) learns the current state on subscribing.
                     alarm = encode_alarm(res.alarm_event, model)
                     pubs.append((self.alarm_pattern.topic_for(res.stream), alarm, True))
-                out.append(Processed(m, topic, pubs, reading, None))  # type: ignore[arg-type]
+                out.append(Processed(m, topic, pubs, reading, None, res))  # type: ignore[arg-type]
             else:
                 rej: Rejection = res  # type: ignore[assignment]
                 pubs = [(errors_topic, encode_rejection(rej, topic), False)] if errors_topic else []

@@ -95,6 +95,7 @@ class Link(Protocol):
     connected: bool
     subscribed: bool
     generation: int  # connection number: acks are only sent for messages of the current one
+    session_present: bool  # the broker kept this client's session on the last connect (CONNACK flag)
     connects: int
     holds: int  # times reading from the broker paused because the worker was behind
     held_s: float

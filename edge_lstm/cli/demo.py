@@ -221,10 +221,13 @@ def _run_daemon(d: Any, stop: threading.Event, daemon_error: list[str]) -> None:
 
 
 def _print_flagged(observer: Any) -> None:
-    """The flag episodes that began since the last call, one line each (plain output)."""
+    """The flag episodes and alarm events since the last call, one line each (plain output)."""
     for _, _, line in observer.episodes:
         print(f"  flagged {line}", flush=True)
     observer.episodes.clear()
+    for line in observer.alarm_events:
+        print(f"  {line}", flush=True)
+    observer.alarm_events.clear()
 
 
 def _wait_online(observer: Any, d: Any, thread: threading.Thread, daemon_error: list[str], log_name: str) -> str | None:

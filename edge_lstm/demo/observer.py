@@ -51,6 +51,9 @@ class Observer:
         self.last_at: float | None = None
         self.feed: deque[str] = deque(maxlen=8)
         self.episodes: list[tuple[float, str, str]] = []  # new flag episodes, for plain output
+        self.alarm_events: list[str] = []  # alarm raised / cleared lines, as they happen (printed, then cleared)
+        self.alarms_raised = 0
+        self.alarms_cleared = 0
         self.model: dict[str, str] | None = None
         self.threshold: float | None = None
         self.subscribed = threading.Event()
@@ -59,7 +62,9 @@ class Observer:
             client_id=f"edge-lstm-demo-view-{os.getpid()}",
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        c.on_connect = lambda cl, *a: cl.subscribe([("edge-lstm/scores/+", 1), ("edge-lstm/status", 1)])
+        c.on_connect = lambda cl, *a: cl.subscribe(
+            [("edge-lstm/scores/+", 1), ("edge-lstm/status", 1), ("edge-lstm/alarms/+", 1)]
+        )
         c.on_subscribe = lambda *a: self.subscribed.set()
         c.on_message = lambda cl, ud, msg: self.inbox.put((msg.topic, bytes(msg.payload)))
         self.client = c
@@ -87,8 +92,34 @@ class Observer:
             n += 1
             if topic == "edge-lstm/status":
                 self.status = payload
-                continue
-            self._result(payload)
+            elif topic.startswith("edge-lstm/alarms/"):
+                self._alarm(payload)
+            else:
+                self._result(payload)
+
+    def _alarm(self, payload: bytes) -> None:
+        """An alarm change (retained on edge-lstm/alarms/<stream>): the moment Home Assistant's alarm
+        entity turns ON or OFF."""
+        try:
+            doc = json.loads(payload)
+            stream, state, since = str(doc["stream"]), str(doc["state"]), float(doc["since"])
+            peak, readings = doc.get("peak_score"), int(doc.get("readings", 0))
+        except (ValueError, KeyError, TypeError):
+            self.bad_payloads += 1
+            return
+        at = time.strftime("%H:%M:%S")
+        event_time = time.strftime("%H:%M:%S", time.localtime(since))
+        peak_s = f"{peak:.2f}" if isinstance(peak, (int, float)) else "?"
+        if state == "raised":
+            self.alarms_raised += 1
+            line = f"{at}  ALARM RAISED   {stream:<16} (event time {event_time}, score {peak_s})"
+        else:
+            self.alarms_cleared += 1
+            line = (
+                f"{at}  alarm cleared  {stream:<16} (event time {event_time}, after {readings} readings, peak {peak_s})"
+            )
+        self.alarm_events.append(line)
+        self.feed.appendleft(line)
 
     def _result(self, payload: bytes) -> None:
         try:
@@ -180,6 +211,10 @@ def summary(
         delays = [(a.first_flag_ts - a.start_ts) / fleet.interval for a in kd]  # type: ignore[operator]
         delay = f", median delay {statistics.median(delays):.0f} steps" if delays else ""
         lines.append(f"  {kind:<10} {len(kd):>3}/{len(ks)}{delay}")
+    lines.append(
+        f"alarms (edge-lstm/alarms/<stream>; Home Assistant's Alarm entities): {obs.alarms_raised} raised, "
+        f"{obs.alarms_cleared} cleared"
+    )
     fa_pct = 100.0 * obs.false_alarms / obs.normal_scored if obs.normal_scored else 0.0
     lines.append(
         f"false alarms: {obs.false_alarms} flagged readings outside injected anomalies "

@@ -2,7 +2,8 @@
 
 A command is a JSON object published on `commands.topic` (default `edge-lstm/command`):
 
-    {"op": "reset" | "inspect" | "checkpoint" | "reload", "stream": "pump-7"}   (`stream`: reset, inspect)
+    {"op": "reset" | "inspect" | "checkpoint" | "reload" | "remove", "stream": "pump-7"}
+    (`stream`: reset, inspect, remove; `remove` = reset + its Home Assistant device deleted)
 
 The reply is JSON `{"op", "ok", ...}` (`"error"` when not ok), sent to the command's MQTT v5 response
 topic with its correlation data, or (MQTT 3.1.1, or no response topic) to `<commands.topic>/reply`. A
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-OPS = ("reset", "inspect", "checkpoint", "reload")
-NEEDS_STREAM = ("reset", "inspect")
+OPS = ("reset", "inspect", "checkpoint", "reload", "remove")
+NEEDS_STREAM = ("reset", "inspect", "remove")
 MAX_COMMAND_BYTES = 4096
 
 

@@ -7,7 +7,6 @@ The daemon routes a received message here when its topic is one of `topics`, bef
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from ..ports import Inbound
 from ..topics import TopicPattern
 from .commands import CommandError, parse, reply
 from .config import Settings
-from .homeassistant import Discovery
+from .ha_bridge import HomeAssistantBridge
 
 Publish = tuple[str, bytes, bool]  # topic, payload, retain
 Reply = tuple[str, bytes, bool, bytes | None]  # ... and the MQTT v5 correlation data of a command's reply
@@ -42,16 +41,11 @@ class Control:
         self.command_topic = c.topic if c.enabled else None
         self.reply_topic = f"{c.topic}/reply"
         self.ha_status = f"{ha.discovery_prefix}/status" if ha.enabled else None
-        self.discovery = (
-            Discovery(ha.discovery_prefix, mq.client_id, mq.status_topic, engine.meta.name) if ha.enabled else None
-        )
+        self.ha = HomeAssistantBridge(settings, engine.meta, engine.table.max_streams) if ha.enabled else None
         self.topics = [t for t in (self.command_topic, self.ha_status) if t]
-        # The topics a stream's entities read, sanitised as the pipeline publishes them.
-        self._results = TopicPattern(mq.output_pattern)
         self._alarms = TopicPattern(mq.alarm_pattern) if mq.alarm_pattern else None
-        # Streams announced since start (bounded like the state table: a flood of ids cannot grow it).
-        self._announced: OrderedDict[str, None] = OrderedDict()
         self.commands = 0
+        self._side_effects: list[Publish] = []  # what a command publishes besides its reply (`remove`)
 
     def handles(self, topic: bytes) -> bool:
         return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
@@ -59,12 +53,13 @@ class Control:
     def handle(self, m: Inbound) -> list[Reply]:
         t = m.topic.decode("utf-8", "replace")
         if t == self.ha_status:
-            if m.payload.strip() == b"online":  # Home Assistant restarted: it forgot the discovery configs
-                self._announced.clear()
-                return [(*a, None) for s in list(self.engine.table.slots) for a in self.announce(s)]
+            if m.payload.strip() == b"online" and self.ha is not None:  # HA restarted: it forgot the configs
+                return [(*a, None) for a in self.ha.on_online(list(self.engine.table.slots))]
             return []
         # MQTT v5 request/response: the requester's response topic and correlation data; else <topic>/reply.
-        return [(m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)]
+        self._side_effects = []
+        answer = (m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)
+        return [answer, *((*a, None) for a in self._side_effects)]
 
     def _command(self, payload: bytes) -> bytes:
         self.commands += 1
@@ -80,12 +75,14 @@ class Control:
             if info is None:
                 return reply("inspect", False, stream=cmd.stream, error="no such stream in the state table")
             return reply("inspect", True, **info)
-        if cmd.op == "reset":
+        if cmd.op in ("reset", "remove"):
             assert cmd.stream is not None
             known = self.engine.reset_stream(cmd.stream)
-            self._announced.pop(cmd.stream, None)
             self.request_checkpoint()  # the reset is durable once the next checkpoint is written
-            return reply("reset", True, stream=cmd.stream, known=known)
+            if cmd.op == "remove":  # nothing of it stays retained; Home Assistant deletes its device
+                alarm = [(self._alarms.topic_for(cmd.stream), b"", True)] if self._alarms is not None else []
+                self._side_effects = alarm + (self.ha.remove(cmd.stream) if self.ha is not None else [])
+            return reply(cmd.op, True, stream=cmd.stream, known=known)
         if cmd.op == "reload":
             self.request_reload()
             return reply("reload", True, detail="requested: the outcome is logged (reloaded / reload_refused)")
@@ -93,15 +90,3 @@ class Control:
         if not self.request_checkpoint():
             return reply("checkpoint", False, error="durable state is off (checkpoint.enabled = false)")
         return reply("checkpoint", True, detail="requested: written as soon as no result awaits the broker")
-
-    def announce(self, stream: str) -> list[Publish]:
-        """Discovery configs for a stream not yet announced (nothing otherwise, or with discovery off)."""
-        if self.discovery is None or stream in self._announced:
-            return []
-        self._announced[stream] = None
-        if len(self._announced) > self.engine.table.max_streams:
-            self._announced.popitem(last=False)
-        result_topic = self._results.topic_for(stream)
-        alarm_topic = self._alarms.topic_for(stream) if self._alarms is not None else None
-        out = self.discovery.announcements(stream, result_topic, alarm_topic, likelihood=True)
-        return [(t, p, True) for t, p in out]

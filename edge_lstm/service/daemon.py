@@ -236,6 +236,8 @@ class Daemon:
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
+        if self.control.ha is not None:  # Home Assistant: configs per connection, held-back states (ha_bridge.py)
+            self.control.ha.tick(now, link, self.engine, self.housekeeping.take_idle_evicted(), self.log_stats)
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -279,7 +281,6 @@ class Daemon:
         c = self.counters
         qos = self.settings.mqtt.qos_out
         publish, ledger, reject_log = self.link.publish, self.ledger, self.reject_log
-        announce = self.control.announce if self.control.discovery is not None else None
         for p in processed:
             m = p.message
             r = p.rejection
@@ -293,9 +294,8 @@ class Daemon:
             if r is None:
                 entry.reading, entry.batch = p.reading, batch_no
                 c.published += 1
-                if announce is not None:
-                    for t, payload, retain in announce(p.reading.stream):  # type: ignore[union-attr]
-                        publish(t, payload, qos, retain)
+                if self.control.ha is not None and p.result is not None:  # configs, then state (ha_bridge.py)
+                    entry.handles += [publish(t, b, qos, rt) for t, b, rt in self.control.ha.on_result(p.result, now)]
             ledger.add(entry)
 
     def _ack_ready(self) -> None:

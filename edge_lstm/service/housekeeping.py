@@ -48,12 +48,18 @@ class Housekeeping:
         self._holds_logged = 0
         self._stall_logged = 0.0
         self._last_kick = 0.0
+        self._idle_evicted: list[str] = []  # streams evicted as idle, until taken (Home Assistant removal)
         self.stalls = 0
 
     def acks_flowing(self) -> bool:
         """Pausing intake for PUBACKs helps only while they arrive: if none came for a second, the network
         thread is probably holding (backpressure) and reads no PUBACK until the worker drains the inbox."""
         return self.clock.monotonic() - self.last_ack_progress < 1.0
+
+    def take_idle_evicted(self) -> list[str]:
+        """The streams evicted as idle since the last call."""
+        out, self._idle_evicted = self._idle_evicted, []
+        return out
 
     def acked(self, now: float) -> None:
         """Acknowledgements made progress (a stall is no progress, not a long backlog)."""
@@ -64,7 +70,9 @@ class Housekeeping:
         idle_timeout = s.engine.idle_timeout_s
         if idle_timeout and now - self.last_idle_check > min(10.0, idle_timeout):
             self.last_idle_check = now
-            self.engine.evict_idle(self.clock.time() - idle_timeout)
+            evicted = self.engine.evict_idle(self.clock.time() - idle_timeout)
+            if s.homeassistant.enabled and s.homeassistant.remove_on_evict:  # taken by ha_bridge.tick
+                self._idle_evicted += [r.stream for r in evicted]
         self.reject_log.flush()
         self._backpressure(now)
         if self.ledger and self.link.connected:

@@ -54,6 +54,24 @@ class PriorityPrefix:
         return f"<{PRIORITIES.get(level, 6)}>{line}"
 
 
+class LastProblem:
+    """Remembers the last warning or error logged: the stats' `last_error` (Home Assistant's "Last
+    error" entity), so a problem shows where people look without reading the journal."""
+
+    def __init__(self) -> None:
+        self.text = ""  # "<UTC time> <level> <event>", "" until the first one
+
+    def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        level = event_dict.get("level", method_name)
+        if level in ("warning", "error", "critical", "exception"):
+            when = str(event_dict.get("timestamp", ""))[:19]
+            self.text = f"{when}Z {level} {event_dict.get('event', '')}"[:255]  # HA states: 255 characters
+        return event_dict
+
+
+LAST_PROBLEM = LastProblem()
+
+
 def configure(
     level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, journal: bool | None = None
 ) -> None:
@@ -68,6 +86,7 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        LAST_PROBLEM,
     ]
     renderer: Callable[..., str | bytes]
     if fmt == "json":

@@ -20,6 +20,7 @@ from ..engine import Engine
 from ..ports import SpillStore, StateStore, StepModel
 from .checkpoints import CheckpointPolicy
 from .config import Settings
+from .control import Control
 from .startup import StartupError
 
 _APPLIED = {"model", "alarm"}  # the rest (log level included) waits for a restart
@@ -38,6 +39,8 @@ class Reloadable(Protocol):
     def reloader(self) -> Callable[[], tuple[Settings, StepModel]] | None: ...
     @property
     def engine(self) -> Engine: ...
+    @property
+    def control(self) -> Control: ...
     @property
     def log(self) -> Any: ...
     @property
@@ -75,6 +78,8 @@ def reload(d: Reloadable) -> None:
         d.restart_requested = True
         return
     d.model = model
+    if d.control.ha is not None:
+        d.control.ha.model_changed(model.meta)  # Home Assistant's stream devices show the new model
     d.settings = old.model_copy(update={"model": settings.model, "alarm": settings.alarm})
     if d.durable is not None and sha:
         d.durable.rebind(sha)

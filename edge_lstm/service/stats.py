@@ -9,11 +9,12 @@ from typing import Any, Protocol
 from .. import __version__
 from ..engine import Engine
 from ..pipeline import Pipeline
-from ..ports import Clock, Inbox, Link, SpillStore, StepModel
+from ..ports import Clock, Inbox, Link, SpillStore, StateStore, StepModel
 from .acks import AckLedger
 from .config import Settings
 from .control import Control
 from .housekeeping import Housekeeping
+from .logs import LAST_PROBLEM
 from .notify import Notifier
 
 
@@ -54,6 +55,8 @@ class Observed(Protocol):
     @property
     def spill(self) -> SpillStore | None: ...
     @property
+    def durable(self) -> StateStore | None: ...
+    @property
     def clock(self) -> Clock: ...
     @property
     def log(self) -> Any: ...
@@ -88,6 +91,12 @@ def collect(d: Observed) -> dict[str, Any]:
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
     }
+
+
+def durable(st: dict[str, Any], d: Observed) -> bool:
+    """Whether the streams' state survives a power cut: the stats' own `durable` flag when they have one
+    (durable/ may turn it off when the disk fails), else whether durable state is on at all."""
+    return bool(st.get("durable", d.durable is not None))
 
 
 class StatsReporter:
@@ -125,6 +134,8 @@ class StatsReporter:
                 "uptime_s": round(now - self.started, 1),
                 "version": __version__,
                 "model": d.model.meta.model_id,
+                "durable": durable(st, d),
+                "last_error": LAST_PROBLEM.text or "none",
             }
             link.publish(topic, json.dumps(doc, separators=(",", ":")).encode(), 0, True)
         d.notifier.status(

@@ -104,6 +104,8 @@ def run_demo(*args: str, timeout: float = 90) -> tuple[str, dict[str, float]]:
         "false_alarms": r"false alarms: (\d+) flagged readings",
         "normal": r"% of (\d+) normal readings",
         "rate": r"rate ([\d,]+) readings/s",
+        "raised": r"Alarm entities\): (\d+) raised",
+        "cleared": r"Alarm entities\): \d+ raised, (\d+) cleared",
     }.items():
         m = re.search(pattern, out)
         assert m, f"summary lacks {key!r}:\n{out}"
@@ -146,6 +148,10 @@ def test_demo_with_packaged_model() -> None:
     assert n["received"] > 0 and n["processed"] > 0
     assert n["received"] == n["published"] == n["processed"], out
     assert n["injected"] > 0, out
+    # What the daemon is for: alarms raised and cleared, each printed at the moment it happens.
+    assert n["raised"] >= 1 and n["cleared"] >= 1, out
+    assert len(re.findall(r"^  \d\d:\d\d:\d\d  ALARM RAISED ", out, re.M)) == n["raised"], out
+    assert len(re.findall(r"^  \d\d:\d\d:\d\d  alarm cleared ", out, re.M)) == n["cleared"], out
     if calibrated_well(default_model_path()):
         assert n["detected"] > 0, out
         assert n["false_alarms"] <= 0.02 * n["normal"], out

@@ -58,6 +58,7 @@ class FakeLink:
     connected: bool = False
     subscribed: bool = False
     generation: int = 0
+    session_present: bool = False  # as a clean start: the broker kept nothing
     connects: int = 0
     holds: int = 0
     held_s: float = 0.0

@@ -360,19 +360,97 @@ def test_commands_are_ignored_as_readings_when_disabled(step_model_path: Path, t
     assert d.stats()["rejected"] == {"bad_stream": 1}  # not our input pattern: a counted rejection
 
 
-def test_home_assistant_discovery_announces_each_stream_once(step_model_path: Path, tmp_path: Path) -> None:
-    d, link, _, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
+def test_home_assistant_configs_precede_each_state_and_states_are_rate_limited(
+    step_model_path: Path, tmp_path: Path
+) -> None:
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
     assert link.subscription == ["sensors/+", "homeassistant/status"]
-    for t in range(3):
-        link.deliver("sensors/pump", reading(T0 + t))
-    d.iteration(0.01)
-    configs = [s for s in link.sent if s.topic.startswith("homeassistant/")]
-    assert len(configs) == 3 and all(s.retain for s in configs)  # alarm, score, likelihood
-    doc = json.loads(configs[0].payload)
-    assert doc["state_topic"] == "edge-lstm/alarms/pump" and doc["availability_topic"] == "edge-lstm/status"
+    for t in range(30):  # 10 Hz for 3 s: the first state at once, the rest held back
+        link.deliver("sensors/pump", reading(T0 + t / 10))
+        d.iteration(0.01)
+        clock.advance(0.1)
+    ha = [s for s in link.sent if s.topic.startswith(("homeassistant/", "edge-lstm/ha/"))]
+    assert all(s.retain for s in ha)
+    stream = [s for s in ha if "pump" in s.topic]
+    kinds = ["empty" if not s.payload else "state" if s.topic.startswith("edge-lstm/ha/") else "config" for s in stream]
+    assert kinds == ["empty"] * 3 + ["config"] * 4 + ["state"]  # old topics cleared, configs, then one state
+    state = json.loads(stream[-1].payload)
+    assert state["alarm"] == "OFF" and state["score"] is None and state["warming_up"]  # HA: unknown, not 0.0
+    assert len(link.results("edge-lstm/scores/pump")) == 30  # the result topic keeps every reading
+    assert len([s for s in ha if s.topic.startswith("homeassistant/") and "/edge_lstm/daemon_" in s.topic]) == 8
+    clock.advance(10.0)
+    d.iteration(0.01)  # the interval has passed: the latest held-back state goes out, without a new reading
+    (late,) = [s for s in link.sent[len(ha) :] if s.topic == "edge-lstm/ha/pump"] or [None]
+    assert late is not None and json.loads(late.payload)["ts"] == T0 + 2.9
     link.deliver("homeassistant/status", b"online")  # Home Assistant restarted: announce again
     d.iteration(0.01)
-    assert len([s for s in link.sent if s.topic.startswith("homeassistant/")]) == 6
+    again = [s for s in link.sent if s.topic.startswith("homeassistant/") and s.payload]
+    assert len(again) == 2 * (8 + 4)  # the daemon's and the stream's configs, twice; no more empties
+
+
+def test_home_assistant_configs_again_when_the_broker_lost_its_state(step_model_path: Path, tmp_path: Path) -> None:
+    """A reconnection without the broker's session (restarted without persistence: its retained
+    messages are gone): every config again, and each stream's next state at once."""
+    d, link, clock, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
+    link.deliver("sensors/pump", reading(T0))
+    d.iteration(0.01)
+
+    def configs() -> int:
+        return len([s for s in link.sent if s.topic.startswith("homeassistant/") and s.payload])
+
+    def states() -> int:
+        return len(link.results("edge-lstm/ha/pump"))
+
+    assert (configs(), states()) == (8 + 4, 1)
+    link.session_present = True  # the broker kept the session: nothing again
+    link.disconnect()
+    link.connect()
+    link.deliver("sensors/pump", reading(T0 + 1))
+    d.iteration(0.01)
+    assert (configs(), states()) == (8 + 4, 1)  # and the state waits for its interval
+    link.session_present = False
+    link.disconnect()
+    link.connect()
+    link.deliver("sensors/pump", reading(T0 + 2))
+    d.iteration(0.01)
+    assert (configs(), states()) == (2 * (8 + 4), 2)
+
+
+def test_remove_command_clears_the_stream_in_home_assistant(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True}, commands={"enabled": True})
+    link.deliver("sensors/pump", reading(T0))
+    d.iteration(0.01)
+    configs = {s.topic for s in link.sent if s.topic.startswith("homeassistant/") and "pump" in s.topic and s.payload}
+    link.deliver("edge-lstm/command", b'{"op": "remove", "stream": "pump"}')
+    d.iteration(0.01)
+    cleared = {s.topic for s in link.sent if not s.payload and s.retain}
+    assert configs | {"edge-lstm/ha/pump", "edge-lstm/alarms/pump"} <= cleared
+    assert json.loads(link.results("edge-lstm/command/reply")[-1].payload) == {
+        "op": "remove",
+        "ok": True,
+        "stream": "pump",
+        "known": True,
+    }
+    assert "pump" not in d.engine.table
+
+
+def test_idle_eviction_removes_the_stream_from_home_assistant_when_asked(step_model_path: Path, tmp_path: Path) -> None:
+    d, link, clock, _ = make_daemon(
+        step_model_path,
+        tmp_path,
+        homeassistant={"enabled": True, "remove_on_evict": True},
+        engine={"idle_timeout_s": 5},
+    )
+    link.deliver("sensors/pump", reading(clock.time()))
+    d.iteration(0.01)
+    assert not [s for s in link.sent if s.topic == "edge-lstm/ha/pump" and not s.payload]
+    clock.advance(30.0)
+    d.iteration(0.01)
+    assert [s for s in link.sent if s.topic == "edge-lstm/ha/pump" and not s.payload and s.retain]
+    assert (
+        len([s for s in link.sent if s.topic.startswith("homeassistant/") and "pump" in s.topic and not s.payload])
+        == 3 + 4
+    )
 
 
 def test_a_v5_command_is_answered_on_its_response_topic(step_model_path: Path, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ __all__ = ["CommandSettings"]
 class CommandSettings(Section):
     enabled: bool = Field(
         default=False,
-        description="accept commands over MQTT (`reset`, `inspect`, `checkpoint`, `reload`; docs/operations.md, "
-        '"Commands over MQTT")',
+        description="accept commands over MQTT (`reset`, `inspect`, `checkpoint`, `reload`, `remove`; "
+        'docs/operations.md, "Commands over MQTT")',
     )
     topic: str = Field(
         default="edge-lstm/command",
