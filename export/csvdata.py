@@ -65,17 +65,19 @@ def read_csv(path: str | Path, features: Sequence[str] | None = None) -> CsvData
             continue
         if len(row) != len(header):
             raise DataError(f"{path}, line {line}: {len(row)} fields for {len(header)} columns")
-        values = []
-        for f, i in zip(features, cols):
-            try:
-                v = float(row[i])
-            except ValueError:
-                raise DataError(f"{path}, line {line}, column '{f}': {row[i]!r} is not a number") from None
-            if not math.isfinite(v):
-                raise DataError(f"{path}, line {line}, column '{f}': {row[i]!r} is not finite")
-            values.append(v)
+        values = [_value(row[i], f"{path}, line {line}, column '{f}'") for f, i in zip(features, cols)]
         key = row[stream_col].strip() if stream_col is not None else "0"
         series.setdefault(key, []).append(values)
     if not series:
         raise DataError(f"{path}: no data rows")
     return CsvData(list(features), {k: np.asarray(v, np.float64) for k, v in series.items()})
+
+
+def _value(cell: str, where: str) -> float:
+    try:
+        v = float(cell)
+    except ValueError:
+        raise DataError(f"{where}: {cell!r} is not a number") from None
+    if not math.isfinite(v):
+        raise DataError(f"{where}: {cell!r} is not finite")
+    return v

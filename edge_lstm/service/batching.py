@@ -98,17 +98,23 @@ def gather(
         # arriving reading, which at a steady 1,000 readings/s cost more CPU than the readings themselves
         # (docs/performance.md).
         waited = True
-        if bell is not None:
-            remaining = deadline - clock.monotonic()
-            if remaining > 0:
-                bell.wait(inbox, target_batch - len(items), remaining)
-        else:
-            while (remaining := deadline - clock.monotonic()) > 0:
-                if len(items) + inbox.qsize() >= target_batch:
-                    break
-                clock.sleep(min(remaining, SLICE_S))
+        _sleep_out(inbox, clock, bell, deadline, target_batch - len(items))
         try:
             item = inbox.get_nowait()
         except queue.Empty:
             break
     return items
+
+
+def _sleep_out(inbox: Inbox[Any], clock: Clock, bell: Bell | None, deadline: float, needed: int) -> None:
+    """Wait until `needed` more messages are in `inbox` or the monotonic `deadline`: in one wait on the
+    link's `bell`, else in slices of `SLICE_S`."""
+    if bell is not None:
+        remaining = deadline - clock.monotonic()
+        if remaining > 0:
+            bell.wait(inbox, needed, remaining)
+        return
+    while (remaining := deadline - clock.monotonic()) > 0:
+        if inbox.qsize() >= needed:
+            break
+        clock.sleep(min(remaining, SLICE_S))
