@@ -20,7 +20,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..ports import StepModel
@@ -68,29 +68,23 @@ def _run(args: argparse.Namespace) -> int:
     from ..service.config import load_settings
     from ..service.daemon import Daemon
     from ..service.logs import configure, get_logger
+    from ..service.requested import Requested
     from ..service.startup import preflight
 
     stop = threading.Event()
     daemon: Daemon | None = None
-    early: dict[str, Any] = {}  # what a signal asked for before the daemon existed (start-up)
+    requested = Requested()  # what the signals ask for, from now on: the daemon gets this very object
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flag it: no logging here. The handler runs in the main thread between bytecodes, maybe
         # while that thread holds structlog's (non-reentrant) output lock mid-line: logging from here
         # would deadlock the shutdown. Daemon.shutdown logs the reason.
-        reason = f"signal {signal.Signals(signum).name}"
-        if daemon is not None:
-            daemon.stop_reason = reason
-        else:
-            early["stop_reason"] = reason
+        requested.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
         _wake()
 
     def _on_hup(signum: int, frame: FrameType | None) -> None:
-        if daemon is not None:
-            daemon.reload_requested = True  # the worker reloads between two batches (service/reload.py)
-        else:
-            early["reload"] = True
+        requested.reload = True  # the worker reloads between two batches (service/reload.py)
         _wake()
 
     def _wake(*_: object) -> None:
@@ -128,11 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         return new, _load_model(new)
 
     if stop.is_set():  # stopped while starting: nothing received, nothing to drain
-        get_logger("edge_lstm.daemon").info("stopped", reason=early["stop_reason"], detail="before serving")
+        get_logger("edge_lstm.daemon").info("stopped", reason=requested.stop_reason, detail="before serving")
         return 0
-    daemon = Daemon(settings, model, reloader=_reload)
-    daemon.stop_reason = early.get("stop_reason", daemon.stop_reason)
-    daemon.reload_requested = daemon.reload_requested or early.get("reload", False)
+    daemon = Daemon(settings, model, reloader=_reload, requested=requested)
     _freeze_startup_objects()
     code = daemon.run(stop)
     if daemon.restart_requested and not stop.is_set():

@@ -43,6 +43,7 @@ from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
+from .requested import Requested
 from .state import open_state
 from .stats import Counters, StatsReporter, collect
 
@@ -71,11 +72,13 @@ class Daemon:
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
+        requested: Requested | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload."""
+        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload.
+        `requested`: the stop and reload requests, shared with the CLI's signal handlers."""
         self.settings = settings
         self.reloader = reloader
-        self.reload_requested = False  # set by the CLI's SIGHUP handler; acted on by the worker
+        self.requested = requested if requested is not None else Requested()
         self.restart_requested = False  # a reload that cannot be done in place: the CLI re-executes
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
@@ -116,7 +119,6 @@ class Daemon:
         self.ledger = AckLedger()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
-        self.stop_reason = "stop requested"  # set by the CLI's signal handler, logged at shutdown
         self.durable: StateStore | None = None  # once run() has restored it
         self.spill: SpillStore | None = None
         self.checkpoints: CheckpointPolicy | None = None
@@ -133,7 +135,7 @@ class Daemon:
         self.inbox.put(WAKE)
 
     def _request_reload(self) -> None:
-        self.reload_requested = True
+        self.requested.reload = True
 
     def _request_checkpoint(self) -> bool:
         if self.checkpoints is None:
@@ -212,8 +214,8 @@ class Daemon:
     def iteration(self, idle_wait: float) -> None:
         """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is
         ready, then readiness, watchdog and housekeeping."""
-        if self.reload_requested:
-            self.reload_requested = False
+        if self.requested.reload:
+            self.requested.reload = False
             reload(self)
         link = self.link
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
@@ -342,7 +344,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping("draining")
-        self.log.info("stopping", reason=self.stop_reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
+        reason = self.requested.stop_reason
+        self.log.info("stopping", reason=reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
         link = self.link
         link.stop_accepting()
         # Drain what was received before the stop: everything now in the inbox.

@@ -21,22 +21,24 @@ from ..ports import SpillStore, StateStore, StepModel
 from .checkpoints import CheckpointPolicy
 from .config import Settings
 from .control import Control
+from .requested import Requested
 from .startup import StartupError
 
 _APPLIED = {"model", "alarm"}  # the rest (log level included) waits for a restart
 
 
 class Reloadable(Protocol):
-    """What a reload reads from the daemon (`daemon.Daemon`), and the four fields it sets: the settings
-    and the model served, or the request to stop and restart."""
+    """What a reload reads from the daemon (`daemon.Daemon`), and what it sets: the settings and the
+    model served, or the stop reason and the request to restart."""
 
     settings: Settings
     model: StepModel
-    stop_reason: str
     restart_requested: bool
 
     @property
     def reloader(self) -> Callable[[], tuple[Settings, StepModel]] | None: ...
+    @property
+    def requested(self) -> Requested: ...
     @property
     def engine(self) -> Engine: ...
     @property
@@ -74,7 +76,7 @@ def reload(d: Reloadable) -> None:
             model_version=model.meta.version,
             detail="another state signature: restarting, every stream starts fresh",
         )
-        d.stop_reason = "reload with a model of another state signature"
+        d.requested.stop_reason = "reload with a model of another state signature"
         d.restart_requested = True
         return
     d.model = model
