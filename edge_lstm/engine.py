@@ -174,7 +174,7 @@ class Engine:
         """The readings newer than their stream's last one; the others (a duplicate, or out of order by
         event time) are rejected into `out`."""
         n = len(readings)
-        slots_get = self.table.slots.get
+        slots_get = self.table.index.get
         known = [slots_get(r.stream, -1) for r in readings]
         stale: set[int] = set()
         kidx = [j for j in range(n) if known[j] >= 0]

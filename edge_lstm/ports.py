@@ -80,8 +80,8 @@ class Bell(Protocol):
     """Rung by the link's network thread as messages arrive (`service.batching.Doorbell`), so that the
     worker sleeps out a batch window in one wait instead of polling the inbox."""
 
-    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> None:
-        """Worker: sleep until `needed` messages wait in `inbox`, or `timeout` seconds."""
+    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> bool:
+        """Worker: sleep until `needed` messages wait in `inbox` (True), or `timeout` seconds (False)."""
         ...
 
 
@@ -102,6 +102,7 @@ class Link(Protocol):
     max_inbox: int
     publish_failures: int
     intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
+    read_on: bool  # ... at its hard cap: read on even past the hold's bound (the PUBACKs are behind readings)
 
     @property
     def doorbell(self) -> Bell | None:

@@ -1,7 +1,12 @@
 """The state table: one preallocated slot per stream, for every state tensor and per-stream statistics.
 
-Arrays grow by doubling up to `max_streams`. When full, the least recently seen stream is evicted
-(LRU, O(1) via an ordered dict). Evicted rows are handed back so the caller can spill them.
+The arrays are allocated for `max_streams` rows at once, zeroed lazily by the kernel: a row costs memory
+once a stream uses it (no growth, no copies, no freed arrays fragmenting the heap). Floating-point
+columns of more than one value per stream are stored as float32 and computed in float64 (gathered as
+float64, rounded on scatter: scores stay within 1e-4 of an all-float64 table, bench/precision.py). The
+id -> slot index is a plain dict; recency is a per-slot counter, and when the table is full the least
+recently seen streams are evicted (one partial sort per batch). Evicted rows are handed back so the
+caller can spill them.
 
 Besides the model's recurrent state, the table holds named per-stream *columns* declared by the scorer
 and the alarm (running statistics, thresholds, hysteresis state): `Column(shape, dtype, init)`. They are
@@ -10,7 +15,6 @@ gathered and scattered with the rest of the row, checkpointed, spilled and resto
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +54,7 @@ class Column:
     shape: tuple[int, ...]
     dtype: type[np.generic]
     init: float | np.ndarray = 0.0
+    exact: bool = False  # stored as declared (compared for equality): never narrowed to float32
 
 
 @dataclass(frozen=True)
@@ -75,15 +80,18 @@ class Gathered(dict[str, np.ndarray]):
     code looks columns up by `cols[key]`. A key assigned must be a table column (`scatter` writes it).
     """
 
-    __slots__ = ("_columns", "_slots")
+    __slots__ = ("_columns", "_slots", "_widen")
 
-    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray) -> None:
+    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: frozenset[str] = frozenset()) -> None:
         super().__init__()
-        self._columns, self._slots = columns, slots
+        self._columns, self._slots, self._widen = columns, slots, widen
 
     def __missing__(self, key: str) -> np.ndarray:
         # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
-        v = self[key] = self._columns[key].take(self._slots, axis=0)
+        v = self._columns[key].take(self._slots, axis=0)
+        if key in self._widen:
+            v = v.astype(np.float64)  # stored float32, computed in float64
+        self[key] = v
         return v
 
     def __contains__(self, key: object) -> bool:
@@ -96,6 +104,21 @@ class Gathered(dict[str, np.ndarray]):
             columns[k][slots] = v
 
 
+_UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
+
+
+# Store float64 vectors and matrices as float32 (bench/precision.py measures what it changes; False: as
+# declared, its reference run).
+FLOAT32_STORAGE = True
+
+
+def _storage(spec: Column) -> type[np.generic]:
+    """float32 for a float64 column of more than one value per stream (vectors, matrices: most of a row's
+    bytes); scalars (event times, thresholds) keep their dtype."""
+    narrow = FLOAT32_STORAGE and spec.dtype is np.float64 and spec.shape and not spec.exact
+    return np.float32 if narrow else spec.dtype
+
+
 class StateTable:
     def __init__(
         self,
@@ -103,59 +126,60 @@ class StateTable:
         n_predictions: int,
         *,
         max_streams: int = 10_000,
-        initial_capacity: int = 64,
         columns: Mapping[str, Column] | None = None,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be >= 1")
+        n = self.capacity = self.max_streams = max_streams
         self.state_shapes = [tuple(s) for s in state_shapes]
         self.n_predictions = n_predictions
-        self.max_streams = max_streams
-        self.capacity = 0
-        self.slots: OrderedDict[str, int] = OrderedDict()  # LRU order: least recently seen first
-        self._free: list[int] = []
-        self.states: list[np.ndarray] = [np.zeros((0, *s), np.float32) for s in self.state_shapes]
-        self.last_ts = np.zeros(0, np.float64)
-        self.steps = np.zeros(0, np.int64)
-        self.anomalies = np.zeros(0, np.int64)
-        self.prediction = np.zeros((0, n_predictions), np.float64)
+        self.index: dict[str, int] = {}  # stream -> slot
+        self._names: list[str | None] = [None] * n  # slot -> stream
+        self.seen = np.full(n, _UNUSED, np.int64)  # when each slot's stream was last acquired (a counter)
+        self._tick = 0
+        self._fresh = 0  # slots from here on were never used
+        self._free: list[int] = []  # used slots given back (evict), handed out again first
+        # np.zeros: the kernel's zero pages, so untouched rows cost no memory.
+        self.states: list[np.ndarray] = [np.zeros((n, *s), np.float32) for s in self.state_shapes]
+        self.last_ts = np.zeros(n, np.float64)
+        self.steps = np.zeros(n, np.int64)
+        self.anomalies = np.zeros(n, np.int64)
+        # The model's output: float32 anyway.
+        self.prediction = np.zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
         self.column_specs: dict[str, Column] = dict(columns or {})
         self.columns: dict[str, np.ndarray] = {
-            k: np.zeros((0, *c.shape), c.dtype) for k, c in self.column_specs.items()
+            k: np.zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
         }
-        self._grow(min(initial_capacity, max_streams))
+        self._widen = frozenset(k for k, a in self.columns.items() if a.dtype != self.column_specs[k].dtype)
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return len(self.index)
 
     def __contains__(self, stream: str) -> bool:
-        return stream in self.slots
+        return stream in self.index
+
+    @property
+    def slots(self) -> dict[str, int]:
+        """stream -> slot, least recently seen first (checkpoints keep this order). Built on each call:
+        look a stream up in `index`."""
+        used = self._lru()
+        names = self._names
+        return {names[i]: i for i in used.tolist()}
+
+    def _lru(self) -> np.ndarray:
+        """The used slots, least recently seen first."""
+        used = np.flatnonzero(self.seen != _UNUSED)
+        return used[np.argsort(self.seen[used], kind="stable")]
 
     def nbytes(self) -> int:
+        """Bytes of the rows in use (the arrays are allocated for `max_streams`, touched as used)."""
         arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction, *self.columns.values()]
-        return sum(a.nbytes for a in arrays)
-
-    def _grow(self, capacity: int) -> None:
-        old = self.capacity
-        if capacity <= old:
-            return
-
-        def grown(a: np.ndarray) -> np.ndarray:
-            b = np.zeros((capacity, *a.shape[1:]), a.dtype)
-            b[:old] = a
-            return b
-
-        self.states = [grown(a) for a in self.states]
-        self.last_ts, self.steps = grown(self.last_ts), grown(self.steps)
-        self.anomalies, self.prediction = grown(self.anomalies), grown(self.prediction)
-        self.columns = {k: grown(a) for k, a in self.columns.items()}
-        self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
-        self.capacity = capacity
+        return sum(a.nbytes for a in arrays) * self._fresh // self.capacity
 
     def gather(self, slots: np.ndarray) -> Gathered:
         """The columns of the rows at `slots` (distinct), gathered lazily: `Gathered.scatter` writes them
-        back. Valid until the table grows."""
-        return Gathered(self.columns, slots)
+        back."""
+        return Gathered(self.columns, slots, self._widen)
 
     def _reset(self, slots: np.ndarray) -> None:
         for a in self.states:
@@ -179,77 +203,94 @@ class StateTable:
         """`acquire` for a batch of distinct streams, with the per-stream numpy work done once.
 
         Returns the slots (in order), the rows evicted to make room (if `keep_evicted`), how many
-        streams were evicted, and the positions in `streams` of streams that got a fresh slot. Evicted
-        rows are copied out and new slots zeroed in one vectorised operation each: evicting is the
-        common case under a flood of new stream ids.
+        streams were evicted, and the positions in `streams` of streams that got a fresh slot. Streams
+        of the batch are never evicted for it; evicted rows are copied out and new slots zeroed in one
+        vectorised operation each: evicting is the common case under a flood of new stream ids.
         """
-        get, slots, free = self.slots.get, self.slots, self._free
-        out: list[int] = []
+        get = self.index.get
+        out = [get(stream, -1) for stream in streams]
+        fresh = [pos for pos, slot in enumerate(out) if slot < 0]
+        tick = self._tick
+        self._tick += len(streams)
+        known = [pos for pos, slot in enumerate(out) if slot >= 0]
+        if known:
+            self.seen[[out[p] for p in known]] = np.asarray(known, np.int64) + tick
+        victims = self._victims(len(fresh) - len(self._free) - (self.capacity - self._fresh), tick)
+        rows = self._detach(victims) if victims and keep_evicted else []
+        for _, slot in reversed(victims):  # the least recently seen's slot is handed out first
+            self._release(slot)
         new: list[int] = []
-        fresh: list[int] = []
-        victims: list[tuple[str, int]] = []
-        placed = 0  # streams of this batch sit at the MRU end of `slots` and are never victims
-        for pos, stream in enumerate(streams):
-            slot = get(stream)
-            if slot is not None:
-                slots.move_to_end(stream)
-                out.append(slot)
-                placed += 1
-                continue
-            if not free:
-                if self.capacity < self.max_streams:
-                    self._grow(min(self.capacity * 2, self.max_streams))
-                elif len(slots) > placed:
-                    victim = next(iter(slots))  # least recently seen, and not of this batch
-                    free.append(slots.pop(victim))
-                    victims.append((victim, free[-1]))
-                else:
-                    raise RuntimeError("state table full of streams of the current batch")
-            slot = free.pop()
-            slots[stream] = slot
-            out.append(slot)
+        for pos in fresh:
+            slot = self._free.pop() if self._free else self._take_fresh()
+            self.index[streams[pos]] = out[pos] = slot
+            self._names[slot] = streams[pos]
+            self.seen[slot] = tick + pos
             new.append(slot)
-            fresh.append(pos)
-            placed += 1
-        rows: list[StreamState] = []
-        if victims and keep_evicted:
-            v = np.asarray([slot for _, slot in victims], np.intp)
-            states = [a[v] for a in self.states]
-            last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
-            anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v]
-            cols = {k: a[v] for k, a in self.columns.items()}
-            rows = [
-                StreamState(
-                    name,
-                    [a[i] for a in states],
-                    last_ts[i],
-                    steps[i],
-                    anomalies[i],
-                    prediction[i],
-                    {k: c[i] for k, c in cols.items()},
-                )
-                for i, (name, _) in enumerate(victims)
-            ]
         if new:
             self._reset(np.asarray(new, np.intp))
         return np.asarray(out, np.intp), rows, len(victims), fresh
 
-    def evict(self, stream: str) -> StreamState:
-        slot = self.slots.pop(stream)
-        row = self.row(stream, slot)
+    def _take_fresh(self) -> int:
+        self._fresh += 1
+        return self._fresh - 1
+
+    def _victims(self, needed: int, tick: int) -> list[tuple[str, int]]:
+        """The `needed` least recently seen streams not of the current batch (acquired before `tick`)."""
+        if needed <= 0:
+            return []
+        older = np.flatnonzero(self.seen < tick)
+        if len(older) < needed:
+            raise RuntimeError("state table full of streams of the current batch")
+        if len(older) > needed:
+            older = older[np.argpartition(self.seen[older], needed - 1)[:needed]]
+        older = older[np.argsort(self.seen[older], kind="stable")]
+        names = self._names
+        return [(names[i], i) for i in older.tolist()]  # type: ignore[misc]
+
+    def _release(self, slot: int) -> None:
+        del self.index[self._names[slot]]  # type: ignore[arg-type]
+        self._names[slot] = None
+        self.seen[slot] = _UNUSED
         self._free.append(slot)
+
+    def _detach(self, victims: list[tuple[str, int]]) -> list[StreamState]:
+        """The victims' rows, copied out (in the columns' declared dtypes)."""
+        v = np.asarray([slot for _, slot in victims], np.intp)
+        states = [a[v] for a in self.states]
+        last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
+        anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v].astype(np.float64)
+        specs = self.column_specs
+        cols = {k: a[v].astype(specs[k].dtype, copy=False) for k, a in self.columns.items()}
+        return [
+            StreamState(
+                name,
+                [a[i] for a in states],
+                last_ts[i],
+                steps[i],
+                anomalies[i],
+                prediction[i],
+                {k: c[i] for k, c in cols.items()},
+            )
+            for i, (name, _) in enumerate(victims)
+        ]
+
+    def evict(self, stream: str) -> StreamState:
+        slot = self.index[stream]
+        row = self.row(stream, slot)
+        self._release(slot)
         return row
 
     def row(self, stream: str, slot: int | None = None) -> StreamState:
-        slot = self.slots[stream] if slot is None else slot
+        slot = self.index[stream] if slot is None else slot
+        specs = self.column_specs
         return StreamState(
             stream=stream,
             states=[a[slot].copy() for a in self.states],
             last_ts=self.last_ts.item(slot),
             steps=self.steps.item(slot),
             anomalies=self.anomalies.item(slot),
-            prediction=self.prediction[slot].copy(),
-            columns={k: a[slot].copy() for k, a in self.columns.items()},
+            prediction=self.prediction[slot].astype(np.float64),
+            columns={k: a[slot].astype(specs[k].dtype) for k, a in self.columns.items()},
         )
 
     def put_row(self, slot: int, row: StreamState) -> None:
@@ -277,4 +318,6 @@ class StateTable:
 
     def idle_streams(self, last_seen_before: float) -> list[str]:
         """Streams whose last processed event time is older than the given time (LRU order)."""
-        return [s for s, slot in self.slots.items() if self.last_ts[slot] < last_seen_before]
+        used = self._lru()
+        names = self._names
+        return [names[i] for i in used[self.last_ts[used] < last_seen_before].tolist()]

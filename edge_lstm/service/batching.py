@@ -1,10 +1,11 @@
 """The batch stage: take what the network thread queued and close a batch for the engine.
 
-A batch closes at `target_batch` readings, at `max_batch`, or `max_wait_s` after its first reading,
-whichever comes first. At low rates the wait buys fewer, larger model calls: most of a small batch's
-cost is per call (at a steady 1,000 readings/s a batch of ~23 cost the worker ~2.5 ms: engine 1.4,
-decode/encode 0.5, publish, journal and acks 0.5, waits and the batch write 0.2; docs/performance.md,
-round 5); at high rates batches fill before the wait ends.
+A batch closes at `max_batch`, at `target_batch` readings, at `not_before` (the worker's pace), or
+`max_wait_s` after its first reading, whichever comes first. The pace is set by the daemon from what
+the previous batch cost the worker (`Daemon._pace`, `engine.batch_cpu_percent`): most of a small batch's
+cost is per call, not per reading (docs/performance.md, round 5), so under steady load waiting for
+more readings saves CPU, while a reading after a pause is stepped at once (low latency). At high rates
+batches fill to `target_batch` before any wait ends.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ from ..ports import WAKE, Bell, Clock, Inbound, Inbox
 SLICE_S = 0.002
 
 _NEVER = sys.maxsize
+_EPSILON_S = 1e-6  # a wait's float leftover (end - now) is not worth a slice
 
 
 class Doorbell:
@@ -45,14 +48,64 @@ class Doorbell:
             self.rung += 1
             self._event.set()
 
-    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> None:
-        """Worker: sleep until `needed` messages wait in `inbox`, or `timeout` seconds."""
+    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> bool:
+        """Worker: sleep until `needed` messages wait in `inbox` (True), or `timeout` seconds (False)."""
         self._event.clear()
         self.at = needed  # set before looking at the inbox: an append after the look rings
-        if inbox.qsize() < needed:
+        there = inbox.qsize() >= needed
+        if not there:
             self.waits += 1
-            self._event.wait(timeout)
+            there = self._event.wait(timeout)
         self.at = _NEVER
+        return there
+
+
+class Pace:
+    """The batch window's pace: a batch that cost the worker c s of CPU (`time.thread_time` from
+    `started` to `finished`: processing and acks) delays the next one to `next_at` = c / share later,
+    so that under steady load the worker stays near `cpu_percent` of a core (batches grow with the rate),
+    while a reading after a pause is stepped at once. Most of a small batch's cost is per call, not per
+    reading (docs/performance.md, rounds 5 and 7)."""
+
+    def __init__(self, clock: Clock, cpu_percent: float) -> None:
+        self.clock, self.share = clock, cpu_percent / 100.0
+        self.next_at = 0.0  # clock.monotonic(): the next batch closes no sooner (`gather`'s not_before)
+        self._cpu0 = -1.0
+
+    def started(self) -> None:
+        self._cpu0 = time.thread_time()
+
+    def finished(self) -> None:
+        """After a worker cycle; sets `next_at` if the cycle processed a batch."""
+        if self._cpu0 >= 0:
+            self.next_at = self.clock.monotonic() + (time.thread_time() - self._cpu0) / self.share
+            self._cpu0 = -1.0
+
+
+def _take_waiting(inbox: Inbox[Any], items: list[Inbound], woken: Callable[[], None], max_batch: int) -> None:
+    """Move what waits in `inbox` to `items` (up to `max_batch` items); `WAKE`s call `woken`."""
+    while len(items) < max_batch:
+        try:
+            item = inbox.get_nowait()
+        except queue.Empty:
+            break
+        if item is WAKE:
+            woken()
+        else:
+            items.append(item)
+
+
+def _wait(inbox: Inbox[Any], clock: Clock, bell: Bell | None, needed: int, timeout: float) -> bool:
+    """Sleep `timeout` s, or until `needed` messages wait (then True): in one wait with a `bell`, in
+    slices without."""
+    if bell is not None:
+        return bell.wait(inbox, needed, timeout)
+    end = clock.monotonic() + timeout
+    while (remaining := end - clock.monotonic()) > _EPSILON_S:
+        if inbox.qsize() >= needed:
+            return True
+        clock.sleep(min(remaining, SLICE_S))
+    return inbox.qsize() >= needed
 
 
 def gather(
@@ -64,57 +117,39 @@ def gather(
     max_batch: int,
     target_batch: int,
     max_wait_s: float,
+    not_before: float = float("inf"),
     bell: Bell | None = None,
 ) -> list[Inbound]:
-    """Wait up to `idle_wait` for a first message, then fill a batch. `WAKE` items (PUBACKs arrived)
-    call `woken`; a wake-up with no reading behind it returns at once, so acks go out without delay.
-    With a `bell` (rung by the link as messages arrive) the window is slept out in one wait; without
-    one, in slices of `SLICE_S`."""
+    """Wait up to `idle_wait` for a first message, then fill a batch. It closes at `max_batch`, at
+    `target_batch` once nothing more waits, at `not_before` (`clock.monotonic()` time; at once if that
+    has passed), or `max_wait_s` after the first message, whichever comes first. `WAKE` items (PUBACKs
+    arrived) call `woken`; a wake-up with no reading behind it returns at once, so acks go out without
+    delay. With a `bell` (rung by the link as messages arrive) the wait is one sleep; without one,
+    slices of `SLICE_S`."""
     items: list[Inbound] = []
     try:
         # A signal handler that interrupts this wait must put something (cli/run.py, `_wake`): CPython
         # before 3.13 can otherwise go on waiting past the timeout until a message arrives.
-        item = inbox.get(timeout=idle_wait)
+        first = inbox.get(timeout=idle_wait)
     except queue.Empty:
         return items
-    deadline = clock.monotonic() + max_wait_s
-    waited = False
-    while True:
-        if item is WAKE:
-            woken()
-            if not items and inbox.empty():
-                break  # only PUBACKs to act on: ack now rather than wait for readings
-        else:
-            items.append(item)
-            if len(items) >= max_batch:
-                break
-        try:
-            item = inbox.get_nowait()
-            continue
-        except queue.Empty:
-            if waited or len(items) >= target_batch:
-                break
-        # Sleep rather than block on the queue: blocking wakes this thread, and moves the GIL, once per
-        # arriving reading, which at a steady 1,000 readings/s cost more CPU than the readings themselves
-        # (docs/performance.md).
-        waited = True
-        _sleep_out(inbox, clock, bell, deadline, target_batch - len(items))
-        try:
-            item = inbox.get_nowait()
-        except queue.Empty:
+    now = clock.monotonic()
+    close_at = min(now + max_wait_s, not_before)
+    if first is WAKE:
+        woken()
+    else:
+        items.append(first)
+    _take_waiting(inbox, items, woken, max_batch)
+    if not items:
+        return items  # only PUBACKs to act on: ack now rather than wait for readings
+    # Sleep rather than block on the queue: blocking wakes this thread, and moves the GIL, once per
+    # arriving reading, which at a steady 1,000 readings/s cost more CPU than the readings themselves
+    # (docs/performance.md).
+    filled = True  # a wait that ends with the inbox at the target (what arrived may be WAKEs): wait on
+    while filled and len(items) < min(target_batch, max_batch):
+        remaining = close_at - clock.monotonic()
+        if remaining <= _EPSILON_S:
             break
+        filled = _wait(inbox, clock, bell, target_batch - len(items), remaining)
+        _take_waiting(inbox, items, woken, max_batch)
     return items
-
-
-def _sleep_out(inbox: Inbox[Any], clock: Clock, bell: Bell | None, deadline: float, needed: int) -> None:
-    """Wait until `needed` more messages are in `inbox` or the monotonic `deadline`: in one wait on the
-    link's `bell`, else in slices of `SLICE_S`."""
-    if bell is not None:
-        remaining = deadline - clock.monotonic()
-        if remaining > 0:
-            bell.wait(inbox, needed, remaining)
-        return
-    while (remaining := deadline - clock.monotonic()) > 0:
-        if inbox.qsize() >= needed:
-            break
-        clock.sleep(min(remaining, SLICE_S))

@@ -35,7 +35,7 @@ from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, S
 from ..reading import Decoder
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
-from .batching import gather
+from .batching import Pace, gather
 from .checkpoints import CheckpointPolicy
 from .config import MqttSettings, Settings, cleartext_password
 from .control import Control
@@ -60,6 +60,7 @@ class Daemon:
     """The worker: owns the engine, the pipeline and the link. `run(stop)` blocks until `stop` is set."""
 
     idle_poll_s = 0.1  # how long the worker waits for a message when idle (stop/watchdog latency)
+    hard_unacked = 30_000  # readings awaiting PUBACKs, at most: results + alarms within 65,535 packet ids
     drain_timeout_s = 5.0  # at shutdown: how long to wait for the broker to take the last results
     quiesce_timeout_s = 2.0  # how long intake may pause for a checkpoint before it is postponed
 
@@ -115,7 +116,7 @@ class Daemon:
         )
         self.inbox: Inbox[Any] = queue.SimpleQueue()
         self._link_factory = link_factory
-        self._link: Link | None = None
+        self.started_link: Link | None = None  # made by start(); None before (the stats say so)
         self.ledger = AckLedger()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
@@ -127,6 +128,7 @@ class Daemon:
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
         # readings wait for their results' PUBACKs; the inbox then fills and the network thread holds.
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
+        self.pace = Pace(self.clock, eng.batch_cpu_percent)  # the batch window (batching.py)
         self.unacked_pauses = 0
 
     def wake(self) -> None:
@@ -145,14 +147,9 @@ class Daemon:
 
     @property
     def link(self) -> Link:
-        if self._link is None:
+        if self.started_link is None:
             raise RuntimeError("the daemon has no link before run()")
-        return self._link
-
-    @property
-    def started_link(self) -> Link | None:
-        """The link, or None before run() made it (the stats say so)."""
-        return self._link
+        return self.started_link
 
     # ---- main loop ------------------------------------------------------------------------------
 
@@ -171,7 +168,7 @@ class Daemon:
         subscription: Any = (
             [self.input.subscription, *self.control.topics] if self.control.topics else (self.input.subscription)
         )
-        link = self._link = self._link_factory(s.mqtt, self.inbox, subscription, s.engine.max_queue)
+        link = self.started_link = self._link_factory(s.mqtt, self.inbox, subscription, s.engine.max_queue)
         meta = self.model.meta
         self.log.info(
             "starting",
@@ -221,7 +218,7 @@ class Daemon:
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
-        elif len(self.ledger) >= self.max_unacked and self.housekeeping.acks_flowing():  # type: ignore[union-attr]
+        elif self._unacked_pause():
             link.intake_paused = True
             self.unacked_pauses += 1
             self.clock.sleep(0.002)  # too many results unacknowledged by the broker: wait for PUBACKs
@@ -229,8 +226,10 @@ class Daemon:
             link.intake_paused = False
             batch = self._gather(idle_wait)
             if batch:
+                self.pace.started()
                 self._process(batch)
         self._ack_ready()
+        self.pace.finished()
         now = self.clock.monotonic()
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
@@ -240,6 +239,11 @@ class Daemon:
         self.housekeeping.run(now)
         if self.control.ha is not None:  # Home Assistant: configs per connection, held-back states (ha_bridge.py)
             self.control.ha.tick(now, link, self.engine, self.housekeeping.take_idle_evicted(), self.log_stats)
+
+    def _unacked_pause(self) -> bool:
+        """Pause intake at `max_unacked` while PUBACKs flow, at `hard_unacked` always (performance.md, round 7)."""
+        self.link.read_on = (n := len(self.ledger)) >= self.hard_unacked  # its PUBACKs: behind readings
+        return self.link.read_on or (n >= self.max_unacked and self.housekeeping.acks_flowing())  # type: ignore[union-attr]
 
     def _gather(self, idle_wait: float) -> list[Inbound]:
         eng = self.settings.engine
@@ -251,6 +255,7 @@ class Daemon:
             max_batch=eng.max_batch,
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
+            not_before=self.pace.next_at,
             bell=self.link.doorbell,  # MqttLink rings it as readings arrive
         )
 

@@ -2,7 +2,7 @@
 
 Rules this module keeps (docs/operations.md, "How messages flow"):
 
-* `on_message` (and `on_reading`, paho_fast's path for plain QoS 1 readings) only appends
+* `on_message` (and `on_reading`, the paho adapter's path for plain QoS 1 readings) only appends
   `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
   `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
   work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
@@ -12,7 +12,7 @@ Rules this module keeps (docs/operations.md, "How messages flow"):
 * `manual_ack=True`: a reading is acked only once its result is with the broker; the inbound queue is
   bounded by backpressure (`_hold`), as mosquitto ignores Receive Maximum on a resumed session.
 * Availability: last will `offline` (retained), `online` (retained) published on every (re)connect.
-The paho client subclass (batched wake-ups, window repair) is in `paho_client.py`.
+paho's client subclass and every other touch of paho's internals are in the adapter (`paho_adapter/`).
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from ..ports import WAKE, Inbound
 from .batching import Doorbell
 from .config import MqttSettings
 from .logs import get_logger
-from .paho_client import BatchedClient, is_handed_over
+from .paho_adapter import BatchedClient, is_handed_over, raw_topic, settle_dropped_qos0
 
 ONLINE = b"online"
 OFFLINE = b"offline"
 
 __all__ = ["OFFLINE", "ONLINE", "WAKE", "Inbound", "MqttLink", "is_handed_over"]
+
 
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason: another client connected with our client id
 
@@ -70,6 +71,7 @@ class MqttLink:
         self.max_queue = max_queue
         self.resume_below = max_queue // 2
         self.intake_paused = False  # set by the worker while it waits for PUBACKs (see _hold)
+        self.read_on = False  # ... at its hard cap of unacknowledged readings
         self.doorbell = Doorbell()  # rung when the inbox holds what the worker's batch waits for
         self.max_inbox = 0  # the most readings ever waiting for the worker
         self.holds = 0  # times the network thread stopped reading because the worker was behind
@@ -165,11 +167,8 @@ class MqttLink:
             if info.rc != paho.MQTT_ERR_QUEUE_SIZE:
                 break
             info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
-        if qos == 0 and info.rc != paho.MQTT_ERR_SUCCESS and not info._published:  # noqa: SLF001
-            # paho drops a QoS 0 message it cannot send (rc NO_CONN while disconnected) and never
-            # completes its info (client.py `publish`, qos == 0 branch). The message is gone, as QoS 0
-            # allows; mark it done or the reading waiting for it would never be acknowledged.
-            info._set_as_published()  # noqa: SLF001
+        if qos == 0:
+            settle_dropped_qos0(info)  # or the reading waiting for a dropped QoS 0 message never is acked
         return info
 
     @contextmanager
@@ -188,8 +187,7 @@ class MqttLink:
         self.log.warning("mqtt_publish_kicked", **asdict(r))  # stuck, inflight_counter/_actual, oldest_age_s
         return r.stuck
 
-    def handed_over(self, handle: paho.MQTTMessageInfo) -> bool:
-        return bool(handle._published)  # noqa: SLF001 - see is_handed_over
+    handed_over = staticmethod(is_handed_over)  # per pending result and check: no extra call
 
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:
@@ -339,7 +337,7 @@ class MqttLink:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Nothing but an append: see the module docstring.
-        topic = msg._topic  # noqa: SLF001 - raw bytes: decoding is the worker's job
+        topic = raw_topic(msg)  # decoding is the worker's job
         m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
         if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
             props = getattr(msg, "properties", None)
@@ -380,11 +378,13 @@ class MqttLink:
         limit = t0 + self.cfg.keepalive / 2
         # While the worker waits for PUBACKs (which only this thread reads: Daemon.max_unacked, or a
         # checkpoint), keep reading, or both threads would wait for each other until `limit`; but never
-        # beyond 1.5 x max_queue waiting readings, so memory stays bounded whatever the broker sends.
+        # beyond 1.5 x max_queue waiting readings, so memory stays bounded whatever the broker sends; except
+        # at the worker's hard cap (`read_on`, Daemon._unacked_pause): its PUBACKs sit behind readings.
         cap = self.max_queue + self.resume_below
         while self.accepting and time.monotonic() < limit:
             waiting = self.inbox.qsize()
-            if waiting <= self.resume_below or (self.intake_paused and waiting < cap):
+            paused = self.intake_paused and (waiting < cap or self.read_on)
+            if waiting <= self.resume_below or paused:
                 break
             time.sleep(0.002)
         self.held_s += time.monotonic() - t0

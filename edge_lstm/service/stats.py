@@ -66,7 +66,7 @@ class Observed(Protocol):
 
 def collect(d: Observed) -> dict[str, Any]:
     st = d.engine.stats
-    link = d.started_link
+    link = d.started_link  # None before start(): the stats say so
     return {
         "received": d.counters.received,
         "readings": st.readings,

@@ -62,3 +62,47 @@ def test_inbound_queue_stays_bounded_and_nothing_is_lost(
         (f"m{s}", 1_700_000_000.0 + step) for s in range(n_streams) for step in range(steps)
     }
     assert d.stats()["rejected"] == {}
+
+
+class CappedDaemon(Daemon):
+    """A hard cap of unacknowledged readings small enough to reach with a test's backlog (30,000 in use)."""
+
+    hard_unacked = 300
+
+
+def test_a_backlog_that_holds_the_pubacks_back_stays_under_the_hard_cap_and_loses_nothing(
+    broker, step_model_path, tmp_path, collector, publisher, monkeypatch
+) -> None:
+    """A resumed session's backlog: mosquitto sends all of it, the PUBACKs of the daemon's results queue
+    behind it. The worker stops at `hard_unacked` unacknowledged readings (a flood of 100,000 once ran
+    results past paho's 65,535 packet ids and lost one for good), and the network thread reads on past
+    its usual bound, since only reading brings those PUBACKs: everything is scored and acknowledged."""
+    for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
+        monkeypatch.delenv(k)
+    settings = load_settings(
+        None,
+        model=str(step_model_path),
+        state_dir=str(tmp_path),
+        engine={"max_queue": 2000, "max_batch": 100},
+        mqtt={"port": broker.port, "client_id": "capped-consumer", "max_inflight": 1000},
+    )
+    first = CappedDaemon(settings)  # makes the persistent session
+    stop, t = start_in_thread(first)
+    stop.set()
+    t.join(30)
+    pub = publisher(broker.port)
+    n = 20000
+    for i in range(n):  # queued for the session while the daemon is away
+        pub.send(f"sensors/b{i}", reading_payload(1_700_000_000, [1.0, 2.0, 3.0]))
+    pub.flush()
+    col = collector(broker.port, ["edge-lstm/scores/#"])
+    d = CappedDaemon(settings)
+    stop, t = start_in_thread(d)
+    results = col.wait_count("edge-lstm/scores/", n, timeout=60)
+    deadline = time.monotonic() + 30
+    while (d.counters.acked < n or len(d.ledger)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    t.join(30)
+    assert len({r["stream"] for r in results}) == n and d.counters.acked == n and not len(d.ledger)
+    assert d.ledger.max_outstanding <= CappedDaemon.hard_unacked + settings.engine.max_batch

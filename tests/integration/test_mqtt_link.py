@@ -107,3 +107,20 @@ def _drain(inbox: queue.SimpleQueue, into: set[bytes]) -> set[bytes]:
         topic = getattr(m, "topic", None)
         if topic is not None:
             into.add(topic)
+
+
+@pytest.mark.integration
+def test_the_broker_connection_has_nagle_off_after_every_connect(broker):
+    """TCP_NODELAY on the daemon's socket (paho does not set it): a batch's acks, written just after its
+    results, must not wait for the broker's ACK of them. Set on each new socket, so after a reconnect too."""
+    link = MqttLink(MqttSettings(port=broker.port, client_id="t-nodelay"), queue.SimpleQueue(), "nothing/here")
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        sock = link.client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        sock.shutdown(socket.SHUT_RDWR)  # the connection drops: paho reconnects on a new socket
+        assert _wait(lambda: link.client.socket() not in (None, sock) and link.subscribed, 15)
+        assert link.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        link.close()

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_lstm.service.paho_client import BatchedClient, is_handed_over
+from edge_lstm.service.paho_adapter.client import BatchedClient, is_handed_over
 from tests.support.mqtt import mqtt_client
 
 pytestmark = pytest.mark.integration

@@ -66,6 +66,7 @@ class FakeLink:
     publish_failures: int = 0
     intake_paused: bool = False
     doorbell: Bell | None = None  # none: the worker polls the inbox in slices, on the fake clock
+    read_on: bool = False
     accepting: bool = True
     closed: bool = False
     kicks: int = 0

@@ -1,4 +1,5 @@
-"""The batch stage: a batch closes at its target size, at max_batch, or max_wait after its first reading."""
+"""The batch stage: a batch closes at its target size, at max_batch, at its pace (`not_before`), or
+max_wait after its first reading."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ from edge_lstm.service.batching import SLICE_S, Doorbell, gather
 
 
 class ArrivingClock(FakeClock):
-    """Readings arrive while the worker sleeps: `per_sleep` of them each slice."""
+    """Readings arrive while the worker sleeps: `per_sleep` of them each slice, for `slices` slices."""
 
-    def __init__(self, inbox: queue.SimpleQueue[Any], per_sleep: int) -> None:
+    def __init__(self, inbox: queue.SimpleQueue[Any], per_sleep: int, slices: int = 10**9) -> None:
         super().__init__()
-        self.inbox, self.per_sleep, self.sleeps, self.n = inbox, per_sleep, 0, 1000
+        self.inbox, self.per_sleep, self.sleeps, self.n, self.slices = inbox, per_sleep, 0, 1000, slices
 
     def sleep(self, seconds: float) -> None:
         super().sleep(seconds)
         self.sleeps += 1
+        if self.sleeps > self.slices:
+            return
         for _ in range(self.per_sleep):
             self.n += 1
             self.inbox.put(self.n)
@@ -67,6 +70,32 @@ def test_the_batch_closes_when_arrivals_reach_the_target() -> None:
     got = _gather(inbox, clock, max_wait_s=1.0)
     assert clock.sleeps == 4 and len(got) == 33  # 1 + 4 x 8 >= 32: stepped after 4 slices, not 1 s
     assert clock.monotonic() - 1000.0 == pytest.approx(4 * SLICE_S)
+
+
+def test_a_batch_goes_at_once_when_its_pace_allows() -> None:
+    clock = FakeClock()
+    assert _gather(_filled(3), clock, not_before=clock.monotonic() - 1, max_wait_s=0.050) == [0, 1, 2]
+    assert clock.monotonic() == 1000.0  # the worker is within its budget: light load, no wait
+
+
+def test_a_batch_waits_for_its_pace_and_grows_meanwhile() -> None:
+    inbox = _filled(1)
+    clock = ArrivingClock(inbox, per_sleep=1)  # one reading every 2 ms slice
+    got = _gather(inbox, clock, not_before=clock.monotonic() + 0.010, max_wait_s=0.050, target_batch=64)
+    assert clock.monotonic() - 1000.0 == pytest.approx(0.010) and len(got) == 6  # 1 + 5 slices
+
+
+def test_max_wait_bounds_the_pace() -> None:
+    clock = FakeClock()
+    got = _gather(_filled(2), clock, not_before=clock.monotonic() + 600, max_wait_s=0.020)
+    assert got == [0, 1] and clock.monotonic() - 1000.0 == pytest.approx(0.020)
+
+
+def test_the_target_ends_a_paced_wait() -> None:
+    inbox = _filled(1)
+    clock = ArrivingClock(inbox, per_sleep=8)
+    got = _gather(inbox, clock, not_before=clock.monotonic() + 600, max_wait_s=600.0, target_batch=32)
+    assert len(got) == 33 and clock.sleeps == 4  # heavy load: full batches at once, whatever the pace
 
 
 def test_max_batch_caps_and_leaves_the_rest_queued() -> None:
@@ -127,3 +156,10 @@ def test_the_doorbell_does_not_wait_for_what_is_already_there() -> None:
     assert bell.waits == 0 and bell.at == sys.maxsize
     bell.arrived(10**6)  # nobody waits: no ring
     assert bell.rung == 0
+
+
+def test_with_a_doorbell_a_paced_wait_is_one_wait() -> None:
+    bell, clock = Doorbell(), FakeClock()
+    t0 = time.monotonic()
+    got = _gather(_filled(2), clock, bell=bell, not_before=clock.monotonic() + 0.005, max_wait_s=600.0)
+    assert got == [0, 1] and bell.waits == 1 and time.monotonic() - t0 < 60

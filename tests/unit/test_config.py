@@ -46,7 +46,7 @@ def test_defaults():
     assert (e.max_streams, e.max_batch, e.max_wait_ms, e.target_batch, e.threads, e.max_payload_bytes) == (
         10000,
         1024,
-        50.0,
+        20.0,
         64,
         1,
         4096,

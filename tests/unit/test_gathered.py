@@ -22,3 +22,12 @@ def test_gather_is_lazy_and_scatters_what_was_used() -> None:
     assert table["a"][3].tolist() == [6.0, -1.0] and table["a"][0].tolist() == [0.0, 1.0]
     assert table["b"].tolist() == [0.0, 6.0, 0.0, 5.0]
     assert table["c"][1] == 42.0 and np.array_equal(np.delete(table["c"], 1), np.delete(before_c, 1))
+
+
+def test_a_column_stored_as_float32_is_computed_in_float64_and_rounded_on_scatter() -> None:
+    table = {"v": np.zeros((3, 2), np.float32)}
+    g = Gathered(table, np.array([2, 0]), frozenset({"v"}))
+    assert g["v"].dtype == np.float64
+    g["v"] += 0.1
+    g.scatter()
+    assert table["v"].dtype == np.float32 and table["v"][2].tolist() == [np.float32(0.1)] * 2

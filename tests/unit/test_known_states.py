@@ -200,7 +200,7 @@ def test_a_reload_keeps_streams_resets_distances_to_other_states_and_refuses_ano
     # other states, the same number: the stream stays, its distances start far again
     assert engine.swap_model(load_model(_with_states(base, tmp_path / "c.onnx", other)), cfg, AlarmPolicy())
     assert "s" in engine.table and engine.table.row("s").steps == 60
-    np.testing.assert_array_equal(engine.table.columns["deviation.ek"][0], far)
+    np.testing.assert_array_equal(engine.table.columns["deviation.ek"][0], np.float32(far))  # stored float32
     # another number of states: the rows no longer fit, so the caller restarts
     three = [*other, {"mean": [2.0, 2.0, 2.0], "cov": eye}]
     assert not engine.swap_model(load_model(_with_states(base, tmp_path / "d.onnx", three)), cfg, AlarmPolicy())

@@ -1,4 +1,4 @@
-"""paho_fast's per-packet paths against paho's own, without a broker: a socket pair stands in for the
+"""The paho adapter's per-packet paths against paho's own, without a broker: a socket pair stands in for the
 connection (the broker-level checks are in tests/integration/test_paho_fast_path.py)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_lstm.service.paho_client import BatchedClient
-from edge_lstm.service.paho_fast import _PUBLISHED, _Info, _remaining_length
+from edge_lstm.service.paho_adapter.client import BatchedClient
+from edge_lstm.service.paho_adapter.fast import _PUBLISHED, _Info, _remaining_length
 
 
 @pytest.fixture

@@ -220,3 +220,13 @@ def test_stream_of_and_topic_for(prefix: list[str], suffix: list[str], level: st
     assert "+" not in out.split("/")[len(prefix)] and "#" not in out
     assert mqtt_matches(p.subscription, out)
     assert p.stream_of(out) == (sanitize_stream(stream) or None)
+
+
+def test_the_pipelines_output_topic_cache_is_bounded() -> None:
+    from edge_lstm.pipeline import TOPIC_CACHE, Pipeline
+
+    p = Pipeline(None, None, TopicPattern("sensors/{stream}"), TopicPattern("out/{stream}"))  # type: ignore[arg-type]
+    for i in range(TOPIC_CACHE * 3):
+        assert p.topic_for(f"s/{i}") == TopicPattern("out/{stream}").topic_for(f"s/{i}")
+    assert len(p._topics) <= TOPIC_CACHE  # no entry per stream of a large table
+    assert p.topic_for("s/1") == p.topic_for("s/1")

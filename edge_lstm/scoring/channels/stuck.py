@@ -36,7 +36,7 @@ UNKNOWN = -1  # stuck.longest of a stream restored from a checkpoint written bef
 def columns(features: int) -> dict[str, Column]:
     f = (features,)
     return {
-        "stuck.last": Column(f, np.float64, np.nan),  # the previous reading, feature units
+        "stuck.last": Column(f, np.float64, np.nan, exact=True),  # the previous reading (compared: exact)
         "stuck.run": Column(f, np.int64, 0),  # readings in the current run of identical values
         "stuck.longest": Column(f, np.int64, UNKNOWN),  # longest run during the baseline
     }

@@ -23,19 +23,23 @@ class EngineSettings(Section):
         description="received readings waiting for the worker; at this many, reading from the broker pauses "
         "until half are processed (up to 1.5× while the worker itself waits for PUBACKs)",
     )
-    # service/batching.py; the measurements are docs/performance.md, round 5.
+    # The batch window (service/batching.py, Daemon._pace; docs/performance.md, round 7): a batch is
+    # stepped at once while the worker is within its CPU share, else when its pace allows, when it holds
+    # target_batch readings, or max_wait_ms after its first reading at the latest.
     max_wait_ms: float = Field(
-        default=50.0, ge=0, description="a batch is stepped this long after its first reading at the latest, ms…"
+        default=20.0, ge=0, description="the longest a reading waits for its batch (the latency bound), ms"
     )
     target_batch: int = Field(
-        default=64,
-        ge=1,
-        description="…or as soon as it holds this many readings. At low rates the wait buys fewer, larger model "
-        "calls: a batch costs the worker ~1.5–2.5 ms whatever its size up to a few dozen readings, so 1,000 "
-        "streams × 1 Hz took ~8 % of a core with 50 / 64 against 13–15 % with 20 / 32, and 10 streams × 10 Hz "
-        "4 % against 9 %, for ~25 ms more latency at p50 and ~35 ms at p99 at those rates; at high rates "
-        "batches fill at once (docs/performance.md, round 5). Lower both (e.g. 5 and 8) for latency at the "
-        "cost of CPU",
+        default=64, ge=1, description="a batch of this many readings is stepped at once, whatever the pace"
+    )
+    batch_cpu_percent: float = Field(
+        default=8.0,
+        gt=0,
+        le=100,
+        description="the worker's pace, % of one core: after a batch that cost it c s of CPU, the next is "
+        "stepped no sooner than c / (this / 100) s later (within `max_wait_ms`). A reading after a pause is "
+        "stepped at once; steady load in batches large enough to keep the worker near this share (a small "
+        "batch's cost is mostly per call). Higher: lower latency, more CPU (docs/operations.md, the batch window)",
     )
     idle_timeout_s: float = Field(
         default=0.0, ge=0, description="evict streams with no reading for this long, seconds (0 = never)"

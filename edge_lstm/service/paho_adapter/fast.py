@@ -10,7 +10,7 @@
   so does an ack; a plain PUBACK completes its message and calls `on_handed_over` directly.
 
 Anything else takes paho's own path. These reach into paho 2.x internals (`_in_packet`,
-`_out_messages`, ...; paho is pinned below 3); tests/unit/test_paho_fast.py and
+`_out_messages`, ...: the paho adapter, `CHECKED_WITH` in `__init__`); tests/unit/test_paho_fast.py and
 tests/integration/test_paho_fast_path.py check each against stock paho.
 """
 
@@ -22,10 +22,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+try:
+    from paho.mqtt.exception import MalformedPacket  # paho 2.2
+except ImportError:  # paho 2.1 (./dev paho found it): defined, and raised, in properties
+    from paho.mqtt.properties import MalformedPacket  # type: ignore[attr-defined]
 
 READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
 

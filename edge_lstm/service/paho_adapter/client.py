@@ -5,26 +5,28 @@ session, the callbacks and backpressure):
   as one write (`batch`);
 * `repair_window`: resend QoS 1/2 messages paho left unsent while connected (`MqttLink.kick`);
 * the packets every reading costs (its PUBLISH, its result's PUBLISH and PUBACK) skip most of paho's
-  per-packet work (`paho_fast.FastPackets`, the base class);
+  per-packet work (`fast.FastPackets`, the base class);
 * reads are buffered: paho asks the socket for a packet's header, length and body separately (three
   `recv` calls per packet); here one `recv` takes whatever is there and later packets come from it.
 
-All reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live here together
-(paho is pinned below 3: pyproject.toml; tests/integration/test_paho_fast_path.py checks them against
-stock paho on a real broker).
+All reach into paho 2.x internals (`_packet_queue`, `_out_messages`, ...), so they live in the paho
+adapter (this package: `CHECKED_WITH` in `__init__`; tests/integration/test_paho_fast_path.py checks
+them against stock paho on a real broker).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-from .paho_fast import READ_SIZE, FastPackets
+from .fast import READ_SIZE, FastPackets
 
 # Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
 _AWAITING_ACK = (
@@ -35,6 +37,17 @@ _AWAITING_ACK = (
 )
 
 
+def no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """paho's `on_socket_open`: TCP_NODELAY on the broker connection. A batch's results go out as one
+    write, then its acks as another; with Nagle's algorithm on, the second small write (and the next
+    batch's results) waits for the broker's ACK of the first, which a broker may delay (delayed ACK)
+    when it has nothing to send back. paho does not set it."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (a Unix socket, the websockets wrapper): no Nagle to turn off
+
+
 def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
     """True once the broker has the message (PUBACK for QoS 1, written to the socket for QoS 0).
 
@@ -42,6 +55,22 @@ def is_handed_over(info: paho.MQTTMessageInfo) -> bool:
     though paho keeps it and sends it after reconnecting; the flag itself is what we need.
     """
     return bool(info._published)  # noqa: SLF001 - set under paho's condition; a bool read is atomic
+
+
+def settle_dropped_qos0(info: paho.MQTTMessageInfo) -> None:
+    """Mark a QoS 0 message paho refused (rc NO_CONN while disconnected) as done.
+
+    paho drops a QoS 0 message it cannot send and never completes its info (client.py `publish`, qos == 0
+    branch). The message is gone, as QoS 0 allows; whoever waits for it (a reading's acknowledgement)
+    must not wait forever.
+    """
+    if info.rc != paho.MQTT_ERR_SUCCESS and not info._published:  # noqa: SLF001
+        info._set_as_published()  # noqa: SLF001
+
+
+def raw_topic(msg: paho.MQTTMessage) -> bytes:
+    """A received message's topic as the bytes on the wire (`msg.topic` decodes it: the worker's job)."""
+    return bytes(msg._topic)  # noqa: SLF001
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +95,10 @@ class BatchedClient(FastPackets):
 
     # Inside `batch` (set there; declared in FastPackets): publishes and acks, one packet each.
     _coalesce_sock: object = None  # the connection they were made for
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_socket_open = no_delay
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rpos < len(self._rbuf):
