@@ -20,6 +20,7 @@ HINTS: dict[str, str] = {
     "duplicate": "already scored; publish a new ts",
     "out_of_order": "older than the stream's last reading; send each stream's readings in time order",
     "bad_stream": "publish on the input pattern's topics (mqtt.input_pattern) with a non-empty stream id",
+    "internal_error": "a bug in edge-lstm, not in the reading: please report it with the logged error",
 }
 
 

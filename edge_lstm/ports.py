@@ -13,6 +13,7 @@ import time as _time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -36,6 +37,8 @@ class SpillStore(Protocol):
     """Where evicted streams' rows go, and come back from when the stream returns."""
 
     rows: int  # stored now (every version of every stream), for the stats
+    dropped_streams: int  # streams dropped whole to stay within the store's size bound
+    lost: int  # rows a failed write (a full disk) could not store
 
     def put(self, rows: Sequence[StreamState]) -> None: ...
 
@@ -153,14 +156,49 @@ class SystemClock:
     sleep = staticmethod(_time.sleep)
 
 
+class Disk(Protocol):
+    """Every write of the durable state (`durable.disk.OsDisk`): files by descriptor, so that a test can
+    fail any write or fsync with `ENOSPC` as a full SD card does."""
+
+    def create(self, path: Path) -> int: ...
+
+    def open_append(self, path: Path) -> int: ...
+
+    def write(self, fd: int, data: bytes | memoryview) -> None: ...
+
+    def fsync(self, fd: int) -> None: ...
+
+    def close(self, fd: int) -> None: ...
+
+    def replace(self, src: Path, dst: Path) -> None: ...
+
+    def fsync_dir(self, directory: Path) -> None: ...
+
+    def free_bytes(self, directory: Path) -> int: ...
+
+
 class StateStore(Protocol):
-    """The disk: durable per-stream state (`durable.store.DurableState`), see docs/durability.md."""
+    """The disk: durable per-stream state (`durable.store.DurableState`), see docs/durability.md.
+
+    `durable` is False while the state directory cannot be written (a full SD card): serving goes on,
+    nothing is journaled, and `space_back()` says when a checkpoint is worth trying again."""
+
+    durable: bool
+    unjournaled: int  # readings acknowledged while not durable (a crash then loses their steps)
 
     def restore(self) -> dict[str, Any]: ...
 
+    def tick(self) -> None:
+        """Call every worker iteration: the journal's fsync timer."""
+        ...
+
+    def space_back(self) -> bool: ...
+
     def record(self, entries: Iterable[tuple[int, Reading]]) -> None: ...
 
-    def checkpoint(self) -> None: ...
+    def checkpoint(self) -> bool:
+        """Write a checkpoint; False if the disk refused it (the store is then not durable)."""
+        ...
 
     def rebind(self, model_sha256: str) -> None: ...
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,7 @@ REASONS = {
     "duplicate": "'ts' equals the stream's last processed ts (a redelivery)",
     "out_of_order": "'ts' is older than the stream's last processed ts",
     "bad_stream": "the topic does not name a valid stream",
+    "internal_error": "handling the reading raised (a bug): logged with its error, acknowledged",
 }
 
 
@@ -137,6 +139,64 @@ def _reject_constant(name: str) -> Any:
 _JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_int=float)
 
 
+class FutureGuard:
+    """The clock rule for readings ahead of the daemon's clock (docs/operations.md, "Field conditions").
+
+    A Pi without a real-time clock runs behind until NTP syncs, and sensors keep their own clocks, often
+    ahead of it. Rejecting every reading more than `max_future_s` ahead of the daemon would darken a
+    whole site; accepting them all would let one bogus reading a year ahead block its stream (every
+    later reading would be `out_of_order`). So the reference is the stream's own clock:
+
+    - a reading at most `max_future_s` ahead of the daemon's clock is not looked at here;
+    - one further ahead is admitted if it is at most `max_future_s` after the stream's newest reading
+      (its last processed `ts`, or the last one admitted here): the stream already runs that far ahead;
+    - otherwise it is held (rejected `ts_in_future`) until `confirm` consecutive readings agree, each
+      newer than the one before and at most `max_future_s` after it; the `confirm`-th is admitted.
+
+    A single bogus reading is therefore rejected and changes nothing (also after a restart: the
+    stream's `ts` never moved); a sensor whose clock is days ahead loses its first `confirm - 1`
+    readings, once. Memory: two dictionaries bounded by `max_streams` entries, only for streams ahead.
+    """
+
+    confirm = 3
+
+    def __init__(
+        self, max_future_s: float, last_ts: Callable[[str], float | None], *, max_streams: int = 10_000
+    ) -> None:
+        self.max_future_s = max_future_s
+        self.last_ts = last_ts  # the stream's last processed ts (None: not in the state table)
+        self.max_streams = max_streams
+        self.ahead: OrderedDict[str, float] = OrderedDict()  # streams confirmed ahead: newest admitted ts
+        self.pending: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (newest held ts, readings agreeing)
+
+    def admit(self, stream: str, ts: float) -> bool:
+        tol = self.max_future_s
+        ref = self.ahead.get(stream)
+        last = self.last_ts(stream)
+        if last is not None and (ref is None or last > ref):
+            ref = last
+        if ref is not None and ts <= ref + tol:
+            self._remember(self.ahead, stream, max(ts, ref))
+            self.pending.pop(stream, None)
+            return True
+        held = self.pending.get(stream)
+        if held is not None and held[0] < ts <= held[0] + tol:
+            if held[1] + 1 >= self.confirm:
+                del self.pending[stream]
+                self._remember(self.ahead, stream, ts)
+                return True
+            self._remember(self.pending, stream, (ts, held[1] + 1))
+            return False
+        self._remember(self.pending, stream, (ts, 1))
+        return False
+
+    def _remember(self, d: OrderedDict[str, Any], stream: str, value: Any) -> None:
+        d[stream] = value
+        d.move_to_end(stream)
+        if len(d) > self.max_streams:
+            d.popitem(last=False)
+
+
 class Decoder:
     """Decodes payloads for one model's features. Build once; call per message."""
 
@@ -147,7 +207,11 @@ class Decoder:
         max_payload_bytes: int = 4096,
         max_future_s: float = 300.0,
         max_stream_id: int = 256,
+        future_guard: FutureGuard | None = None,
     ) -> None:
+        """`future_guard`: admits readings further ahead than `max_future_s` by the stream's own clock
+        (the daemon's rule); None: every such reading is rejected `ts_in_future`."""
+        self.future_guard = future_guard
         self.features = tuple(features)
         self.max_payload_bytes = max_payload_bytes
         self.max_future_s = max_future_s
@@ -180,7 +244,7 @@ class Decoder:
         except (ValueError, RecursionError) as e:
             raise _Reject("not_json", str(e)[:120]) from None
         if isinstance(doc, dict):
-            ts = self._ts(doc.get("ts"), arrival_ts)
+            ts = self._ts(stream, doc.get("ts"), arrival_ts)
             return Reading(stream, ts, self._values(doc))
         if _is_number(doc):
             if len(self.features) != 1:
@@ -215,13 +279,27 @@ class Decoder:
             return tuple(vals)
         return tuple([_finite(v, f) for v, f in zip(vals, self.features)])
 
-    def _ts(self, raw: Any, arrival_ts: float) -> float:
+    def _ts(self, stream: str, raw: Any, arrival_ts: float) -> float:
         # The common case first: a float in epoch seconds. NaN fails every comparison; `< MS_ABOVE`
         # also keeps inf out (needed: with max_future_s = inf, or an infinite arrival time, the last
         # bound would let it through) and sends milliseconds and microseconds to parse_ts.
         if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
             return raw
-        return parse_ts(raw, arrival_ts, self.max_future_s)
+        guard = self.future_guard
+        if guard is None:
+            return parse_ts(raw, arrival_ts, self.max_future_s)
+        ts = parse_ts(raw, arrival_ts)  # any unit, no bound: the guard decides below
+        if ts <= arrival_ts + self.max_future_s or guard.admit(stream, ts):
+            return ts
+        try:
+            parse_ts(raw, arrival_ts, self.max_future_s)  # raises ts_in_future, with the unit it read
+        except TimestampError as e:
+            raise TimestampError(
+                e.reason,
+                f"{e.detail}; and ahead of the stream's own readings: held until {guard.confirm} readings "
+                "in a row confirm the stream's clock",
+            ) from None
+        return ts  # not reached: parse_ts raised
 
 
 def _is_number(v: Any) -> bool:

@@ -14,22 +14,28 @@ earlier versions as JSON `[batch, stream, ts, values]` still replay: JSON encodi
 steady load (docs/performance.md), the binary record is exact and a few times cheaper.
 `batch` numbers the engine call a reading was stepped in, so replay can step the same groups together
 (micro-batches of different composition may differ in the last float32 bit).
-Replay stops at the first torn or damaged record (the tail of a crash) and cuts the file there.
+A damaged record (its crc32 or length does not check) is skipped, logged and counted (`damaged`):
+replay resynchronises at the next record that checks, so the good records after it are not lost. Only
+a tail with no good record after it (the torn last write of a crash) is cut off.
+
+Every write goes through the disk port (`Disk`, durable/disk.py): a full disk raises from `append`,
+and the caller (store.py) decides what to do (serve on, not durable).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from ..ports import Disk
 from ..reading import Reading
+from .disk import OsDisk
 
 _HEAD = struct.Struct("<II")
 MAX_RECORD = 1 << 20
@@ -61,14 +67,27 @@ def _decode(payload: bytes) -> tuple[int, Reading]:
     return batch, Reading(payload[at:].decode(), ts, values)
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A damaged stretch of a segment that replay skipped."""
+
+    path: Path
+    offset: int
+    skipped_bytes: int
+    detail: str
+
+
 class Journal:
-    def __init__(self, directory: Path, *, fsync_interval_s: float = 5.0) -> None:
+    def __init__(self, directory: Path, *, fsync_interval_s: float = 5.0, disk: Disk | None = None) -> None:
         self.dir = directory
         self.fsync_interval_s = fsync_interval_s
+        self.disk: Disk = disk if disk is not None else OsDisk()
         self.segment = -1
-        self._file: BinaryIO | None = None
+        self._file: int | None = None  # the open segment's descriptor (written through the disk port)
         self._last_fsync = time.monotonic()
+        self._unsynced = False  # records written since the last fsync
         self.records = 0  # appended to the current segment
+        self.damaged: list[Damage] = []  # what replay skipped
         # The background fsync: `_fd` is read and closed only under `_fd_lock`.
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
@@ -83,9 +102,9 @@ class Journal:
         """Append to segment `segment` (created if missing)."""
         self._close_file()
         self.segment = segment
-        f = self._file = open(self.path(segment), "ab")
+        fd = self._file = self.disk.open_append(self.path(segment))
         with self._fd_lock:
-            self._fd = f.fileno()
+            self._fd = fd
         self.records = 0
 
     def path(self, segment: int) -> Path:
@@ -107,22 +126,42 @@ class Journal:
             parts.append(payload)
         n = len(parts) // 2
         if n:
-            f.write(b"".join(parts))
-            f.flush()
+            self.disk.write(f, b"".join(parts))
             self.records += n
+            self._unsynced = True
+            self.tick()
+
+    def tick(self) -> None:
+        """fsync (on the helper thread) if records are waiting for it and `fsync_interval_s` has passed;
+        called after every append and from the worker's loop, so the last records of a burst are synced
+        on time even if no further record comes."""
+        if self._unsynced and self._file is not None:
             now = time.monotonic()
             if now - self._last_fsync >= self.fsync_interval_s:
                 self._last_fsync = now
+                self._unsynced = False
                 self._request_sync()
 
     def sync(self) -> None:
         """fsync now, in this thread (rotation, close)."""
-        if self._file is not None:
-            self._file.flush()
-            with self._fd_lock:
-                if self._fd is not None:
-                    os.fsync(self._fd)
+        with self._fd_lock:
+            if self._fd is not None:
+                self.disk.fsync(self._fd)
+        self._unsynced = False
         self._last_fsync = time.monotonic()
+
+    def abandon(self) -> None:
+        """Stop writing the current segment without syncing it (the disk refused a write: its tail may
+        be torn, replay cuts it). The next `open` or `rotate` starts a new segment."""
+        with self._fd_lock:
+            fd, self._fd, self._file = self._fd, None, None
+        if fd is not None:
+            try:
+                self.disk.close(fd)
+            except OSError:
+                pass
+        self._sync_error = None
+        self._unsynced = False
 
     def _request_sync(self) -> None:
         if self._syncer is None:
@@ -139,13 +178,14 @@ class Journal:
             with self._fd_lock:  # the file may be rotated or closed meanwhile: then it was synced there
                 if self._fd is not None:
                     try:
-                        os.fsync(self._fd)  # releases the GIL: the worker goes on meanwhile
+                        self.disk.fsync(self._fd)  # releases the GIL: the worker goes on meanwhile
                     except OSError as e:
                         self._sync_error = e
 
     def rotate(self) -> int:
         """Make the current segment durable and continue in a new one; return its number."""
-        self.sync()
+        if self._file is not None:
+            self.sync()
         self.open(self.segment + 1)
         return self.segment
 
@@ -168,7 +208,7 @@ class Journal:
             self.sync()
             with self._fd_lock:
                 self._fd = None
-                self._file.close()
+                self.disk.close(self._file)
             self._file = None
 
     # ---- reading --------------------------------------------------------------------------------
@@ -185,7 +225,7 @@ class Journal:
         """(batch, reading) of every segment >= from_segment, in order; a torn tail is cut off."""
         for n, p in self.segments():
             if n >= from_segment:
-                yield from _read_segment(p)
+                yield from _read_segment(p, self.damaged)
 
 
 def replay_batches(records: Iterable[tuple[int, Reading]]) -> Iterator[list[Reading]]:
@@ -202,26 +242,46 @@ def replay_batches(records: Iterable[tuple[int, Reading]]) -> Iterator[list[Read
         yield group
 
 
-def _read_segment(path: Path) -> Iterator[tuple[int, Reading]]:
+def _record_at(data: bytes, pos: int) -> tuple[int, tuple[int, Reading]] | None:
+    """(end, record) of a record that checks at `pos`, or None."""
+    if pos + _HEAD.size > len(data):
+        return None
+    length, crc = _HEAD.unpack_from(data, pos)
+    end = pos + _HEAD.size + length
+    if length > MAX_RECORD or end > len(data):
+        return None
+    payload = data[pos + _HEAD.size : end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        return end, _decode(payload)
+    except (ValueError, TypeError, struct.error, UnicodeDecodeError):
+        return None
+
+
+def _next_record(data: bytes, pos: int) -> int | None:
+    """The offset of the next record that checks after a damaged one at `pos` (None: none follows)."""
+    for at in range(pos + 1, len(data) - _HEAD.size + 1):
+        if _record_at(data, at) is not None:
+            return at
+    return None
+
+
+def _read_segment(path: Path, damaged: list[Damage]) -> Iterator[tuple[int, Reading]]:
     with open(path, "rb") as f:
         data = f.read()
     pos = 0
     while pos < len(data):
-        if pos + _HEAD.size > len(data):
-            break
-        length, crc = _HEAD.unpack_from(data, pos)
-        end = pos + _HEAD.size + length
-        if length > MAX_RECORD or end > len(data):
-            break
-        payload = data[pos + _HEAD.size : end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            record = _decode(payload)
-        except (ValueError, TypeError, struct.error):
-            break
+        found = _record_at(data, pos)
+        if found is None:
+            resume = _next_record(data, pos)
+            if resume is None:
+                break  # the torn tail of a crash (or a damaged last record): cut below
+            damaged.append(Damage(path, pos, resume - pos, "record does not check (crc32, length or content)"))
+            pos = resume
+            continue
+        pos, record = found
         yield record
-        pos = end
     if pos < len(data):
         # The torn tail of a crash (or damage): cut it so that appends continue after good records.
         with open(path, "r+b") as f:

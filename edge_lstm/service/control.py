@@ -13,7 +13,7 @@ from typing import Any
 from ..engine import Engine
 from ..ports import Inbound
 from ..topics import TopicPattern
-from .commands import CommandError, parse, reply
+from .commands import CommandError, parse, reply, response_topic_problem
 from .config import Settings
 from .ha_bridge import HomeAssistantBridge
 
@@ -46,6 +46,11 @@ class Control:
         self._alarms = TopicPattern(mq.alarm_pattern) if mq.alarm_pattern else None
         self.commands = 0
         self._side_effects: list[Publish] = []  # what a command publishes besides its reply (`remove`)
+        self.command_errors = 0  # commands refused or failed (bad JSON, bad Response Topic, an exception)
+        self._own_topics = [t for t in (mq.status_topic, mq.stats_topic, mq.errors_topic, c.topic, self.ha_status) if t]
+        own = [TopicPattern(mq.input_pattern), TopicPattern(mq.output_pattern), self._alarms]
+        own.append(TopicPattern(ha.state_pattern) if ha.enabled else None)  # retained HA states
+        self._own_patterns = [p.stream_of for p in own if p is not None]
 
     def handles(self, topic: bytes) -> bool:
         return bool(self.topics) and topic.decode("utf-8", "replace") in self.topics
@@ -57,17 +62,43 @@ class Control:
                 return [(*a, None) for a in self.ha.on_online(list(self.engine.table.slots))]
             return []
         # MQTT v5 request/response: the requester's response topic and correlation data; else <topic>/reply.
+        self.commands += 1
+        if m.response_topic is not None:
+            problem = self.response_topic_problem(m.response_topic)
+            if problem is not None:
+                return [(self.reply_topic, self._refused(problem), False, m.correlation)]
         self._side_effects = []
         answer = (m.response_topic or self.reply_topic, self._command(m.payload), False, m.correlation)
         return [answer, *((*a, None) for a in self._side_effects)]
 
+    def response_topic_problem(self, topic: str) -> str | None:
+        return response_topic_problem(
+            topic,
+            own_topics=self._own_topics,
+            own_patterns=self._own_patterns,
+            forbidden_prefixes=[self.settings.homeassistant.discovery_prefix],
+            allowed_prefix=self.settings.commands.response_prefix,
+        )
+
+    def failed(self, m: Inbound, error: BaseException) -> list[Reply]:
+        """The reply to a command whose handling raised (a bug, never a reason to stop the daemon)."""
+        detail = f"{type(error).__name__}: {error}"[:300]
+        self.log.error("command_failed", topic=m.topic[:200].decode("utf-8", "replace"), error=detail)
+        self.command_errors += 1
+        if not self.command_topic or m.topic.decode("utf-8", "replace") != self.command_topic:
+            return []
+        return [(self.reply_topic, reply(None, False, error=f"internal error: {detail}"), False, None)]
+
+    def _refused(self, error: str) -> bytes:
+        self.log.warning("command_refused", error=error)
+        self.command_errors += 1
+        return reply(None, False, error=error)
+
     def _command(self, payload: bytes) -> bytes:
-        self.commands += 1
         try:
             cmd = parse(payload)
         except CommandError as e:
-            self.log.warning("command_refused", error=str(e))
-            return reply(None, False, error=str(e))
+            return self._refused(str(e))
         self.log.info("command", op=cmd.op, stream=cmd.stream)
         if cmd.op == "inspect":
             assert cmd.stream is not None

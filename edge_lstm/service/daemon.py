@@ -31,19 +31,21 @@ from ..engine import Engine
 from ..hints import hint
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
-from ..ports import WAKE, Clock, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
-from ..reading import Decoder
+from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .batching import Pace, gather
 from .checkpoints import CheckpointPolicy
+from .clocks import ArrivalStamps, decoder_for
 from .config import MqttSettings, Settings, cleartext_password
+from .contain import control_replies, run_pipeline
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
 from .requested import Requested
+from .retained import republish
 from .state import open_state
 from .stats import Counters, StatsReporter, collect
 
@@ -74,9 +76,11 @@ class Daemon:
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
         requested: Requested | None = None,
+        disk: Disk | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and the model again (SIGHUP, `reload`); None: no reload.
-        `requested`: the stop and reload requests, shared with the CLI's signal handlers."""
+        """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `requested`: the stop and
+        reload requests, shared with the CLI's signal handlers; `disk`: the state dir's."""
+        self.disk = disk
         self.settings = settings
         self.reloader = reloader
         self.requested = requested if requested is not None else Requested()
@@ -84,6 +88,7 @@ class Daemon:
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.stamps = ArrivalStamps(self.clock)
         # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
         self.engine = Engine(
             self.model,
@@ -93,9 +98,7 @@ class Daemon:
             alarms=settings.alarm.policy(),
         )
         self.input = TopicPattern(settings.mqtt.input_pattern)
-        decoder = Decoder(
-            self.model.meta.features, max_payload_bytes=eng.max_payload_bytes, max_future_s=eng.max_future_s
-        )
+        decoder = decoder_for(self.model.meta.features, eng, self.engine.table)
         self.pipeline = Pipeline(
             self.engine,
             decoder,
@@ -130,6 +133,7 @@ class Daemon:
         self.max_unacked = eng.max_queue + settings.mqtt.max_inflight
         self.pace = Pace(self.clock, eng.batch_cpu_percent)  # the batch window (batching.py)
         self.unacked_pauses = 0
+        self._retained_generation = -1  # the connection the retained state was last published on
 
     def wake(self) -> None:
         """Wake the worker if it waits for the inbox (it then looks at stop and reload requests); safe
@@ -198,7 +202,9 @@ class Daemon:
         link.start()
 
     def _open_durable(self) -> None:
-        self.durable, self.spill = open_state(self.settings, self.engine, self.model, self.log)
+        self.durable, self.spill = open_state(
+            self.settings, self.engine, self.model, self.log, self.disk, self.clock.monotonic
+        )
         if self.durable is not None:
             self.checkpoints = CheckpointPolicy(
                 self.durable,
@@ -234,6 +240,11 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
+        if link.connected and link.generation != self._retained_generation:
+            # A broker restarted without persistence forgot the retained alarms: publish the raised ones.
+            self._retained_generation = republish(
+                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
+            )
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)
@@ -262,26 +273,25 @@ class Daemon:
     def _process(self, batch: list[Inbound]) -> None:
         c = self.counters
         c.received += len(batch)
+        self.stamps.adjust(batch)  # arrival stamps that never go backwards (a wall-clock step)
         if self.control.topics:
             batch = self._control(batch)
-        processed = self.pipeline.run(batch)
-        batch_no = self.pipeline.batches
         now = self.clock.monotonic()
         with self.link.batch():
-            self._publish(processed, batch_no, now)
+            for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
+                self._publish(processed, batch_no, now)
         self.ledger.note_size()
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
         """Handle the messages on the daemon's own topics (replies acknowledged like results); return
         the readings."""
         readings = []
-        qos, now = self.settings.mqtt.qos_out, self.clock.monotonic()
+        qos, now, link = self.settings.mqtt.qos_out, self.clock.monotonic(), self.link
         for m in batch:
             if not self.control.handles(m.topic):
                 readings.append(m)
                 continue
-            handles = [self.link.publish(t, p, qos, r, c) for t, p, r, c in self.control.handle(m)]
-            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, handles))
+            self.ledger.add(Pending(m.mid, m.qos, m.generation, now, control_replies(link, self.control, m, qos)))
         return readings
 
     def _publish(self, processed: list[Processed], batch_no: int, now: float) -> None:

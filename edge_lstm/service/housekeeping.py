@@ -41,6 +41,7 @@ class Housekeeping:
         self.clock = clock
         self.log_stats = log_stats
         now = clock.monotonic()
+        self.started, self.started_wall = now, clock.time()
         self.last_stats = now
         self.last_idle_check = now
         self.last_ack_progress = now
@@ -70,7 +71,9 @@ class Housekeeping:
         idle_timeout = s.engine.idle_timeout_s
         if idle_timeout and now - self.last_idle_check > min(10.0, idle_timeout):
             self.last_idle_check = now
-            evicted = self.engine.evict_idle(self.clock.time() - idle_timeout)
+            # The cutoff moves with the monotonic clock from the wall time at start: a wall-clock step
+            # (NTP's first sync on a Pi without an RTC jumps days) must not evict every stream at once.
+            evicted = self.engine.evict_idle(self.started_wall + (now - self.started) - idle_timeout)
             if s.homeassistant.enabled and s.homeassistant.remove_on_evict:  # taken by ha_bridge.tick
                 self._idle_evicted += [r.stream for r in evicted]
         self.reject_log.flush()

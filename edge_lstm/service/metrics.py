@@ -23,6 +23,10 @@ COUNTERS = {
     "publish_refused": "results the broker refused",
     "reconnects": "reconnections to the broker",
     "commands": "commands received",
+    "command_errors": "commands refused or failed (bad JSON, refused Response Topic, an internal error)",
+    "unjournaled": "readings acknowledged while the state directory refused writes",
+    "spill_dropped_streams": "spilled streams dropped at spill.max_bytes (least recently seen first)",
+    "spill_lost": "evicted streams' rows lost because the spill store could not write them",
 }
 GAUGES = {
     "streams": "streams in the state table",
@@ -31,6 +35,7 @@ GAUGES = {
     "unacked": "readings waiting for their results to be handed over",
     "connected": "1 while connected to the broker",
     "mean_batch": "mean messages per worker batch",
+    "durable": "1 while the state is durable (0: checkpoints off, or the state directory refuses writes)",
 }
 
 

@@ -90,6 +90,12 @@ def collect(d: Observed) -> dict[str, Any]:
         "streams_spilled": d.spill.rows if d.spill is not None else 0,
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
+        "command_errors": d.control.command_errors,
+        # False while the state directory cannot be written (a full disk): serving on, nothing journaled.
+        "durable": bool(d.durable is not None and d.durable.durable),
+        "unjournaled": d.durable.unjournaled if d.durable is not None else 0,
+        "spill_dropped_streams": d.spill.dropped_streams if d.spill is not None else 0,
+        "spill_lost": d.spill.lost if d.spill is not None else 0,
     }
 
 
@@ -141,4 +147,6 @@ class StatsReporter:
         d.notifier.status(
             f"{st['results']} results, {st['streams']} streams, {rate:.0f}/s, "
             f"{'connected' if st['connected'] else 'disconnected'}"
+            # `systemctl status` shows it: the state directory refuses writes (a full SD card).
+            + ("" if st["durable"] or d.durable is None else ", NOT DURABLE (state directory full)")
         )

@@ -34,6 +34,7 @@ from edge_lstm import Engine, Reading, load_model
 from edge_lstm.demo.broker import BrokerUnavailable
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal
+from edge_lstm.durable.store import newest_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -292,7 +293,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
         assert results[0]["warming_up"] is True and results[0]["score"] == 0.0
         assert daemon.terminate() == 0
         # The new checkpoint is this model's, and holds only the new stream.
-        ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
+        ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
         assert ck is not None and [(r.stream, r.steps) for r in ck.rows] == [(f"pump-{name}", 3)]
     # The other model's journal was set aside with its checkpoint, not replayed into this model's state.
     assert [p.name for p in foreign_dir.glob("journal.1.model_mismatch.*")]
@@ -462,5 +463,5 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     assert back["ts"] == T0 + 3 and back["warming_up"] is False
     assert first.terminate() == 0
     model = load_model(model_path)
-    ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
+    ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None and {r.stream: r.steps for r in ck.rows} == {"pump-c": 3, "pump-a": 4}

@@ -21,7 +21,7 @@ import numpy as np
 from edge_lstm import Engine, Reading, Result
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal
-from edge_lstm.durable.store import load_into
+from edge_lstm.durable.store import load_into, newest_checkpoint
 
 # ---- broker ------------------------------------------------------------------------------------
 
@@ -77,7 +77,9 @@ def reference_run(model: Any, readings: list[Reading], batch: int) -> tuple[Engi
 def restored_engine(model: Any, state_dir: Path) -> tuple[Engine, checkpoint.Checkpoint, int]:
     """What a restart would load from `state_dir`, loaded by the production code (durable.store.load_into),
     read-only. Returns (engine, checkpoint, journal records replayed)."""
-    ck = checkpoint.load(state_dir / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
+    newest = newest_checkpoint(state_dir)
+    assert newest is not None, f"no checkpoint in {state_dir}"
+    ck = checkpoint.load(newest, model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None, f"no checkpoint in {state_dir}"
     engine = Engine(model)
     loaded = load_into(engine, ck, Journal(state_dir))

@@ -135,24 +135,22 @@ def test_journal_round_trip_and_torn_tail(tmp_path: Path) -> None:
     assert [n for n, _ in j.segments()] == [1]
 
 
-def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(tmp_path: Path) -> None:
     """A slow disk (an SD card's fsync) must not stall appends; a failed fsync stops the next append."""
-    import edge_lstm.durable.journal as journal_mod
+    from support.disk import FaultyDisk
 
     started, release = threading.Event(), threading.Event()
     synced: list[int] = []
-    real_fsync = os.fsync
 
     def slow_fsync(fd: int) -> None:
         started.set()
         assert release.wait(10)
-        real_fsync(fd)
+        os.fsync(fd)
         synced.append(fd)
 
-    monkeypatch.setattr(journal_mod.os, "fsync", slow_fsync)
-    j = Journal(tmp_path, fsync_interval_s=0.0)
+    disk = FaultyDisk()
+    disk.fsync_hook = slow_fsync
+    j = Journal(tmp_path, fsync_interval_s=0.0, disk=disk)
     j.open(0)
     readings = traffic(2, 4)
     j.append((0, r) for r in readings[:4])  # due: asks the helper thread to fsync
@@ -167,8 +165,8 @@ def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(journal_mod.os, "fsync", failing_fsync)
-    j = Journal(tmp_path, fsync_interval_s=0.0)
+    disk.fsync_hook = failing_fsync
+    j = Journal(tmp_path, fsync_interval_s=0.0, disk=disk)
     j.open(1)
     j.append((0, r) for r in readings[:1])
     deadline = time.monotonic() + 5
@@ -176,7 +174,7 @@ def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(
         time.sleep(0.01)
     with pytest.raises(OSError, match="Input/output error"):
         j.append((1, r) for r in readings[1:2])
-    monkeypatch.setattr(journal_mod.os, "fsync", real_fsync)
+    disk.fsync_hook = None
     j.close()
 
 
@@ -265,13 +263,16 @@ def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) ->
     import os
 
     os.close(d._lock)
-    (tmp_path / "checkpoint").write_bytes(b"garbage")
+    from edge_lstm.durable.store import generations
+
+    for _, path in generations(tmp_path):  # every generation damaged: nothing to fall back to
+        path.write_bytes(b"garbage")
     log = _Log()
     fresh = Engine(model)
     info = DurableState(tmp_path, fresh, model.sha256, log).restore()
     assert not info["checkpoint"] and info["replayed"] == 0 and len(fresh.table) == 0
     assert [e for e, _ in log.events][:1] == ["checkpoint_set_aside"]
-    assert list(tmp_path.glob("journal.*.corrupt.*")) and list(tmp_path.glob("checkpoint.corrupt.*"))
+    assert list(tmp_path.glob("journal.*.corrupt.*")) and list(tmp_path.glob("checkpoint.*.corrupt.*"))
 
 
 def test_journal_records_are_exact_and_old_json_records_still_replay(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from .metrics import MetricsSettings
 from .mqtt import MqttSettings, TlsSettings, cleartext_password
 from .scoring import ScoringSettings
 from .settings import Settings
+from .spill import SpillSettings
 
 __all__ = [
     "CONFIG_ENV",
@@ -42,6 +43,7 @@ __all__ = [
     "ScoringSettings",
     "Section",
     "Settings",
+    "SpillSettings",
     "TlsSettings",
     "cleartext_password",
     "describe_validation_error",

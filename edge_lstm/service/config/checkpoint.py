@@ -16,6 +16,6 @@ class CheckpointSettings(Section):
     fsync_interval_s: float = Field(
         default=5.0,
         ge=0,
-        description="how often the journal is fsynced, seconds: what a power cut can lose (a process crash "
-        "loses nothing)",
+        description="how often the journal is fsynced (on a timer), seconds: what a power cut can lose (a "
+        "process crash loses nothing)",
     )

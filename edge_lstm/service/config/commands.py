@@ -22,7 +22,14 @@ class CommandSettings(Section):
         description="where commands arrive; replies go to the v5 response topic, else `<topic>/reply`",
     )
 
-    @field_validator("topic")
+    response_prefix: str = Field(
+        default="",
+        description='MQTT v5 Response Topics must start with this (`""`: any topic that is not one of the '
+        "daemon's own, a `$` topic or under the discovery prefix; wildcards never); a refused one gets its "
+        "error on `<topic>/reply`",
+    )
+
+    @field_validator("topic", "response_prefix")
     @classmethod
     def _plain(cls, v: str) -> str:
-        return plain_topic(v)
+        return plain_topic(v) if v else v

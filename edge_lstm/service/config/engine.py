@@ -42,7 +42,10 @@ class EngineSettings(Section):
         "batch's cost is mostly per call). Higher: lower latency, more CPU (docs/operations.md, the batch window)",
     )
     idle_timeout_s: float = Field(
-        default=0.0, ge=0, description="evict streams with no reading for this long, seconds (0 = never)"
+        default=0.0,
+        ge=0,
+        description="evict streams with no reading for this long, seconds (0 = never); evicted streams are "
+        "spilled (`engine.evicted`), not dropped, and the cutoff follows the monotonic clock",
     )
     threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads")
     evicted: Literal["spill", "drop"] = Field(
@@ -55,5 +58,9 @@ class EngineSettings(Section):
     )
     max_payload_bytes: int = Field(default=4096, ge=16, description="larger payloads are rejected `too_large`, bytes")
     max_future_s: float = Field(
-        default=300.0, ge=0, description="a `ts` further ahead than this is rejected `ts_in_future`, seconds"
+        default=300.0,
+        ge=0,
+        description="seconds a `ts` may be ahead of the daemon's clock; further ahead it must be within this of "
+        "its stream's newest reading, or be confirmed by 3 readings in a row, else it is rejected `ts_in_future` "
+        '(docs/operations.md, "Field conditions")',
     )

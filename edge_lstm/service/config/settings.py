@@ -22,6 +22,7 @@ from .log import LogSettings
 from .metrics import MetricsSettings
 from .mqtt import MqttSettings
 from .scoring import ScoringSettings
+from .spill import SpillSettings
 
 __all__ = ["Settings", "TOML_DATA"]
 
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="state table and batching")
     log: LogSettings = Field(default_factory=LogSettings, description="logging")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings, description="durable state")
+    spill: SpillSettings = Field(default_factory=SpillSettings, description="spilled streams")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings, description="per-stream scoring")
     alarm: AlarmSettings = Field(default_factory=AlarmSettings, description="alarm hysteresis")
     commands: CommandSettings = Field(default_factory=CommandSettings, description="commands over MQTT")
