@@ -25,7 +25,9 @@ COLUMNS = {
     "alarm.history": Column((), np.int64, 0),  # bit i: the reading i steps ago was flagged
     "alarm.raised": Column((), np.bool_, False),
     "alarm.since": Column((), np.float64, 0.0),  # event time of the last change
-    "alarm.peak": Column((), np.float64, 0.0),  # highest score while raised
+    # Highest score of the episode: from its first flagged reading (the run of flags in the window that
+    # raised the alarm), not from the raise; while not raised, that of the flags now in the window.
+    "alarm.peak": Column((), np.float64, 0.0),
     "alarm.readings": Column((), np.int64, 0),  # readings since raised (including the one that raised it)
     "alarm.quiet": Column((), np.int64, 0),  # consecutive quiet readings while raised
 }
@@ -63,6 +65,7 @@ class AlarmPolicy:
         per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
         the boolean masks of streams whose alarm was raised and cleared now."""
         mask = np.int64((1 << self.raise_window) - 1)
+        flagged_before = cols["alarm.history"] != 0
         history = ((cols["alarm.history"] << 1) | flags.astype(np.int64)) & mask
         was = cols["alarm.raised"]
         calm = ~flags if likelihood is None else ~flags & (likelihood <= self.clear_likelihood)
@@ -75,9 +78,12 @@ class AlarmPolicy:
         cols["alarm.quiet"] = np.where(still, quiet, 0)
         # While raised: readings and peak of the episode; a cleared event reports the episode's totals.
         cols["alarm.readings"] = np.where(raised_now, 1, cols["alarm.readings"] + was)  # + 1 while raised
-        cols["alarm.peak"] = np.where(
-            raised_now, scores, np.where(was, np.maximum(cols["alarm.peak"], scores), cols["alarm.peak"])
-        )
+        # The peak starts with the episode's first flagged reading, which may come up to raise_window
+        # readings before the raise (a spike scoring 100 then four readings scoring 5 raise at the fifth).
+        # Not raised: the peak of the readings since the window's oldest flag, 0 once no flag is left.
+        continuing = np.where(was | flagged_before, cols["alarm.peak"], 0.0)
+        peak = np.maximum(continuing, scores)
+        cols["alarm.peak"] = np.where(was | raised_now | (history != 0), peak, 0.0)
         cols["alarm.since"] = np.where(raised_now | cleared_now, ts, cols["alarm.since"])
         cols["alarm.raised"] = still
         return raised_now, cleared_now

@@ -32,7 +32,7 @@ class AlarmEvent:
             "stream": self.stream,
             "state": self.state,
             "since": self.since,
-            "peak_score": _finite_or_none(self.peak_score),
+            "peak_score": rounded(self.peak_score),
             "readings": self.readings,
             "model": model,
         }
@@ -73,24 +73,27 @@ class Result:
         d: dict[str, object] = {
             "stream": self.stream,
             "ts": self.ts,
-            "score": _finite_or_none(self.score),
+            "score": rounded(self.score),
             "anomaly": self.anomaly,
-            "threshold": self.threshold,
-            "deviation": None if self.deviation is None else _finite_or_none(self.deviation),
-            "deviation_threshold": self.deviation_threshold,
-            "bias": None if self.bias is None else _finite_or_none(self.bias),
-            "bias_threshold": self.bias_threshold,
-            "likelihood": self.likelihood,
+            "threshold": rounded(self.threshold),
+            "deviation": rounded(self.deviation),
+            "deviation_threshold": rounded(self.deviation_threshold),
+            "bias": rounded(self.bias),
+            "bias_threshold": rounded(self.bias_threshold),
+            "likelihood": rounded(self.likelihood),
             "alarm": self.alarm,
             "warming_up": self.warming_up,
             "model": self.model,
         }
         if self.prediction is not None:
-            d["prediction"] = {k: _finite_or_none(v) for k, v in zip(self.names, self.prediction)}
+            d["prediction"] = {k: rounded(v) for k, v in zip(self.names, self.prediction)}
         if self.output is not None:
-            d["output"] = {k: _finite_or_none(v) for k, v in zip(self.names, self.output)}
+            d["output"] = {k: rounded(v) for k, v in zip(self.names, self.output)}
         if self.forecast is not None:
-            d["forecast"] = {k: [_finite_or_none(v) for v in vals] for k, vals in self.forecast.items()}
+            # Its "ts" are times: kept whole, as the result's own ts.
+            d["forecast"] = {
+                k: [_finite_or_none(v) if k == "ts" else rounded(v) for v in vals] for k, vals in self.forecast.items()
+            }
         if self.stuck:
             d["stuck"] = list(self.stuck)
         if self.extra:
@@ -122,17 +125,29 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+# Published numbers carry this many significant digits (README, "MQTT topics and payloads"): scores and
+# thresholds are statistics, predictions a model's guess; digits beyond the sixth are noise on the wire
+# and in dashboards. Times (ts, since, a forecast's ts) are published whole.
+SIGNIFICANT_DIGITS = 6
+
+
+def rounded(x: float | None) -> float | None:
+    """`x` to SIGNIFICANT_DIGITS significant digits; None for None, NaN and infinities (not JSON)."""
+    return float(f"{x:.6g}") if x is not None and math.isfinite(x) else None
+
+
 def _num(x: float | None) -> str:
-    # float.__repr__ is exactly what json.dumps writes for a finite float; JSON has no NaN/Infinity.
-    return repr(x) if x is not None and math.isfinite(x) else "null"
+    # The template's own "%.6g" (SIGNIFICANT_DIGITS); JSON has no NaN/Infinity.
+    return "null" if x is None or not math.isfinite(x) else f"{x:.6g}"
 
 
 _BOOL = ("false", "true")
 
 
 @lru_cache(maxsize=64)
-def _template(key: str, names: tuple[str, ...], model: str, version: str, num: str) -> str:
-    """The payload as one %-format string: a single C-level formatting call per result."""
+def _template(key: str, names: tuple[str, ...], model: str, version: str, num: str, ts: str) -> str:
+    """The payload as one %-format string: a single C-level formatting call per result. `num` formats
+    the numbers ("%.6g": SIGNIFICANT_DIGITS, or "%s" for preformatted ones), `ts` the time."""
 
     def lit(text: str) -> str:
         return text.replace("%", "%%")
@@ -140,7 +155,7 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
     fields = ",".join(lit(encode_basestring(n)) + ":" + num for n in names)
     model_json = lit(json.dumps({"name": model, "version": version}, separators=(",", ":")))
     return (
-        '{"stream":%s,"ts":' + num + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
+        '{"stream":%s,"ts":' + ts + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
         '"deviation":%s,"deviation_threshold":%s,"bias":%s,"bias_threshold":%s,"likelihood":%s,"alarm":%s,"warming_up":%s,"model":'
         + model_json
         + ',"'
@@ -152,26 +167,28 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
 
 
 def encode(r: Result) -> bytes:
-    """The result as compact JSON: equal to `json.dumps(r.to_dict())`, built from a cached template
-    because this runs once per reading on the hot path (see bench/). Multi-step forecasts (rarer, and
-    bigger), results naming stuck sensors (rare) and results with fields of channels Result does not name go
-    through json.dumps."""
+    """The result as compact JSON, numbers to SIGNIFICANT_DIGITS: the same values as
+    `json.dumps(r.to_dict())` (written "%.6g": `2` where json.dumps writes `2.0`), built from a cached
+    template because this runs once per reading on the hot path (see bench/). Multi-step forecasts (rarer,
+    and bigger), results naming stuck sensors (rare) and results with fields of channels Result does not
+    name go through json.dumps."""
     if r.forecast is not None or r.stuck or r.extra:
         return json.dumps(r.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
     if r.prediction is not None:
         key, values = "prediction", r.prediction
     else:
         key, values = "output", r.output or []
-    threshold = "null" if r.threshold is None else repr(r.threshold)
-    likelihood = "null" if r.likelihood is None else repr(r.likelihood)
-    deviation = "null" if r.deviation is None else _num(r.deviation)
-    dev_threshold = "null" if r.deviation_threshold is None else repr(r.deviation_threshold)
-    bias = "null" if r.bias is None else _num(r.bias)
-    bias_threshold = "null" if r.bias_threshold is None else repr(r.bias_threshold)
     model = r.model
+    # "%.6g" is SIGNIFICANT_DIGITS in one C-level call per number; to_dict() rounds to the same values.
+    threshold = "null" if r.threshold is None else f"{r.threshold:.6g}"
+    likelihood = "null" if r.likelihood is None else f"{r.likelihood:.6g}"
+    deviation = _num(r.deviation)
+    dev_threshold = "null" if r.deviation_threshold is None else f"{r.deviation_threshold:.6g}"
+    bias = _num(r.bias)
+    bias_threshold = "null" if r.bias_threshold is None else f"{r.bias_threshold:.6g}"
     if isfinite(r.ts) and isfinite(r.score) and all(map(isfinite, values)):
-        # float.__repr__ (%r) is exactly what json.dumps writes for a finite float.
-        t = _template(key, r.names, model["name"], model["version"], "%r")
+        # float.__repr__ (%r) is exactly what json.dumps writes for a finite float: ts is published whole.
+        t = _template(key, r.names, model["name"], model["version"], "%.6g", "%r")
         return (
             t
             % (
@@ -191,12 +208,12 @@ def encode(r: Result) -> bytes:
             )
         ).encode()
     # JSON has no NaN/Infinity: such numbers become null.
-    t = _template(key, r.names, model["name"], model["version"], "%s")
+    t = _template(key, r.names, model["name"], model["version"], "%s", "%s")
     return (
         t
         % (
             encode_basestring(r.stream),
-            _num(r.ts),
+            repr(r.ts) if isfinite(r.ts) else "null",
             _num(r.score),
             _BOOL[r.anomaly],
             threshold,

@@ -86,8 +86,23 @@ class ExportReport:
             lines.append(_speed_verdict(q))
         if self.calibration:
             c = self.calibration
-            lines.append(f"calibration: threshold {c.threshold:.4g} = q{c.quantile} of {c.samples} normal scores")
+            at = f"q{c.quantile} of {c.samples} normal scores"
+            lines.append(f"calibration: threshold {c.threshold:g} = {at} (the calibrated one)")
+            lines += _threshold_in_results(self.path, c.threshold)
         return "\n".join(lines)
+
+
+def _threshold_in_results(path: Path, calibrated: float) -> list[str]:
+    """The line `edge-lstm inspect` shows when results carry another threshold (the same words)."""
+    from edge_lstm.cli.inspect import threshold_in_results
+
+    carried = threshold_in_results(load_model(path))
+    if carried is None or f"{carried:g}" == f"{calibrated:g}":
+        return []
+    return [
+        f"calibration: results carry threshold {carried:g}: the calibrated one carried to 1 - scoring.risk "
+        "(scoring.extrapolate = risk, docs/scoring.md)"
+    ]
 
 
 def export_torch(

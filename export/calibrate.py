@@ -26,7 +26,21 @@ from edge_lstm.scoring import ScoringConfig
 from edge_lstm.scoring.channels.forecast import threshold_from_scores
 
 from .errors import DataError
-from .onnx_export import save, set_metadata
+
+
+# onnx_export imports torch; calibration needs only its two onnx helpers, and `normal_states` (used by
+# the core's unit tests) neither: imported when a model is written, so importing this module loads no torch.
+def set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
+    from .onnx_export import set_metadata as write_meta
+
+    write_meta(model, meta)
+
+
+def save(model: onnx.ModelProto, path: str | Path) -> Path:
+    from .onnx_export import save as write
+
+    return write(model, path)
+
 
 DEFAULT_QUANTILE = 0.999
 MAX_STATES = 32  # known normal states kept (the daemon smooths a deviation against each, per stream)

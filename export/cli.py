@@ -1,7 +1,8 @@
 """`edge-lstm-export` command line: `torch` (factory + weights → step model), `keras` (.keras/.h5 → step
 model) and `fit` (CSV → model).
 
-Every failure the user can fix is one line on stderr and exit code 2.
+Every failure the user can fix is one line on stderr and exit code 2. Every option has a help text
+(tests/unit/test_cli_help.py); README's command table is generated from them (`./dev docs`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,27 @@ from typing import Any
 from .errors import ExportError, FactoryError, WeightsError
 
 EXIT_ERROR = 2
+DESCRIPTION = (
+    "Make the ONNX step model edge-lstm serves: export a trained PyTorch or Keras LSTM/GRU (proved "
+    "numerically against the original), or fit a first forecaster on a CSV of normal operation."
+)
+COMMANDS = {  # name: (one line for `edge-lstm-export --help`, what the command does for its own --help)
+    "torch": (
+        "export a PyTorch model built by a factory, with a state_dict",
+        "Exports a PyTorch LSTM/GRU model (built by --factory, weights from --weights) as a step model, "
+        "checks parity with the original, and optionally calibrates its threshold on normal data.",
+    ),
+    "keras": (
+        "export a Keras LSTM/GRU model (.keras or legacy .h5; no TensorFlow needed)",
+        "Rebuilds a saved Keras LSTM/GRU model in PyTorch from its file (no TensorFlow needed), exports it "
+        "as a step model and checks parity with the Keras layers' arithmetic.",
+    ),
+    "fit": (
+        "train a small next-step LSTM forecaster on a CSV of normal operation",
+        "Trains a small LSTM forecaster on a CSV of normal operation, calibrates its threshold on held-out "
+        "windows, exports and checks it: a first model for your own sensors (docs/export.md).",
+    ),
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The export extra's modules (pyproject.toml, [project.optional-dependencies] export).
 EXTRA_MODULES = frozenset({"torch", "onnx", "onnxscript", "h5py"})
@@ -42,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="edge-lstm-export", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"edge-lstm-export {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="edge-lstm-export", description=DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"edge-lstm-export {__version__}", help="print the version")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    t = sub.add_parser("torch", help="export a PyTorch model built by a factory, with a state_dict")
+    def command(name: str) -> argparse.ArgumentParser:
+        help_text, description = COMMANDS[name]
+        return sub.add_parser(name, help=help_text, description=description)
+
+    t = command("torch")
     t.add_argument("--factory", required=True, help="pkg.module:callable returning the nn.Module")
     t.add_argument(
         "--weights", required=True, type=Path, help="state_dict file (torch.save), loaded with weights_only=True"
@@ -69,24 +95,24 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     t.set_defaults(run=_run_torch)
 
-    k = sub.add_parser("keras", help="export a Keras LSTM/GRU model (.keras or legacy .h5; no TensorFlow needed)")
+    k = command("keras")
     k.add_argument("model", type=Path, help="the model saved by Keras: MODEL.keras or MODEL.h5")
     _model_io(k)
     _common(k)
     k.add_argument("--calibrate", type=Path, help="CSV of normal operation to calibrate the threshold on")
     k.set_defaults(run=_run_keras)
 
-    f = sub.add_parser("fit", help="train a small next-step LSTM forecaster on a CSV of normal operation")
+    f = command("fit")
     f.add_argument("csv", type=Path, help="normal operation: optional ts and stream columns, one column per feature")
     f.add_argument("--features", type=_names, help="feature columns to use (default: all but ts/stream)")
-    f.add_argument("--hidden", type=int, default=32)
-    f.add_argument("--layers", type=int, default=1)
+    f.add_argument("--hidden", type=int, default=32, metavar="N", help="LSTM hidden units per layer (default 32)")
+    f.add_argument("--layers", type=int, default=1, metavar="N", help="stacked LSTM layers (default 1)")
     f.add_argument("--epochs", type=int, default=120, help="at most this many epochs (default 120)")
     f.add_argument("--patience", type=int, default=20, help="early stopping: epochs without improvement (default 20)")
     f.add_argument(
         "--window", type=int, default=64, help="training window length, steps (shortened for short data; default 64)"
     )
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0, help="seed of weights and batches: same data, same model (default 0)")
     f.add_argument(
         "--threads",
         type=_positive,
@@ -108,7 +134,13 @@ def _parser() -> argparse.ArgumentParser:
 def _model_io(p: argparse.ArgumentParser) -> None:
     """Features, output and scaling: what an exported (not trained) model needs to be told."""
     p.add_argument("--features", required=True, type=_names, help="comma-separated input feature names")
-    p.add_argument("--output", choices=("forecast", "score"), default="forecast")
+    p.add_argument(
+        "--output",
+        choices=("forecast", "score"),
+        default="forecast",
+        help="what the model outputs: a forecast of the next reading (scored by the daemon), or its own "
+        "anomaly score (default forecast)",
+    )
     p.add_argument(
         "--output-names",
         type=_names,
@@ -127,7 +159,11 @@ def _scaling(args: argparse.Namespace) -> dict[str, list[float]] | None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="ONNX file to write")
     p.add_argument("--quiet", action="store_true", help="no progress display (training, calibration)")
-    p.add_argument("--quantize", choices=("int8",))
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="int8: also quantize the weights, kept only within --quant-tolerance and when faster (default: float)",
+    )
     p.add_argument(
         "--quant-tolerance",
         type=float,
@@ -141,11 +177,32 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="int8: write the int8 model even when it is not faster than float at batch 256 on this machine "
         "(default: the float model is written then)",
     )
-    p.add_argument("--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold")
-    p.add_argument("--name", default=None)
-    p.add_argument("--version", dest="model_version", default="0.1.0", metavar="VERSION")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (max abs error)")
-    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument(
+        "--quantile", type=float, default=0.999, help="quantile of normal scores used as threshold (default 0.999)"
+    )
+    p.add_argument(
+        "--name", default=None, help="model name, carried in every result (default: model; fit: fitted-forecaster)"
+    )
+    p.add_argument(
+        "--version",
+        dest="model_version",
+        default="0.1.0",
+        metavar="VERSION",
+        help="model version, carried in every result (default 0.1.0)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="parity tolerance: max abs error against the original (default 1e-4)",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        metavar="N",
+        help="a fresh stream's first N readings are warming_up and never flag an anomaly (default 10)",
+    )
     p.add_argument("--sample-interval", type=float, default=None, help="nominal seconds between readings")
 
 

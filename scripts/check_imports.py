@@ -54,7 +54,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-            base = f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module)
+            base = (
+                f"{base}.{node.module}" if node.level and node.module else (base if node.level else node.module or "")
+            )
             subs = [f"{base}.{a.name}" for a in node.names]
             # `from . import tail` imports the submodule; `from .. import __version__` the package.
             targets = [t if t in known else base or "" for t in subs]

@@ -31,6 +31,7 @@ from ..ports import StepModel
 from ..reading import Rejection
 from ..result import Result
 from .rows import ReplayError, open_model, read_rows
+from .story import Story
 
 LABEL = "anomaly"
 
@@ -135,8 +136,11 @@ def segments(labels: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def run_file(path: Path, model: StepModel, *, score_from: int = 0, engine: Engine | None = None) -> FileRun:
-    """Replay one labelled CSV as one stream; keep rows from `score_from` (0-based data row) on."""
+def run_file(
+    path: Path, model: StepModel, *, score_from: int = 0, engine: Engine | None = None, story: Story | None = None
+) -> FileRun:
+    """Replay one labelled CSV as one stream; keep rows from `score_from` (0-based data row) on. Every
+    result (also before `score_from`) goes to `story` if given."""
     engine = engine or Engine(model, max_streams=16)
     run = FileRun(path.name)
     with open(path, newline="", encoding="utf-8") as f:
@@ -154,6 +158,8 @@ def run_file(path: Path, model: StepModel, *, score_from: int = 0, engine: Engin
             if not isinstance(out, Result):
                 run.rejected += 1
                 continue
+            if story is not None:
+                story.add(out, line)
             if k < score_from:
                 continue
             try:
@@ -210,10 +216,10 @@ def main(args: argparse.Namespace) -> int:
         model = open_model(args.model)
     except ValueError as e:
         return fail(str(e))
-    total = Quality()
+    total, story = Quality(), Story()
     for path in args.csv:
         try:
-            total.add(run_file(path, model, score_from=args.score_from))
+            total.add(run_file(path, model, score_from=args.score_from, story=story))
         except OSError as e:
             return fail(f"cannot read {path}: {e.strerror}")
         except ReplayError as e:
@@ -222,4 +228,5 @@ def main(args: argparse.Namespace) -> int:
             return fail(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
     m = total.metrics()
     print(json.dumps(m) if args.json else render(m))
+    print(story.line(), file=sys.stderr if args.json else sys.stdout)  # --json: stdout stays one document
     return 0

@@ -24,6 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
+def threshold_in_results(model: OnnxStepModel) -> float | None:
+    """The `threshold` results carry for this model under the default settings: the calibrated one,
+    carried to 1 − scoring.risk (scoring.extrapolate = risk, docs/scoring.md). Asked of the engine itself
+    (one reading), so that inspect and results can never disagree."""
+    from ..engine import Engine
+    from ..reading import Reading
+
+    engine = Engine(model, max_streams=1)
+    values = tuple(model.meta.scaling.offset[: len(model.meta.features)])  # any valid reading will do
+    (out,) = engine.process([Reading("inspect", 1e9, values)])
+    threshold = getattr(out, "threshold", None)
+    return float(threshold) if threshold is not None else None
+
+
 def describe(model: OnnxStepModel) -> dict[str, Any]:
     """Everything `inspect` shows, as one JSON-ready document."""
     meta = model.meta
@@ -63,6 +77,7 @@ def describe(model: OnnxStepModel) -> dict[str, Any]:
             for f, o, s in zip(meta.features, meta.scaling.offset, meta.scaling.scale)
         ],
         "calibration": meta.calibration.model_dump(exclude_none=True) if meta.calibration else None,
+        "threshold_in_results": threshold_in_results(model) if meta.calibration else None,
         "warmup_steps": meta.warmup_steps,
         "sample_interval_s": meta.sample_interval_s,
         "provenance": meta.provenance,
@@ -86,6 +101,35 @@ def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _calibration_lines(doc: dict[str, Any]) -> list[str]:
+    """The calibration section: the calibrated threshold and, when results carry another, that one."""
+    lines: list[str] = []
+    add = lines.append
+    o = doc["output"]
+    cal = doc["calibration"]
+    if cal is None:
+        add("calibration  none: `score` flags nothing; `deviation` still learns each stream on its own")
+    else:
+        q = f", quantile {_num(cal['quantile'])}" if "quantile" in cal else ""
+        n = f", from {cal['samples']} samples" if "samples" in cal else ""
+        add(f"calibration  threshold {_num(cal['threshold'])}{q}{n} (the calibrated one)")
+        in_results = doc["threshold_in_results"]
+        if in_results is not None and _num(in_results) != _num(cal["threshold"]):
+            add(
+                f"             results carry threshold {_num(in_results)}: the calibrated one carried to "
+                "1 - scoring.risk (scoring.extrapolate = risk, docs/scoring.md)"
+            )
+        if "residual_mean" in cal:
+            add("             output               residual mean  residual std")
+            for name, mu, sd in zip(o["names"], cal["residual_mean"], cal["residual_std"]):
+                add(f"             {name:<20} {_num(mu):>13} {_num(sd):>13}")
+        if cal.get("states"):
+            add(f"             {len(cal['states'])} known normal operating states (the deviation channel's)")
+        if cal.get("bias_scale"):
+            add(f"             bias thresholds x {_num(cal['bias_scale'])} (the calibration data's own bias)")
+    return lines
+
+
 def render_text(doc: dict[str, Any]) -> str:
     """The human-readable form of `describe()`."""
     lines: list[str] = []
@@ -107,21 +151,7 @@ def render_text(doc: dict[str, Any]) -> str:
     add("features     name                 offset        scale     (model sees (value - offset) / scale)")
     for feat in doc["features"]:
         add(f"             {feat['name']:<20} {_num(feat['offset']):>10} {_num(feat['scale']):>12}")
-    cal = doc["calibration"]
-    if cal is None:
-        add("calibration  none: `score` flags nothing; `deviation` still learns each stream on its own")
-    else:
-        q = f", quantile {_num(cal['quantile'])}" if "quantile" in cal else ""
-        n = f", from {cal['samples']} samples" if "samples" in cal else ""
-        add(f"calibration  threshold {_num(cal['threshold'])}{q}{n}")
-        if "residual_mean" in cal:
-            add("             output               residual mean  residual std")
-            for name, mu, sd in zip(o["names"], cal["residual_mean"], cal["residual_std"]):
-                add(f"             {name:<20} {_num(mu):>13} {_num(sd):>13}")
-        if cal.get("states"):
-            add(f"             {len(cal['states'])} known normal operating states (the deviation channel's)")
-        if cal.get("bias_scale"):
-            add(f"             bias thresholds x {_num(cal['bias_scale'])} (the calibration data's own bias)")
+    lines += _calibration_lines(doc)
     add(f"warm-up      {doc['warmup_steps']} steps")
     si = doc["sample_interval_s"]
     add(f"interval     {_num(si) + ' s between readings' if si is not None else 'not given'}")

@@ -18,10 +18,10 @@ with its line number in the summary, and the replay goes on, as the daemon does.
 first rejected row an error instead. A missing feature or timestamp column is always an error.
 Exit code 2 on errors (message on stderr naming the column or line), 0 otherwise.
 
-Output CSV: stream, line (of the input), ts (epoch seconds), score, anomaly, warming_up, threshold,
-deviation, deviation_threshold, likelihood, alarm (docs/scoring.md; empty when not yet known), then
-prediction_<name> per output column (forecast models) or output_<name> (score models). One row per
-accepted reading.
+Output CSV: RESULT_COLUMNS (stream, line of the input, ts in epoch seconds, then the result's fields:
+docs/scoring.md; empty when not yet known), then prediction_<name> per output column (forecast models)
+or output_<name> (score models). One row per accepted reading. The summary on stderr ends with one
+line saying what happened (cli/story.py).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from ..result import Result
 from .plot import PlotUnavailable, Trace, plot
 from .progress import ProgressReader
 from .rows import ReplayError, open_model, read_rows
+from .story import Story
 
 MAX_EXAMPLES = 5  # rejected line numbers kept per reason for the summary
 
@@ -58,6 +59,7 @@ class Summary:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ignored_columns: list[str] = field(default_factory=list)
     max_score: float = 0.0
+    story: Story = field(default_factory=Story)  # the last line: readings, flags, alarms, highest score
 
     def reject(self, rej: Rejection) -> None:
         self.rejected[rej.reason] += 1
@@ -80,6 +82,7 @@ class Summary:
             lines.append("replay: 0 rows rejected")
         if self.ignored_columns:
             lines.append(f"replay: ignored columns: {', '.join(self.ignored_columns)}")
+        lines.append(f"replay: {self.story.line()}")
         return "\n".join(lines)
 
 
@@ -168,6 +171,7 @@ def replay(
             summary.anomalies += out.anomaly
             summary.warming_up += out.warming_up
             summary.max_score = max(summary.max_score, out.score)
+            summary.story.add(out, line)
             on_result(out, line)
             if on_reading is not None:
                 on_reading(out, item)  # type: ignore[arg-type]  # a Result comes from a Reading
@@ -218,102 +222,114 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", metavar="ID", help="the stream --plot draws (default: the first one)")
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.batch < 1:
-        return _fail(f"--batch must be >= 1, got {args.batch}")
-    try:
-        model = open_model(args.model)
-    except ValueError as e:
-        return _fail(str(e))
+class _Failed(Exception):
+    """A replay that cannot go on: one line on stderr, exit code 2."""
+
+
+def _open_source(args: argparse.Namespace) -> tuple[TextIO, Any]:
+    """The CSV (stdin for '-') and what to read it through (a progress line for long files on a terminal)."""
     try:
         src: TextIO = sys.stdin if args.csv == "-" else open(args.csv, newline="", encoding="utf-8")
     except OSError as e:
-        return _fail(f"cannot read {args.csv}: {e.strerror}")
-    trace = Trace() if args.plot else None
-    first: list[str] = []  # the first stream seen
-    done = _write_results(args, src, model, trace, first)
-    if isinstance(done, str):
-        return _fail(done)
-    engine, summary = done
-    print(summary.render(), file=sys.stderr)
-    return _draw(args, trace, engine, first) if trace is not None else 0
-
-
-def _fail(msg: str) -> int:
-    print(f"edge-lstm replay: {' '.join(msg.split())}", file=sys.stderr)
-    return 2
-
-
-def _write_results(
-    args: argparse.Namespace, src: TextIO, model: Any, trace: Trace | None, first: list[str]
-) -> tuple[Engine, Summary] | str:
-    """Replay `src` into the output CSV (written to a `.partial` file renamed at the end); the engine and
-    the summary, or the error message. Closes `src`."""
-    source: Any = src
+        raise _Failed(f"cannot read {args.csv}: {e.strerror}") from None
     if src is not sys.stdin and sys.stderr.isatty() and os.path.getsize(args.csv) > 1 << 20:
-        source = ProgressReader(src, os.path.getsize(args.csv))  # long files: a progress line on the terminal
+        return src, ProgressReader(src, os.path.getsize(args.csv))
+    return src, src
 
-    def keep(r: Result, reading: Reading) -> None:
-        if trace is not None and (r.stream == args.stream or (args.stream is None and r.stream == first[0])):
-            trace.add(r, reading.values)
 
-    out_path = Path(args.out) if args.out else None
-    tmp = out_path.with_name(out_path.name + ".partial") if out_path else None
-    try:
-        sink: TextIO = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
-    except OSError as e:
-        src.close()
-        return f"cannot write {args.out}: {e.strerror}"
-    ok = False
-    try:
-        writer = csv.writer(sink)
-        engine = Engine(model, max_streams=10_000_000)
-        header = [result_columns(engine)]  # written with the first result: nothing on a header error
+class _Output:
+    """The scores CSV: stdout, or `--out` written to FILE.partial and renamed only when complete."""
 
-        def write_first(r: Result, line: int) -> None:
-            if not first:
-                first.append(r.stream)
-            if header:
-                writer.writerow(header.pop())
-            writer.writerow(result_row(r, line))
+    def __init__(self, out: str | None) -> None:
+        self.path = Path(out) if out else None
+        self.tmp = self.path.with_name(self.path.name + ".partial") if self.path else None
+        try:
+            self.sink: TextIO = open(self.tmp, "w", newline="", encoding="utf-8") if self.tmp else sys.stdout
+        except OSError as e:
+            raise _Failed(f"cannot write {out}: {e.strerror}") from None
 
-        summary = replay(
-            source, model, write_first, batch=args.batch, strict=args.strict, engine=engine, on_reading=keep
-        )
-        if isinstance(source, ProgressReader):
-            source.done()
+    def close(self, ok: bool) -> None:
+        if self.tmp is None or self.path is None:
+            self.sink.flush()
+            return
+        self.sink.close()
+        if ok:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _score(
+    args: argparse.Namespace, model: StepModel, source: Any, sink: TextIO
+) -> tuple[Summary, Engine, Trace | None, str]:
+    """Replay `source` into `sink`; the summary, the engine, the --plot trace and the stream it drew."""
+    writer = csv.writer(sink)
+    engine = Engine(model, max_streams=10_000_000)
+    header = [result_columns(engine)]  # written with the first result: nothing on a header error
+    trace = Trace() if args.plot else None
+    first: list[str] = []
+
+    def write(r: Result, line: int) -> None:
+        if not first:
+            first.append(r.stream)
         if header:
             writer.writerow(header.pop())
-        ok = True
-    except ReplayError as e:
-        return f"{args.csv}: {e}"
-    except UnicodeDecodeError as e:
-        return f"{args.csv}: not UTF-8 text ({e.reason} at byte {e.start})"
-    finally:
-        _close(src, sink, tmp, out_path, ok)
-    return engine, summary
+        writer.writerow(result_row(r, line))
+
+    def keep(r: Result, reading: Reading) -> None:
+        if trace is not None and r.stream == (args.stream if args.stream is not None else first[0]):
+            trace.add(r, reading.values)
+
+    summary = replay(source, model, write, batch=args.batch, strict=args.strict, engine=engine, on_reading=keep)
+    if isinstance(source, ProgressReader):
+        source.done()
+    if header:
+        writer.writerow(header.pop())
+    return summary, engine, trace, (args.stream if args.stream is not None else (first[0] if first else ""))
 
 
-def _close(src: TextIO, sink: TextIO, tmp: Path | None, out_path: Path | None, ok: bool) -> None:
-    """Close the input; the output file replaces `out_path` when complete (`ok`), else is removed."""
-    if src is not sys.stdin:
-        src.close()
-    if tmp:
-        sink.close()
-        if ok:
-            tmp.replace(out_path)  # type: ignore[arg-type]
-        else:
-            tmp.unlink(missing_ok=True)
-    else:
-        sink.flush()
-
-
-def _draw(args: argparse.Namespace, trace: Trace, engine: Engine, first: list[str]) -> int:
+def _draw(args: argparse.Namespace, trace: Trace, names: tuple[str, ...], stream: str) -> None:
     if not trace.ts:
-        return _fail(f"--plot: no readings of stream {args.stream or '(any)'} to draw")
+        raise _Failed(f"--plot: no readings of stream {args.stream or '(any)'} to draw")
     try:
-        plot(trace, engine.names, Path(args.plot), f"{first[0] if args.stream is None else args.stream}: {args.csv}")
+        plot(trace, names, Path(args.plot), f"{stream}: {args.csv}")
     except PlotUnavailable as e:
-        return _fail(str(e))
+        raise _Failed(str(e)) from None
     print(f"replay: plot written to {args.plot}", file=sys.stderr)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise _Failed(f"--batch must be >= 1, got {args.batch}")
+    try:
+        model = open_model(args.model)
+    except ValueError as e:
+        raise _Failed(str(e)) from None
+    src, source = _open_source(args)
+    ok = False
+    try:
+        output = _Output(args.out)
+        try:
+            summary, engine, trace, stream = _score(args, model, source, output.sink)
+            ok = True
+        except ReplayError as e:
+            raise _Failed(f"{args.csv}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise _Failed(f"{args.csv}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        finally:
+            output.close(ok)
+    finally:
+        if src is not sys.stdin:
+            src.close()
+    print(summary.render(), file=sys.stderr)
+    if trace is not None:
+        _draw(args, trace, engine.names, stream)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except _Failed as e:
+        print(f"edge-lstm replay: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2

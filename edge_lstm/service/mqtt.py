@@ -286,7 +286,9 @@ class MqttLink:
         if was:
             self.disconnects += 1
             lasted = time.monotonic() - self._connected_at
-            self.log.warning("mqtt_disconnected", reason=str(reason_code), connected_s=round(lasted, 1))
+            # Our own stop is routine (info: `journalctl -p warning` stays quiet); a lost connection is not.
+            level = self.log.info if self._closing else self.log.warning
+            level("mqtt_disconnected", reason=str(reason_code), connected_s=round(lasted, 1))
             if not self._closing:
                 self._takeover(reason_code, bool(getattr(flags, "is_disconnect_packet_from_server", False)), lasted)
         self._wake()

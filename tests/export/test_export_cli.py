@@ -72,6 +72,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # ~48 s on a shared 2-core machine: `./dev quick` skips it
 def test_round_trip_export_inspect_replay(workdir: Path) -> None:
     out = workdir / "cli-model.onnx"
     p = run(

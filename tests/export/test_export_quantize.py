@@ -54,6 +54,7 @@ class Net(nn.Module):
         return x + self.fc(self.rnn(x)[0])
 
 
+@pytest.mark.slow  # ~37 s on a shared 2-core machine: `./dev quick` skips it
 def test_int8_quantization(tmp_path: Path) -> None:
     torch.manual_seed(0)
     normal = _random_walks()
@@ -164,6 +165,7 @@ def test_flag_agreement_counts_changed_flags(tmp_path: Path) -> None:
     assert changed < 0.2
 
 
+@pytest.mark.slow  # ~39 s on a shared 2-core machine: `./dev quick` skips it
 def test_int8_of_a_seq2seq_model_quantizes_every_decoder_step(tmp_path: Path) -> None:
     torch.manual_seed(0)
     normal = _random_walks()

@@ -182,6 +182,7 @@ def source_per_step(model: nn.Module, scaled: np.ndarray, batch_first: bool) -> 
     return np.stack(outs, axis=1)
 
 
+@pytest.mark.slow  # 30-110 s each on a shared 2-core machine: `./dev quick` skips it
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_model_exports_and_engine_reproduces_source(name: str, tmp_path: Path) -> None:
     build, kind, state_inputs = ZOO[name]
@@ -233,6 +234,7 @@ def test_zoo_model_exports_and_engine_reproduces_source(name: str, tmp_path: Pat
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # ~35 s on a shared 2-core machine: `./dev quick` skips it
 def test_recurrent_nodes_one_per_layer(tmp_path: Path) -> None:
     export_torch(LastStep(layers=3), tmp_path / "m.onnx", features=FEATURES)
     ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]

@@ -166,7 +166,9 @@ def test_the_engine_publishes_the_forecast_with_expected_times(tmp_path: Path) -
     # prediction is the forecast's first step (the next reading), and scoring uses it
     assert rs[-1].prediction == [f[n][0] for n in FEATURES]  # type: ignore[index]
     payload = json.loads(encode(rs[-1]))
-    assert payload["forecast"] == f and payload["prediction"] == dict(zip(FEATURES, rs[-1].prediction or []))
+    six = lambda v: float(f"{v:.6g}")  # published to 6 significant digits; times whole
+    assert payload["forecast"] == {k: v if k == "ts" else [six(x) for x in v] for k, v in f.items()}  # type: ignore[union-attr]
+    assert payload["prediction"] == {n: six(v) for n, v in zip(FEATURES, rs[-1].prediction or [])}
     assert payload == json.loads(json.dumps(rs[-1].to_dict()))
 
 

@@ -26,6 +26,7 @@ def bench_mqtt(*args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # ~40 s here: `./dev quick` skips it
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_bench_mqtt_quick() -> None:
@@ -49,6 +50,7 @@ def test_bench_mqtt_quick() -> None:
         assert re.search(row, out, re.M), out
 
 
+@pytest.mark.slow  # ~25 s here: `./dev quick` skips it
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_bench_mqtt_steady_only_runs_each_consumer_in_turn() -> None:

@@ -113,6 +113,19 @@ def run_demo(*args: str, timeout: float = 90) -> tuple[str, dict[str, float]]:
     return out, nums
 
 
+def readme_demo_sample() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("=== edge-lstm demo summary")
+    return readme[start : readme.index("```", start)]
+
+
+def summary_shape(text: str) -> list[str]:
+    """The summary's lines with numbers as N and each kind's line as one `  KIND` line: its layout."""
+    lines = text[text.index("=== edge-lstm demo summary") :].strip().splitlines()
+    shapes = [re.sub(r"[0-9][0-9,.]*", "N", re.sub(r"^  [a-z]+ +", "  KIND ", line)) for line in lines]
+    return [line for i, line in enumerate(shapes) if not (line.startswith("  KIND") and shapes[i - 1] == line)]
+
+
 def calibrated_well(path: Path) -> bool:
     """Does the model separate the simulator's anomalies from its normal data? (false alarms on normal
     machines under 1%, and most spikes flagged) Only then does the demo test insist on detections."""
@@ -141,10 +154,12 @@ def calibrated_well(path: Path) -> bool:
     return flags / scored < 0.01 and caught >= 6
 
 
+@pytest.mark.slow  # ~15 s here: `./dev quick` skips it
 def test_demo_with_packaged_model() -> None:
     if not default_model_path().is_file():
         pytest.skip(f"the packaged model is not built yet ({default_model_path()})")
     out, n = run_demo("--seconds", "6", "--streams", "20", "--rate", "20", "--seed", "1")
+    assert summary_shape(out) == summary_shape(readme_demo_sample()), "README's demo sample has another layout"
     assert n["received"] > 0 and n["processed"] > 0
     assert n["received"] == n["published"] == n["processed"], out
     assert n["injected"] > 0, out
@@ -157,6 +172,7 @@ def test_demo_with_packaged_model() -> None:
         assert n["false_alarms"] <= 0.02 * n["normal"], out
 
 
+@pytest.mark.slow  # ~14 s here: `./dev quick` skips it
 def test_demo_detects_with_a_reference_model(tmp_path: Path) -> None:
     model = make_persistence_model(tmp_path / "persistence.onnx")
     assert calibrated_well(model)

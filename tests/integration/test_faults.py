@@ -83,6 +83,7 @@ N_STREAMS, N_STEPS, RATE = 50, 60, 250.0  # 3000 readings over 12 s
 KILLS, BROKER_RESTARTS = 3, 3
 
 
+@pytest.mark.slow  # ~22 s here: `./dev quick` skips it
 def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, model_path, tmp_path, cleanup):
     seed = int(os.environ.get("EDGE_LSTM_FAULT_SEED", "4"))
     rng = random.Random(seed)
@@ -188,7 +189,8 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
             assert doc["warming_up"] == ref.warming_up and doc["anomaly"] == ref.anomaly, (key, doc, ref)
             got = [doc["score"], *doc["prediction"].values()]
             want = [ref.score, *ref.prediction]
-            worst_result = max(worst_result, max(abs(g - w) for g, w in zip(got, want)))
+            # relative above 1: payloads carry 6 significant digits (a prediction of 46.2 is within 5e-5)
+            worst_result = max(worst_result, max(abs(g - w) / max(1.0, abs(w)) for g, w in zip(got, want)))
 
     # ---- state: every step applied exactly once, crash-exact ----
     final, ck, replayed = restored_engine(model, state_dir)
@@ -302,6 +304,7 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
 # ---- 3. broker outage with readings already received ------------------------------------------------
 
 
+@pytest.mark.slow  # ~12 s here: `./dev quick` skips it
 def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path, cleanup):
     """The daemon holds a batch (max_wait_ms 2500) that arrived just before the broker goes down: it is
     stepped during the outage, its results go out once the broker is back, and the broker's redelivery
@@ -394,7 +397,7 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
     assert set(by_key) == expected | {("pacer", float(T0))}
     for key, (doc,) in by_key.items():
         if key[0] != "pacer":
-            assert abs(doc["score"] - ref_results[key].score) <= 1e-5
+            assert abs(doc["score"] - ref_results[key].score) <= 1e-5 * max(1.0, abs(ref_results[key].score))
 
     # The will: the daemon dies without a clean disconnect -> `offline`, retained; back -> `online`.
     daemon.kill9()

@@ -49,7 +49,7 @@ def discard_broker(b: Any) -> None:
 
 
 def broker_db_written(b: Any) -> bool:
-    return (b.dir / "mosquitto.db").exists()
+    return bool((b.dir / "mosquitto.db").exists())
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -121,7 +122,7 @@ def make_step_model(
     )
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
 
-    meta: dict = {
+    meta: dict[str, Any] = {
         "schema_version": 1,
         "name": name,
         "version": "0.0.1",

@@ -58,7 +58,7 @@ def mqtt_client(
     if max_queued is not None:
         c.max_queued_messages_set(max_queued)
     if reconnect_delay is not None:
-        c.reconnect_delay_set(*reconnect_delay)
+        c.reconnect_delay_set(*reconnect_delay)  # type: ignore[arg-type]  # paho takes float seconds too
     for name, fn in callbacks.items():
         if not name.startswith("on_") or not hasattr(c, name):
             raise TypeError(f"not a paho callback: {name}")
@@ -68,7 +68,7 @@ def mqtt_client(
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = expiry_s
         connect_kw = {"clean_start": False, "properties": props}
     c.connect(HOST, port, keepalive=keepalive, **connect_kw)

@@ -128,7 +128,7 @@ def test_wakes_among_readings_are_noted_and_dropped() -> None:
 def test_with_a_doorbell_the_window_is_slept_out_in_one_wait() -> None:
     clock, bell = FakeClock(), Doorbell()
     slept: list[float] = []
-    clock.sleep = slept.append  # type: ignore[method-assign]
+    clock.sleep = slept.append  # type: ignore[method-assign,assignment]
     assert _gather(_filled(10), clock, bell=bell, max_wait_s=0.005) == list(range(10))
     assert bell.waits == 1 and slept == []  # no polling slices
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_lstm.result import Result
 from edge_lstm.scoring import ScoringConfig
 from edge_lstm.scoring.channels.bias import Bias
 
@@ -136,7 +137,10 @@ def test_the_engine_publishes_bias_and_flags_a_persistent_offset(tmp_path: Path)
     assert all(o.bias is None and o.bias_threshold is None for o in out[:99])  # type: ignore[union-attr]
     assert all(o.bias is not None and o.bias_threshold is not None for o in out[100:])  # type: ignore[union-attr]
     doc = json.loads(encode(out[-1]))  # type: ignore[arg-type]
-    assert doc["bias"] == out[-1].bias and doc["bias_threshold"] == out[-1].bias_threshold  # type: ignore[union-attr]
+    last = out[-1]
+    assert isinstance(last, Result) and last.bias is not None and last.bias_threshold is not None
+    # published to 6 significant digits
+    assert doc["bias"] == float(f"{last.bias:.6g}") and doc["bias_threshold"] == float(f"{last.bias_threshold:.6g}")
     assert doc == json.loads(json.dumps(out[-1].to_dict()))  # type: ignore[union-attr]
     state = engine.describe_stream("s")  # the `inspect` command: the EWMA as it stands after the last reading
     assert state is not None and state["bias"] == pytest.approx(out[-1].bias, rel=1e-12)  # type: ignore[union-attr]

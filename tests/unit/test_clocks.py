@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def scored(link: Any, stream: str) -> list[float]:
     return [json.loads(s.payload)["ts"] for s in link.results(f"edge-lstm/scores/{stream}")]
 
 
-FORMS = {
+FORMS: dict[str, Callable[[float], Any]] = {
     "epoch_s": lambda t: t,
     "epoch_ms": lambda t: int(t * 1000),
     "iso": lambda t: datetime.fromtimestamp(t, UTC).isoformat(),

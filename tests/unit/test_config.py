@@ -29,7 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_defaults():
+def test_defaults() -> None:
     s = load_settings()
     assert s.model is None and s.state_dir == Path("state")
     m = s.mqtt
@@ -54,7 +54,7 @@ def test_defaults():
     assert s.log.format == "auto" and s.checkpoint.enabled
 
 
-def test_toml_and_env_env_wins(tmp_path, monkeypatch):
+def test_toml_and_env_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = write(
         tmp_path,
         to_toml(
@@ -75,17 +75,17 @@ def test_toml_and_env_env_wins(tmp_path, monkeypatch):
     assert s.model == Path("/m.onnx") and s.state_dir == Path("/var/lib/x")
 
 
-def test_config_path_from_env(tmp_path, monkeypatch):
+def test_config_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = write(tmp_path, "[mqtt]\nport = 2000\n")
     monkeypatch.setenv("EDGE_LSTM_CONFIG", str(p))
     assert load_settings().mqtt.port == 2000
 
 
-def test_protocol_as_number(tmp_path):
+def test_protocol_as_number(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "[mqtt]\nprotocol = 5\n")).mqtt.protocol == "5"
 
 
-def test_state_directory_from_systemd(monkeypatch):
+def test_state_directory_from_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/edge-lstm:/var/lib/other")
     assert load_settings().state_dir == Path("/var/lib/edge-lstm")
 
@@ -107,7 +107,7 @@ def test_state_directory_from_systemd(monkeypatch):
         ("[nosuch]\nx = 1\n", "nosuch"),
     ],
 )
-def test_bad_file_values_name_the_key(tmp_path, text, key):
+def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(write(tmp_path, text))
     assert f"{key}:" in str(e.value)
@@ -122,7 +122,7 @@ def test_bad_file_values_name_the_key(tmp_path, text, key):
         ({"EDGE_LSTM_ENGINE__MAX_STREAMS": "-1"}, "EDGE_LSTM_ENGINE__MAX_STREAMS"),
     ],
 )
-def test_bad_env_values_name_the_variable(monkeypatch, env, key):
+def test_bad_env_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], key: str) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(ConfigError) as e:
@@ -130,14 +130,14 @@ def test_bad_env_values_name_the_variable(monkeypatch, env, key):
     assert key in str(e.value)
 
 
-def test_invalid_or_missing_file(tmp_path):
+def test_invalid_or_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(write(tmp_path, "[mqtt\nport=1"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.toml")
 
 
-def test_password_secret_and_credentials(tmp_path, monkeypatch):
+def test_password_secret_and_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings(write(tmp_path, "[mqtt]\nusername = 'u'\npassword = 's3cret'\n"))
     assert "s3cret" not in repr(s) and s.mqtt.resolved_password() == "s3cret"
     (tmp_path / "creds").mkdir()
@@ -149,7 +149,7 @@ def test_password_secret_and_credentials(tmp_path, monkeypatch):
     assert "mqtt.password:" in str(e.value) and "got" not in str(e.value)  # the value is never echoed
 
 
-def test_example_config_is_valid():
+def test_example_config_is_valid() -> None:
     s = load_settings(ROOT / "systemd" / "config.toml")
     assert s.mqtt.status_topic == "edge-lstm/status"
 
@@ -177,14 +177,14 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
         ("[mqtt\n", {}, "invalid TOML"),
     ],
 )
-def test_daemon_exits_2_on_config_error(tmp_path, text, env, needle):
+def test_daemon_exits_2_on_config_error(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:
     p = write(tmp_path, text)
     r = _run(["--config", str(p)], env, tmp_path)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr
 
 
-def test_daemon_exits_2_on_bad_model(tmp_path):
+def test_daemon_exits_2_on_bad_model(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not onnx")
     p = write(tmp_path, to_toml({"model": str(bad)}))
@@ -195,7 +195,7 @@ def test_daemon_exits_2_on_bad_model(tmp_path):
     assert r.returncode == 2 and "none.toml" in r.stderr
 
 
-def test_cli_run_exits_2_naming_the_key(tmp_path):
+def test_cli_run_exits_2_naming_the_key(tmp_path: Path) -> None:
     """The same through the real entry point: `python -m edge_lstm run --config FILE`."""
     import os
 
@@ -214,10 +214,14 @@ def test_cli_run_exits_2_naming_the_key(tmp_path):
 
 
 def test_cleartext_password_is_detected() -> None:
+    from pydantic import SecretStr
+
     from edge_lstm.service.config import MqttSettings, TlsSettings, cleartext_password
 
-    assert cleartext_password(MqttSettings(host="broker.lan", password="s"))
-    assert not cleartext_password(MqttSettings(host="127.0.0.1", password="s"))
-    assert not cleartext_password(MqttSettings(host="localhost", password="s"))
-    assert not cleartext_password(MqttSettings(host="broker.lan", password="s", tls=TlsSettings(enabled=True)))
+    assert cleartext_password(MqttSettings(host="broker.lan", password=SecretStr("s")))
+    assert not cleartext_password(MqttSettings(host="127.0.0.1", password=SecretStr("s")))
+    assert not cleartext_password(MqttSettings(host="localhost", password=SecretStr("s")))
+    assert not cleartext_password(
+        MqttSettings(host="broker.lan", password=SecretStr("s"), tls=TlsSettings(enabled=True))
+    )
     assert not cleartext_password(MqttSettings(host="broker.lan"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -28,7 +29,7 @@ def rewrite(path: Path, edit: Callable[[onnx.ModelProto], None]) -> Path:
     return out
 
 
-def edit_meta(path: Path, change: Callable[[dict], None]) -> Path:
+def edit_meta(path: Path, change: Callable[[dict[str, Any]], object]) -> Path:
     def edit(m: onnx.ModelProto) -> None:
         prop = next(p for p in m.metadata_props if p.key == METADATA_KEY)
         doc = json.loads(prop.value)
@@ -89,7 +90,9 @@ def test_metadata_not_json(good: Path) -> None:
         (lambda d: d["io"]["state"][0].update(input="x"), "more than once"),
     ],
 )
-def test_bad_metadata_is_refused_naming_the_key(good: Path, change, expected: str) -> None:
+def test_bad_metadata_is_refused_naming_the_key(
+    good: Path, change: Callable[[dict[str, Any]], object], expected: str
+) -> None:
     assert expected in refused(edit_meta(good, change))
 
 
@@ -99,7 +102,7 @@ def test_metadata_naming_a_missing_tensor(good: Path) -> None:
 
 
 def test_feature_count_must_match_the_input(good: Path) -> None:
-    def change(d: dict) -> None:
+    def change(d: dict[str, Any]) -> None:
         d["features"] = ["a", "b"]
         d["scaling"] = {"offset": [0, 0], "scale": [1, 1]}
         d["output"]["names"] = ["a", "b"]

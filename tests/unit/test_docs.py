@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from edge_lstm.service.config import Settings, load_settings
@@ -28,8 +30,8 @@ def test_every_setting_is_in_the_readme_reference() -> None:
     assert not missing, f"README configuration reference lacks {missing}"
 
 
-def test_example_config_is_valid_and_complete(monkeypatch) -> None:
-    for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
+def test_example_config_is_valid_and_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
     example = ROOT / "systemd" / "config.toml"
     load_settings(example)  # refuses unknown keys and bad values
@@ -72,3 +74,46 @@ def test_every_rejection_reason_has_a_hint_and_the_readme_example_is_the_codes()
     example = json.loads(section[section.index("```json") + 7 : section.index("```", section.index("```json") + 7)])
     rebuilt = encode_rejection(Rejection(example["stream"], example["reason"], example["detail"]), example["topic"])
     assert json.loads(rebuilt) == example
+
+
+def _logged_at(levels: tuple[str, ...]) -> set[str]:
+    """Event names the code logs at one of `levels` (`log.warning("event", ...)` calls)."""
+    import ast
+
+    found = set()
+    for path in (ROOT / "edge_lstm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in levels:
+                if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    found.add(node.args[0].value)
+    return found
+
+
+def test_operations_log_levels_table_matches_the_code() -> None:
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in ops.splitlines() if line.startswith(("| warning", "| error"))}
+    assert set(rows) == {"warning", "error"}
+    for level, events in (("warning", _logged_at(("warning",))), ("error", _logged_at(("error", "critical")))):
+        missing = sorted(e for e in events if f"`{e}`" not in rows[level])
+        assert not missing, f"docs/operations.md, Log levels: {level} lacks {missing}"
+
+
+def test_readme_replay_columns_are_the_codes() -> None:
+    from edge_lstm.cli.replay import RESULT_COLUMNS
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("it writes one row per reading (`") + len("it writes one row per reading (`")
+    listed = readme[start : readme.index("`", start)].replace("\n", " ").split(", ")
+    assert listed == [*RESULT_COLUMNS, "prediction_<feature>..."]
+
+
+def test_readme_example_result_is_what_the_packaged_model_publishes() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gen_docs
+
+    readme = (ROOT / "README.md").read_text()
+    assert gen_docs.example_matches(readme), "README's example result is stale: run ./dev docs"
+    broken = readme.replace('"threshold":', '"threshold":1', 1)
+    assert not gen_docs.example_matches(broken)

@@ -131,8 +131,8 @@ def test_results_carry_model_identity_and_threshold(model) -> None:
     cal = model.meta.calibration
     # The default carries the calibrated threshold to 1 − risk (docs/scoring.md); "off" publishes it as is.
     level = effective_level(cal.quantile, cal.samples)
-    assert d["threshold"] == pytest.approx(extrapolate(cal.threshold, level, ScoringConfig().risk, 3), rel=1e-12)
-    assert d["threshold"] > cal.threshold
+    assert res.threshold == pytest.approx(extrapolate(cal.threshold, level, ScoringConfig().risk, 3), rel=1e-12)
+    assert d["threshold"] == float(f"{res.threshold:.6g}") > cal.threshold  # published to 6 digits
     (off,) = Engine(model, scoring=ScoringConfig(extrapolate="off")).process([r])
     assert off.threshold == cal.threshold  # type: ignore[union-attr]
     assert set(d["prediction"]) == {"a", "b", "c"}

@@ -12,12 +12,13 @@ import gc
 import os
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from support.models import make_step_model
 
 from edge_lstm.engine import Engine
-from edge_lstm.onnx_model import load_model
+from edge_lstm.onnx_model import OnnxStepModel, load_model
 from edge_lstm.reading import Reading
 from edge_lstm.result import Result
 
@@ -29,7 +30,7 @@ T0 = 1_750_000_000.0
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):
+def model(tmp_path_factory: pytest.TempPathFactory) -> OnnxStepModel:
     return load_model(make_step_model(tmp_path_factory.mktemp("model") / "m.onnx", hidden=8))
 
 
@@ -50,7 +51,8 @@ def batch(b: int, fresh: int) -> list[Reading]:
     return out
 
 
-def test_million_stream_ids_bounded_memory(model) -> None:
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
+def test_million_stream_ids_bounded_memory(model: OnnxStepModel) -> None:
     eng = Engine(model, max_streams=MAX_STREAMS)
     fresh = BATCH - HOT
     n_batches = -(-(N_IDS - HOT) // fresh)  # at least N_IDS distinct ids
@@ -104,7 +106,8 @@ def test_million_stream_ids_bounded_memory(model) -> None:
     assert growth_end - growth_mark < 8, "memory grows with the number of stream ids"
 
 
-def test_evicted_rows_are_bounded_when_nobody_takes_them(model) -> None:
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
+def test_evicted_rows_are_bounded_when_nobody_takes_them(model: OnnxStepModel) -> None:
     """A daemon configured to drop evicted state never calls take_evicted: the engine keeps at most
     max_evicted untaken rows (plus one batch's), dropping the oldest and counting them."""
     n_batches = 25  # tracemalloc slows allocation-heavy code several times over: keep this short
@@ -140,7 +143,7 @@ def test_evicted_rows_are_bounded_when_nobody_takes_them(model) -> None:
     assert none_kept.evicted == [] and none_kept.stats.evicted == none_kept.stats.evicted_dropped > 0
 
 
-def test_batch_larger_than_the_table(model) -> None:
+def test_batch_larger_than_the_table(model: OnnxStepModel) -> None:
     """One process call with more new streams than max_streams: bounded table, every row handed out."""
     eng = Engine(model, max_streams=100)
     readings = [Reading(f"s{i}", T0, (1.0, 2.0, 3.0)) for i in range(2_500)]
@@ -151,7 +154,7 @@ def test_batch_larger_than_the_table(model) -> None:
     assert {r.stream for r in rows} | set(eng.table.slots) == {r.stream for r in readings}
 
 
-def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(model) -> None:
+def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(model: OnnxStepModel) -> None:
     """A spilled stream coming back into a full table: its row is put back exactly, and the row
     evicted to make room is returned (not silently lost)."""
     eng = Engine(model, max_streams=3)
@@ -169,7 +172,8 @@ def test_restoring_a_spilled_row_into_a_full_table_hands_out_the_row_it_evicts(m
     assert len(eng.table) == 3
 
 
-def test_flood_with_spill_keeps_memory_and_disk_bounded(model, tmp_path) -> None:
+@pytest.mark.slow  # ~10-60 s: `./dev quick` skips it
+def test_flood_with_spill_keeps_memory_and_disk_bounded(model: OnnxStepModel, tmp_path: Path) -> None:
     """The daemon's default (`engine.evicted = "spill"`): evicted rows go to SQLite, bounded."""
     from edge_lstm.durable.spill import SqliteSpill
 

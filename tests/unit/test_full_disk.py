@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,13 @@ def make(step_model_path: Path, state: Path, disk: FaultyDisk, metrics_port: int
     )
     factory, clock = LinkFactory(), FakeClock()
     d = Daemon(
-        settings, load_model(step_model_path), notifier=FakeNotifier(), link_factory=factory, clock=clock, disk=disk
-    )  # type: ignore[arg-type]
+        settings,
+        load_model(step_model_path),
+        notifier=FakeNotifier(),  # type: ignore[arg-type]
+        link_factory=factory,
+        clock=clock,
+        disk=disk,
+    )
     d.start()
     return d, factory.link, clock
 
@@ -61,7 +67,7 @@ def feed(d: Daemon, link: Any, clock: FakeClock, steps: range) -> list[int]:
     return mids
 
 
-def warnings(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+def warnings(logs: Sequence[Mapping[str, Any]], event: str) -> list[Mapping[str, Any]]:
     return [e for e in logs if e["event"] == event]
 
 
@@ -143,7 +149,8 @@ def _free_port() -> int:
 def _metrics(port: int) -> str:
     import urllib.request
 
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def test_after_a_disk_gap_older_generations_are_dropped(step_model_path: Path, tmp_path: Path) -> None:

@@ -125,7 +125,8 @@ def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_exactly(model: Any, 
         assert crashed.stats.unspilled > 0 and damaged.spill is not None
         for s in ("s0", "s1", "s2", "s3", "s4"):  # the spilled ones too, read back as they were left
             a, b = crashed.spill.get(s, float("inf")), damaged.spill.get(s, float("inf"))  # type: ignore[union-attr]
-            assert (a is None) == (b is None) and (a is None or (a.last_ts, a.steps) == (b.last_ts, b.steps))
+            assert (a is None) == (b is None)
+            assert a is None or b is None or (a.last_ts, a.steps) == (b.last_ts, b.steps)
 
 
 def test_a_damaged_journal_record_is_skipped_not_the_end_of_replay(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_daemon_device_reads_the_stats_topic() -> None:
     ]
     for topic, doc in out.items():
         assert TOPIC.match(topic) and doc["state_topic"] == "edge-lstm/stats"
-        assert doc["device"]["identifiers"] == ["edge_lstm"] and doc["device"]["name"] == "edge-lstm"  # type: ignore[index]
+        assert doc["device"]["identifiers"] == ["edge_lstm"] and doc["device"]["name"] == "edge-lstm"
     assert d.daemon_configs("") == []  # no stats topic: nothing to read
     other = Discovery("homeassistant", "hall2", "s", "m")
     assert (

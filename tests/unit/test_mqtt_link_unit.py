@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from typing import Any
 
 import pytest
 import structlog
@@ -15,7 +16,7 @@ from edge_lstm.service.config import MqttSettings
 from edge_lstm.service.mqtt import MqttLink
 
 
-def _link(subscription: str | list[str] = "sensors/+", **cfg: object) -> MqttLink:
+def _link(subscription: str | list[str] = "sensors/+", **cfg: Any) -> MqttLink:
     return MqttLink(MqttSettings(client_id="unit", **cfg), queue.SimpleQueue(), subscription)  # never started
 
 
@@ -34,7 +35,7 @@ def _delays(link: MqttLink) -> tuple[int, int]:
     return link.client._reconnect_min_delay, link.client._reconnect_max_delay
 
 
-def test_subscriptions_accept_one_filter_or_several():
+def test_subscriptions_accept_one_filter_or_several() -> None:
     assert _link().subscriptions == ("sensors/+",)
     link = _link(["sensors/+", "edge-lstm/command", "homeassistant/status", "sensors/+"])
     assert link.subscriptions == ("sensors/+", "edge-lstm/command", "homeassistant/status")
@@ -45,7 +46,7 @@ def test_subscriptions_accept_one_filter_or_several():
     assert FakeLink(MqttSettings(client_id="f"), queue.SimpleQueue(), "a/+", 10).subscriptions == ("a/+",)
 
 
-def test_subscribed_only_when_every_filter_is_granted():
+def test_subscribed_only_when_every_filter_is_granted() -> None:
     link = _link(["sensors/+", "edge-lstm/command"])
     ok, bad = ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, identifier=0x87)
     link._sub_mid = 7
@@ -61,7 +62,7 @@ def test_subscribed_only_when_every_filter_is_granted():
     assert [e["also"] for e in logs if e["event"] == "mqtt_subscribed"] == [["edge-lstm/command"]]
 
 
-def test_session_taken_over_is_logged_once_and_backs_off_until_a_connection_lasts():
+def test_session_taken_over_is_logged_once_and_backs_off_until_a_connection_lasts() -> None:
     link = _link(reconnect_min_delay_s=1, reconnect_max_delay_s=20)
     assert _delays(link) == (1, 20)
     with structlog.testing.capture_logs() as logs:
@@ -79,7 +80,7 @@ def test_session_taken_over_is_logged_once_and_backs_off_until_a_connection_last
     assert warning["client_id"] == "unit" and warning["log_level"] == "warning"
 
 
-def test_repeated_short_connections_count_as_a_takeover_without_a_reason_code():
+def test_repeated_short_connections_count_as_a_takeover_without_a_reason_code() -> None:
     link = _link(protocol="3.1.1")
     _connect(link)
     _drop(link, "Unspecified error", lasted=30)  # a long connection lost: a broker restart, not a conflict
@@ -91,7 +92,7 @@ def test_repeated_short_connections_count_as_a_takeover_without_a_reason_code():
     assert link.conflict and link.client_id_conflicts == 1
 
 
-def test_other_disconnects_are_not_a_conflict():
+def test_other_disconnects_are_not_a_conflict() -> None:
     link = _link()
     for reason, from_server in (("Keep alive timeout", False), (0x8D, True), ("Unspecified error", False)):
         _connect(link)
@@ -104,7 +105,7 @@ def test_other_disconnects_are_not_a_conflict():
     assert not link.conflict and link.client_id_conflicts == 0
 
 
-def test_an_arriving_reading_rings_the_doorbell_at_the_size_the_worker_waits_for():
+def test_an_arriving_reading_rings_the_doorbell_at_the_size_the_worker_waits_for() -> None:
     link = _link()
     msg = MQTTMessage(mid=1, topic=b"sensors/a")
     msg.qos, msg.payload = 1, b"{}"

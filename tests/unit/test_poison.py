@@ -41,7 +41,7 @@ class PahoLikeLinkFactory(LinkFactory):
                 raise ValueError("Publish topic cannot contain wildcards.")
             return publish(topic, *rest, **kw)
 
-        link.publish = strict_publish
+        link.publish = strict_publish  # type: ignore[method-assign]
         return link
 
 

@@ -15,7 +15,8 @@ from support.models import make_step_model
 
 from edge_lstm import Decoder, Engine, Reading, Result, load_model
 from edge_lstm.cli import main as cli
-from edge_lstm.cli.replay import ReplayError, replay
+from edge_lstm.cli.replay import replay
+from edge_lstm.cli.rows import ReplayError
 from edge_lstm.demo.simulate import FEATURES, normal_series
 
 T0 = 1_700_000_000.0
@@ -107,6 +108,7 @@ def test_bad_rows_are_rejected_by_reason_with_line_numbers(model_path: Path) -> 
     assert s.examples["wrong_length"][0].startswith("line 11:")
     # Rejected rows leave the stream's state untouched: the same as replaying only the good rows.
     want = Engine(model).process([Reading("a", T0, (40.0, 0.5, 10.0)), Reading("a", T0 + 4, (40.0, 0.5, 10.0))])
+    assert isinstance(want[1], Result)
     assert got[1].score == pytest.approx(want[1].score, abs=1e-6)
 
 

@@ -74,7 +74,7 @@ def test_state_dir_on_a_read_only_mount(tmp_path: Path, monkeypatch: pytest.Monk
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(startup.os, "open", read_only)
+    monkeypatch.setattr(os, "open", read_only)  # the module startup uses
     with pytest.raises(StartupError) as e:
         check_state_dir(tmp_path)
     assert str(e.value) == f"state_dir: {tmp_path}: not writable: Read-only file system [env EDGE_LSTM_STATE_DIR]"

@@ -48,48 +48,36 @@ def default_text(field: FieldInfo) -> str:
     return _value(field.default)
 
 
+def _range(field: FieldInfo) -> list[str]:
+    """`≥ 1`, `1 … 65535`, `> 0, < 0.5`: the numeric bounds of the Field."""
+    low = high = ""
+    for m in field.metadata:
+        if isinstance(m, (at.Ge, at.Gt)):
+            low = f"≥ {_value(m.ge)}" if isinstance(m, at.Ge) else f"> {_value(m.gt)}"
+        elif isinstance(m, (at.Le, at.Lt)):
+            high = f"≤ {_value(m.le)}" if isinstance(m, at.Le) else f"< {_value(m.lt)}"
+    if low.startswith("≥") and high.startswith("≤"):
+        return [f"{low[2:]} … {high[2:]}"]
+    return [p for p in (low, high) if p]
+
+
+def _length(field: FieldInfo) -> list[str]:
+    """`not empty`, `1 … 128 characters`: the string length bounds of the Field."""
+    shortest = next((m.min_length for m in field.metadata if isinstance(m, at.MinLen)), None)
+    longest = next((m.max_length for m in field.metadata if isinstance(m, at.MaxLen)), None)
+    if longest is not None:
+        return [f"{shortest or 0} … {longest} characters"]
+    if shortest is None:
+        return []
+    return ["not empty"] if shortest == 1 else [f"at least {shortest} characters"]
+
+
 def bounds_text(field: FieldInfo) -> str:
     """`≥ 1`, `1 … 65535`, `> 0, < 0.5`, `1 … 128 characters`, the choices: what validation enforces."""
-    low, high, shortest, longest = _limits(field.metadata)
-    if low.startswith("≥") and high.startswith("≤"):
-        parts = [f"{low[2:]} … {high[2:]}"]
-    else:
-        parts = [p for p in (low, high) if p]
-    parts += _length_text(shortest, longest)
+    parts = _range(field) + _length(field)
     if typing.get_origin(field.annotation) is typing.Literal:
         parts.append("one of " + ", ".join(f"`{_value(c)}`" for c in typing.get_args(field.annotation)))
     return ", ".join(parts)
-
-
-def _limits(metadata: list[Any]) -> tuple[str, str, int | None, int | None]:
-    """The lower and upper bound as text, and the shortest and longest length allowed."""
-    low = high = ""
-    shortest: int | None = None
-    longest: int | None = None
-    for m in metadata:
-        if isinstance(m, at.Ge):
-            low = f"≥ {_value(m.ge)}"
-        elif isinstance(m, at.Gt):
-            low = f"> {_value(m.gt)}"
-        elif isinstance(m, at.Le):
-            high = f"≤ {_value(m.le)}"
-        elif isinstance(m, at.Lt):
-            high = f"< {_value(m.lt)}"
-        elif isinstance(m, at.MinLen):
-            shortest = m.min_length
-        elif isinstance(m, at.MaxLen):
-            longest = m.max_length
-    return low, high, shortest, longest
-
-
-def _length_text(shortest: int | None, longest: int | None) -> list[str]:
-    if longest is not None:
-        return [f"{shortest or 0} … {longest} characters"]
-    if shortest == 1:
-        return ["not empty"]
-    if shortest is not None:
-        return [f"at least {shortest} characters"]
-    return []
 
 
 def rows(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
