@@ -46,6 +46,9 @@ DEFAULT_QUANTILE = 0.999
 MAX_STATES = 32  # known normal states kept (the daemon smooths a deviation against each, per stream)
 STATE_WINDOW = 100  # readings per state at least: long enough for its mean and covariance
 MIN_SAMPLES = 30  # fit holds out at least this many rows per stream (fit.MIN_HELD_OUT)
+# The threshold when every normal score is 0: a score is a z-score against the residual spread, floored
+# at 1e-6 of the feature's scale (below), so 1 flags any change of that size.
+ZERO_SCORES_THRESHOLD = 1.0
 _TS0 = 1_700_000_000.0  # any epoch after 2000: the engine only needs increasing timestamps
 
 
@@ -210,9 +213,12 @@ def _finish(
     bias_scale: float | None = None,
 ) -> tuple[dict[str, Any], CalibrationReport]:
     threshold = threshold_from_scores(scores, quantile)
-    states = normal_states(streams, meta)
     if not threshold > 0:
-        raise DataError(f"the {quantile} quantile of normal scores is {threshold:g}; a threshold must be > 0")
+        # Forecasts exact on (nearly) every normal reading, e.g. a constant series: any residual beyond
+        # the largest normal one (or beyond the residual-std floor when there is none) is anomalous.
+        positive = scores[scores > 0]
+        threshold = float(positive.max()) if positive.size else ZERO_SCORES_THRESHOLD
+    states = normal_states(streams, meta)
     cal: dict[str, Any] = {
         "threshold": threshold,
         "quantile": quantile,

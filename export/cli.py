@@ -281,6 +281,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         **_export_kwargs(args),
     )
     print(result.report.summary())
+    for line in result.lines():
+        print(line)
     return 0
 
 

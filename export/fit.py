@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -92,6 +92,14 @@ class FitResult:
     epochs_run: int
     best_val_loss: float
     train_seconds: float
+    # One line when the LSTM learned nothing useful (`skill`), else None.
+    verdict: str | None = None
+    # What the CSV reader left out or skipped, and the interval it found (`fit_csv`).
+    notes: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """What `fit` prints after the export report: the data notes, then the verdict."""
+        return [f"data: {n}" for n in self.notes] + ([self.verdict] if self.verdict else [])
 
 
 def fit_csv(
@@ -103,8 +111,22 @@ def fit_csv(
     progress: TextIO | None = sys.stderr,
     **export_kwargs: object,
 ) -> FitResult:
-    data = read_csv(csv_path, features)
-    return fit_arrays(data.arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
+    """Fit on a CSV as a user has it: rows the daemon would reject (a missing or non-numeric value, an
+    unreadable or repeated timestamp) are left out, as in service; the sample interval, unless given, is
+    the median step of the timestamp column (csvdata.py)."""
+    data = read_csv(csv_path, features, missing="drop")
+    notes = list(data.notes)
+    if export_kwargs.get("sample_interval_s") is None and data.sample_interval_s is not None:
+        export_kwargs["sample_interval_s"] = data.sample_interval_s
+        notes.append(f"sample interval {data.sample_interval_s:g} s (median step of the timestamps)")
+    streams = data.streams
+    short = {k: len(v) for k, v in streams.items() if not long_enough(len(v), config)}
+    if short and len(short) < len(streams):  # fit on the others; none long enough: plan_split says why
+        notes.append(f"{len(short)} stream(s) left out, too short to train on: {short} rows")
+        streams = {k: v for k, v in streams.items() if k not in short}
+    arrays = list(streams.values())
+    result = fit_arrays(arrays, out, features=data.features, config=config, progress=progress, **export_kwargs)
+    return replace(result, notes=tuple(notes))
 
 
 def fit_arrays(
@@ -199,6 +221,9 @@ def _fit(
         )
     assert best_state is not None
     model.load_state_dict(best_state)
+    naive, naive_mse = _naive_forecast(x_val, k)
+    constant = bool((std == 0).all())
+    verdict = _verdict(features, allv, best, naive, naive_mse)
     kwargs = {"name": "fitted-forecaster", "warmup_steps": 10, **export_kwargs}
     report = export_torch(
         model,
@@ -208,8 +233,10 @@ def _fit(
         progress=progress,
         scaling={"offset": offset.tolist(), "scale": scale.tolist()},
         # Whole series, counted from the cut: calibration sees only held-out rows, with a warm state.
+        # Constant data has no forecast error but the model's own settling from the zero state at a
+        # stream's start: counted from the first reading, so that settling is normal, not a change.
         calibrate=[np.asarray(x, np.float64) for x in streams],
-        calibrate_from=plan.cuts,
+        calibrate_from=[0] * len(streams) if constant else plan.cuts,
         provenance={
             "fit": {
                 "hidden": c.hidden,
@@ -220,13 +247,54 @@ def _fit(
                 "train_rows": int(sum(len(t) for t in train)),
                 "held_out_rows": int(sum(len(v) for v in val)),
                 "window": plan.window,
+                "naive_forecast": naive,
+                "naive_val_mse": naive_mse,
+                "learned": verdict is None,
                 **({"horizon": k} if k > 1 else {}),
             }
         },
         horizon=k if k > 1 else None,
         **kwargs,  # type: ignore[arg-type]
     )
-    return FitResult(report, epoch, best, seconds)
+    return FitResult(report, epoch, best, seconds, verdict)
+
+
+# The LSTM has learned something when its held-out error is this much below the better naive forecast's.
+MIN_SKILL = 0.05
+NOTHING_LEARNED = (
+    "the model still carries the statistical channels the daemon computes for every stream "
+    "(deviation, bias, stuck sensor)"
+)
+
+
+def _naive_forecast(x_val: torch.Tensor, k: int) -> tuple[str, float]:
+    """The better of two forecasts that need no model, and its held-out MSE (scaled units): the last
+    value (right for a random walk), the training mean (0 when scaled; right for white noise)."""
+    target = x_val[:, 1:] if k == 1 else x_val[:, -k:]
+    last = x_val[:, :-1] if k == 1 else x_val[:, -k - 1 : -k].expand_as(target)
+    errors = {
+        "last-value": float(nn.functional.mse_loss(last, target)),
+        "mean": float(target.pow(2).mean()),
+    }
+    name = min(errors, key=lambda n: errors[n])
+    return name, errors[name]
+
+
+def _verdict(features: Sequence[str], data: np.ndarray, best: float, naive: str, naive_mse: float) -> str | None:
+    """One line when the LSTM learned nothing useful, else None."""
+    if (data.std(axis=0) == 0).all():
+        values = ", ".join(f"{f} = {v:g}" for f, v in zip(features, data[0]))
+        return (
+            f"fit: the LSTM learned nothing useful: every feature is constant ({values}); "
+            f"{NOTHING_LEARNED}, and any change of value is flagged"
+        )
+    if best < (1 - MIN_SKILL) * naive_mse:
+        return None
+    return (
+        f"fit: the LSTM learned nothing useful: its held-out forecast error (MSE {best:.3g}, scaled) is no "
+        f"better than the {naive} forecast's ({naive_mse:.3g}); {NOTHING_LEARNED}, and its score flags "
+        "sudden changes"
+    )
 
 
 MIN_WINDOW = 8  # shorter training windows teach the LSTM too little about its own state
@@ -238,6 +306,11 @@ MIN_HELD_OUT = 30  # held-out rows per stream: early stopping and calibration ne
 class SplitPlan:
     window: int  # training window length (steps predicted per window)
     cuts: list[int]  # per stream: rows before the cut train, rows from it are held out
+
+
+def long_enough(rows: int, c: FitConfig) -> bool:
+    """A stream of `rows` rows leaves enough to train on after its held-out part (`plan_split`)."""
+    return rows - max(MIN_HELD_OUT, round(rows * c.val_fraction)) >= (MIN_TRAIN_WINDOWS + 1) * MIN_WINDOW // 2 + 1
 
 
 def plan_split(lengths: Sequence[int], c: FitConfig) -> SplitPlan:
