@@ -85,26 +85,9 @@ def parse_ts(raw: Any, arrival_ts: float, max_future_s: float = _INF) -> float:
     if raw is None:
         return arrival_ts
     if _is_number(raw):
-        try:
-            ts = float(raw)
-        except OverflowError:
-            raise TimestampError("bad_ts", "'ts' is an integer too large for a timestamp") from None
-        if not math.isfinite(ts):
-            raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
-        if ts > US_ABOVE:
-            ts, unit = ts / 1e6, "microseconds"
-        elif ts > MS_ABOVE:
-            ts, unit = ts / 1e3, "milliseconds"
-        else:
-            unit = "seconds"
+        ts, unit = _epoch_number(raw)
     elif isinstance(raw, str):
-        try:
-            dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise TimestampError("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ts = dt.timestamp()
+        ts = _iso_8601(raw)
     else:
         raise TimestampError(
             "bad_ts", f"'ts' must be epoch seconds (ms, µs) or an ISO-8601 string, got {type(raw).__name__}"
@@ -118,6 +101,32 @@ def parse_ts(raw: Any, arrival_ts: float, max_future_s: float = _INF) -> float:
             raise TimestampError("ts_in_future", f"{ahead}: read as epoch {unit} ({_UNIT_HINT})")
         raise TimestampError("ts_in_future", f"{ahead} (an ISO-8601 time without a zone is UTC)")
     return ts
+
+
+def _epoch_number(raw: Any) -> tuple[float, str]:
+    """A numeric `ts` → (epoch seconds, the unit it was read in)."""
+    try:
+        ts = float(raw)
+    except OverflowError:
+        raise TimestampError("bad_ts", "'ts' is an integer too large for a timestamp") from None
+    if not math.isfinite(ts):
+        raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
+    if ts > US_ABOVE:
+        return ts / 1e6, "microseconds"
+    if ts > MS_ABOVE:
+        return ts / 1e3, "milliseconds"
+    return ts, "seconds"
+
+
+def _iso_8601(raw: str) -> float:
+    """An ISO-8601 `ts` → epoch seconds (UTC when it has no zone)."""
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise TimestampError("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
 
 
 def _reject_constant(name: str) -> Any:
