@@ -12,12 +12,8 @@ The daemon wires its parts and runs the loop; the parts have one job each: `pipe
 the clock come in through ports (edge_lstm/ports.py), so tests drive the daemon with a fake link
 (tests/support/fakes.py). Signals and exit codes are the CLI's (cli/run.py).
 
-In-process use (the demo runs it in a thread):
-
-    d = Daemon(load_settings(), model=None)
-    stop = threading.Event(); threading.Thread(target=d.run, args=(stop,)).start(); ...; stop.set()
-
-This module must never import torch (tests/integration/test_daemon_inprocess.py).
+In-process use (the demo runs it in a thread): `d = Daemon(load_settings())`, `d.run(stop)` in a thread,
+`stop.set()` to end it. This module must never import torch (tests/integration/test_daemon_inprocess.py).
 """
 
 from __future__ import annotations
@@ -109,7 +105,6 @@ class Daemon:
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
-        # Commands and Home Assistant (both opt-in).
         self.control = Control(settings, self.engine, self.log, self._request_reload, self._request_checkpoint)
         self.reject_log = RateLimitedLog(
             self.log,
