@@ -112,44 +112,10 @@ class ModelMeta(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelMeta:
-        n = len(self.features)
-        if len(set(self.features)) != n:
-            raise ValueError(f"features must be unique, got {self.features}")
-        if any(not f for f in self.features):
-            raise ValueError("features must be non-empty names")
-        for key in ("offset", "scale"):
-            got = len(getattr(self.scaling, key))
-            if got != n:
-                raise ValueError(f"scaling.{key} has {got} values for {n} features")
-        if self.output.kind == "forecast":
-            unknown = [o for o in self.output.names if o not in self.features]
-            if unknown:
-                raise ValueError(f"output.names {unknown} are not features (a forecast predicts features)")
-        if self.output.steps > 1:
-            if self.output.kind != "forecast":
-                raise ValueError("output.horizon > 1 is only for forecast models")
-            if self.schema_version < HORIZON_SCHEMA_VERSION:
-                raise ValueError(f"output.horizon > 1 needs schema_version {HORIZON_SCHEMA_VERSION}")
-        cal = self.calibration
-        if cal is not None and self.output.kind == "forecast":
-            m = len(self.output.names)
-            for key in ("residual_mean", "residual_std"):
-                vals = getattr(cal, key)
-                if vals is None:
-                    raise ValueError(f"calibration.{key} is required for a forecast model")
-                if len(vals) != m:
-                    raise ValueError(f"calibration.{key} has {len(vals)} values for {m} outputs")
-        for i, st in enumerate(cal.states or [] if cal is not None else []):
-            flat = [*st.mean, *(v for r in st.cov for v in r)]
-            if len(st.mean) != n or len(st.cov) != n or any(len(r) != n for r in st.cov):
-                raise ValueError(f"calibration.states[{i}]: mean must have {n} values and cov {n} x {n}")
-            if not all(math.isfinite(v) for v in flat):
-                raise ValueError(f"calibration.states[{i}] has a value that is not a finite number")
-        names = [self.io.input, self.io.output]
-        names += [t for p in self.io.state for t in (p.input, p.output)]
-        dupes = sorted({t for t in names if names.count(t) > 1})
-        if dupes:
-            raise ValueError(f"io names tensors more than once: {dupes}")
+        _check_features(self)
+        _check_output(self)
+        _check_calibration(self)
+        _check_io(self)
         return self
 
     @property
@@ -158,6 +124,64 @@ class ModelMeta(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
+
+
+def _check_features(meta: ModelMeta) -> None:
+    """Unique, non-empty feature names, and one scaling offset and scale per feature."""
+    n = len(meta.features)
+    if len(set(meta.features)) != n:
+        raise ValueError(f"features must be unique, got {meta.features}")
+    if any(not f for f in meta.features):
+        raise ValueError("features must be non-empty names")
+    for key in ("offset", "scale"):
+        got = len(getattr(meta.scaling, key))
+        if got != n:
+            raise ValueError(f"scaling.{key} has {got} values for {n} features")
+
+
+def _check_output(meta: ModelMeta) -> None:
+    """A forecast predicts features; only a forecast has a horizon, from schema version 2 on."""
+    out = meta.output
+    if out.kind == "forecast":
+        unknown = [o for o in out.names if o not in meta.features]
+        if unknown:
+            raise ValueError(f"output.names {unknown} are not features (a forecast predicts features)")
+    if out.steps > 1:
+        if out.kind != "forecast":
+            raise ValueError("output.horizon > 1 is only for forecast models")
+        if meta.schema_version < HORIZON_SCHEMA_VERSION:
+            raise ValueError(f"output.horizon > 1 needs schema_version {HORIZON_SCHEMA_VERSION}")
+
+
+def _check_calibration(meta: ModelMeta) -> None:
+    """A forecast's residual statistics, one per output; known states of the features' dimension."""
+    cal = meta.calibration
+    if cal is None:
+        return
+    if meta.output.kind == "forecast":
+        m = len(meta.output.names)
+        for key in ("residual_mean", "residual_std"):
+            vals = getattr(cal, key)
+            if vals is None:
+                raise ValueError(f"calibration.{key} is required for a forecast model")
+            if len(vals) != m:
+                raise ValueError(f"calibration.{key} has {len(vals)} values for {m} outputs")
+    n = len(meta.features)
+    for i, st in enumerate(cal.states or []):
+        flat = [*st.mean, *(v for r in st.cov for v in r)]
+        if len(st.mean) != n or len(st.cov) != n or any(len(r) != n for r in st.cov):
+            raise ValueError(f"calibration.states[{i}]: mean must have {n} values and cov {n} x {n}")
+        if not all(math.isfinite(v) for v in flat):
+            raise ValueError(f"calibration.states[{i}] has a value that is not a finite number")
+
+
+def _check_io(meta: ModelMeta) -> None:
+    """Every tensor named once."""
+    names = [meta.io.input, meta.io.output]
+    names += [t for p in meta.io.state for t in (p.input, p.output)]
+    dupes = sorted({t for t in names if names.count(t) > 1})
+    if dupes:
+        raise ValueError(f"io names tensors more than once: {dupes}")
 
 
 def parse_meta(text: str | None) -> ModelMeta:

@@ -79,30 +79,9 @@ def check_graph(
 ) -> list[tuple[int, ...]]:
     """Check the graph's tensors against the metadata; return the per-stream shape of each state."""
     io = meta.io
-    want_in = [io.input] + [p.input for p in io.state]
-    want_out = [io.output] + [p.output for p in io.state]
-    for name in want_in:
-        if name not in inputs:
-            raise ModelFormatError(
-                f"metadata names input tensor '{name}' but the graph has no such input (inputs: {sorted(inputs)})"
-            )
-    for name in want_out:
-        if name not in outputs:
-            raise ModelFormatError(
-                f"metadata names output tensor '{name}' but the graph has no such output (outputs: {sorted(outputs)})"
-            )
-    extra = sorted(set(inputs) - set(want_in)) + sorted(set(outputs) - set(want_out))
-    if extra:
-        raise ModelFormatError(f"graph tensors {extra} are not listed in the metadata 'io' section")
+    _check_names(meta, inputs, outputs)
     for t in [*inputs.values(), *outputs.values()]:
-        if t.dtype != "tensor(float)":
-            raise ModelFormatError(f"tensor '{t.name}' is {t.dtype}; every tensor must be float32")
-        if not t.shape or isinstance(t.shape[0], int):
-            raise ModelFormatError(
-                f"tensor '{t.name}' has shape {list(t.shape)}: axis 0 must be the dynamic batch axis"
-            )
-        if any(not isinstance(d, int) for d in t.shape[1:]):
-            raise ModelFormatError(f"tensor '{t.name}' has shape {list(t.shape)}: only axis 0 may be dynamic")
+        _check_tensor(t)
     x = inputs[io.input]
     n_features = len(meta.features)
     if x.shape[1:] != (n_features,):
@@ -123,6 +102,36 @@ def check_graph(
             raise ModelFormatError(f"state pair '{p.input}' -> '{p.output}' changes shape: {list(si)} vs {list(so)}")
         shapes.append(tuple(int(d) for d in si[1:]))  # type: ignore[arg-type]
     return shapes
+
+
+def _check_names(meta: ModelMeta, inputs: dict[str, TensorInfo], outputs: dict[str, TensorInfo]) -> None:
+    """The graph has exactly the tensors the metadata's `io` section names."""
+    io = meta.io
+    want_in = [io.input] + [p.input for p in io.state]
+    want_out = [io.output] + [p.output for p in io.state]
+    for name in want_in:
+        if name not in inputs:
+            raise ModelFormatError(
+                f"metadata names input tensor '{name}' but the graph has no such input (inputs: {sorted(inputs)})"
+            )
+    for name in want_out:
+        if name not in outputs:
+            raise ModelFormatError(
+                f"metadata names output tensor '{name}' but the graph has no such output (outputs: {sorted(outputs)})"
+            )
+    extra = sorted(set(inputs) - set(want_in)) + sorted(set(outputs) - set(want_out))
+    if extra:
+        raise ModelFormatError(f"graph tensors {extra} are not listed in the metadata 'io' section")
+
+
+def _check_tensor(t: TensorInfo) -> None:
+    """float32, a dynamic batch axis 0 and fixed other axes."""
+    if t.dtype != "tensor(float)":
+        raise ModelFormatError(f"tensor '{t.name}' is {t.dtype}; every tensor must be float32")
+    if not t.shape or isinstance(t.shape[0], int):
+        raise ModelFormatError(f"tensor '{t.name}' has shape {list(t.shape)}: axis 0 must be the dynamic batch axis")
+    if any(not isinstance(d, int) for d in t.shape[1:]):
+        raise ModelFormatError(f"tensor '{t.name}' has shape {list(t.shape)}: only axis 0 may be dynamic")
 
 
 def load_model(path: str | Path | None = None, *, threads: int = 1) -> OnnxStepModel:

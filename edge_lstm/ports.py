@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import time as _time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -27,12 +28,17 @@ class StepModel(Protocol):
 
     meta: ModelMeta
     state_shapes: list[tuple[int, ...]]
+    sha256: str  # of the model file: checkpoints and spilled rows are bound to it ("": none, state not kept)
 
     def step(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
 
 
 class SpillStore(Protocol):
     """Where evicted streams' rows go, and come back from when the stream returns."""
+
+    rows: int  # stored now (every version of every stream), for the stats
+    dropped_streams: int  # streams dropped whole to stay within the store's size bound
+    lost: int  # rows a failed write (a full disk) could not store
 
     def put(self, rows: Sequence[StreamState]) -> None: ...
 
@@ -73,6 +79,15 @@ WAKE: Final = object()
 Inbox = queue.SimpleQueue  # of Inbound | WAKE; C-implemented, never blocks the network thread
 
 
+class Bell(Protocol):
+    """Rung by the link's network thread as messages arrive (`service.batching.Doorbell`), so that the
+    worker sleeps out a batch window in one wait instead of polling the inbox."""
+
+    def wait(self, inbox: Inbox[Any], needed: int, timeout: float) -> bool:
+        """Worker: sleep until `needed` messages wait in `inbox` (True), or `timeout` seconds (False)."""
+        ...
+
+
 class Link(Protocol):
     """What the daemon needs from its broker connection (`service.mqtt.MqttLink` over paho).
 
@@ -83,6 +98,7 @@ class Link(Protocol):
     connected: bool
     subscribed: bool
     generation: int  # connection number: acks are only sent for messages of the current one
+    session_present: bool  # the broker kept this client's session on the last connect (CONNACK flag)
     connects: int
     holds: int  # times reading from the broker paused because the worker was behind
     held_s: float
@@ -90,6 +106,15 @@ class Link(Protocol):
     publish_failures: int
     intake_paused: bool  # the worker waits for PUBACKs: the link must keep reading (no backpressure hold)
     read_on: bool  # ... at its hard cap: read on even past the hold's bound (the PUBACKs are behind readings)
+
+    @property
+    def doorbell(self) -> Bell | None:
+        """None: the worker polls the inbox in slices while a batch fills."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Publishes and acks made inside go out together (one wake-up of the network thread)."""
+        ...
 
     def start(self) -> None: ...
 
@@ -159,6 +184,7 @@ class StateStore(Protocol):
     nothing is journaled, and `space_back()` says when a checkpoint is worth trying again."""
 
     durable: bool
+    unjournaled: int  # readings acknowledged while not durable (a crash then loses their steps)
 
     def restore(self) -> dict[str, Any]: ...
 

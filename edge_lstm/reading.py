@@ -85,26 +85,9 @@ def parse_ts(raw: Any, arrival_ts: float, max_future_s: float = _INF) -> float:
     if raw is None:
         return arrival_ts
     if _is_number(raw):
-        try:
-            ts = float(raw)
-        except OverflowError:
-            raise TimestampError("bad_ts", "'ts' is an integer too large for a timestamp") from None
-        if not math.isfinite(ts):
-            raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
-        if ts > US_ABOVE:
-            ts, unit = ts / 1e6, "microseconds"
-        elif ts > MS_ABOVE:
-            ts, unit = ts / 1e3, "milliseconds"
-        else:
-            unit = "seconds"
+        ts, unit = _epoch_number(raw)
     elif isinstance(raw, str):
-        try:
-            dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise TimestampError("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ts = dt.timestamp()
+        ts = _iso_8601(raw)
     else:
         raise TimestampError(
             "bad_ts", f"'ts' must be epoch seconds (ms, µs) or an ISO-8601 string, got {type(raw).__name__}"
@@ -118,6 +101,32 @@ def parse_ts(raw: Any, arrival_ts: float, max_future_s: float = _INF) -> float:
             raise TimestampError("ts_in_future", f"{ahead}: read as epoch {unit} ({_UNIT_HINT})")
         raise TimestampError("ts_in_future", f"{ahead} (an ISO-8601 time without a zone is UTC)")
     return ts
+
+
+def _epoch_number(raw: Any) -> tuple[float, str]:
+    """A numeric `ts` → (epoch seconds, the unit it was read in)."""
+    try:
+        ts = float(raw)
+    except OverflowError:
+        raise TimestampError("bad_ts", "'ts' is an integer too large for a timestamp") from None
+    if not math.isfinite(ts):
+        raise TimestampError("bad_ts", f"'ts' {str(raw)[:40]!r} is not a finite number")
+    if ts > US_ABOVE:
+        return ts / 1e6, "microseconds"
+    if ts > MS_ABOVE:
+        return ts / 1e3, "milliseconds"
+    return ts, "seconds"
+
+
+def _iso_8601(raw: str) -> float:
+    """An ISO-8601 `ts` → epoch seconds (UTC when it has no zone)."""
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise TimestampError("bad_ts", f"'ts' {raw[:40]!r} is not ISO-8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
 
 
 def _reject_constant(name: str) -> Any:
@@ -142,7 +151,9 @@ class FutureGuard:
     - one further ahead is admitted if it is at most `max_future_s` after the stream's newest reading
       (its last processed `ts`, or the last one admitted here): the stream already runs that far ahead;
     - otherwise it is held (rejected `ts_in_future`) until `confirm` consecutive readings agree, each
-      newer than the one before and at most `max_future_s` after it; the `confirm`-th is admitted.
+      newer than the one before and at most `max_future_s` after it; the `confirm`-th is admitted. A
+      reading of the stream that is not ahead (`behind`) ends the run: a sensor that sends a bogus
+      reading now and then between good ones never moves its stream's clock.
 
     A single bogus reading is therefore rejected and changes nothing (also after a restart: the
     stream's `ts` never moved); a sensor whose clock is days ahead loses its first `confirm - 1`
@@ -159,6 +170,11 @@ class FutureGuard:
         self.max_streams = max_streams
         self.ahead: OrderedDict[str, float] = OrderedDict()  # streams confirmed ahead: newest admitted ts
         self.pending: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (newest held ts, readings agreeing)
+
+    def behind(self, stream: str) -> None:
+        """The stream sent a reading that is not ahead of the daemon: a run of held readings ends."""
+        if self.pending:  # empty but for streams with held readings: one truth test per reading
+            self.pending.pop(stream, None)
 
     def admit(self, stream: str, ts: float) -> bool:
         tol = self.max_future_s
@@ -274,13 +290,18 @@ class Decoder:
         # The common case first: a float in epoch seconds. NaN fails every comparison; `< MS_ABOVE`
         # also keeps inf out (needed: with max_future_s = inf, or an infinite arrival time, the last
         # bound would let it through) and sends milliseconds and microseconds to parse_ts.
-        if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
-            return raw
         guard = self.future_guard
+        if type(raw) is float and MIN_TS <= raw < MS_ABOVE and raw <= arrival_ts + self.max_future_s:
+            if guard is not None:
+                guard.behind(stream)
+            return raw
         if guard is None:
             return parse_ts(raw, arrival_ts, self.max_future_s)
         ts = parse_ts(raw, arrival_ts)  # any unit, no bound: the guard decides below
-        if ts <= arrival_ts + self.max_future_s or guard.admit(stream, ts):
+        if ts <= arrival_ts + self.max_future_s:
+            guard.behind(stream)
+            return ts
+        if guard.admit(stream, ts):
             return ts
         try:
             parse_ts(raw, arrival_ts, self.max_future_s)  # raises ts_in_future, with the unit it read

@@ -69,26 +69,12 @@ def read_csv(path: str | Path, features: Sequence[str] | None = None, *, missing
         raise DataError(f"{path}: no data rows")
     notes: list[str] = []
     if features is None:
-        features = [c for i, c in enumerate(header) if i not in skip]
-        if missing == "drop":
-            text = [c for c in features if not any(_number(row[header.index(c)]) is not None for _, row in body)]
-            if text:
-                notes.append(f"column(s) {text} hold no numbers: not features")
-            features = [c for c in features if c not in text]
-        if not features:
-            raise DataError(f"{path}: no numeric feature column in header {header}")
+        features = _numeric_columns(path, header, body, skip, missing, notes)
     absent = [f for f in features if f not in header]
     if absent:
         raise DataError(f"{path}: missing column(s) {absent}; header is {header}")
     cols = [header.index(f) for f in features]
-    values = np.full((len(body), len(cols)), np.nan)
-    for r, (line, row) in enumerate(body):
-        for j, (f, i) in enumerate(zip(features, cols)):
-            v = _number(row[i])
-            if v is None and missing == "error":
-                what = "not finite" if _is_float(row[i]) else "not a number"
-                raise DataError(f"{path}, line {line}, column '{f}': {row[i]!r} is {what}")
-            values[r, j] = math.nan if v is None else v
+    values = _values(path, body, features, cols, missing)
     keys = [row[stream_col].strip() if stream_col is not None else "0" for _, row in body]
     ts = _timestamps(body, ts_col, header, notes)
     keep = np.ones(len(body), bool)
@@ -105,6 +91,38 @@ def read_csv(path: str | Path, features: Sequence[str] | None = None, *, missing
         _interval([ts[idx] for idx in streams.values()]) if ts is not None else None,
         notes,
     )
+
+
+def _numeric_columns(
+    path: Path, header: list[str], body: list[tuple[int, list[str]]], skip: set[int], missing: Missing, notes: list[str]
+) -> list[str]:
+    """The feature columns when none are named: every column but the time, stream and label ones; with
+    missing="drop" also not those without a single number (noted)."""
+    features = [c for i, c in enumerate(header) if i not in skip]
+    if missing == "drop":
+        text = [c for c in features if not any(_number(row[header.index(c)]) is not None for _, row in body)]
+        if text:
+            notes.append(f"column(s) {text} hold no numbers: not features")
+        features = [c for c in features if c not in text]
+    if not features:
+        raise DataError(f"{path}: no numeric feature column in header {header}")
+    return features
+
+
+def _values(
+    path: Path, body: list[tuple[int, list[str]]], features: Sequence[str], cols: list[int], missing: Missing
+) -> np.ndarray:
+    """[rows, features] of the cells' numbers; a cell without one is NaN with missing="drop", else an error
+    naming its line and column."""
+    values = np.full((len(body), len(cols)), np.nan)
+    for r, (line, row) in enumerate(body):
+        for j, (f, i) in enumerate(zip(features, cols)):
+            v = _number(row[i])
+            if v is None and missing == "error":
+                what = "not finite" if _is_float(row[i]) else "not a number"
+                raise DataError(f"{path}, line {line}, column '{f}': {row[i]!r} is {what}")
+            values[r, j] = math.nan if v is None else v
+    return values
 
 
 def _rows(path: Path) -> list[list[str]]:

@@ -87,9 +87,7 @@ def build_torch(kf: KerasFile) -> KerasModel:
     ended: KerasLayer | None = None  # a recurrent layer with return_sequences=False was seen
     for layer in kf.layers:
         t = layer.type
-        if t == "InputLayer":
-            continue
-        if t in _IDENTITY:
+        if t == "InputLayer" or t in _IDENTITY:
             continue
         if t in ("LSTM", "GRU"):
             if ended is not None:
@@ -100,33 +98,44 @@ def build_torch(kf: KerasFile) -> KerasModel:
             mods.append((layer.name, rnn))
             if not layer.config.get("return_sequences", False):
                 ended = layer
-        elif t == "Dense" or (t == "TimeDistributed" and layer.inner is not None and layer.inner.type == "Dense"):
-            dense = layer.inner if t == "TimeDistributed" and layer.inner is not None else layer
-            linear, act, width = _dense(dense, width, label=layer.label)
-            mods.append((layer.name, linear))
-            if act is not None:
-                mods.append((f"{layer.name}_activation", act))
-        elif t == "Activation":
-            act = _activation(layer.config.get("activation"), layer, "activation")
-            if act is not None:
-                mods.append((layer.name, act))
-        elif t == "LayerNormalization":
-            norm, width = _layer_norm(layer, width)
-            mods.append((layer.name, norm))
-        elif t == "TimeDistributed":
-            inner = layer.inner
-            raise UnsupportedModelError(
-                f"{layer.label} wraps {inner.label if inner else 'an unknown layer'}: only TimeDistributed(Dense) "
-                "is supported"
-            )
         else:
-            why = _REFUSED_WHY.get(t, f"the Keras exporter reads only {', '.join(SUPPORTED)}")
-            raise UnsupportedModelError(f"{layer.label} is not supported: {why}")
+            layer_mods, width = _stateless(layer, width)
+            mods += layer_mods
     if not any(isinstance(m, nn.RNNBase) for _, m in mods):
         raise UnsupportedModelError(f"Keras model '{kf.model_name}' has no LSTM or GRU layer: nothing carries state")
     first = next(layer for layer in kf.layers if layer.type in ("LSTM", "GRU"))
     n_features = kf.n_features if kf.n_features is not None else int(first.weights[0].shape[0])
     return KerasModel(mods, n_features).eval()
+
+
+def _stateless(layer: KerasLayer, width: int | None) -> tuple[list[tuple[str, nn.Module]], int | None]:
+    """The torch modules of a layer without state (Dense, TimeDistributed(Dense), Activation,
+    LayerNormalization), and the width after it; refuses every other layer."""
+    t = layer.type
+    mods: list[tuple[str, nn.Module]] = []
+    if t == "Dense" or (t == "TimeDistributed" and layer.inner is not None and layer.inner.type == "Dense"):
+        dense = layer.inner if t == "TimeDistributed" and layer.inner is not None else layer
+        linear, act, width = _dense(dense, width, label=layer.label)
+        mods.append((layer.name, linear))
+        if act is not None:
+            mods.append((f"{layer.name}_activation", act))
+    elif t == "Activation":
+        act = _activation(layer.config.get("activation"), layer, "activation")
+        if act is not None:
+            mods.append((layer.name, act))
+    elif t == "LayerNormalization":
+        norm, width = _layer_norm(layer, width)
+        mods.append((layer.name, norm))
+    elif t == "TimeDistributed":
+        inner = layer.inner
+        raise UnsupportedModelError(
+            f"{layer.label} wraps {inner.label if inner else 'an unknown layer'}: only TimeDistributed(Dense) "
+            "is supported"
+        )
+    else:
+        why = _REFUSED_WHY.get(t, f"the Keras exporter reads only {', '.join(SUPPORTED)}")
+        raise UnsupportedModelError(f"{layer.label} is not supported: {why}")
+    return mods, width
 
 
 def _check_common(layer: KerasLayer) -> None:

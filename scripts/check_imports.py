@@ -4,7 +4,8 @@ A module's imports are those run when it is imported: top-level statements and m
 (`if TYPE_CHECKING:` included, since a cycle there is a cycle in the design, except in a package's
 `__init__.py`, where it only names the lazy re-exports of its `__getattr__` for type checkers), not
 imports inside functions (the deliberate lazy ones). An edge to a package is an edge to its `__init__`. Prints each
-cycle and exits 1.
+cycle and exits 1: there is no allowance list (a module that needs another's object takes it through a
+small Protocol instead, as service/reload.py and service/stats.py take the daemon).
 
     python scripts/check_imports.py
 """
@@ -17,13 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Cycles known and owned by an open issue. A new cycle fails; so does a listed one that is gone
-# (delete its line then), so that this list only shrinks.
-KNOWN: dict[tuple[str, ...], str] = {
-    ("edge_lstm.service.daemon", "edge_lstm.service.reload", "edge_lstm.service.stats"): (
-        "issue 23 item 2: reload and stats type their argument as Daemon; a narrow interface removes it"
-    ),
-}
 PACKAGES = {"edge_lstm": ROOT / "edge_lstm", "edge_lstm_export": ROOT / "export"}
 
 
@@ -114,17 +108,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def main() -> int:
     mods = modules()
     graph = {name: imports(name, path, set(mods)) for name, path in mods.items()}
-    found = {tuple(c) for c in cycles(graph)}
-    new, gone = found - KNOWN.keys(), KNOWN.keys() - found
-    for c in sorted(new):
+    found = cycles(graph)
+    for c in found:
         print("import cycle: " + " <-> ".join(c), file=sys.stderr)
-    for c in sorted(gone):
-        print("scripts/check_imports.py: remove the fixed cycle from KNOWN: " + " <-> ".join(c), file=sys.stderr)
-    for c in sorted(found & KNOWN.keys()):
-        print(f"known import cycle ({KNOWN[c]}): " + " <-> ".join(c))
-    if not new and not gone:
-        print(f"no new import cycles among {len(mods)} modules")
-    return 1 if new or gone else 0
+    if not found:
+        print(f"no import cycles among {len(mods)} modules")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

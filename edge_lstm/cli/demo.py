@@ -154,29 +154,15 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
     d = Daemon(settings, model)
     stop = threading.Event()
     daemon_error: list[str] = []
-
-    def run_daemon() -> None:
-        try:
-            d.run(stop)
-        except BaseException as e:  # noqa: BLE001 - reported to the user below
-            daemon_error.append(f"{type(e).__name__}: {e}")
-
     observer = Observer(broker.port, plan.interval, plan.anomalies)
     cleanup.callback(observer.close)
-    thread = threading.Thread(target=run_daemon, name="demo-daemon", daemon=True)
+    thread = threading.Thread(target=_run_daemon, args=(d, stop, daemon_error), name="demo-daemon", daemon=True)
     thread.start()
     cleanup.callback(thread.join, 20)
     cleanup.callback(stop.set)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not (
-        observer.subscribed.is_set() and d.ready.is_set() and observer.status == b"online"
-    ):
-        if daemon_error or not thread.is_alive():
-            return _fail(f"the daemon stopped at start: {daemon_error or 'see ' + log_file.name}")
-        observer.drain()
-        time.sleep(0.02)
-    if observer.status != b"online":
-        return _fail(f"the daemon did not come online within 15 s (log: {log_file.name})")
+    problem = _wait_online(observer, d, thread, daemon_error, log_file.name)
+    if problem is not None:
+        return _fail(problem)
 
     streams, anomalies, interval, total_steps = plan.streams, plan.anomalies, plan.interval, plan.total_steps
     fleet = Fleet(broker.port, streams, args.seed, args.rate, total_steps, interval, anomalies)
@@ -205,12 +191,7 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
                 sys.stdout.write(render_live(observer, fleet, header, now - started, args.seconds, style))
                 sys.stdout.flush()
             else:
-                for _, _, line in observer.episodes:
-                    print(f"  flagged {line}", flush=True)
-                observer.episodes.clear()
-                for line in observer.alarm_events:
-                    print(f"  {line}", flush=True)
-                observer.alarm_events.clear()
+                _print_flagged(observer)
                 if now - last_plain >= 2.0:
                     last_plain = now
                     print(plain_line(observer, fleet, now - started), flush=True)
@@ -219,7 +200,53 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
         interrupted = True
     fleet.close()
     wall = time.monotonic() - started
-    # Let the results of the last readings come back: until all have, or nothing arrives for 2 s.
+    _drain_last(observer, fleet)
+    if live:
+        sys.stdout.write(render_live(observer, fleet, header, wall, args.seconds, style) + "\n")
+    else:
+        _print_flagged(observer)
+    stop.set()
+    thread.join(timeout=20)
+    print(summary(observer, fleet, d.stats(), args, wall, ANOMALY_KINDS), flush=True)
+    if interrupted:
+        print("(interrupted)")
+    return _exit_code(daemon_error, thread, log_file.name)
+
+
+def _run_daemon(d: Any, stop: threading.Event, daemon_error: list[str]) -> None:
+    try:
+        d.run(stop)
+    except BaseException as e:  # noqa: BLE001 - reported to the user (_exit_code)
+        daemon_error.append(f"{type(e).__name__}: {e}")
+
+
+def _print_flagged(observer: Any) -> None:
+    """The flag episodes and alarm events since the last call, one line each (plain output)."""
+    for _, _, line in observer.episodes:
+        print(f"  flagged {line}", flush=True)
+    observer.episodes.clear()
+    for line in observer.alarm_events:
+        print(f"  {line}", flush=True)
+    observer.alarm_events.clear()
+
+
+def _wait_online(observer: Any, d: Any, thread: threading.Thread, daemon_error: list[str], log_name: str) -> str | None:
+    """Wait (15 s at most) until the observer is subscribed and the daemon ready and online; else why not."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (
+        observer.subscribed.is_set() and d.ready.is_set() and observer.status == b"online"
+    ):
+        if daemon_error or not thread.is_alive():
+            return f"the daemon stopped at start: {daemon_error or 'see ' + log_name}"
+        observer.drain()
+        time.sleep(0.02)
+    if observer.status != b"online":
+        return f"the daemon did not come online within 15 s (log: {log_name})"
+    return None
+
+
+def _drain_last(observer: Any, fleet: Any) -> None:
+    """Let the results of the last readings come back: until all have, or nothing arrives for 2 s."""
     quiet_since = time.monotonic()
     end = quiet_since + 15
     while observer.results < fleet.published and time.monotonic() < end:
@@ -229,20 +256,11 @@ def _run(args: argparse.Namespace, plan: _Plan, broker: Any, cleanup: contextlib
             break
         time.sleep(0.02)
     observer.drain()
-    if live:
-        sys.stdout.write(render_live(observer, fleet, header, wall, args.seconds, style) + "\n")
-    else:
-        for _, _, line in observer.episodes:
-            print(f"  flagged {line}", flush=True)
-        for line in observer.alarm_events:
-            print(f"  {line}", flush=True)
-    stop.set()
-    thread.join(timeout=20)
-    print(summary(observer, fleet, d.stats(), args, wall, ANOMALY_KINDS), flush=True)
-    if interrupted:
-        print("(interrupted)")
+
+
+def _exit_code(daemon_error: list[str], thread: threading.Thread, log_name: str) -> int:
     if daemon_error:
-        print(f"edge-lstm demo: the daemon failed: {daemon_error[0]} (log: {log_file.name})", file=sys.stderr)
+        print(f"edge-lstm demo: the daemon failed: {daemon_error[0]} (log: {log_name})", file=sys.stderr)
         return 1
     if thread.is_alive():
         print("edge-lstm demo: the daemon did not stop within 20 s", file=sys.stderr)

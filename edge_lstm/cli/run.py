@@ -20,7 +20,11 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..ports import StepModel
+    from ..service.config import Settings
 
 # Signals that stop the daemon cleanly. SIGHUP reloads the configuration and the model (service/reload.py;
 # its default action would kill the daemon silently).
@@ -61,35 +65,26 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..contract import ModelFormatError
-    from ..onnx_model import load_model
-    from ..ports import StepModel
-    from ..service.config import Settings, load_settings
+    from ..service.config import load_settings
     from ..service.daemon import Daemon
     from ..service.logs import configure, get_logger
-    from ..service.startup import preflight, setting_error
+    from ..service.requested import Requested
+    from ..service.startup import preflight
 
     stop = threading.Event()
     daemon: Daemon | None = None
-    early: dict[str, Any] = {}  # what a signal asked for before the daemon existed (start-up)
+    requested = Requested()  # what the signals ask for, from now on: the daemon gets this very object
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flag it: no logging here. The handler runs in the main thread between bytecodes, maybe
         # while that thread holds structlog's (non-reentrant) output lock mid-line: logging from here
         # would deadlock the shutdown. Daemon.shutdown logs the reason.
-        reason = f"signal {signal.Signals(signum).name}"
-        if daemon is not None:
-            daemon.stop_reason = reason
-        else:
-            early["stop_reason"] = reason
+        requested.stop_reason = f"signal {signal.Signals(signum).name}"
         stop.set()
         _wake()
 
     def _on_hup(signum: int, frame: FrameType | None) -> None:
-        if daemon is not None:
-            daemon.reload_requested = True  # the worker reloads between two batches (service/reload.py)
-        else:
-            early["reload"] = True
+        requested.reload = True  # the worker reloads between two batches (service/reload.py)
         _wake()
 
     def _wake(*_: object) -> None:
@@ -118,38 +113,46 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args.config))
     configure(settings.log.level, settings.log.format)
     preflight(settings)
-    try:
-        model = load_model(settings.model, threads=settings.engine.threads)
-    except ModelFormatError as e:
-        raise setting_error("model", str(e)) from None
+    model = _load_model(settings)
     path = config_path(args.config)
 
     def _reload() -> tuple[Settings, StepModel]:
         new = load_settings(path)
         preflight(new)
-        try:
-            return new, load_model(new.model, threads=new.engine.threads)
-        except ModelFormatError as e:
-            raise setting_error("model", str(e)) from None
+        return new, _load_model(new)
 
     if stop.is_set():  # stopped while starting: nothing received, nothing to drain
-        get_logger("edge_lstm.daemon").info("stopped", reason=early["stop_reason"], detail="before serving")
+        get_logger("edge_lstm.daemon").info("stopped", reason=requested.stop_reason, detail="before serving")
         return 0
-    daemon = Daemon(settings, model, reloader=_reload)
-    daemon.stop_reason = early.get("stop_reason", daemon.stop_reason)
-    daemon.reload_requested = daemon.reload_requested or early.get("reload", False)
+    daemon = Daemon(settings, model, reloader=_reload, requested=requested)
     _freeze_startup_objects()
     code = daemon.run(stop)
     if daemon.restart_requested and not stop.is_set():
-        # A reload that cannot be done in place (another state signature): start over in this process
-        # (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside. A stop
-        # signal from here on stays pending through the exec, for the new process's handlers, instead of
-        # being lost with this process's.
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        if not stop.is_set():
-            os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        _restart_in_place(path, stop)
     return code
+
+
+def _load_model(settings: Settings) -> StepModel:
+    """The configured model; a model that does not load is a bad `model` setting (exit 2)."""
+    from ..contract import ModelFormatError
+    from ..onnx_model import load_model
+    from ..service.startup import setting_error
+
+    try:
+        return load_model(settings.model, threads=settings.engine.threads)
+    except ModelFormatError as e:
+        raise setting_error("model", str(e)) from None
+
+
+def _restart_in_place(path: str | None, stop: threading.Event) -> None:
+    """A reload that cannot be done in place (another state signature): start over in this process
+    (same pid, so systemd keeps tracking it); the restore sets the old checkpoint aside. A stop signal
+    from here on stays pending through the exec, for the new process's handlers, instead of being lost
+    with this process's."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    if not stop.is_set():
+        os.execv(sys.executable, [sys.executable, "-m", "edge_lstm", "run", *(["--config", path] if path else [])])
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
 
 def _freeze_startup_objects() -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..ports import WAKE, Clock, Inbound, Inbox
+from ..ports import WAKE, Bell, Clock, Inbound, Inbox
 
 # While filling a batch without a doorbell: how often the worker looks whether it is full.
 SLICE_S = 0.002
@@ -95,7 +95,7 @@ def _take_waiting(inbox: Inbox[Any], items: list[Inbound], woken: Callable[[], N
             items.append(item)
 
 
-def _wait(inbox: Inbox[Any], clock: Clock, bell: Doorbell | None, needed: int, timeout: float) -> bool:
+def _wait(inbox: Inbox[Any], clock: Clock, bell: Bell | None, needed: int, timeout: float) -> bool:
     """Sleep `timeout` s, or until `needed` messages wait (then True): in one wait with a `bell`, in
     slices without."""
     if bell is not None:
@@ -118,7 +118,7 @@ def gather(
     target_batch: int,
     max_wait_s: float,
     not_before: float = float("inf"),
-    bell: Doorbell | None = None,
+    bell: Bell | None = None,
 ) -> list[Inbound]:
     """Wait up to `idle_wait` for a first message, then fill a batch. It closes at `max_batch`, at
     `target_batch` once nothing more waits, at `not_before` (`clock.monotonic()` time; at once if that

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 OPS = ("reset", "accept", "inspect", "checkpoint", "reload", "remove")
 NEEDS_STREAM = ("reset", "accept", "inspect", "remove")
 MAX_COMMAND_BYTES = 4096
@@ -108,7 +110,6 @@ def reply(op: str | None, ok: bool, **fields: Any) -> bytes:
 
 def _plain(x: Any) -> Any:
     """numpy scalars and arrays in `inspect` replies."""
-    tolist = getattr(x, "tolist", None)
-    if tolist is not None:
-        return tolist()
+    if isinstance(x, (np.generic, np.ndarray)):
+        return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

@@ -14,7 +14,6 @@ from ..engine import Engine
 from ..ports import Inbound
 from ..result import encode_alarm
 from ..topics import TopicPattern
-from .checkpoints import CheckpointPolicy
 from .commands import CommandError, parse, reply, response_topic_problem
 from .config import Settings
 from .ha_bridge import HomeAssistantBridge
@@ -24,12 +23,21 @@ Reply = tuple[str, bytes, bool, bytes | None]  # ... and the MQTT v5 correlation
 
 
 class Control:
-    def __init__(self, settings: Settings, engine: Engine, log: Any, request_reload: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        log: Any,
+        request_reload: Callable[[], None],
+        request_checkpoint: Callable[[], bool],
+    ) -> None:
+        """`request_checkpoint`: asks for a checkpoint as soon as possible; False when durable state is
+        off."""
         self.settings = settings
         self.request_reload = request_reload  # as SIGHUP: the worker reloads before its next batch
+        self.request_checkpoint = request_checkpoint
         self.engine = engine
         self.log = log
-        self.checkpoints: CheckpointPolicy | None = None  # set once durable state is open
         c, ha, mq = settings.commands, settings.homeassistant, settings.mqtt
         self.command_topic = c.topic if c.enabled else None
         self.reply_topic = f"{c.topic}/reply"
@@ -102,8 +110,7 @@ class Control:
         if cmd.op in ("reset", "remove"):
             assert cmd.stream is not None
             known = self.engine.reset_stream(cmd.stream)
-            if self.checkpoints is not None:
-                self.checkpoints.request()  # the reset is durable once the next checkpoint is written
+            self.request_checkpoint()  # the reset is durable once the next checkpoint is written
             if cmd.op == "remove":  # nothing of it stays retained; Home Assistant deletes its device
                 alarm = [(self._alarms.topic_for(cmd.stream), b"", True)] if self._alarms is not None else []
                 self._side_effects = alarm + (self.ha.remove(cmd.stream) if self.ha is not None else [])
@@ -114,14 +121,13 @@ class Control:
             if event is not None and self._alarms is not None:  # the cleared alarm, retained, with its reason
                 payload = encode_alarm(event, self.engine.meta.model_id)
                 self._side_effects = [(self._alarms.topic_for(cmd.stream), payload, True)]
-            if known and self.checkpoints is not None:
-                self.checkpoints.request()
+            if known:
+                self.request_checkpoint()  # durable once the next checkpoint is written
             return reply("accept", known, stream=cmd.stream, **({} if known else {"error": "no such stream"}))
         if cmd.op == "reload":
             self.request_reload()
             return reply("reload", True, detail="requested: the outcome is logged (reloaded / reload_refused)")
         # checkpoint
-        if self.checkpoints is None:
+        if not self.request_checkpoint():
             return reply("checkpoint", False, error="durable state is off (checkpoint.enabled = false)")
-        self.checkpoints.request()
         return reply("checkpoint", True, detail="requested: written as soon as no result awaits the broker")

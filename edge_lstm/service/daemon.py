@@ -12,12 +12,8 @@ The daemon wires its parts and runs the loop; the parts have one job each: `pipe
 the clock come in through ports (edge_lstm/ports.py), so tests drive the daemon with a fake link
 (tests/support/fakes.py). Signals and exit codes are the CLI's (cli/run.py).
 
-In-process use (the demo runs it in a thread):
-
-    d = Daemon(load_settings(), model=None)
-    stop = threading.Event(); threading.Thread(target=d.run, args=(stop,)).start(); ...; stop.set()
-
-This module must never import torch (tests/integration/test_daemon_inprocess.py).
+In-process use (the demo runs it in a thread): `d = Daemon(load_settings())`, `d.run(stop)` in a thread,
+`stop.set()` to end it. This module must never import torch (tests/integration/test_daemon_inprocess.py).
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine
@@ -46,9 +40,10 @@ from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
 from .notify import Notifier
 from .reload import reload
+from .requested import Requested
 from .retained import republish
 from .state import open_state
-from .stats import StatsReporter, collect
+from .stats import Counters, StatsReporter, collect
 
 LinkFactory = Callable[[MqttSettings, Inbox[Any], Any, int], Link]  # subscription: a filter or a list
 
@@ -57,14 +52,6 @@ def mqtt_link(cfg: MqttSettings, inbox: Inbox[Any], subscription: Any, max_queue
     from .mqtt import MqttLink  # paho is imported only when a real link is made
 
     return MqttLink(cfg, inbox, subscription, max_queue=max_queue)
-
-
-@dataclass
-class Counters:
-    received: int = 0
-    published: int = 0
-    acked: int = 0
-    not_acked_old_connection: int = 0
 
 
 class Daemon:
@@ -84,13 +71,15 @@ class Daemon:
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
+        requested: Requested | None = None,
         disk: Disk | None = None,
     ) -> None:
-        """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `disk`: the state dir's."""
+        """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `requested`: the stop and
+        reload requests, shared with the CLI's signal handlers; `disk`: the state dir's."""
         self.disk = disk
         self.settings = settings
         self.reloader = reloader
-        self.reload_requested = False  # set by the CLI's SIGHUP handler; acted on by the worker
+        self.requested = requested if requested is not None else Requested()
         self.restart_requested = False  # a reload that cannot be done in place: the CLI re-executes
         eng = settings.engine
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
@@ -116,7 +105,7 @@ class Daemon:
         )
         self.notifier = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
-        self.control = Control(settings, self.engine, self.log, self._request_reload)  # commands, HA (opt-in)
+        self.control = Control(settings, self.engine, self.log, self._request_reload, self._request_checkpoint)
         self.reject_log = RateLimitedLog(
             self.log,
             burst=settings.log.rejections_burst,
@@ -129,7 +118,6 @@ class Daemon:
         self.ledger = AckLedger()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
-        self.stop_reason = "stop requested"  # set by the CLI's signal handler, logged at shutdown
         self.durable: StateStore | None = None  # once run() has restored it
         self.spill: SpillStore | None = None
         self.checkpoints: CheckpointPolicy | None = None
@@ -148,7 +136,13 @@ class Daemon:
         self.inbox.put(WAKE)
 
     def _request_reload(self) -> None:
-        self.reload_requested = True
+        self.requested.reload = True
+
+    def _request_checkpoint(self) -> bool:
+        if self.checkpoints is None:
+            return False  # durable state is off
+        self.checkpoints.request()
+        return True
 
     @property
     def link(self) -> Link:
@@ -207,7 +201,7 @@ class Daemon:
             self.settings, self.engine, self.model, self.log, self.disk, self.clock.monotonic
         )
         if self.durable is not None:
-            self.checkpoints = self.control.checkpoints = CheckpointPolicy(
+            self.checkpoints = CheckpointPolicy(
                 self.durable,
                 interval_s=self.settings.checkpoint.interval_s,
                 quiesce_timeout_s=self.quiesce_timeout_s,
@@ -218,8 +212,8 @@ class Daemon:
     def iteration(self, idle_wait: float) -> None:
         """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is
         ready, then readiness, watchdog and housekeeping."""
-        if self.reload_requested:
-            self.reload_requested = False
+        if self.requested.reload:
+            self.requested.reload = False
             reload(self)
         link = self.link
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
@@ -268,7 +262,7 @@ class Daemon:
             target_batch=eng.target_batch,
             max_wait_s=eng.max_wait_ms / 1000.0,
             not_before=self.pace.next_at,
-            bell=getattr(self.link, "doorbell", None),  # MqttLink rings it as readings arrive
+            bell=self.link.doorbell,  # MqttLink rings it as readings arrive
         )
 
     def _process(self, batch: list[Inbound]) -> None:
@@ -278,7 +272,7 @@ class Daemon:
         if self.control.topics:
             batch = self._control(batch)
         now = self.clock.monotonic()
-        with self._batch():
+        with self.link.batch():
             for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
                 self._publish(processed, batch_no, now)
         self.ledger.note_size()
@@ -294,11 +288,6 @@ class Daemon:
                 continue
             self.ledger.add(Pending(m.mid, m.qos, m.generation, now, control_replies(link, self.control, m, qos)))
         return readings
-
-    def _batch(self) -> AbstractContextManager[Any]:
-        """The link's batch context (one network-thread wake-up for many packets), if it has one."""
-        batch = getattr(self.link, "batch", None)
-        return batch() if batch is not None else nullcontext()
 
     def _publish(self, processed: list[Processed], batch_no: int, now: float) -> None:
         c = self.counters
@@ -335,7 +324,7 @@ class Daemon:
             self.housekeeping.acked(self.clock.monotonic())
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
-        with self._batch():
+        with self.link.batch():
             self._ack(ready)
 
     def _ack(self, ready: list[Pending]) -> None:
@@ -365,7 +354,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping("draining")
-        self.log.info("stopping", reason=self.stop_reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
+        reason = self.requested.stop_reason
+        self.log.info("stopping", reason=reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
         link = self.link
         link.stop_accepting()
         # Drain what was received before the stop: everything now in the inbox.

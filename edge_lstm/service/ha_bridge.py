@@ -68,7 +68,7 @@ class HomeAssistantBridge:
         once), held-back states that are due, idle-evicted streams removed. Best effort: no reading waits."""
         out: list[Publish] = []
         if link.connected and link.generation != self.generation:
-            out += self.on_connected(link.generation, getattr(link, "session_present", False), engine)
+            out += self.on_connected(link.generation, link.session_present, engine)
             log_stats(now)
         out += self.due(now) + self.evicted(idle_evicted)
         for topic, payload, retain in out:

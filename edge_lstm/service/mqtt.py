@@ -2,9 +2,8 @@
 
 Rules this module keeps (docs/operations.md, "How messages flow"):
 
-* `on_message` (and `on_reading`, the paho adapter's path for plain QoS 1 readings) only appends
-  `ports.Inbound(topic, payload, mid, qos, arrival, generation)` to a
-  `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
+* `on_message` (and `on_reading`, the paho adapter's path for plain QoS 1 readings) only appends an
+  `Inbound` to a `queue.SimpleQueue` (C-implemented, never blocks, takes no lock of ours). No decoding, no publishing:
   work in paho's network thread starves keepalive and throttles the socket to a few hundred messages/s,
   and the broker then queues and drops (paho #379, #328; paho holds its locks during callbacks, #346).
 * Persistent session: a stable client id, MQTT v5 `clean_start=False` + SessionExpiryInterval (3.1.1:

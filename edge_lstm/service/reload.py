@@ -12,18 +12,48 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..contract import ModelFormatError
+from ..engine import Engine
+from ..ports import SpillStore, StateStore, StepModel
+from .checkpoints import CheckpointPolicy
+from .config import Settings
+from .control import Control
+from .requested import Requested
 from .startup import StartupError
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 _APPLIED = {"model", "alarm"}  # the rest (log level included) waits for a restart
 
 
-def reload(d: Daemon) -> None:
+class Reloadable(Protocol):
+    """What a reload reads from the daemon (`daemon.Daemon`), and what it sets: the settings and the
+    model served, or the stop reason and the request to restart."""
+
+    settings: Settings
+    model: StepModel
+    restart_requested: bool
+
+    @property
+    def reloader(self) -> Callable[[], tuple[Settings, StepModel]] | None: ...
+    @property
+    def requested(self) -> Requested: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def control(self) -> Control: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def durable(self) -> StateStore | None: ...
+    @property
+    def checkpoints(self) -> CheckpointPolicy | None: ...
+    @property
+    def spill(self) -> SpillStore | None: ...
+
+
+def reload(d: Reloadable) -> None:
     if d.reloader is None:
         d.log.warning("reload_unavailable", detail="this daemon was started without a configuration to re-read")
         return
@@ -33,11 +63,12 @@ def reload(d: Daemon) -> None:
         d.log.warning("reload_refused", error=str(e), detail="serving on with the configuration and model as before")
         return
     old = d.settings
-    changed = sorted(k for k in type(old).model_fields if getattr(old, k) != getattr(settings, k))
+    new = dict(settings)  # section name -> section
+    changed = sorted(k for k, section in old if section != new[k])
     needs_restart = [k for k in changed if k not in _APPLIED]
     if needs_restart:
         d.log.warning("reload_needs_restart", settings=needs_restart, detail="not applied until a restart")
-    sha = getattr(model, "sha256", None)
+    sha = model.sha256
     if not d.engine.swap_model(model, d.engine.scorer.config, settings.alarm.policy()):
         d.log.warning(
             "reload_model_changed",
@@ -45,18 +76,18 @@ def reload(d: Daemon) -> None:
             model_version=model.meta.version,
             detail="another state signature: restarting, every stream starts fresh",
         )
-        d.stop_reason = "reload with a model of another state signature"
+        d.requested.stop_reason = "reload with a model of another state signature"
         d.restart_requested = True
         return
     d.model = model
     if d.control.ha is not None:
         d.control.ha.model_changed(model.meta)  # Home Assistant's stream devices show the new model
     d.settings = old.model_copy(update={"model": settings.model, "alarm": settings.alarm})
-    if d.durable is not None and sha is not None:
+    if d.durable is not None and sha:
         d.durable.rebind(sha)
         if d.checkpoints is not None:
             d.checkpoints.request()  # the journal from here on belongs to the new model's checkpoint
-    if d.spill is not None and sha is not None:
+    if d.spill is not None and sha:
         d.spill.rebind(sha)
     d.log.info(
         "reloaded",

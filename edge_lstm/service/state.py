@@ -34,9 +34,9 @@ def open_state(
     """The durable state (checkpoint + journal, restored into `engine`) and the spill store attached to
     `engine`, as configured; None for what is off. `disk`: the disk port (tests inject a full one)."""
     s = settings
-    sha = getattr(model, "sha256", None)
+    sha = model.sha256
     durable = None
-    if s.checkpoint.enabled and sha is not None:
+    if s.checkpoint.enabled and sha:
         # Takes the state dir lock: before anything in the directory is opened, so that a second daemon
         # on it stops (StateDirBusy) without touching it (the spill store below would delete the first
         # one's spilled rows if the second serves another model).
@@ -84,7 +84,7 @@ def _open_spill(
             columns=engine.table.column_specs,
             max_rows=s.engine.max_spilled,
             max_bytes=s.spill.max_bytes,
-            model_sha256=getattr(model, "sha256", None) or "",
+            model_sha256=model.sha256,
             on_error=on_error,
         )
     except (sqlite3.Error, OSError) as e:

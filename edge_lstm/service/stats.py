@@ -3,16 +3,68 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .. import __version__
+from ..engine import Engine
+from ..pipeline import Pipeline
+from ..ports import Clock, Inbox, Link, SpillStore, StateStore, StepModel
+from .acks import AckLedger
+from .config import Settings
+from .control import Control
+from .housekeeping import Housekeeping
 from .logs import LAST_PROBLEM
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .notify import Notifier
 
 
-def collect(d: Daemon) -> dict[str, Any]:
+@dataclass
+class Counters:
+    received: int = 0
+    published: int = 0
+    acked: int = 0
+    not_acked_old_connection: int = 0
+
+
+class Observed(Protocol):
+    """What the stats read from the daemon (`daemon.Daemon`), and nothing else: they change nothing in it."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def model(self) -> StepModel: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def control(self) -> Control: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def inbox(self) -> Inbox[Any]: ...
+    @property
+    def ledger(self) -> AckLedger: ...
+    @property
+    def started_link(self) -> Link | None:
+        """None before the daemon started: the stats say so."""
+        ...
+
+    @property
+    def housekeeping(self) -> Housekeeping | None: ...
+    @property
+    def spill(self) -> SpillStore | None: ...
+    @property
+    def durable(self) -> StateStore | None: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def notifier(self) -> Notifier: ...
+
+
+def collect(d: Observed) -> dict[str, Any]:
     st = d.engine.stats
     link = d.started_link  # None before start(): the stats say so
     return {
@@ -35,26 +87,26 @@ def collect(d: Daemon) -> dict[str, Any]:
         "connected": bool(link and link.connected),
         "reconnects": max(0, (link.connects if link else 0) - 1),
         "alarms_raised": st.alarms_raised,
-        "streams_spilled": getattr(d.spill, "rows", 0),
+        "streams_spilled": d.spill.rows if d.spill is not None else 0,
         "mean_batch": round(d.counters.received / d.pipeline.batches, 1) if d.pipeline.batches else 0.0,
         "commands": d.control.commands,
         "command_errors": d.control.command_errors,
         # False while the state directory cannot be written (a full disk): serving on, nothing journaled.
         "durable": bool(d.durable is not None and d.durable.durable),
-        "unjournaled": getattr(d.durable, "unjournaled", 0),
-        "spill_dropped_streams": getattr(d.spill, "dropped_streams", 0),
-        "spill_lost": getattr(d.spill, "lost", 0),
+        "unjournaled": d.durable.unjournaled if d.durable is not None else 0,
+        "spill_dropped_streams": d.spill.dropped_streams if d.spill is not None else 0,
+        "spill_lost": d.spill.lost if d.spill is not None else 0,
     }
 
 
-def durable(st: dict[str, Any], d: Daemon) -> bool:
+def durable(st: dict[str, Any], d: Observed) -> bool:
     """Whether the streams' state survives a power cut: the stats' own `durable` flag when they have one
     (durable/ may turn it off when the disk fails), else whether durable state is on at all."""
     return bool(st.get("durable", d.durable is not None))
 
 
 class StatsReporter:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.d = daemon
         self.started = self.last_t = daemon.clock.monotonic()
         self.last_results = 0

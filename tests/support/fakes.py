@@ -7,10 +7,11 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_lstm.ports import WAKE, Inbound
+from edge_lstm.ports import WAKE, Bell, Inbound
 from edge_lstm.service.config import MqttSettings
 
 
@@ -57,12 +58,14 @@ class FakeLink:
     connected: bool = False
     subscribed: bool = False
     generation: int = 0
+    session_present: bool = False  # as a clean start: the broker kept nothing
     connects: int = 0
     holds: int = 0
     held_s: float = 0.0
     max_inbox: int = 0
     publish_failures: int = 0
     intake_paused: bool = False
+    doorbell: Bell | None = None  # none: the worker polls the inbox in slices, on the fake clock
     read_on: bool = False
     accepting: bool = True
     closed: bool = False
@@ -98,6 +101,9 @@ class FakeLink:
 
     def woken(self) -> None:
         self.wakes_taken += 1
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def kick(self, min_age_s: float = 5.0) -> int:
         self.kicks += 1

@@ -143,5 +143,6 @@ def test_the_engine_publishes_bias_and_flags_a_persistent_offset(tmp_path: Path)
     assert doc["bias"] == float(f"{last.bias:.6g}") and doc["bias_threshold"] == float(f"{last.bias_threshold:.6g}")
     assert doc == json.loads(json.dumps(out[-1].to_dict()))  # type: ignore[union-attr]
     state = engine.describe_stream("s")  # the `inspect` command: the EWMA as it stands after the last reading
-    assert state is not None and state["bias"] == pytest.approx(out[-1].bias, rel=1e-12)  # type: ignore[union-attr]
+    # the state table stores the EWMA in float32 (docs/performance.md, round 7): equal to that precision
+    assert state is not None and state["bias"] == pytest.approx(out[-1].bias, rel=1e-6)  # type: ignore[union-attr]
     assert state["bias_threshold"] is not None

@@ -101,6 +101,17 @@ def test_one_bogus_reading_a_year_ahead_blocks_nothing_also_after_a_restart(
     d.shutdown()
 
 
+def test_bogus_readings_between_good_ones_never_move_the_streams_clock(step_model_path: Path, tmp_path: Path) -> None:
+    """Bogus far-future readings interleaved with good ones are never 'consecutive': each good reading
+    ends the run, so the stream's clock never jumps (it did: the third bogus reading was admitted)."""
+    d, link, clock = make(step_model_path, tmp_path)
+    for i in range(6):
+        send(d, link, clock, "pump", clock.time())
+        send(d, link, clock, "pump", clock.time() + 365 * DAY + i)  # bogus, a little later each time
+    assert len(scored(link, "pump")) == 6 and d.engine.stats.rejected["ts_in_future"] == 6
+    d.shutdown()
+
+
 def test_a_sensor_clock_that_jumps_ahead_is_followed_after_a_few_readings(
     step_model_path: Path, tmp_path: Path
 ) -> None:

@@ -349,7 +349,7 @@ def test_commands_reset_inspect_checkpoint_and_errors(step_model_path: Path, tmp
     assert d.stats()["commands"] == 4
     link.deliver("edge-lstm/command", b'{"op": "reload"}')
     d.iteration(0.01)  # no reloader in this test: the request is logged as unavailable
-    assert json.loads(link.sent[-1].payload)["op"] == "reload" and d.reload_requested
+    assert json.loads(link.sent[-1].payload)["op"] == "reload" and d.requested.reload
 
 
 def test_accept_clears_a_raised_alarm_retained_with_its_reason(step_model_path: Path, tmp_path: Path) -> None:
