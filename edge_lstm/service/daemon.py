@@ -216,6 +216,12 @@ class Daemon:
             self.requested.reload = False
             reload(self)
         link = self.link
+        if link.connected and link.generation != self._retained_generation:
+            # A broker restarted without persistence forgot the retained alarms: publish the raised ones,
+            # before this batch (after it, an alarm the batch raised went out twice on a new connection).
+            self._retained_generation = republish(
+                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
+            )
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
@@ -235,11 +241,6 @@ class Daemon:
         if not self.ready.is_set() and self.link.subscribed:
             self.ready.set()
             self.notifier.ready(f"serving {self.input.subscription}")
-        if link.connected and link.generation != self._retained_generation:
-            # A broker restarted without persistence forgot the retained alarms: publish the raised ones.
-            self._retained_generation = republish(
-                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
-            )
         self.notifier.watchdog(now)
         assert self.housekeeping is not None
         self.housekeeping.run(now)

@@ -374,7 +374,7 @@ def test_accept_clears_a_raised_alarm_retained_with_its_reason(step_model_path: 
     assert [(r["op"], r["ok"]) for r in replies] == [("accept", True), ("accept", False)]
     alarms = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/alarms/pump"]
     events = [(a["state"], a.get("reason")) for a in alarms]
-    assert events[-2:] == [("raised", None), ("cleared", "accepted")] and ("cleared", "accepted") not in events[:-1]
+    assert events == [("raised", None), ("cleared", "accepted")]  # each change once
     for t in range(80, 200):
         a, b, c = rng.normal(0, 0.1, 3)
         link.deliver("sensors/pump", reading(T0 + t, 1 + a, 7 + b, 3 + c))
