@@ -217,11 +217,11 @@ class Daemon:
             reload(self)
         link = self.link
         if link.connected and link.generation != self._retained_generation:
-            # A broker restarted without persistence forgot the retained alarms: publish the raised ones,
-            # before this batch (after it, an alarm the batch raised went out twice on a new connection).
-            self._retained_generation = republish(
-                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
-            )
+            # No session kept: a broker restarted without persistence forgot the retained alarms too; publish
+            # the raised ones before this batch (with a kept session, in-flight ones are resent: no double).
+            self._retained_generation = link.generation
+            if not link.session_present:
+                republish(link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out)
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
