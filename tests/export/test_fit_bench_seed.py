@@ -32,7 +32,9 @@ def _seeds_fitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[st
     monkeypatch.setattr(quality, "FIT_SEED", quality.FIT_SEED)  # restored after the test
     # No SKAB here: main stops (exit 2) before fitting; the seed is set by then.
     monkeypatch.setattr(sys, "argv", ["quality.py", "--skab", str(tmp_path / "none"), "--only", "skab-a", *argv])
+    monkeypatch.setattr(quality, "FIT_CACHE", quality.FIT_CACHE)  # main() sets it; restored after the test
     assert quality.main() == 2
+    monkeypatch.setattr(quality, "FIT_CACHE", None)  # no model cache (it hashes the CSV): fit is called
     quality.fit(tmp_path / "x.csv", tmp_path / "m.onnx", ["a"])
     return seeds
 

@@ -135,7 +135,7 @@ def test_evicted_rows_are_bounded_when_nobody_takes_them(model: OnnxStepModel) -
         f"\nnobody takes: {eng.stats.evicted:,} evicted, {eng.stats.evicted_dropped:,} dropped, "
         f"{len(rows):,} kept; traced Python heap peak {peak / 2**20:.1f} MiB (current {current / 2**20:.1f})"
     )
-    assert peak < 16 * 2**20
+    assert peak < 24 * 2**20  # 18.2 MiB measured once the surprise channel's 13 columns joined each row
 
     none_kept = Engine(model, max_streams=MAX_STREAMS, max_evicted=0)
     for b in range(5):
