@@ -154,7 +154,7 @@ class Surprise(BaseChannel):
             logp = np.where(ready, logp, 0.0)
             flags = ready & (logp < self.log_risk)
         likelihood = -np.expm1(logp)
-        surprise = -logp / LN10
+        surprise = logp / -LN10  # the same bytes as -logp / LN10, one call fewer
         if steady:
             published_likelihood, published_surprise = likelihood.tolist(), surprise.tolist()
         else:
@@ -177,7 +177,7 @@ class Surprise(BaseChannel):
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
-        ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu)
+        ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu) if raised.any() else mu
         cols["surprise.ref"] = ref
         out: np.ndarray = (np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"])).any(axis=1)
         return out
