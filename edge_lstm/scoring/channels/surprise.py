@@ -172,12 +172,16 @@ class Surprise(BaseChannel):
         """Whether the reading is more than SHIFT of the stream's spread away from the level it had when its
         alarm was raised (an alarm that clears then has `adapted` to a new normal, it is not back to the
         old); the reference follows the level while no alarm is raised."""
-        mu, ref = cols["surprise.mu"], cols["surprise.ref"]
+        mu = cols["surprise.mu"]
         try:
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
-        ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu) if raised.any() else mu
+        if raised.any():
+            ref = cols["surprise.ref"]
+            ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu)
+        else:
+            ref = mu  # the old reference is not even gathered
         cols["surprise.ref"] = ref
         out: np.ndarray = (np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"])).any(axis=1)
         return out
