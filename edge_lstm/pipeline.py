@@ -90,14 +90,26 @@ class Pipeline:
         model = self.engine.meta.model_id
         for m, topic, reading, res in zip(batch, topics, decoded, outcomes):
             if type(res) is Result:
-                pubs = [(topic_for(res.stream), encode(res), False)]
-                if res.alarm_event is not None and self.alarm_pattern is not None:
-                    # Retained: a subscriber (or Home Assistant) learns the current state on subscribing.
-                    alarm = encode_alarm(res.alarm_event, model)
-                    pubs.append((self.alarm_pattern.topic_for(res.stream), alarm, True))
+                try:
+                    pubs = [(topic_for(res.stream), encode(res), False)]
+                    if res.alarm_event is not None and self.alarm_pattern is not None:
+                        # Retained: a subscriber (or Home Assistant) learns the current state on subscribing.
+                        alarm = encode_alarm(res.alarm_event, model)
+                        pubs.append((self.alarm_pattern.topic_for(res.stream), alarm, True))
+                except Exception as e:  # noqa: BLE001 - a bug no input should reach: see _unpublishable
+                    out.append(self._unpublishable(m, topic, reading, res, e))  # type: ignore[arg-type]
+                    continue
                 out.append(Processed(m, topic, pubs, reading, None, res))  # type: ignore[arg-type]
             else:
                 rej: Rejection = res  # type: ignore[assignment]
                 pubs = [(errors_topic, encode_rejection(rej, topic), False)] if errors_topic else []
                 out.append(Processed(m, topic, pubs, None, rej))
         return out
+
+    def _unpublishable(self, m: Inbound, topic: str, reading: Reading, res: Result, e: Exception) -> Processed:
+        """A stepped reading whose result could not be encoded: rejected `internal_error` (counted), and
+        still journaled (`reading`), since the engine's state has taken it; the batch's others go on."""
+        self.engine.stats.rejected["internal_error"] += 1
+        rej = Rejection(res.stream, "internal_error", f"{type(e).__name__}: {e}"[:300])
+        pubs = [(self.errors_topic, encode_rejection(rej, topic), False)] if self.errors_topic else []
+        return Processed(m, topic, pubs, reading, rej)

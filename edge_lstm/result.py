@@ -55,6 +55,7 @@ class Result:
     output: list[float] | None = None  # score models: the model's outputs as they are
     names: tuple[str, ...] = ()  # output column names (forecast: feature names)
     likelihood: float | None = None  # anomaly likelihood in [0, 1] (docs/scoring.md); None while unknown
+    surprise: float | None = None  # -log10(1 - likelihood), computed so that it never saturates
     alarm: bool = False  # the stream's alarm state after this reading
     alarm_event: AlarmEvent | None = None  # set when this reading changed the alarm state
     deviation: float | None = None  # smoothed deviation from the stream's normal operation (docs/scoring.md)
@@ -85,6 +86,7 @@ class Result:
             "bias": rounded(self.bias),
             "bias_threshold": rounded(self.bias_threshold),
             "likelihood": rounded(self.likelihood),
+            "surprise": rounded(self.surprise),
             "alarm": self.alarm,
             "warming_up": self.warming_up,
             "model": self.model,
@@ -160,7 +162,7 @@ def _template(key: str, names: tuple[str, ...], model: str, version: str, num: s
     model_json = lit(json.dumps({"name": model, "version": version}, separators=(",", ":")))
     return (
         '{"stream":%s,"ts":' + ts + ',"score":' + num + ',"anomaly":%s,"threshold":%s,'
-        '"deviation":%s,"deviation_threshold":%s,"bias":%s,"bias_threshold":%s,"likelihood":%s,"alarm":%s,"warming_up":%s,"model":'
+        '"deviation":%s,"deviation_threshold":%s,"bias":%s,"bias_threshold":%s,"likelihood":%s,"surprise":%s,"alarm":%s,"warming_up":%s,"model":'
         + model_json
         + ',"'
         + key
@@ -186,6 +188,7 @@ def encode(r: Result) -> bytes:
     # "%.6g" is SIGNIFICANT_DIGITS in one C-level call per number; to_dict() rounds to the same values.
     threshold = "null" if r.threshold is None else f"{r.threshold:.6g}"
     likelihood = "null" if r.likelihood is None else f"{r.likelihood:.6g}"
+    surprise = _num(r.surprise)
     deviation = _num(r.deviation)
     dev_threshold = "null" if r.deviation_threshold is None else f"{r.deviation_threshold:.6g}"
     bias = _num(r.bias)
@@ -206,6 +209,7 @@ def encode(r: Result) -> bytes:
                 bias,
                 bias_threshold,
                 likelihood,
+                surprise,
                 _BOOL[r.alarm],
                 _BOOL[r.warming_up],
                 *values,
@@ -226,6 +230,7 @@ def encode(r: Result) -> bytes:
             bias,
             bias_threshold,
             likelihood,
+            surprise,
             _BOOL[r.alarm],
             _BOOL[r.warming_up],
             *map(_num, values),

@@ -217,11 +217,11 @@ class Daemon:
             reload(self)
         link = self.link
         if link.connected and link.generation != self._retained_generation:
-            # A broker restarted without persistence forgot the retained alarms: publish the raised ones,
-            # before this batch (after it, an alarm the batch raised went out twice on a new connection).
-            self._retained_generation = republish(
-                link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out
-            )
+            # No session kept: a broker restarted without persistence forgot the retained alarms too; publish
+            # the raised ones before this batch (with a kept session, in-flight ones are resent: no double).
+            self._retained_generation = link.generation
+            if not link.session_present:
+                republish(link, self.engine, self.pipeline.alarm_pattern, self.settings.mqtt.qos_out)
         if self.checkpoints is not None and self.checkpoints.pause_intake(len(self.ledger)):
             link.intake_paused = True  # the network thread must not hold now: only it reads PUBACKs
             self.clock.sleep(0.002)  # intake paused: wait for the broker to take the last results
@@ -297,15 +297,15 @@ class Daemon:
         for p in processed:
             m = p.message
             r = p.rejection
-            # A rejection is published on the errors topic only when it is also logged in full: one
-            # rate limit per reason for both (log.rejections_burst per log.rejections_interval_s).
+            # A rejection is published on the errors topic only when it is also logged in full (one rate limit).
             shown = r is None or reject_log(
                 r.reason, stream=r.stream[:200], topic=p.topic[:200], detail=r.detail[:200], hint=hint(r.reason)
             )
             handles = [publish(t, payload, qos, retain) for t, payload, retain in p.publishes] if shown else []
             entry = Pending(m.mid, m.qos, m.generation, now, handles)
-            if r is None:
+            if p.reading is not None:  # stepped (a result that could not be encoded too): journaled
                 entry.reading, entry.batch = p.reading, batch_no
+            if r is None:
                 c.published += 1
                 if self.control.ha is not None and p.result is not None:  # configs, then state (ha_bridge.py)
                     entry.handles += [publish(t, b, qos, rt) for t, b, rt in self.control.ha.on_result(p.result, now)]

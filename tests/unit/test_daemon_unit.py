@@ -509,3 +509,33 @@ def test_prometheus_metrics_endpoint(step_model_path: Path, tmp_path: Path) -> N
     assert 'edge_lstm_rejected_total{reason="not_json"} 1.0' in text
     assert "edge_lstm_streams 1.0" in text and "edge_lstm_connected 1.0" in text
     d.shutdown()
+
+
+def test_raised_alarms_are_published_again_only_when_the_broker_kept_no_session(
+    step_model_path: Path, tmp_path: Path
+) -> None:
+    """A kept session keeps the retained alarm (and resends one in flight): publishing it again would
+    double the `raised` event. A lost session (broker restarted without persistence): published again."""
+    d, link, _, _ = make_daemon(
+        step_model_path, tmp_path, scoring={"baseline": 40, "flags": "likelihood"}, alarm={"raise_n": 1}
+    )
+    rng = np.random.default_rng(1)
+    for t in range(80):
+        a, b, c = rng.normal(0, 0.1, 3)
+        link.deliver("sensors/pump", reading(T0 + t, 1 + a, 2 + b + (5.0 if t >= 60 else 0.0), 3 + c))
+    d.iteration(0.01)
+
+    def raised() -> int:
+        return sum(json.loads(s.payload)["state"] == "raised" for s in link.sent if s.topic == "edge-lstm/alarms/pump")
+
+    assert raised() == 1
+    link.session_present = True
+    link.disconnect()
+    link.connect()
+    d.iteration(0.01)
+    assert raised() == 1
+    link.session_present = False
+    link.disconnect()
+    link.connect()
+    d.iteration(0.01)
+    assert raised() == 2

@@ -158,6 +158,33 @@ def test_a_reading_whose_step_raises_is_rejected_the_others_are_served(
     assert len(link.results()) == 3
 
 
+def test_a_result_that_cannot_be_encoded_loses_only_its_own_reading(
+    step_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after the engine stepped the batch (encoding one result) must not re-step the batch:
+    the others keep their results (a retry rejected them all as `duplicate`), the failed reading is
+    rejected `internal_error` under its stream id, and every reading is journaled and acked."""
+    import edge_lstm.pipeline as pipeline_module
+
+    d, link = make(step_model_path, tmp_path)
+    real_encode = pipeline_module.encode  # type: ignore[attr-defined]
+
+    def fragile(r: Any) -> bytes:
+        if r.stream == "poison":
+            raise FloatingPointError("a bug no input should reach")
+        return real_encode(r)
+
+    monkeypatch.setattr(pipeline_module, "encode", fragile)
+    mids = [link.deliver(f"sensors/{s}", reading(T0)) for s in ("a", "poison", "b")]
+    d.iteration(0.01)
+    assert sorted(json.loads(s.payload)["stream"] for s in link.results()) == ["a", "b"]
+    assert [m for m, _ in link.acked] == mids
+    assert dict(d.engine.stats.rejected) == {"internal_error": 1}
+    errors = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/errors"]
+    assert [(e["stream"], e["reason"]) for e in errors] == [("poison", "internal_error")]
+    assert d.engine.table.row("poison").steps == 1  # stepped once, not re-stepped
+
+
 _topics = st.one_of(
     st.none(),
     st.text(max_size=40),

@@ -94,9 +94,9 @@ def test_surprise_is_minus_log10_of_one_minus_the_likelihood_and_does_not_satura
     x[500, 2] += 1e4  # far beyond anything seen
     out = replay(model, x)
     r = out[500]
-    assert r.extra is not None and r.likelihood == 1.0 and r.extra["surprise"] > 6  # type: ignore[operator]
+    assert r.likelihood == 1.0 and r.surprise is not None and r.surprise > 6
     for o in out[300:]:
-        s = o.extra["surprise"]  # type: ignore[index]
+        s = o.surprise
         if o.likelihood is not None and o.likelihood < 1 - 1e-9:
             assert s == pytest.approx(-np.log10(1 - o.likelihood), rel=1e-6)
 
