@@ -26,6 +26,7 @@ from ..topics import TopicPattern
 from .config import Settings
 from .ha_states import HaState, StateThrottle, snapshot, stream_state
 from .homeassistant import Discovery, object_id
+from .logs import get_logger
 
 Publish = tuple[str, bytes, bool]  # topic, payload, retain
 
@@ -52,6 +53,8 @@ class HomeAssistantBridge:
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._migrated: OrderedDict[str, None] = OrderedDict()  # legacy configs cleared this run
         self.removed = 0
+        self.failures = 0  # bugs contained: Home Assistant is best effort, scoring must never stop for it
+        self.log = get_logger("edge_lstm.homeassistant")
         self.generation: int | None = None  # the link connection the configs were last checked on
 
     def state_topic(self, stream: str) -> str:
@@ -65,7 +68,20 @@ class HomeAssistantBridge:
         self, now: float, link: Link, engine: Engine, idle_evicted: list[str], log_stats: Callable[[float], None]
     ) -> None:
         """The worker's cycle: configs on a new connection (then the stats the daemon's device reads, at
-        once), held-back states that are due, idle-evicted streams removed. Best effort: no reading waits."""
+        once), held-back states that are due, idle-evicted streams removed. Best effort: no reading waits,
+        and whatever it raises is logged and counted, never stops the worker (a restart loop under systemd)."""
+        try:
+            self._tick(now, link, engine, idle_evicted, log_stats)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self._failed("tick", e)
+
+    def _failed(self, what: str, e: Exception) -> None:
+        self.failures += 1
+        self.log.error("homeassistant_failed", step=what, error=f"{type(e).__name__}: {e}"[:300])
+
+    def _tick(
+        self, now: float, link: Link, engine: Engine, idle_evicted: list[str], log_stats: Callable[[float], None]
+    ) -> None:
         out: list[Publish] = []
         if link.connected and link.generation != self.generation:
             out += self.on_connected(link.generation, link.session_present, engine)
@@ -88,7 +104,15 @@ class HomeAssistantBridge:
         return self.on_online(list(engine.table.slots))
 
     def on_result(self, r: Result, now: float) -> list[Publish]:
-        """For one result: its stream's configs if not announced yet, then its state if due now."""
+        """For one result: its stream's configs if not announced yet, then its state if due now (nothing,
+        logged and counted, if that raises: the result itself is published all the same)."""
+        try:
+            return self._on_result(r, now)
+        except Exception as e:  # noqa: BLE001 - a bug in the HA bridge must not stop scoring
+            self._failed("result", e)
+            return []
+
+    def _on_result(self, r: Result, now: float) -> list[Publish]:
         out = self._announce(r.stream) if r.stream not in self._announced else []
         state = snapshot(r)
         if self.states.offer(r.stream, r.alarm, state, now):

@@ -539,3 +539,24 @@ def test_raised_alarms_are_published_again_only_when_the_broker_kept_no_session(
     link.connect()
     d.iteration(0.01)
     assert raised() == 2
+
+
+def test_a_home_assistant_bug_is_contained_and_scoring_goes_on(
+    step_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the HA bridge raises (per result or per cycle) is logged and counted; every reading still
+    gets its result and its ack (an exception out of the worker is a restart loop under systemd)."""
+    d, link, _, _ = make_daemon(step_model_path, tmp_path, homeassistant={"enabled": True})
+    bridge = d.control.ha
+    assert bridge is not None
+
+    def broken(*_: object) -> list[object]:
+        raise KeyError("a bug no input should reach")
+
+    monkeypatch.setattr(bridge, "_announce", broken)
+    monkeypatch.setattr(bridge, "due", broken)
+    mids = [link.deliver("sensors/pump", reading(T0 + t)) for t in range(3)]
+    d.iteration(0.01)
+    d.iteration(0.01)
+    assert len(link.results("edge-lstm/scores/pump")) == 3 and [m for m, _ in link.acked] == mids
+    assert bridge.failures >= 4  # three results, at least one cycle
