@@ -2,7 +2,7 @@
 
 A batch closes at `max_batch`, at `target_batch` readings, at `not_before` (the worker's pace), or
 `max_wait_s` after its first reading, whichever comes first. The pace is set by the daemon from what
-the previous batch cost the worker (`Daemon._pace`, `engine.batch_cpu_percent`): most of a small batch's
+the previous batch cost the worker (`batching.Pace`, `engine.batch_cpu_percent`): most of a small batch's
 cost is per call, not per reading (docs/performance.md, round 5), so under steady load waiting for
 more readings saves CPU, while a reading after a pause is stepped at once (low latency). At high rates
 batches fill to `target_batch` before any wait ends.

@@ -23,7 +23,7 @@ class EngineSettings(Section):
         description="received readings waiting for the worker; at this many, reading from the broker pauses "
         "until half are processed (up to 1.5× while the worker itself waits for PUBACKs)",
     )
-    # The batch window (service/batching.py, Daemon._pace; docs/performance.md, round 7): a batch is
+    # The batch window (service/batching.py Pace, Daemon.pace; docs/performance.md, round 7): a batch is
     # stepped at once while the worker is within its CPU share, else when its pace allows, when it holds
     # target_batch readings, or max_wait_ms after its first reading at the latest.
     max_wait_ms: float = Field(

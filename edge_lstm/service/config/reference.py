@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import annotated_types as at
@@ -109,12 +108,3 @@ def update_text(text: str) -> str:
     if start < 0 or end < start:
         raise ValueError(f"the configuration table markers are missing: {BEGIN!r} … {END!r}")
     return text[: start + len(BEGIN)] + "\n" + render_table() + "\n" + text[end:]
-
-
-def update_file(path: Path) -> bool:
-    """Rewrite the table in `path`; True when it changed."""
-    old = path.read_text()
-    new = update_text(old)
-    if new != old:
-        path.write_text(new)
-    return new != old
