@@ -110,6 +110,11 @@ class Pipeline:
         """A stepped reading whose result could not be encoded: rejected `internal_error` (counted), and
         still journaled (`reading`), since the engine's state has taken it; the batch's others go on."""
         self.engine.stats.rejected["internal_error"] += 1
-        rej = Rejection(res.stream, "internal_error", f"{type(e).__name__}: {e}"[:300])
+        rej = internal_error(res.stream, e)
         pubs = [(self.errors_topic, encode_rejection(rej, topic), False)] if self.errors_topic else []
         return Processed(m, topic, pubs, reading, rej)
+
+
+def internal_error(stream: str, e: Exception) -> Rejection:
+    """The rejection of a reading that hit a bug no input should reach (counted by the caller)."""
+    return Rejection(stream[:200], "internal_error", f"{type(e).__name__}: {e}"[:300])

@@ -8,9 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import Engine
-from ..pipeline import Pipeline, Processed
+from ..pipeline import Pipeline, Processed, internal_error
 from ..ports import Inbound, Link
-from ..reading import Rejection
 from ..state import StateTable
 from .control import Control
 
@@ -38,8 +37,7 @@ def run_pipeline(
         except Exception as e:  # noqa: BLE001
             topic = m.topic.decode("utf-8", "replace")
             engine.stats.rejected["internal_error"] += 1
-            stream = pipeline.input.stream_of(topic) or ""
-            rejection = Rejection(stream[:200], "internal_error", f"{type(e).__name__}: {e}"[:300])
+            rejection = internal_error(pipeline.input.stream_of(topic) or "", e)
             out.append(([Processed(m, topic, [], None, rejection)], pipeline.batches))
     return out
 
