@@ -137,7 +137,7 @@ def replay_file(csv: Path, model_path: Path) -> dict[str, np.ndarray]:
         i = state["row"] = line - 2
         for name in ("score", "threshold", "deviation", "deviation_threshold", "bias", "bias_threshold", "likelihood"):
             out[name][i] = opt(getattr(r, name))
-        out["surprise"][i] = opt((r.extra or {}).get("surprise"))  # type: ignore[arg-type]
+        out["surprise"][i] = opt(r.surprise)
         out["ts"][i] = r.ts
         out["anomaly"][i] = float(r.anomaly)
         out["alarm"][i] = float(r.alarm)

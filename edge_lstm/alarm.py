@@ -42,6 +42,9 @@ class AlarmPolicy:
     # A reading counts as quiet only when its likelihood is at most this (1: any unflagged reading).
     # Measured on SKAB and anomaly-free.csv (docs/quality.md): 0.995.
     clear_likelihood: float = 0.995
+    # A flagged reading this surprising (surprise = −log10 p of the stream's own law) raises the alarm on
+    # its own: a spike is one reading (0: off).
+    raise_surprise: float = 4.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_window <= 62:
@@ -52,6 +55,8 @@ class AlarmPolicy:
             raise ValueError(f"alarm clear_after must be >= 1, got {self.clear_after}")
         if not 0 < self.clear_likelihood <= 1:
             raise ValueError(f"alarm clear_likelihood must be in (0, 1], got {self.clear_likelihood}")
+        if not self.raise_surprise >= 0:
+            raise ValueError(f"alarm raise_surprise must be >= 0 (0 = off), got {self.raise_surprise}")
 
     def update(
         self,
@@ -60,6 +65,7 @@ class AlarmPolicy:
         scores: np.ndarray,
         ts: np.ndarray,
         likelihood: np.ndarray | None = None,
+        surprise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
         per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
@@ -72,6 +78,8 @@ class AlarmPolicy:
         quiet = np.where(calm, cols["alarm.quiet"] + 1, 0)
         cleared_now = was & (quiet >= self.clear_after)
         raised_now = ~was & (_popcount(history) >= self.raise_n)
+        if self.raise_surprise > 0 and surprise is not None:
+            raised_now |= ~was & flags & (surprise >= self.raise_surprise)
         still = (was & ~cleared_now) | raised_now
         # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
         cols["alarm.history"] = np.where(cleared_now, 0, history)

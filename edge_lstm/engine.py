@@ -155,7 +155,8 @@ class Engine:
         warming = steps < self.warmup
         scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
         likelihood = scored.signals.get("likelihood")
-        raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood)
+        surprise = scored.signals.get("surprise")
+        raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood, surprise)
         cols.scatter()
         flags = scored.flags
         table.steps[s] = steps + 1

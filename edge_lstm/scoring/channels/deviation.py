@@ -117,6 +117,9 @@ class Deviation(BaseChannel):
         h = self.threshold(cols).copy()  # the thresholds as they stood before this reading (causal)
         deviation, ready, likelihood = self.step(cols, batch.u, batch.steps, batch.restart)
         published = ready.tolist()
+        signals = {"likelihood": likelihood}
+        if "deviation.ek" in cols:  # the smoothed distance to the nearest known normal state (≈ 1 inside one)
+            signals["known"] = cols["deviation.ek"].min(axis=-1)
         return Scores(
             ready & (deviation > h),
             {
@@ -124,7 +127,7 @@ class Deviation(BaseChannel):
                 "deviation_threshold": [v if r else None for v, r in zip(h.tolist(), published)],
                 "likelihood": [v if r else None for v, r in zip(likelihood.tolist(), published)],
             },
-            {"likelihood": likelihood},
+            signals,
         )
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:

@@ -203,7 +203,10 @@ class Surprise(BaseChannel):
         d = batch.u - cols["surprise.mu"]
         _, ms_ey = self._advance(cols, ("surprise.vx", "surprise.ey"), d, rate, learning, steady, 3 * CLIP)
         vy = cols["surprise.vy"]
-        out.append(ms_ey / vy)
+        known = batch.signals.get("known") if self.config.surprise_known else None
+        # A level the model's calibration data knows as normal operation (a machine warming up over hours
+        # at 1 Hz) is not surprising, however far from the stream's own first minutes it is.
+        out.append(ms_ey / vy if known is None else np.minimum(ms_ey / vy, known))
         cols["surprise.vy"] = self._mean_square(vy, ms_ey, rate, learning, steady)
         mu = cols["surprise.mu"] + rate[:, None] * d
         if not steady:
