@@ -64,10 +64,16 @@ class AlarmPolicy:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
         per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
         the boolean masks of streams whose alarm was raised and cleared now."""
+        was = cols["alarm.raised"]
+        if not (np.count_nonzero(flags) or np.count_nonzero(cols["alarm.history"]) or np.count_nonzero(was)):
+            # A quiet round (the steady state): no flag now, none in any stream's window, no alarm raised.
+            # Every column would be written with the value it holds: the history stays 0, `readings` and
+            # `since` are kept, and `quiet` and `peak` are 0 already (this method leaves them 0 whenever a
+            # stream's history is 0 and its alarm not raised, and 0 is their init). ~25 numpy calls fewer.
+            return np.zeros(len(flags), bool), np.zeros(len(flags), bool)
         mask = np.int64((1 << self.raise_window) - 1)
         flagged_before = cols["alarm.history"] != 0
         history = ((cols["alarm.history"] << 1) | flags.astype(np.int64)) & mask
-        was = cols["alarm.raised"]
         calm = ~flags if likelihood is None else ~flags & (likelihood <= self.clear_likelihood)
         quiet = np.where(calm, cols["alarm.quiet"] + 1, 0)
         cleared_now = was & (quiet >= self.clear_after)
