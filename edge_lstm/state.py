@@ -84,13 +84,20 @@ class Gathered(dict[str, np.ndarray]):
 
     def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: frozenset[str] = frozenset()) -> None:
         super().__init__()
-        self._columns, self._slots, self._widen = columns, slots, widen
+        self._columns, self._widen = columns, widen
+        self._slots: np.ndarray | slice = _as_slice(slots)
 
     def __missing__(self, key: str) -> np.ndarray:
-        # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
-        v = self._columns[key].take(self._slots, axis=0)
-        if key in self._widen:
-            v = v.astype(np.float64)  # stored float32, computed in float64
+        rows = self._slots
+        column = self._columns[key]
+        if isinstance(rows, slice):
+            # Consecutive rows: a view, then one copy (widened in the same call when stored float32).
+            v = column[rows].astype(np.float64) if key in self._widen else column[rows].copy()
+        else:
+            # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
+            v = column.take(rows, axis=0)
+            if key in self._widen:
+                v = v.astype(np.float64)  # stored float32, computed in float64
         self[key] = v
         return v
 
@@ -102,6 +109,22 @@ class Gathered(dict[str, np.ndarray]):
         columns, slots = self._columns, self._slots
         for k, v in self.items():
             columns[k][slots] = v
+
+
+def _as_slice(slots: np.ndarray) -> np.ndarray | slice:
+    """`slots` as a slice when they are consecutive and ascending (one stream, or a round of the same
+    streams in the order they were first seen): reading and writing a slice of rows costs ~0.4 µs less per
+    column than a gather (take) and ~0.5 µs less than a scatter (fancy assignment) into float32 rows, for
+    the ~40 columns a round touches. Otherwise the slots themselves (the check: three small numpy calls)."""
+    n = len(slots)
+    if n == 0:
+        return slots
+    first = int(slots[0])
+    if n == 1:
+        return slice(first, first + 1)
+    if int(slots[-1]) - first != n - 1 or np.count_nonzero(slots[1:] - slots[:-1] == 1) != n - 1:
+        return slots
+    return slice(first, first + n)
 
 
 _UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
