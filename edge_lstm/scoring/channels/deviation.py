@@ -224,22 +224,34 @@ class Deviation(BaseChannel):
         """The deviation as last published: the stream's own, or its distance to the nearest known state
         if smaller."""
         e: np.ndarray = cols["deviation.e"]
-        return np.minimum(e, cols["deviation.ek"].min(axis=-1)) if "deviation.ek" in cols else e
+        if "deviation.ek" not in cols:
+            return e
+        out: np.ndarray = np.minimum(e, np.minimum.reduce(cols["deviation.ek"], axis=-1))  # ndarray.min, no wrapper
+        return out
 
     def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """P(e' <= e) under the stream's law of normal operation: near 1 means rarely this far out. The
         prior law χ²(k)/k; above u, with the stream's columns, its fitted tail (the body below u is the
         prior's, rescaled to meet the tail at u)."""
-        body = chi2k_cdf(e, self._k)
         if cols is None or self.config.threshold_method != "pot":
-            return body
+            return chi2k_cdf(e, self._k)
         p = self.prior
         n, peaks, excess = cols["deviation.tail.n"], cols["deviation.tail.peaks"], cols["deviation.tail.excess"]
         zeta, sigma = tail_fit(n, peaks, excess, p)  # once for the tail and the body below
+        # Each side is computed only when some reading is on it: normal operation is mostly below u (the
+        # body's ~25 numpy calls, no tail), an anomalous stretch above it (the tail's, no body).
+        tail = e >= p.u
+        n_tail, size = np.count_nonzero(tail), np.size(tail)
+        if n_tail < size:
+            body: np.ndarray = chi2k_cdf(e, self._k) * (1.0 - zeta) / (1.0 - p.p_u)
+            if not n_tail:
+                return body
         # tail_survival's own arithmetic at x = max(e, u) >= u, without its x >= u where() (always true)
         # and its second ζ, σ: the same numbers, four calls fewer.
-        above = 1.0 - zeta * np.exp(-(np.maximum(e, p.u) - p.u) / sigma)
-        out: np.ndarray = np.where(e >= p.u, above, body * (1.0 - zeta) / (1.0 - p.p_u))
+        above: np.ndarray = 1.0 - zeta * np.exp(-(np.maximum(e, p.u) - p.u) / sigma)
+        if n_tail == size:
+            return above
+        out: np.ndarray = np.where(tail, above, body)
         return out
 
     def _learn(self, cols: dict[str, np.ndarray], m: np.ndarray) -> None:

@@ -192,11 +192,14 @@ class Surprise(BaseChannel):
             return np.zeros(len(mu), bool)
         if np.count_nonzero(raised):
             ref = cols["surprise.ref"]
-            ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu)
+            kept = raised[:, None] & np.isfinite(ref)
+            if np.count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
+                ref = np.where(kept, ref, mu)
+                cols["surprise.ref"] = ref
         else:
-            ref = mu  # the old reference is not even gathered
-        cols["surprise.ref"] = ref
-        out: np.ndarray = (np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"])).any(axis=1)
+            cols["surprise.ref"] = ref = mu  # the old reference is not even gathered
+        # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
+        out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
         return out
 
     def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
