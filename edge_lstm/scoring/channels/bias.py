@@ -117,29 +117,15 @@ class Bias(BaseChannel):
         the stream's baseline is learned). The threshold to compare it with is `cols["bias.h"]` before
         this call (causal)."""
         c = self.config
-        learning = steps < c.baseline
-        acc = learning & warm & ~restart
-        # count_nonzero: a third of ndarray.any()'s cost (here and below).
-        if np.count_nonzero(acc):  # past every stream's baseline (the steady state) the finiteness test is not needed
-            acc &= np.isfinite(r).all(axis=1)
-            ra = r[acc]
-            cols["bias.n"][acc] += 1
-            cols["bias.sum"][acc] += ra
-            cols["bias.sq"][acc] += ra[:, :, None] * ra[:, None, :]
-            a = c.alpha
-            zr = (1.0 - a) * cols["bias.zr"][acc] + a * ra
-            cols["bias.zr"][acc] = zr
-            burnt = cols["bias.n"][acc] > c.span  # the EWMA has forgotten its start at 0
-            if np.count_nonzero(burnt):
-                idx = np.flatnonzero(acc)[burnt]
-                zb = zr[burnt]
-                cols["bias.zn"][idx] += 1
-                cols["bias.zsum"][idx] += zb
-                cols["bias.zsq"][idx] += zb[:, :, None] * zb[:, None, :]
-        done = steps == c.baseline - 1
-        if np.count_nonzero(done):
-            self._learn(cols, done)
-        live = ~learning & warm & ~restart
+        # The youngest stream of the round: past its baseline (the steady state) the warm-up's masks and
+        # branches are skipped whole, and past its tail window the window's.
+        youngest = int(np.minimum.reduce(steps)) if len(steps) else c.baseline + c.tail_window
+        if youngest < c.baseline:
+            learning = steps < c.baseline
+            self._warm_up(cols, r, learning & warm & ~restart, steps == c.baseline - 1)
+            live = ~learning & warm & ~restart
+        else:  # count_nonzero: a third of ndarray.any()'s cost (here and below)
+            live = warm & ~restart if np.count_nonzero(restart) else warm
         a = c.alpha
         gain = (2.0 - a) / a / self.F
         d = r - cols["bias.m"]
@@ -159,12 +145,34 @@ class Bias(BaseChannel):
             z = np.where(live[:, None], z, cols["bias.z"])
         cols["bias.z"] = z
         out: np.ndarray = np.einsum("bi,bij,bj->b", z, cols["bias.P"], z) * gain
-        if c.threshold_method == "pot" and c.tail_window > 0:
+        if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
             # As the deviation's (deviation.py): the first `tail_window` readings after the baseline that
             # this channel does not flag, then frozen.
             window = live & (steps < c.baseline + c.tail_window)
             tail_learn_unflagged(cols, "bias.tail", "bias.h", out, window, self.prior, c.risk)
         return out
+
+    def _warm_up(self, cols: dict[str, np.ndarray], r: np.ndarray, acc: np.ndarray, done: np.ndarray) -> None:
+        """The baseline's sums: residuals of the streams in `acc` (those finite); m and P of those `done`."""
+        c = self.config
+        if np.count_nonzero(acc):
+            acc &= np.isfinite(r).all(axis=1)
+            ra = r[acc]
+            cols["bias.n"][acc] += 1
+            cols["bias.sum"][acc] += ra
+            cols["bias.sq"][acc] += ra[:, :, None] * ra[:, None, :]
+            a = c.alpha
+            zr = (1.0 - a) * cols["bias.zr"][acc] + a * ra
+            cols["bias.zr"][acc] = zr
+            burnt = cols["bias.n"][acc] > c.span  # the EWMA has forgotten its start at 0
+            if np.count_nonzero(burnt):
+                idx = np.flatnonzero(acc)[burnt]
+                zb = zr[burnt]
+                cols["bias.zn"][idx] += 1
+                cols["bias.zsum"][idx] += zb
+                cols["bias.zsq"][idx] += zb[:, :, None] * zb[:, None, :]
+        if np.count_nonzero(done):
+            self._learn(cols, done)
 
     def value(self, cols: dict[str, np.ndarray]) -> np.ndarray:
         """`bias` from the columns as they stand (what the next reading's EWMA starts from)."""

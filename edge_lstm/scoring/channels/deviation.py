@@ -141,29 +141,24 @@ class Deviation(BaseChannel):
         deviation, whether the stream's baseline is learned, and the likelihood (0 while not ready). The
         threshold each e is to be compared with is `cols["deviation.h"]` *before* this call (causal)."""
         c = self.config
-        first = steps == 0
-        if np.count_nonzero(first):  # count_nonzero: a third of ndarray.any()'s cost (here and below)
+        # The youngest stream of the round: past its baseline (the steady state) the warm-up's masks and
+        # branches are skipped whole, and past its tail window the window's.
+        youngest = int(np.minimum.reduce(steps)) if len(steps) else c.baseline + c.tail_window
+        first = steps == 0 if youngest < c.baseline else None
+        if first is not None and np.count_nonzero(first):  # count_nonzero: a third of ndarray.any()'s cost
             cols["deviation.ref"][first] = u[first]
             cols["deviation.prev"][first] = u[first]
         x1 = u - cols["deviation.ref"]
         x0 = cols["deviation.prev"] - cols["deviation.ref"]
-        learning = steps < c.baseline
-        acc = learning & ~first & ~restart
-        if np.count_nonzero(acc):
-            a0, a1 = x0[acc], x1[acc]
-            cols["deviation.pairs"][acc] += 1
-            cols["deviation.sum0"][acc] += a0
-            cols["deviation.sum1"][acc] += a1
-            cols["deviation.s00"][acc] += a0[:, :, None] * a0[:, None, :]
-            cols["deviation.s11"][acc] += a1[:, :, None] * a1[:, None, :]
-            cols["deviation.s10"][acc] += a1[:, :, None] * a0[:, None, :]
-        done = steps == c.baseline - 1
-        if np.count_nonzero(done):
-            self._learn(cols, done)
-        ready = ~learning
+        if first is not None:
+            learning = steps < c.baseline
+            self._warm_up(cols, x0, x1, learning & ~first & ~restart, steps == c.baseline - 1)
+            ready = ~learning
+        else:
+            ready = np.ones(len(steps), bool)
         d = (x1 - cols["deviation.mu"]) - cols["deviation.phi"] * (x0 - cols["deviation.mu"])
         s = np.einsum("bi,bij,bj->b", d, cols["deviation.P"], d) / self.F
-        live = ready & ~restart
+        live = ready & ~restart if np.count_nonzero(restart) else ready
         n_live = np.count_nonzero(live)
         # The live streams' rows: a full slice when all are (the steady state); its views cost a fraction
         # of a boolean mask's copies and masked writes (seven per round, below and in _known).
@@ -186,15 +181,30 @@ class Deviation(BaseChannel):
             cols["deviation.mu"][rows] = mu + (w / c.track)[:, None] * (x1[rows] - mu)
         cols["deviation.prev"] = u
         likelihood = self.likelihood(e, cols)
-        if np.count_nonzero(ready) < len(ready):  # the where() only while some stream is learning
+        if first is not None and np.count_nonzero(ready) < len(ready):  # the where() only while some stream learns
             likelihood = np.where(ready, likelihood, 0.0)
-        if c.threshold_method == "pot" and c.tail_window > 0:
+        if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
             # The stream's own tail: its first `tail_window` readings after the baseline, unflagged ones
             # only (DSPOT: an anomaly is not normal operation), then frozen (a fit that goes on learning
             # follows a slow fault's rising edge up: measured in docs/quality.md).
             window = live & (steps < c.baseline + c.tail_window)
             tail_learn_unflagged(cols, "deviation.tail", "deviation.h", own, window, self.prior, c.risk)
         return e, ready, likelihood
+
+    def _warm_up(
+        self, cols: dict[str, np.ndarray], x0: np.ndarray, x1: np.ndarray, acc: np.ndarray, done: np.ndarray
+    ) -> None:
+        """The baseline's sums: pairs (x_{t−1}, x_t) of the streams in `acc`; μ, φ, P of those `done`."""
+        if np.count_nonzero(acc):
+            a0, a1 = x0[acc], x1[acc]
+            cols["deviation.pairs"][acc] += 1
+            cols["deviation.sum0"][acc] += a0
+            cols["deviation.sum1"][acc] += a1
+            cols["deviation.s00"][acc] += a0[:, :, None] * a0[:, None, :]
+            cols["deviation.s11"][acc] += a1[:, :, None] * a1[:, None, :]
+            cols["deviation.s10"][acc] += a1[:, :, None] * a0[:, None, :]
+        if np.count_nonzero(done):
+            self._learn(cols, done)
 
     def _known(self, cols: dict[str, np.ndarray], u: np.ndarray, live: np.ndarray | slice) -> None:
         """The smoothed distance to each known normal operating state, updated for `live` rows: the
