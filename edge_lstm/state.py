@@ -85,7 +85,7 @@ class Gathered(dict[str, np.ndarray]):
     def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self._columns, self._widen = columns, widen
-        self._slots: np.ndarray | slice = _as_slice(slots)
+        self._slots: np.ndarray | slice = as_rows(slots)
 
     def __missing__(self, key: str) -> np.ndarray:
         rows = self._slots
@@ -111,7 +111,7 @@ class Gathered(dict[str, np.ndarray]):
             columns[k][slots] = v
 
 
-def _as_slice(slots: np.ndarray) -> np.ndarray | slice:
+def as_rows(slots: np.ndarray) -> np.ndarray | slice:
     """`slots` as a slice when they are consecutive and ascending (one stream, or a round of the same
     streams in the order they were first seen): reading and writing a slice of rows costs ~0.4 µs less per
     column than a gather (take) and ~0.5 µs less than a scatter (fancy assignment) into float32 rows, for
