@@ -144,7 +144,7 @@ class Engine:
             a[rows] = ns
 
         steps = table.steps[s]
-        cols = table.gather(s)  # copies, gathered when first used; scattered back below
+        cols = table.gather(rows)  # copies, gathered when first used; scattered back below
         if self.forecast:
             predicted = table.prediction[s]
             # The next reading's prediction is the forecast's first step (the first len(names) columns).

@@ -61,3 +61,20 @@ def test_slots_out_of_order_or_with_holes_are_gathered_by_index() -> None:
         g["a"] = g["a"] + 100.0
         g.scatter()
         assert table["a"][slots].tolist() == (np.arange(8.0).reshape(4, 2)[slots] + 100.0).tolist()
+
+
+def test_as_rows_is_a_slice_only_for_consecutive_ascending_slots() -> None:
+    from edge_lstm.state import as_rows
+
+    for n in (1, 2, 23, 64, 65, 300):
+        assert as_rows(np.arange(7, 7 + n, dtype=np.intp)) == slice(7, 7 + n)
+        if n > 1:
+            holes = np.arange(7, 7 + n, dtype=np.intp)
+            holes[n // 2] = 7 + n  # one hole, the same first and last slot
+            holes[-1] = 7 + n - 1
+            swapped = np.arange(7, 7 + n, dtype=np.intp)
+            swapped[[0, 1]] = swapped[[1, 0]]
+            cases = [swapped, np.arange(7 + n, 7, -1, dtype=np.intp)] + ([holes] if n > 2 else [])
+            for slots in cases:
+                got = as_rows(slots)
+                assert isinstance(got, np.ndarray) and np.array_equal(got, slots)
