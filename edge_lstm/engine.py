@@ -133,11 +133,9 @@ class Engine:
             return out  # type: ignore[return-value]
         table = self.table
         s = self._acquire([readings[j] for j in take])
+        s, rows, take = _slot_order(s, take)  # rows: one slice when they can be (a third of a fancy write's cost)
         values = np.asarray([readings[j].values for j in take], np.float64)
         u = (values - self._offset) * self._inv_scale
-        # The rows as a slice when the slots are consecutive (state.as_rows): writing float32 rows through
-        # a slice costs a third of a fancy assignment. The state tensors are handed to the model as views.
-        rows = as_rows(s)
         y, new_states = self.model.step(u.astype(np.float32), [a[rows] for a in table.states])
         self.stats.model_calls += 1
         for a, ns in zip(table.states, new_states):
@@ -153,7 +151,7 @@ class Engine:
         else:
             predicted = None
             predictions = y.astype(np.float64)
-        tss = ts[take] if len(take) < len(readings) else ts
+        tss = ts[take]
         gap = tss - table.last_ts[s]  # +inf for a stream's first reading (last_ts starts at -inf)
         warming = steps < self.warmup
         scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
@@ -180,8 +178,7 @@ class Engine:
         slots_get = self.table.index.get
         known = [slots_get(r.stream, -1) for r in readings]
         stale: set[int] = set()
-        # Every stream known (the steady state): no index lists to build, no ts to gather.
-        kidx = range(n) if -1 not in known else [j for j in range(n) if known[j] >= 0]
+        kidx = range(n) if -1 not in known else [j for j in range(n) if known[j] >= 0]  # all known: no lists
         if kidx:
             last = self.table.last_ts[known if len(kidx) == n else [known[j] for j in kidx]]
             older = (ts if len(kidx) == n else ts[kidx]) <= last
@@ -385,6 +382,18 @@ class Engine:
         self._offset = np.asarray(new.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(new.scaling.scale, np.float64)
         return True
+
+
+def _slot_order(s: np.ndarray, take: list[int]) -> tuple[np.ndarray, np.ndarray | slice, list[int]]:
+    """Slots, rows (state.as_rows: one slice when consecutive) and readings' positions, in slot order when that
+    makes the rows one slice (the same streams arriving in another order). Results are placed by position, a
+    row's numbers do not depend on its place in the batch (tests/unit/test_cpu_paths.py), acquire set recency."""
+    rows = as_rows(s)
+    if isinstance(rows, slice) or len(s) < 2:
+        return s, rows, take
+    order = np.argsort(s)
+    in_order = as_rows(s[order])
+    return (s[order], in_order, [take[k] for k in order.tolist()]) if isinstance(in_order, slice) else (s, rows, take)
 
 
 def _layout(columns: dict[str, Column]) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
