@@ -62,6 +62,15 @@ class Scores:
     signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def published(ready: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Result fields from [B] arrays: each value where `ready`, None where not. While every stream of the
+    round is ready (the steady state) this is one tolist() per field, not a Python loop over readings."""
+    if np.count_nonzero(ready) == len(ready):
+        return {k: v.tolist() for k, v in values.items()}
+    flags = ready.tolist()
+    return {k: [x if r else None for x, r in zip(v.tolist(), flags)] for k, v in values.items()}
+
+
 class Channel(Protocol):
     """A scoring channel. Stateless apart from the columns it is given (one instance per model)."""
 
