@@ -86,9 +86,8 @@ def fit(csv: Path, out: Path, features: list[str]) -> Path:
 
 def evaluate(model_path: Path, files: list[Path], score_from: int) -> tuple[dict[str, Any], list[Any]]:
     from edge_lstm.cli.evaluate import Quality, run_file
-    from edge_lstm.onnx_model import load_model
-
     from edge_lstm.engine import Engine
+    from edge_lstm.onnx_model import load_model
 
     model = load_model(model_path)
     total, runs = Quality(), []
