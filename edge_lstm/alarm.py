@@ -45,6 +45,9 @@ class AlarmPolicy:
     # A flagged reading this surprising (surprise = −log10 p of the stream's own law) raises the alarm on
     # its own: a spike is one reading (0: off).
     raise_surprise: float = 4.0
+    # Latched: a raised alarm stays raised until a person takes the stream's state as normal (the `accept`
+    # command); it never clears on its own, however normal or adapted the stream becomes.
+    latch: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_window <= 62:
@@ -85,7 +88,7 @@ class AlarmPolicy:
         history = ((before << 1) | flags) & np.int64((1 << self.raise_window) - 1)  # bool → 0/1
         calm = ~flags if likelihood is None else np.less(flags, likelihood <= self.clear_likelihood)
         quiet = (cols["alarm.quiet"] + 1) * calm  # + 1 where calm, else 0
-        cleared_now = was & (quiet >= self.clear_after)
+        cleared_now = was & (quiet >= self.clear_after) if not self.latch else np.zeros(len(was), bool)
         raised_now = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
         if self.raise_surprise > 0 and surprise is not None:  # or one flagged reading this rare (a spike)
             raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))

@@ -3,6 +3,8 @@ extreme spike never raised an alarm at 5 of 10 flags); a rare reading no channel
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,26 @@ def test_a_gate_outside_0_1_is_refused(gate: float) -> None:
 
     with pytest.raises(ValueError, match="surprise_gate"):
         ScoringConfig(surprise_gate=gate)
+
+
+def test_a_latched_alarm_stays_raised_until_accepted() -> None:
+    """`alarm.latch`: however long the stream is quiet again, only `accept` clears it (test_surprise.py's
+    accept test covers the engine's side for an unlatched alarm; here the policy never clears)."""
+    assert events(AlarmPolicy(clear_after=3, latch=True), [*QUIET, (1, 6.0), *QUIET * 20]) == [("raised", 5)]
+
+
+def test_a_latched_alarm_is_cleared_by_accept(tmp_path: Path) -> None:
+    from support.models import make_step_model
+
+    from edge_lstm import Engine, Reading, load_model
+
+    model = load_model(make_step_model(tmp_path / "m.onnx", hidden=8, warmup_steps=2))
+    engine = Engine(model, alarms=AlarmPolicy(clear_after=3, latch=True))
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (700, 3))
+    x[600, 0] += 40.0  # a spike: raised at once
+    out = [engine.process([Reading("s", 1e9 + i, tuple(row))])[0] for i, row in enumerate(x)]
+    alarm = [bool(getattr(r, "alarm", False)) for r in out]
+    assert alarm[600] and all(alarm[600:]), "a latched alarm stayed raised through 99 normal readings"
+    known, event = engine.accept_stream("s")
+    assert known and event is not None and (event.state, event.reason) == ("cleared", "accepted")

@@ -40,6 +40,11 @@ class AlarmSettings(Section):
         "under the stream's own law; a spike is one reading; 0 = off)",
     )
 
+    latch: bool = Field(
+        default=_ALARM.latch,
+        description="a raised alarm stays raised until the `accept` command clears it (never on its own)",
+    )
+
     @model_validator(mode="after")
     def _n_in_window(self) -> AlarmSettings:
         if self.raise_n > self.raise_window:
@@ -48,5 +53,5 @@ class AlarmSettings(Section):
 
     def policy(self) -> AlarmPolicy:
         return AlarmPolicy(
-            self.raise_n, self.raise_window, self.clear_after, self.clear_likelihood, self.raise_surprise
+            self.raise_n, self.raise_window, self.clear_after, self.clear_likelihood, self.raise_surprise, self.latch
         )
