@@ -117,10 +117,9 @@ class Deviation(BaseChannel):
         # The thresholds as they stood before this reading (causal): step() replaces the column, it never
         # writes into this array (so no copy).
         h = self.threshold(cols)
-        deviation, ready, likelihood = self.step(cols, batch.u, batch.steps, batch.restart)
-        signals = {"likelihood": likelihood}
-        if "deviation.ek" in cols:  # the smoothed distance to the nearest known normal state (≈ 1 inside one)
-            signals["known"] = cols["deviation.ek"].min(axis=-1)
+        signals: dict[str, np.ndarray] = {}  # step() adds "known" (with known states)
+        deviation, ready, likelihood = self.step(cols, batch.u, batch.steps, batch.restart, signals)
+        signals["likelihood"] = likelihood
         return Scores(
             ready & (deviation > h),
             published(ready, {"deviation": deviation, "deviation_threshold": h, "likelihood": likelihood}),
@@ -136,13 +135,19 @@ class Deviation(BaseChannel):
         }
 
     def step(
-        self, cols: dict[str, np.ndarray], u: np.ndarray, steps: np.ndarray, restart: np.ndarray
+        self,
+        cols: dict[str, np.ndarray],
+        u: np.ndarray,
+        steps: np.ndarray,
+        restart: np.ndarray,
+        signals: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One reading per stream: `u` [B, F] scaled readings of streams that have seen `steps` readings
         before this one; `restart`: streams whose previous reading is too old to predict this one (a gap),
         which only re-anchor. Updates `cols` in place. Returns (e, ready, likelihood): the smoothed
         deviation, whether the stream's baseline is learned, and the likelihood (0 while not ready). The
-        threshold each e is to be compared with is `cols["deviation.h"]` *before* this call (causal)."""
+        threshold each e is to be compared with is `cols["deviation.h"]` *before* this call (causal). With
+        known states, `signals` (if given) gets "known": the smoothed distance to the nearest (≈ 1 inside one)."""
         c = self.config
         # The youngest stream of the round: past its baseline (the steady state) the warm-up's masks and
         # branches are skipped whole, and past its tail window the window's.
@@ -176,7 +181,10 @@ class Deviation(BaseChannel):
         if self.state_mean is not None:
             if n_live:
                 self._known(cols, u, rows)
-            e = self.current(cols)  # the smaller of its own and the nearest known state's
+            nearest = np.minimum.reduce(cols["deviation.ek"], axis=-1)  # ndarray.min, without its wrapper
+            e = np.minimum(e, nearest)  # current(): the smaller of its own and the nearest known state's
+            if signals is not None:
+                signals["known"] = nearest  # reduced once for both
         if c.track > 0 and n_live:
             # Bounded-influence level tracking: normal slow drift is followed, a fault (large s) barely is.
             w = c.clip / np.sqrt(np.maximum(s[rows], c.clip * c.clip))
