@@ -113,17 +113,20 @@ class Scorer:
                 flags |= f  # stuck, and any channel without a threshold of its own kind
         calibrated = signals.get("calibrated")
         if mode == "channels" or calibrated is None:
-            return flags | legacy
+            flags |= legacy
+            return flags
         if mode == "likelihood":
             signals["likelihood"] = calibrated  # the alarm's quiet test, as the flag
             # Until the stream has learned its own law, the model's calibration judges its forecasts.
-            return flags | (flagged.get("score", flags) & ~ready)
+            flags |= flagged.get("score", flags) & ~ready
+            return flags
         # "adaptive": a channel's flag stands while the stream's own recent law finds the reading surprising
         # too; until that law is learned, the channels alone.
         surprising = calibrated >= 1.0 - self.config.surprise_gate
         if "likelihood" in signals:  # the alarm's quiet test: back in the body of either law
             signals["likelihood"] = np.minimum(signals["likelihood"], calibrated)
-        return flags | (legacy & (surprising | ~ready))
+        flags |= legacy & (surprising | ~ready)
+        return flags
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
         """Every channel's `inspect` entries for one stream's row; None for those of absent channels."""
