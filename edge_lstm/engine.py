@@ -386,9 +386,8 @@ class Engine:
 
 
 def _slot_order(s: np.ndarray, take: list[int]) -> tuple[np.ndarray, np.ndarray | slice, list[int]]:
-    """Slots, rows (state.as_rows: one slice when consecutive) and readings' positions, in slot order when that
-    makes the rows one slice (the same streams arriving in another order). Results are placed by position, a
-    row's numbers do not depend on its place in the batch (tests/unit/test_cpu_paths.py), acquire set recency."""
+    """Slots, rows (as_rows) and readings' positions, in slot order if that makes the rows one slice: results go
+    by position, a row's numbers do not depend on its place (tests/unit/test_cpu_paths.py), acquire set recency."""
     rows = as_rows(s)
     if isinstance(rows, slice) or len(s) < 2:
         return s, rows, take
