@@ -89,10 +89,9 @@ class AlarmPolicy:
         calm = ~flags if likelihood is None else np.less(flags, likelihood <= self.clear_likelihood)
         quiet = (cols["alarm.quiet"] + 1) * calm  # + 1 where calm, else 0
         cleared_now = was & (quiet >= self.clear_after) if not self.latch else np.zeros(len(was), bool)
-        raised_now = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
-        if self.raise_surprise > 0 and surprise is not None:  # or one flagged reading this rare (a spike)
-            raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))
-        still = (was ^ cleared_now) | raised_now  # cleared_now is within was
+        all_raised = n_was == len(was)  # then no alarm can be raised: its tests are skipped
+        raised_now = np.zeros(len(was), bool) if all_raised else self._raised(was, history, flags, surprise)
+        still = was ^ cleared_now if all_raised else (was ^ cleared_now) | raised_now  # cleared_now is within was
         # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
         n_cleared, n_raised = np.count_nonzero(cleared_now), np.count_nonzero(raised_now)
         cols["alarm.history"] = np.where(cleared_now, 0, history) if n_cleared else history
@@ -101,11 +100,23 @@ class AlarmPolicy:
         if n_raised or n_was:  # else every `readings` stays as it is (not even gathered)
             readings = cols["alarm.readings"] + was  # + 1 while raised
             cols["alarm.readings"] = np.where(raised_now, 1, readings) if n_raised else readings
-        self._peak(cols, was, before, history, raised_now, scores)
+        if all_raised:  # every stream's episode goes on: its peak is carried and kept (the where()s' values)
+            cols["alarm.peak"] = np.maximum(cols["alarm.peak"], scores)
+        else:
+            self._peak(cols, was, before, history, raised_now, scores)
         if n_raised or n_cleared:  # else every `since` stays as it is
             cols["alarm.since"] = np.where(raised_now | cleared_now, ts, cols["alarm.since"])
         cols["alarm.raised"] = still
         return raised_now, cleared_now
+
+    def _raised(
+        self, was: np.ndarray, history: np.ndarray, flags: np.ndarray, surprise: np.ndarray | None
+    ) -> np.ndarray:
+        """Alarms raised now: enough flags in the window, or one flagged reading this rare (a spike)."""
+        raised_now: np.ndarray = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
+        if self.raise_surprise > 0 and surprise is not None:
+            raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))
+        return raised_now
 
     @staticmethod
     def _peak(

@@ -9,6 +9,7 @@ fails here (bench/golden_scores.py checks the whole engine the same way).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_lstm.alarm import COLUMNS, AlarmPolicy, _popcount
 from edge_lstm.scoring import ScoringConfig
@@ -23,6 +24,7 @@ def plain_alarm_update(
     scores: np.ndarray,
     ts: np.ndarray,
     likelihood: np.ndarray | None,
+    surprise: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """AlarmPolicy.update as it was before the fast paths: every column by a where()."""
     mask = np.int64((1 << policy.raise_window) - 1)
@@ -31,8 +33,10 @@ def plain_alarm_update(
     was = cols["alarm.raised"]
     calm = ~flags if likelihood is None else ~flags & (likelihood <= policy.clear_likelihood)
     quiet = np.where(calm, cols["alarm.quiet"] + 1, 0)
-    cleared_now = was & (quiet >= policy.clear_after)
+    cleared_now = was & (quiet >= policy.clear_after) if not policy.latch else np.zeros(len(was), bool)
     raised_now = ~was & (_popcount(history) >= policy.raise_n)
+    if policy.raise_surprise > 0 and surprise is not None:
+        raised_now |= ~was & flags & (surprise >= policy.raise_surprise)
     still = (was & ~cleared_now) | raised_now
     cols["alarm.history"] = np.where(cleared_now, 0, history)
     cols["alarm.quiet"] = np.where(still, quiet, 0)
@@ -45,13 +49,16 @@ def plain_alarm_update(
     return raised_now, cleared_now
 
 
-def test_alarm_update_matches_the_plain_formulas_bit_for_bit() -> None:
+@pytest.mark.parametrize("latch", [False, True])
+def test_alarm_update_matches_the_plain_formulas_bit_for_bit(latch: bool) -> None:
     rng = np.random.default_rng(3)
-    policy = AlarmPolicy(raise_n=3, raise_window=5, clear_after=4, clear_likelihood=0.9)
-    b = 6
+    policy = AlarmPolicy(
+        raise_n=3, raise_window=5, clear_after=4, clear_likelihood=0.9, raise_surprise=3.0, latch=latch
+    )
+    b = 4
     fast = {k: np.full(b, c.init, c.dtype) for k, c in COLUMNS.items()}
     plain = {k: v.copy() for k, v in fast.items()}
-    kinds = {"quiet": 0, "raise": 0, "clear": 0}
+    kinds = {"quiet": 0, "raise": 0, "clear": 0, "all raised": 0}
     for t in range(3000):
         # Bursts of flags on some streams, quiet stretches on others, rounds with no flag at all.
         rate = [0.0, 0.05, 0.6, 1.0][(t // 40) % 4]
@@ -59,8 +66,10 @@ def test_alarm_update_matches_the_plain_formulas_bit_for_bit() -> None:
         scores = rng.exponential(2.0, b)
         likelihood = rng.random(b) if t % 3 else None
         ts = np.full(b, 1_700_000_000.0 + t)
-        got = policy.update(fast, flags, scores, ts, likelihood)
-        want = plain_alarm_update(policy, plain, flags, scores, ts, likelihood)
+        surprise = rng.exponential(1.0, b) if t % 2 else None
+        kinds["all raised"] += int(plain["alarm.raised"].all())
+        got = policy.update(fast, flags, scores, ts, likelihood, surprise)
+        want = plain_alarm_update(policy, plain, flags, scores, ts, likelihood, surprise)
         for g, w in zip(got, want):
             assert np.array_equal(g, w)
         for k in COLUMNS:
@@ -68,7 +77,10 @@ def test_alarm_update_matches_the_plain_formulas_bit_for_bit() -> None:
         kinds["raise"] += int(want[0].sum())
         kinds["clear"] += int(want[1].sum())
         kinds["quiet"] += int(not flags.any() and not plain["alarm.raised"].any())
-    assert all(v > 10 for v in kinds.values()), kinds  # every path was taken
+    if latch:  # nothing clears: each stream raises once and stays raised
+        assert kinds["raise"] == b and kinds["all raised"] > 10, kinds
+    else:
+        assert all(v > 10 for v in kinds.values()), kinds  # every path was taken
 
 
 def test_deviation_likelihood_matches_the_plain_formula_on_either_side_of_u() -> None:
