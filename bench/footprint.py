@@ -22,7 +22,10 @@ turn, `--runs` times:
   paths touched), then one reading for each of the other new streams (`--mem-rate` a second), RSS when
   every result is in (the table holds them all), then a checkpoint (the `checkpoint` command): its time
   (the daemon's `checkpoint` log line), the peak RSS while it ran (VmHWM, reset just before through
-  /proc/<pid>/clear_refs) and RSS after. Per stream = (RSS after the checkpoint - RSS warm) / new streams.
+  /proc/<pid>/clear_refs) and RSS after. Per stream = (RSS after the checkpoint - RSS warm) / new streams
+  (the checkpoint's light load adds `--light-streams` streams: 0.1 % of 100,000). The checkpoint's
+  impact: the light load over `--light-streams` of the live streams for `--ck-load-s` s, p50 / p99 /
+  max, once without a checkpoint ("quiet") and once with the checkpoint asked for `--ck-delay-s` s in.
 - **drain** (unless `--no-drain`): bench_mqtt's backlog drain (`--backlog` readings over 200 streams,
   queued while offline), the paho relay once per run first: readings/s and the ratio to the relay.
 
@@ -37,6 +40,7 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +148,12 @@ def publish_streams(port: int, names: list[str], rate: float) -> None:
     pub.close()
 
 
+def ask_checkpoint(port: int) -> None:
+    cmd = mqtt_load.RawPublisher(port)
+    cmd.publish([(mqtt_load.topic_part("edge-lstm/command"), b'{"op": "checkpoint"}')])
+    cmd.close()
+
+
 def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any]:
     """RSS warm (`--warm-streams` streams seen), with `--mem-streams` live streams, and during and after
     their checkpoint. Per stream: (RSS after the checkpoint - RSS warm) / (streams - warm streams)."""
@@ -166,11 +176,16 @@ def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> di
     time.sleep(1.0)
     out["rss_full"] = rss_kb(proc.pid)
     log = d.dir / f"daemon.{d.starts}.log"
+    # The checkpoint's impact on results: the light load over `--light-streams` of these streams for
+    # `--ck-load-s` s without a checkpoint, then again with one asked for `--ck-delay-s` s into it.
+    tag = f"{d.name}-c"
+    out["ck_quiet"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
     since = log.stat().st_size
     out["peak_reset"] = reset_peak(proc.pid)
-    cmd = mqtt_load.RawPublisher(port)
-    cmd.publish([(mqtt_load.topic_part("edge-lstm/command"), b'{"op": "checkpoint"}')])
-    cmd.close()
+    asker = threading.Timer(a.ck_delay_s, ask_checkpoint, (port,))
+    asker.start()
+    out["ck_load"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
+    asker.join()
     deadline = time.monotonic() + a.timeout
     while (secs := checkpoint_s(log, since)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -218,6 +233,20 @@ def report(rows: list[tuple[str, dict[str, Any]]], relay: list[float], a: argpar
             f"{fmt(mb['peak'], '.0f'):>7} {fmt(mb['rss_after'], '.0f'):>8} {fmt(m.get('per_stream_b'), '.0f'):>6} "
             f"{fmt(rate, ',.0f'):>8} {fmt(rate / relay_rate if rate and relay_rate else None, '.2f'):>6}"
         )
+    if any(r.get("mem", {}).get("ck_load") for _, r in rows):
+        print(
+            f"checkpoint of {a.mem_streams:,} streams, under the light load ({a.light_rate:g}/s, {a.ck_load_s:g} s, "
+            f"asked {a.ck_delay_s:g} s in): latency p50/p99/max ms"
+        )
+        print(f"{'daemon':<12} {'quiet':>16} {'with ckpt':>16} {'p99 ratio':>9} {'ckpt s':>6} {'miss':>4}")
+        for name, r in rows:
+            m = r.get("mem", {})
+            q, c = m.get("ck_quiet", {}), m.get("ck_load", {})
+            ratio = c["p99"] / q["p99"] if c.get("p99") and q.get("p99") else None
+            print(
+                f"{name:<12} {lat_cell(q):>16} {lat_cell(c):>16} {fmt(ratio, '.2f'):>9} {fmt(m.get('ck_s'), '.2f'):>6} "
+                f"{fmt(c.get('missing'), 'd'):>4}"
+            )
     if relay:
         print(f"relay drain readings/s: {', '.join(f'{x:,.0f}' for x in relay)}")
     ratios(rows)
@@ -233,6 +262,7 @@ def ratios(rows: list[tuple[str, dict[str, Any]]]) -> None:
         "1k p99": lambda r: r.get("k1", {}).get("p99"),
         "1k CPU": lambda r: r.get("k1", {}).get("cpu"),
         "RSS/stream": lambda r: r.get("mem", {}).get("per_stream_b"),
+        "ckpt p99": lambda r: r.get("mem", {}).get("ck_load", {}).get("p99"),
         "drain": lambda r: r.get("drain"),
     }
     names = list(by)
@@ -275,6 +305,8 @@ def main() -> int:
         "--mem-rate", type=float, default=10_000, help="memory phase: new streams a second (a flood stalls: see docs)"
     )
     ap.add_argument("--warm-streams", type=int, default=1_000, help="memory phase: streams before the first RSS")
+    ap.add_argument("--ck-load-s", type=float, default=6.0, help="memory phase: light load around the checkpoint")
+    ap.add_argument("--ck-delay-s", type=float, default=2.0, help="memory phase: checkpoint asked this far in")
     ap.add_argument("--backlog", type=int, default=20_000)
     ap.add_argument("--timeout", type=float, default=180.0)
     ap.add_argument("--broker-nodelay", action="store_true", help="mosquitto's set_tcp_nodelay true (no Nagle)")
@@ -289,6 +321,7 @@ def main() -> int:
     if a.quick:
         a.secs, a.light_rate, a.light_streams, a.k_streams = 2.0, 50.0, 10, 50
         a.idle_s, a.start_s, a.mem_streams, a.warm_streams, a.backlog, a.timeout = 1.0, 2.0, 600, 100, 300, 60.0
+        a.ck_load_s, a.ck_delay_s = 2.0, 0.5
     consumers: list[Consumer] = [("daemon", ROOT, {})]
     consumers += [(n, Path(p).resolve(), {}) for n, p in (x.split("=", 1) for x in a.tree)]
     consumers += [(n, ROOT, settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]

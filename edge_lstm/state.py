@@ -1,9 +1,11 @@
 """The state table: one preallocated slot per stream, for every state tensor and per-stream statistics.
 
 The arrays are allocated for `max_streams` rows at once, zeroed lazily by the kernel: a row costs memory
-once a stream uses it (no growth, no copies, no freed arrays fragmenting the heap). Floating-point
-columns of more than one value per stream are stored as float32 and computed in float64 (gathered as
-float64, rounded on scatter: scores stay within 1e-4 of an all-float64 table, bench/precision.py). The
+once a stream uses it (no growth, no copies, no freed arrays fragmenting the heap). float64 columns
+are stored as float32 and computed in float64 (gathered as float64, rounded on scatter: scores stay
+within 1e-4 of an all-float64 table, bench/precision.py); int64 columns are stored as int32, saturated
+at its bounds on scatter (counters of 2**31 readings). Columns declared `exact` (counts, sums that grow
+without bound, event times, bit fields, values compared for equality) are stored as declared. The
 id -> slot index is a plain dict; recency is a per-slot counter, and when the table is full the least
 recently seen streams are evicted (one partial sort per batch). Evicted rows are handed back so the
 caller can spill them.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +57,9 @@ class Column:
     shape: tuple[int, ...]
     dtype: type[np.generic]
     init: float | np.ndarray = 0.0
-    exact: bool = False  # stored as declared (compared for equality): never narrowed to float32
+    # Stored as declared, never narrowed (to float32 / int32): counts and sums that grow without bound
+    # (float32 stops counting at 2**24), event times, bit fields, values compared for equality.
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,18 @@ class Gathered(dict[str, np.ndarray]):
 
     __slots__ = ("_columns", "_slots", "_widen")
 
-    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: Mapping[str, type[np.generic]] | None = None
+    ) -> None:
         super().__init__()
-        self._columns, self._slots, self._widen = columns, slots, widen
+        self._columns, self._slots, self._widen = columns, slots, widen or {}
 
     def __missing__(self, key: str) -> np.ndarray:
         # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
         v = self._columns[key].take(self._slots, axis=0)
-        if key in self._widen:
-            v = v.astype(np.float64)  # stored float32, computed in float64
+        dtype = self._widen.get(key)
+        if dtype is not None:
+            v = v.astype(dtype)  # stored float32 / int32, computed in float64 / int64
         self[key] = v
         return v
 
@@ -101,22 +109,35 @@ class Gathered(dict[str, np.ndarray]):
         """Write every column looked up or assigned back to the table's rows."""
         columns, slots = self._columns, self._slots
         for k, v in self.items():
-            columns[k][slots] = v
+            store(columns[k], slots, v)
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def store(target: np.ndarray, where: int | np.ndarray, values: Any) -> None:
+    """`target[where] = values`, saturated at int32's bounds if `target` is a narrowed int32 column (a
+    plain assignment would wrap around)."""
+    if target.dtype == np.int32:
+        values = np.clip(np.asarray(values), _INT32.min, _INT32.max)
+    target[where] = values
 
 
 _UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
 
 
-# Store float64 vectors and matrices as float32 (bench/precision.py measures what it changes; False: as
-# declared, its reference run).
+# Store float64 columns as float32 and int64 ones as int32 unless `exact` (bench/precision.py measures
+# what it changes; False: all as declared, its reference run).
 FLOAT32_STORAGE = True
+
+_NARROW: dict[type[np.generic], type[np.generic]] = {np.float64: np.float32, np.int64: np.int32}
 
 
 def _storage(spec: Column) -> type[np.generic]:
-    """float32 for a float64 column of more than one value per stream (vectors, matrices: most of a row's
-    bytes); scalars (event times, thresholds) keep their dtype."""
-    narrow = FLOAT32_STORAGE and spec.dtype is np.float64 and spec.shape and not spec.exact
-    return np.float32 if narrow else spec.dtype
+    """The dtype a column is stored in: float64 as float32, int64 as int32, unless declared `exact`."""
+    if not FLOAT32_STORAGE or spec.exact:
+        return spec.dtype
+    return _NARROW.get(spec.dtype, spec.dtype)
 
 
 class StateTable:
@@ -150,7 +171,8 @@ class StateTable:
         self.columns: dict[str, np.ndarray] = {
             k: np.zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
         }
-        self._widen = frozenset(k for k, a in self.columns.items() if a.dtype != self.column_specs[k].dtype)
+        specs = self.column_specs
+        self._widen = {k: specs[k].dtype for k, a in self.columns.items() if a.dtype != specs[k].dtype}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -304,7 +326,7 @@ class StateTable:
         for k, a in self.columns.items():
             v = stored.get(k)
             # A row from before a column existed (an older checkpoint or spill) keeps the fresh value.
-            a[slot] = self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v
+            store(a, slot, self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v)
 
     def restore(self, row: StreamState) -> StreamState | None:
         """Put a detached row back (from a checkpoint or a spill).

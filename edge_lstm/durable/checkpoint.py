@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..ports import Disk
-from ..state import StateTable, StreamState, current_name
+from ..state import StateTable, StreamState, current_name, store
 from .disk import OsDisk
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 2\n"
@@ -78,7 +78,7 @@ class Checkpoint:
             target = _target(table, name)
             if target is None or target.shape[1:] != shape:
                 continue  # a column this version no longer has (or reshaped): it starts from its init
-            target[slots] = self.read_column(name)[keep]
+            store(target, slots, self.read_column(name)[keep])
 
     @property
     def rows(self) -> list[StreamState]:

@@ -26,8 +26,17 @@ def test_gather_is_lazy_and_scatters_what_was_used() -> None:
 
 def test_a_column_stored_as_float32_is_computed_in_float64_and_rounded_on_scatter() -> None:
     table = {"v": np.zeros((3, 2), np.float32)}
-    g = Gathered(table, np.array([2, 0]), frozenset({"v"}))
+    g = Gathered(table, np.array([2, 0]), {"v": np.float64})
     assert g["v"].dtype == np.float64
     g["v"] += 0.1
     g.scatter()
     assert table["v"].dtype == np.float32 and table["v"][2].tolist() == [np.float32(0.1)] * 2
+
+
+def test_a_column_stored_as_int32_is_computed_in_int64_and_saturated_on_scatter() -> None:
+    table = {"n": np.zeros(3, np.int32)}
+    g = Gathered(table, np.array([0, 2]), {"n": np.int64})
+    assert g["n"].dtype == np.int64
+    g["n"] = np.array([2**31 + 5, -(2**31) - 5])  # past int32's bounds: saturated, not wrapped around
+    g.scatter()
+    assert table["n"].tolist() == [2**31 - 1, 0, -(2**31)]
