@@ -148,6 +148,41 @@ def publish_streams(port: int, names: list[str], rate: float) -> None:
     pub.close()
 
 
+def private_kb(pid: int) -> int:
+    """Memory only this process holds (Private_Clean + Private_Dirty; 0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    except OSError:
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class TotalPeak(threading.Thread):
+    """The daemon's RSS plus its children's private memory (a checkpoint writer's copy-on-write pages
+    and its own buffers), sampled every 20 ms: the memory a cgroup (`MemoryMax`) is charged."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.child_peak, self.done = pid, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            try:
+                own = rss_kb(self.pid)
+            except (OSError, RuntimeError):
+                return
+            kids = sum(private_kb(c) for c in children(self.pid))
+            self.peak, self.child_peak = max(self.peak, own + kids), max(self.child_peak, kids)
+
+
 def ask_checkpoint(port: int) -> None:
     cmd = mqtt_load.RawPublisher(port)
     cmd.publish([(mqtt_load.topic_part("edge-lstm/command"), b'{"op": "checkpoint"}')])
@@ -182,6 +217,8 @@ def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> di
     out["ck_quiet"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
     since = log.stat().st_size
     out["peak_reset"] = reset_peak(proc.pid)
+    total = TotalPeak(proc.pid)
+    total.start()
     asker = threading.Timer(a.ck_delay_s, ask_checkpoint, (port,))
     asker.start()
     out["ck_load"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
@@ -189,8 +226,11 @@ def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> di
     deadline = time.monotonic() + a.timeout
     while (secs := checkpoint_s(log, since)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
+    total.done.set()
+    total.join()
     out["ck_s"] = secs
     out["peak"] = rss_kb(proc.pid, "VmHWM")
+    out["peak_total"], out["child_peak"] = total.peak, total.child_peak
     out["rss_after"] = rss_kb(proc.pid)
     out["per_stream_b"] = (out["rss_after"] - out["rss_warm"]) * 1024 / (n - warm)
     d.stop()
@@ -238,14 +278,21 @@ def report(rows: list[tuple[str, dict[str, Any]]], relay: list[float], a: argpar
             f"checkpoint of {a.mem_streams:,} streams, under the light load ({a.light_rate:g}/s, {a.ck_load_s:g} s, "
             f"asked {a.ck_delay_s:g} s in): latency p50/p99/max ms"
         )
-        print(f"{'daemon':<12} {'quiet':>16} {'with ckpt':>16} {'p99 ratio':>9} {'ckpt s':>6} {'miss':>4}")
+        print(
+            f"{'daemon':<12} {'quiet':>16} {'with ckpt':>16} {'p99 ratio':>9} {'ckpt s':>6} {'miss':>4} "
+            f"{'steady MB':>9} {'peak MB':>7} {'+child MB':>9} {'excess':>6}"
+        )
         for name, r in rows:
             m = r.get("mem", {})
             q, c = m.get("ck_quiet", {}), m.get("ck_load", {})
             ratio = c["p99"] / q["p99"] if c.get("p99") and q.get("p99") else None
+            steady, peak = m.get("rss_full"), max(m.get("peak") or 0, m.get("peak_total") or 0) or None
+            excess = peak / steady - 1 if peak and steady else None
             print(
                 f"{name:<12} {lat_cell(q):>16} {lat_cell(c):>16} {fmt(ratio, '.2f'):>9} {fmt(m.get('ck_s'), '.2f'):>6} "
-                f"{fmt(c.get('missing'), 'd'):>4}"
+                f"{fmt(c.get('missing'), 'd'):>4} {fmt(steady and steady / 1024, '.0f'):>9} "
+                f"{fmt(peak and peak / 1024, '.0f'):>7} {fmt(m.get('child_peak', 0) / 1024, '.1f'):>9} "
+                f"{fmt(excess, '+.0%'):>6}"
             )
     if relay:
         print(f"relay drain readings/s: {', '.join(f'{x:,.0f}' for x in relay)}")

@@ -125,8 +125,10 @@ def _table_columns(table: StateTable) -> list[tuple[str, np.ndarray]]:
 def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: int, disk: Disk | None = None) -> int:
     """Write the table to `path` atomically, a chunk of rows at a time; return the file size."""
     disk = disk if disk is not None else OsDisk()
-    streams = list(table.slots)  # LRU order
-    idx = np.fromiter(table.slots.values(), np.intp, len(streams))
+    slots = table.slots  # LRU order (built on each call: once)
+    streams = list(slots)
+    idx = np.fromiter(slots.values(), np.intp, len(streams))
+    del slots
     columns = _table_columns(table)
     header = {
         "model_sha256": model_sha256,
