@@ -23,9 +23,10 @@ turn, `--runs` times:
   every result is in (the table holds them all), then a checkpoint (the `checkpoint` command): its time
   (the daemon's `checkpoint` log line), the peak RSS while it ran (VmHWM, reset just before through
   /proc/<pid>/clear_refs) and RSS after. Per stream = (RSS after the checkpoint - RSS warm) / new streams
-  (the checkpoint's light load adds `--light-streams` streams: 0.1 % of 100,000). The checkpoint's
-  impact: the light load over `--light-streams` of the live streams for `--ck-load-s` s, p50 / p99 /
-  max, once without a checkpoint ("quiet") and once with the checkpoint asked for `--ck-delay-s` s in.
+  The checkpoint's impact: `--ck-rate` readings/s over `--ck-streams` of the live streams, spread over
+  the table, for `--ck-load-s` s, p50 / p99 / max, once without a checkpoint ("quiet") and once with the
+  checkpoint asked for `--ck-delay-s` s in; the peak also counts the daemon's children's private memory
+  (a forked checkpoint writer's copy-on-write pages), sampled every 20 ms.
 - **drain** (unless `--no-drain`): bench_mqtt's backlog drain (`--backlog` readings over 200 streams,
   queued while offline), the paho relay once per run first: readings/s and the ratio to the relay.
 
@@ -87,11 +88,21 @@ def lat_stats(lat: list[float]) -> dict[str, float]:
     }
 
 
-def load(port: int, col: Collector, pid: int, rate: float, n_streams: int, secs: float, tag: str) -> dict[str, Any]:
-    """`rate` readings/s round-robin over `n_streams` for `secs`: latency, CPU share, results missing."""
+def load(
+    port: int,
+    col: Collector,
+    pid: int,
+    rate: float,
+    n_streams: int,
+    secs: float,
+    tag: str,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """`rate` readings/s round-robin over `n_streams` (or `names`) for `secs`: latency, CPU share, results
+    missing."""
     col.watch(0, 0, latency=True)
     c0, t0 = cpu_s(pid), time.monotonic()
-    sent = paced(port, rate, secs, [f"{tag}-{i:05d}" for i in range(n_streams)])
+    sent = paced(port, rate, secs, names or [f"{tag}-{i:05d}" for i in range(n_streams)])
     cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0) * 100
     r = col.wait(sent, 15, idle=2)
     return {"cpu": cpu, "missing": sent - r["count"], **lat_stats(r["lat"])}
@@ -211,17 +222,19 @@ def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> di
     time.sleep(1.0)
     out["rss_full"] = rss_kb(proc.pid)
     log = d.dir / f"daemon.{d.starts}.log"
-    # The checkpoint's impact on results: the light load over `--light-streams` of these streams for
-    # `--ck-load-s` s without a checkpoint, then again with one asked for `--ck-delay-s` s into it.
+    # The checkpoint's impact on results, with and without one, over streams spread over the whole table
+    # (as live sensors are): a reading dirties its row in every column, so a copy-on-write snapshot
+    # costs the pages those rows are on.
     tag = f"{d.name}-c"
-    out["ck_quiet"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
+    live = names[:: max(1, n // a.ck_streams)][: a.ck_streams]
+    out["ck_quiet"] = load(port, col, proc.pid, a.ck_rate, 0, a.ck_load_s, tag, live)
     since = log.stat().st_size
     out["peak_reset"] = reset_peak(proc.pid)
     total = TotalPeak(proc.pid)
     total.start()
     asker = threading.Timer(a.ck_delay_s, ask_checkpoint, (port,))
     asker.start()
-    out["ck_load"] = load(port, col, proc.pid, a.light_rate, a.light_streams, a.ck_load_s, tag)
+    out["ck_load"] = load(port, col, proc.pid, a.ck_rate, 0, a.ck_load_s, tag, live)
     asker.join()
     deadline = time.monotonic() + a.timeout
     while (secs := checkpoint_s(log, since)) is None and time.monotonic() < deadline:
@@ -275,8 +288,8 @@ def report(rows: list[tuple[str, dict[str, Any]]], relay: list[float], a: argpar
         )
     if any(r.get("mem", {}).get("ck_load") for _, r in rows):
         print(
-            f"checkpoint of {a.mem_streams:,} streams, under the light load ({a.light_rate:g}/s, {a.ck_load_s:g} s, "
-            f"asked {a.ck_delay_s:g} s in): latency p50/p99/max ms"
+            f"checkpoint of {a.mem_streams:,} streams under {a.ck_rate:g} readings/s over {a.ck_streams:,} of them "
+            f"({a.ck_load_s:g} s, asked {a.ck_delay_s:g} s in): latency p50/p99/max ms; peak = RSS + children's private"
         )
         print(
             f"{'daemon':<12} {'quiet':>16} {'with ckpt':>16} {'p99 ratio':>9} {'ckpt s':>6} {'miss':>4} "
@@ -352,7 +365,9 @@ def main() -> int:
         "--mem-rate", type=float, default=10_000, help="memory phase: new streams a second (a flood stalls: see docs)"
     )
     ap.add_argument("--warm-streams", type=int, default=1_000, help="memory phase: streams before the first RSS")
-    ap.add_argument("--ck-load-s", type=float, default=6.0, help="memory phase: light load around the checkpoint")
+    ap.add_argument("--ck-load-s", type=float, default=6.0, help="memory phase: load around the checkpoint")
+    ap.add_argument("--ck-rate", type=float, default=1000.0, help="memory phase: its readings/s")
+    ap.add_argument("--ck-streams", type=int, default=1000, help="memory phase: over this many streams, spread")
     ap.add_argument("--ck-delay-s", type=float, default=2.0, help="memory phase: checkpoint asked this far in")
     ap.add_argument("--backlog", type=int, default=20_000)
     ap.add_argument("--timeout", type=float, default=180.0)
@@ -368,7 +383,7 @@ def main() -> int:
     if a.quick:
         a.secs, a.light_rate, a.light_streams, a.k_streams = 2.0, 50.0, 10, 50
         a.idle_s, a.start_s, a.mem_streams, a.warm_streams, a.backlog, a.timeout = 1.0, 2.0, 600, 100, 300, 60.0
-        a.ck_load_s, a.ck_delay_s = 2.0, 0.5
+        a.ck_load_s, a.ck_delay_s, a.ck_rate, a.ck_streams = 2.0, 0.5, 50.0, 10
     consumers: list[Consumer] = [("daemon", ROOT, {})]
     consumers += [(n, Path(p).resolve(), {}) for n, p in (x.split("=", 1) for x in a.tree)]
     consumers += [(n, ROOT, settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]

@@ -7,6 +7,12 @@ verifies the file and exits; the worker serves on at once and `Background.poll` 
 The journal segment was rotated before the fork, so until the child succeeds the previous generation
 plus the journal still cover the state (a crash meanwhile restarts from them, as before).
 
+The snapshot costs the pages the worker writes while the child still holds them (a reading dirties its
+row in every column: a few hundred readings over streams spread through the table touch most pages).
+The child therefore lets go of each array's pages as soon as the array is in the file
+(`release_pages`, `madvise(MADV_DONTNEED)` on its whole pages): from then on the worker writes those
+pages in place again, and the fsync and the read-back check cost no copies.
+
 The child blocks SIGTERM / SIGINT (a `systemctl stop` signals the whole cgroup: the daemon waits for
 the child, then writes its final checkpoint), touches nothing but the table and the file, and leaves
 with `os._exit` (no atexit handlers, no buffered output of the parent flushed twice).
@@ -14,14 +20,43 @@ with `os._exit` (no atexit handlers, no buffered output of the parent flushed tw
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import checkpoint
+
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return None
+
+
+_madvise = _libc()
+
+
+def release_pages(a: np.ndarray) -> None:
+    """In the forked child: drop its copy of the whole pages of `a`'s buffer, which it never reads
+    again (the parent's pages are untouched; a page shared with the parent is then the parent's
+    alone). Pages `a` shares with other objects at either end are kept."""
+    if _madvise is None or not a.flags.c_contiguous:
+        return
+    start = a.ctypes.data
+    lo, hi = -(-start // _PAGE) * _PAGE, (start + a.nbytes) // _PAGE * _PAGE
+    if hi > lo:
+        _madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_DONTNEED)
 
 
 @dataclass

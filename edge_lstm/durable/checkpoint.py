@@ -122,8 +122,17 @@ def _table_columns(table: StateTable) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: int, disk: Disk | None = None) -> int:
-    """Write the table to `path` atomically, a chunk of rows at a time; return the file size."""
+def save(
+    path: Path,
+    table: StateTable,
+    *,
+    model_sha256: str,
+    journal_segment: int,
+    disk: Disk | None = None,
+    written: Callable[[np.ndarray], None] | None = None,
+) -> int:
+    """Write the table to `path` atomically, a chunk of rows at a time; return the file size.
+    `written` is called with each of the table's arrays once it is in the file (never read again)."""
     disk = disk if disk is not None else OsDisk()
     slots = table.slots  # LRU order (built on each call: once)
     streams = list(slots)
@@ -158,6 +167,8 @@ def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: i
             little = a.dtype.newbyteorder("<")
             for i in range(0, len(idx), CHUNK_ROWS):
                 put(a[idx[i : i + CHUNK_ROWS]].astype(little, copy=False).tobytes())
+            if written is not None:
+                written(a)
         disk.write(fd, digest.digest())
         disk.fsync(fd)
     except BaseException:

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..engine import Engine
 from ..ports import Disk
 from ..reading import Reading
 from ..service.startup import StartupError
 from . import checkpoint
-from .background import Background
+from .background import Background, release_pages
 from .disk import FILE_MODE, OsDisk, private_dir
 from .journal import Journal, replay_batches
 
@@ -214,7 +216,7 @@ class DurableState:
             return False
         path = self.dir / f"{CHECKPOINT}.{segment}"
         if background and len(self.engine.table) >= FORK_MIN_STREAMS and type(self.disk) is OsDisk:
-            self._pending = Background.start(lambda: self._write(path, segment), path, t0)
+            self._pending = Background.start(lambda: self._write(path, segment, release_pages), path, t0)
             return True
         try:
             outcome: int | BaseException = self._write(path, segment)
@@ -222,10 +224,9 @@ class DurableState:
             outcome = e
         return self._written(path, t0, outcome)
 
-    def _write(self, path: Path, segment: int) -> int:
-        size = checkpoint.save(
-            path, self.engine.table, model_sha256=self.model_sha256, journal_segment=segment, disk=self.disk
-        )
+    def _write(self, path: Path, segment: int, written: Callable[[np.ndarray], None] | None = None) -> int:
+        table, sha = self.engine.table, self.model_sha256
+        size = checkpoint.save(path, table, model_sha256=sha, journal_segment=segment, disk=self.disk, written=written)
         checkpoint.verify(path)  # read back: the older generation is dropped only behind a good one
         return size
 

@@ -91,7 +91,7 @@ def test_a_forked_checkpoint_that_fails_leaves_the_previous_generation(
     serve(engine, d, traffic(3, 4), 0)
     kept = generations(tmp_path)
 
-    def refuse(path: Path, segment: int) -> int:
+    def refuse(*args: object) -> int:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(d, "_write", refuse)  # in the child
