@@ -107,9 +107,11 @@ class Gathered(dict[str, np.ndarray]):
 
     def scatter(self) -> None:
         """Write every column looked up or assigned back to the table's rows."""
-        columns, slots = self._columns, self._slots
+        columns, slots, widen = self._columns, self._slots, self._widen
         for k, v in self.items():
-            store(columns[k], slots, v)
+            if widen.get(k) is np.int64:
+                v = np.clip(v, _INT32.min, _INT32.max)  # stored as int32: saturate, do not wrap around
+            columns[k][slots] = v
 
 
 _INT32 = np.iinfo(np.int32)
