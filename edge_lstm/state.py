@@ -17,6 +17,7 @@ gathered and scattered with the rest of the row, checkpointed, spilled and resto
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,20 @@ def _storage(spec: Column) -> type[np.generic]:
     return _NARROW.get(spec.dtype, spec.dtype)
 
 
+def _zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """A zeroed array whose pages cost memory only once written: an anonymous mapping of its own.
+    (`np.zeros` gets that only above glibc's mmap threshold, which moves: below it the array comes from
+    the heap, where memory reused is zeroed, and so resident, at once.)"""
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count * dt.itemsize < mmap.PAGESIZE * 4:
+        return np.zeros(shape, dt)
+    # MAP_PRIVATE: copy-on-write across a fork (a forked checkpoint writer needs the snapshot; Python's
+    # default for an anonymous mmap is MAP_SHARED, which the child would see the worker write into).
+    pages = mmap.mmap(-1, count * dt.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(pages, dt, count).reshape(shape)
+
+
 class StateTable:
     def __init__(
         self,
@@ -162,16 +177,16 @@ class StateTable:
         self._tick = 0
         self._fresh = 0  # slots from here on were never used
         self._free: list[int] = []  # used slots given back (evict), handed out again first
-        # np.zeros: the kernel's zero pages, so untouched rows cost no memory.
-        self.states: list[np.ndarray] = [np.zeros((n, *s), np.float32) for s in self.state_shapes]
-        self.last_ts = np.zeros(n, np.float64)
-        self.steps = np.zeros(n, np.int64)
-        self.anomalies = np.zeros(n, np.int64)
+        # _zeros: the kernel's zero pages, so untouched rows cost no memory.
+        self.states: list[np.ndarray] = [_zeros((n, *s), np.float32) for s in self.state_shapes]
+        self.last_ts = _zeros((n,), np.float64)
+        self.steps = _zeros((n,), np.int64)
+        self.anomalies = _zeros((n,), np.int64)
         # The model's output: float32 anyway.
-        self.prediction = np.zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
+        self.prediction = _zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
         self.column_specs: dict[str, Column] = dict(columns or {})
         self.columns: dict[str, np.ndarray] = {
-            k: np.zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
+            k: _zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
         }
         specs = self.column_specs
         self._widen = {k: specs[k].dtype for k, a in self.columns.items() if a.dtype != specs[k].dtype}
