@@ -65,6 +65,7 @@ class Background:
     fd: int  # read end of the pipe the child reports on
     started: float  # monotonic time the checkpoint was begun (for its log line)
     path: Any  # the checkpoint's file
+    failures: int = 0  # the store's count of refused writes when it began
 
     @classmethod
     def start(cls, write: Callable[[], int], path: Any, started: float) -> Background:

@@ -215,8 +215,11 @@ class DurableState:
             self._failed(e, "writing a checkpoint")
             return False
         path = self.dir / f"{CHECKPOINT}.{segment}"
-        if background and len(self.engine.table) >= FORK_MIN_STREAMS and type(self.disk) is OsDisk:
+        # Not while not durable: readings acknowledged meanwhile are not journaled, and only a checkpoint
+        # taken after them (in place) covers them.
+        if background and self.durable and len(self.engine.table) >= FORK_MIN_STREAMS and type(self.disk) is OsDisk:
             self._pending = Background.start(lambda: self._write(path, segment, release_pages), path, t0)
+            self._pending.failures = self.disk_failures
             return True
         try:
             outcome: int | BaseException = self._write(path, segment)
@@ -238,9 +241,10 @@ class DurableState:
         outcome = pending.poll(wait=wait)
         if outcome is not None:
             self._pending = None
-            self._written(pending.path, pending.started, outcome)
+            # A write the disk refused while the child ran left a gap after the snapshot: not durable yet.
+            self._written(pending.path, pending.started, outcome, covers_all=pending.failures == self.disk_failures)
 
-    def _written(self, path: Path, t0: float, outcome: int | BaseException) -> bool:
+    def _written(self, path: Path, t0: float, outcome: int | BaseException, *, covers_all: bool = True) -> bool:
         if isinstance(outcome, checkpoint.CheckpointRefused):
             self.log.warning("checkpoint_unverified", file=str(path), detail=outcome.detail)
             path.unlink(missing_ok=True)
@@ -253,7 +257,7 @@ class DurableState:
             path.unlink(missing_ok=True)
             return False
         self._drop_old(gap=not self.durable)
-        if not self.durable:
+        if not self.durable and covers_all:
             self.log.warning(
                 "state_dir_writable", dir=str(self.dir), unjournaled=self.unjournaled, detail="durable again"
             )

@@ -100,3 +100,23 @@ def test_a_forked_checkpoint_that_fails_leaves_the_previous_generation(
     assert not d.durable and d.disk_error == "writing a checkpoint: No space left on device"
     assert set(kept) <= set(generations(tmp_path))  # nothing dropped behind a failed one
     d.close(final_checkpoint=False)
+
+
+def test_a_disk_failure_while_the_child_writes_keeps_the_store_not_durable(
+    model: OnnxStepModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings acknowledged after the snapshot and not journaled are in neither: only a checkpoint
+    taken after them (in place, while not durable) makes the store durable again."""
+    monkeypatch.setattr(store, "FORK_MIN_STREAMS", 1)
+    engine = Engine(model)
+    d = DurableState(tmp_path, engine, model.sha256, _Log())
+    d.restore()
+    d.finish_pending(wait=True)
+    serve(engine, d, traffic(3, 4), 0)
+    assert d.checkpoint() and d._pending is not None
+    d._failed(OSError(28, "No space left on device"), "writing the journal")  # while the child runs
+    d.finish_pending(wait=True)
+    assert not d.durable  # the child's checkpoint succeeded, but the journal has a gap after it
+    assert d.checkpoint() and d._pending is None  # not durable: written in place, covering everything
+    assert d.durable
+    d.close(final_checkpoint=False)
