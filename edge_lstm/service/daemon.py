@@ -38,7 +38,7 @@ from .contain import control_replies, run_pipeline
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
-from .notify import Notifier
+from .notify import Notifier, Notify
 from .reload import reload
 from .requested import Requested
 from .retained import republish
@@ -67,7 +67,7 @@ class Daemon:
         settings: Settings,
         model: StepModel | None = None,
         *,
-        notifier: Notifier | None = None,
+        notifier: Notify | None = None,
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
@@ -103,7 +103,7 @@ class Daemon:
             errors_topic=settings.mqtt.errors_topic,
             alarm_pattern=TopicPattern(settings.mqtt.alarm_pattern) if settings.mqtt.alarm_pattern else None,
         )
-        self.notifier = notifier if notifier is not None else Notifier()
+        self.notifier: Notify = notifier if notifier is not None else Notifier()
         self.log = get_logger("edge_lstm.daemon")
         self.control = Control(settings, self.engine, self.log, self._request_reload, self._request_checkpoint)
         self.reject_log = RateLimitedLog(

@@ -47,7 +47,7 @@ def make_daemon(
         **sections,
     )
     factory, clock, notifier = LinkFactory(auto_complete=auto_complete), FakeClock(), FakeNotifier()
-    d = Daemon(settings, load_model(step_model_path), notifier=notifier, link_factory=factory, clock=clock)  # type: ignore[arg-type]
+    d = Daemon(settings, load_model(step_model_path), notifier=notifier, link_factory=factory, clock=clock)
     d.start()
     assert factory.link is not None
     return d, factory.link, clock, notifier
@@ -244,7 +244,7 @@ def test_shutdown_reports_results_the_broker_never_took(step_model_path: Path, t
 def test_run_returns_when_stopped(step_model_path: Path, tmp_path: Path) -> None:
     settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path), checkpoint={"enabled": False})
     factory = LinkFactory()
-    d = Daemon(settings, link_factory=factory, notifier=FakeNotifier())  # type: ignore[arg-type]
+    d = Daemon(settings, link_factory=factory, notifier=FakeNotifier())
     stop = threading.Event()
     t = threading.Thread(target=d.run, args=(stop,))
     t.start()
