@@ -39,6 +39,12 @@ class Stats:
 Outcome = Result | Rejection
 
 
+def table_columns(scorer: Scorer) -> dict[str, Column]:
+    """The state table's named per-stream columns, as checkpoints and spill files store them: every
+    scoring channel's, then the alarm's (the daemon opens its spill file with them before the engine)."""
+    return {**scorer.columns, **ALARM_COLUMNS}
+
+
 class Engine:
     def __init__(
         self,
@@ -67,7 +73,7 @@ class Engine:
             model.state_shapes,
             len(self.names),
             max_streams=max_streams,
-            columns={**self.scorer.columns, **ALARM_COLUMNS},
+            columns=table_columns(self.scorer),
         )
         self._offset = np.asarray(meta.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(meta.scaling.scale, np.float64)

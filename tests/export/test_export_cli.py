@@ -18,9 +18,9 @@ from edge_lstm.demo.simulate import FEATURES, normal_series
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import torch  # noqa: E402
+import torch
 
-from edge_lstm_export.cli import main  # noqa: E402
+from edge_lstm_export.cli import main
 
 pytestmark = pytest.mark.export
 

@@ -16,12 +16,12 @@ from edge_lstm import Engine, Reading, Result, load_model
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import ExportError, QuantizationError, export_torch  # noqa: E402
-from edge_lstm_export.fit import Seq2SeqForecaster  # noqa: E402
-from edge_lstm_export.quantize import MIN_INT8_SPEEDUP  # noqa: E402
+from edge_lstm_export import ExportError, QuantizationError, export_torch
+from edge_lstm_export.fit import Seq2SeqForecaster
+from edge_lstm_export.quantize import MIN_INT8_SPEEDUP
 
 pytestmark = pytest.mark.export
 

@@ -10,17 +10,17 @@ import pytest
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import (  # noqa: E402
+from edge_lstm_export import (
     DataError,
     FeatureMismatchError,
     ParityError,
     UnsupportedModelError,
     export_torch,
 )
-from edge_lstm_export.csvdata import read_csv  # noqa: E402
+from edge_lstm_export.csvdata import read_csv
 
 pytestmark = pytest.mark.export
 

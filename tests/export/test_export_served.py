@@ -18,10 +18,10 @@ from edge_lstm.demo.broker import PrivateBroker
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import export_torch  # noqa: E402
+from edge_lstm_export import export_torch
 
 pytestmark = [pytest.mark.export, pytest.mark.integration]
 

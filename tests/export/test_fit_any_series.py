@@ -20,8 +20,8 @@ from edge_lstm.result import Result
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
 
-from edge_lstm_export.cli import main  # noqa: E402
-from edge_lstm_export.fit import _verdict  # noqa: E402
+from edge_lstm_export.cli import main
+from edge_lstm_export.fit import _verdict
 
 pytestmark = pytest.mark.export
 

@@ -24,14 +24,14 @@ pytest.importorskip("h5py", reason="needs h5py (the export extra)")
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported: its default backend is TensorFlow
 pytest.importorskip("keras", reason="needs keras (the test extra) to generate Keras models")
 
-from support import keras_models as km  # noqa: E402  (selects the torch backend before keras loads)
+from support import keras_models as km
 
-from edge_lstm.contract import METADATA_KEY  # noqa: E402
-from edge_lstm.demo.simulate import FEATURES, normal_series  # noqa: E402
-from edge_lstm.onnx_model import load_model  # noqa: E402
-from edge_lstm_export import FeatureMismatchError, UnsupportedModelError, WeightsError  # noqa: E402
-from edge_lstm_export.cli import main  # noqa: E402
-from edge_lstm_export.keras import export_keras, load_keras  # noqa: E402
+from edge_lstm.contract import METADATA_KEY
+from edge_lstm.demo.simulate import FEATURES, normal_series
+from edge_lstm.onnx_model import load_model
+from edge_lstm_export import FeatureMismatchError, UnsupportedModelError, WeightsError
+from edge_lstm_export.cli import main
+from edge_lstm_export.keras import export_keras, load_keras
 
 # keras's own numpy-2 DeprecationWarnings (np.array on its tensors) are not ours to fix
 pytestmark = [pytest.mark.export, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]

@@ -12,18 +12,18 @@ from support.outcomes import present, scored
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm.contract import ModelFormatError, parse_meta  # noqa: E402
-from edge_lstm.engine import Engine  # noqa: E402
-from edge_lstm.onnx_model import load_model  # noqa: E402
-from edge_lstm.reading import Reading  # noqa: E402
-from edge_lstm.result import Result, encode  # noqa: E402
-from edge_lstm_export import export_torch  # noqa: E402
-from edge_lstm_export.cli import main as export_main  # noqa: E402
-from edge_lstm_export.errors import ParityError, UnsupportedModelError  # noqa: E402
-from edge_lstm_export.parity import generate_sequences  # noqa: E402
+from edge_lstm.contract import ModelFormatError, parse_meta
+from edge_lstm.engine import Engine
+from edge_lstm.onnx_model import load_model
+from edge_lstm.reading import Reading
+from edge_lstm.result import Result, encode
+from edge_lstm_export import export_torch
+from edge_lstm_export.cli import main as export_main
+from edge_lstm_export.errors import ParityError, UnsupportedModelError
+from edge_lstm_export.parity import generate_sequences
 
 pytestmark = pytest.mark.export
 
