@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import structlog
+from support.paths import ROOT
 
 from edge_lstm.engine import Engine, table_columns
 from edge_lstm.onnx_model import load_model
 from edge_lstm.scoring import Scorer
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.state import open_durable, open_state_dir
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

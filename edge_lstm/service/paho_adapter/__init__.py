@@ -6,6 +6,8 @@ The daemon needs more of paho than its public API gives (docs/architecture.md, "
   thread, buffered reads, the stuck-window repair, TCP_NODELAY (`no_delay`);
 * `fast.FastPackets`, its base: the per-packet paths for plain QoS 1 PUBLISH and PUBACK;
 * `is_handed_over`, `settle_dropped_qos0`, `raw_topic`: the message state `service/mqtt.py` reads.
+* `callbacks`: what `service/mqtt.py` reads from the flags, reason codes and properties paho passes
+  its callbacks (public, but shaped by the protocol version).
 
 They use private members (`_out_messages`, `_packet_queue`, `_in_packet`, `MQTTMessageInfo._published`,
 ...), which any paho release may change. So: they live here and nowhere else (`scripts/check_paho.py`,
