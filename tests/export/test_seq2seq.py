@@ -187,7 +187,7 @@ def test_without_a_sample_interval_the_times_follow_the_last_gap(tmp_path: Path)
 
 
 def test_the_daemon_serves_a_seq2seq_model_with_forecast(tmp_path: Path) -> None:
-    from unit.test_daemon_unit import make_daemon, reading
+    from unit.service.test_daemon_unit import make_daemon, reading
 
     export_torch(_model(), tmp_path / "s2s.onnx", features=FEATURES, horizon=K, sample_interval_s=1.0)
     d, link, _, _ = make_daemon(tmp_path / "s2s.onnx", tmp_path)
