@@ -1,6 +1,6 @@
 """A really full disk (issue 20): the daemon process, a private mosquitto, and a state directory on a
 small tmpfs that the test fills up and frees again. Needs permission to mount a tmpfs (root, as in the
-CI container); without it the test is skipped, and tests/unit/test_full_disk.py covers the same
+CI container); without it the test is skipped, and tests/unit/service/test_full_disk.py covers the same
 behaviour through the disk port with an injected ENOSPC.
 
 Streaming case: every reading gets a result while the disk is full, no exit, one warning naming the

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from .client import BatchedClient, Repaired, is_handed_over, no_delay, raw_topic, settle_dropped_qos0
 
-# paho-mqtt versions tests/unit/test_paho_fast.py, tests/integration/test_paho_fast_path.py and the MQTT
-# integration tests passed with (`./dev paho`). pyproject.toml allows >=2.1,<3.
+# paho-mqtt versions tests/unit/service/paho_adapter/test_paho_fast.py, tests/integration/test_paho_fast_path.py
+# and the MQTT integration tests passed with (`./dev paho`). pyproject.toml allows >=2.1,<3.
 CHECKED_WITH = ("2.1.0", "2.2.0")
 
 __all__ = [
