@@ -11,11 +11,14 @@ on the packaged model in the two regimes a daemon sees:
             then `--steps` rounds of one reading per stream in batches of `--batch`: µs per reading;
   single    one reading per `process` call (a quiet daemon: the per-round fixed cost): µs per call.
 
+`--shuffle` hands each round's readings over in another arrival order (streams first seen in one order,
+then reporting with jitter) instead of always the same.
+
 Timed in CPU time (time.process_time: what the process used, not what it waited for a core on a
 shared machine). Reported: the median over rounds of each tree's time and of the per-round new/old
 ratios. On a busy shared machine that still spreads ±30 %; `--instructions` counts instructions
-instead (valgrind's callgrind, deterministic): per tree, a run that only warms up and runs that add
-`--calls` calls of `--streams` readings (steady) or of one reading (single); the difference per call.
+instead (valgrind's callgrind, repeatable within ~0.3 %): per tree and mode, one run that counts only
+`--calls` engine calls of `--streams` readings (steady) or of one reading (single), after the warm-up.
 
     .venv/bin/python bench/ab_engine.py --old /tmp/old-tree --instructions --streams 23 --calls 200
 """
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 
-def trial(streams: int, warmup: int, steps: int, batch: int) -> dict[str, float]:
+def trial(streams: int, warmup: int, steps: int, batch: int, shuffle: bool = False) -> dict[str, float]:
     import numpy as np
 
     from edge_lstm import Engine, Reading, load_model
@@ -44,10 +47,14 @@ def trial(streams: int, warmup: int, steps: int, batch: int) -> dict[str, float]
     scale = np.asarray(model.meta.scaling.scale)
     names = [f"m{i}" for i in range(streams)]
     t0 = 1_700_000_000.0
+    arrival = np.random.default_rng(1)
 
     def step(t: int) -> list[Reading]:
         v = offset + scale * rng.normal(0, 0.3, (streams, len(offset)))
-        return [Reading(s, t0 + t, tuple(row)) for s, row in zip(names, v.tolist())]
+        readings = [Reading(s, t0 + t, tuple(row)) for s, row in zip(names, v.tolist())]
+        if shuffle:  # each round in another arrival order
+            arrival.shuffle(readings)
+        return readings
 
     for t in range(warmup):
         rounds = step(t)
@@ -70,9 +77,10 @@ def trial(streams: int, warmup: int, steps: int, batch: int) -> dict[str, float]
     return {"steady_us": steady_us, "single_us": single_us}
 
 
-def ir_trial(streams: int, warmup: int, mode: str, calls: int) -> None:
+def ir_trial(streams: int, warmup: int, mode: str, calls: int, shuffle: bool = False) -> None:
     """Warm `streams` streams up for `warmup` readings, then `calls` engine calls of all of them
-    (mode "steady") or of one reading (mode "single"); run under callgrind by `instructions`."""
+    (mode "steady") or of one reading (mode "single"), run inside sys.call_tracing: `instructions`
+    counts only what runs inside that function (callgrind's --toggle-collect=sys_call_tracing)."""
     import numpy as np
 
     from edge_lstm import Engine, Reading, load_model
@@ -82,37 +90,53 @@ def ir_trial(streams: int, warmup: int, mode: str, calls: int) -> None:
     rng = np.random.default_rng(0)
     offset, scale = np.asarray(model.meta.scaling.offset), np.asarray(model.meta.scaling.scale)
     names = [f"m{i}" for i in range(streams)]
+    arrival = np.random.default_rng(1)
 
     def step(t: int) -> list[Reading]:
         v = offset + scale * rng.normal(0, 0.3, (streams, len(offset)))
-        return [Reading(s, 1_700_000_000.0 + t, tuple(row)) for s, row in zip(names, v.tolist())]
+        readings = [Reading(s, 1_700_000_000.0 + t, tuple(row)) for s, row in zip(names, v.tolist())]
+        if shuffle:  # each round in another arrival order
+            arrival.shuffle(readings)
+        return readings
 
     for t in range(warmup):
         engine.process(step(t))
-    for k in range(calls):
-        readings = step(warmup + k)
-        engine.process(readings if mode == "steady" else readings[:1])
+    # The readings are made before the counted part: it is the engine calls alone.
+    if mode == "steady":
+        batches = [step(warmup + k) for k in range(calls)]
+    else:
+        batches = [[r] for k in range(calls // streams + 1) for r in step(warmup + k)][:calls]
+
+    def counted() -> None:
+        for batch in batches:
+            engine.process(batch)
+
+    sys.call_tracing(counted, ())
 
 
 def instructions(args: argparse.Namespace) -> None:
-    """Instructions per engine call of each tree (callgrind; see the module docstring)."""
+    """Instructions per engine call of each tree (callgrind; see the module docstring). Only the engine
+    calls are counted (collection toggled on inside sys.call_tracing), with a fixed hash seed: the
+    same tree counts within ~0.3 % from run to run, where differences of separate runs (imports, model
+    load and warm-up included) moved by ~1M instructions per call."""
     import re
 
-    def count(tree: Path, mode: str, calls: int) -> int:
-        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-        cmd += [str(Path(__file__).resolve()), "--ir-trial", mode, str(calls)]
-        cmd += ["--streams", str(args.streams), "--warmup", str(args.warmup)]
-        env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    def count(tree: Path, mode: str) -> int:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no"]
+        cmd += ["--toggle-collect=sys_call_tracing", sys.executable, str(Path(__file__).resolve())]
+        cmd += ["--ir-trial", mode, str(args.calls), "--streams", str(args.streams), "--warmup", str(args.warmup)]
+        cmd += ["--shuffle"] if args.shuffle else []
+        env = {**os.environ, "PYTHONPATH": str(tree.resolve()), "PYTHONHASHSEED": "0"}
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd="/")
         found = re.search(r"Collected : (\d+)", out.stderr)
-        if found is None:
+        if found is None or int(found.group(1)) == 0:
+            # 0: this Python's symbols do not name sys_call_tracing (a stripped build).
             raise SystemExit(f"no instruction count from valgrind: {out.stderr[-500:]}")
         return int(found.group(1))
 
     per_call: dict[str, dict[str, float]] = {}
     for which, tree in (("old", args.old), ("new", args.new)):
-        base = count(tree, "steady", 0)
-        per_call[which] = {m: (count(tree, m, args.calls) - base) / args.calls for m in ("steady", "single")}
+        per_call[which] = {m: count(tree, m) / args.calls for m in ("steady", "single")}
         print(f"{which}: " + "  ".join(f"{m} {v:,.0f} Ir per call" for m, v in per_call[which].items()), flush=True)
     for m, label in (("steady", f"{args.streams} readings per call"), ("single", "one reading per call")):
         old, new = per_call["old"][m], per_call["new"][m]
@@ -129,15 +153,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed readings per stream")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    ap.add_argument("--shuffle", action="store_true", help="each round's readings in another arrival order")
     ap.add_argument("--calls", type=int, default=200, help="--instructions: engine calls counted per mode")
     ap.add_argument("--trial", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ir-trial", nargs=2, metavar=("MODE", "CALLS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trial:
-        print(json.dumps(trial(args.streams, args.warmup, args.steps, args.batch)))
+        print(json.dumps(trial(args.streams, args.warmup, args.steps, args.batch, args.shuffle)))
         return 0
     if args.ir_trial:
-        ir_trial(args.streams, args.warmup, args.ir_trial[0], int(args.ir_trial[1]))
+        ir_trial(args.streams, args.warmup, args.ir_trial[0], int(args.ir_trial[1]), args.shuffle)
         return 0
     if args.old is None:
         ap.error("--old DIR is required")
@@ -152,7 +177,7 @@ def main() -> int:
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, str(Path(__file__).resolve()), "--trial"]
             cmd += ["--streams", str(args.streams), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-            cmd += ["--batch", str(args.batch)]
+            cmd += ["--batch", str(args.batch)] + (["--shuffle"] if args.shuffle else [])
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd="/")
             runs[which].append(json.loads(out.stdout))
         print(

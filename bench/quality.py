@@ -86,12 +86,14 @@ def fit(csv: Path, out: Path, features: list[str]) -> Path:
 
 def evaluate(model_path: Path, files: list[Path], score_from: int) -> tuple[dict[str, Any], list[Any]]:
     from edge_lstm.cli.evaluate import Quality, run_file
+    from edge_lstm.engine import Engine
     from edge_lstm.onnx_model import load_model
 
     model = load_model(model_path)
     total, runs = Quality(), []
     for f in files:
-        run = run_file(f, model, score_from=score_from)
+        engine = Engine(model, max_streams=16, **nab_quality.ENGINE_SETTINGS)
+        run = run_file(f, model, score_from=score_from, engine=engine)
         total.add(run)
         runs.append(run)
     return total.metrics(), runs
@@ -246,6 +248,31 @@ HEADER = (
 )
 
 
+def overrides(items: list[str]) -> None:
+    """--set scoring.KEY=VALUE / alarm.KEY=VALUE on top of the defaults (or of --flags likelihood)."""
+    import dataclasses
+
+    from edge_lstm.alarm import AlarmPolicy
+    from edge_lstm.scoring import ScoringConfig
+
+    scoring = nab_quality.ENGINE_SETTINGS.get("scoring", ScoringConfig())
+    alarms = nab_quality.ENGINE_SETTINGS.get("alarms", AlarmPolicy())
+    for item in items:
+        key, _, raw = item.partition("=")
+        section, _, name = key.partition(".")
+        target = {"scoring": scoring, "alarm": alarms}.get(section)
+        if target is None or name not in {f.name for f in dataclasses.fields(target)}:
+            raise SystemExit(f"quality: --set {item}: no such setting (scoring.* or alarm.*)")
+        kind = type(getattr(target, name))
+        value: Any = raw if kind is str else (raw.lower() in ("1", "true")) if kind is bool else kind(raw)
+        if section == "scoring":
+            scoring = dataclasses.replace(scoring, **{name: value})
+        else:
+            alarms = dataclasses.replace(alarms, **{name: value})
+    nab_quality.ENGINE_SETTINGS.update(scoring=scoring, alarms=alarms)
+    print(f"quality: settings {items}", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skab", type=Path, default=None, help="SKAB (default ../shared/skab)")
@@ -265,6 +292,13 @@ def main() -> int:
         default="channels",
         help="NAB replays with scoring.flags (likelihood: with alarm.raise_n = 1); default: the daemon's",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="every replay with this scoring.* or alarm.* setting (experiments; figures are the defaults')",
+    )
     ap.add_argument("--files", type=int, default=0, help="only the first N SKAB experiments (quick look)")
     ap.add_argument("--json", type=Path, help="also write all metrics to this JSON file")
     ap.add_argument("--seed", type=int, default=0, help="fit's seed for every model (default 0, fit's default)")
@@ -277,6 +311,8 @@ def main() -> int:
         from edge_lstm.scoring import ScoringConfig
 
         nab_quality.ENGINE_SETTINGS.update(scoring=ScoringConfig(flags="likelihood"), alarms=AlarmPolicy(raise_n=1))
+    if args.set:
+        overrides(args.set)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

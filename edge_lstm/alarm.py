@@ -42,6 +42,12 @@ class AlarmPolicy:
     # A reading counts as quiet only when its likelihood is at most this (1: any unflagged reading).
     # Measured on SKAB and anomaly-free.csv (docs/quality.md): 0.995.
     clear_likelihood: float = 0.995
+    # A flagged reading this surprising (surprise = −log10 p of the stream's own law) raises the alarm on
+    # its own: a spike is one reading (0: off).
+    raise_surprise: float = 4.0
+    # Latched: a raised alarm stays raised until a person takes the stream's state as normal (the `accept`
+    # command); it never clears on its own, however normal or adapted the stream becomes.
+    latch: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.raise_window <= 62:
@@ -52,6 +58,8 @@ class AlarmPolicy:
             raise ValueError(f"alarm clear_after must be >= 1, got {self.clear_after}")
         if not 0 < self.clear_likelihood <= 1:
             raise ValueError(f"alarm clear_likelihood must be in (0, 1], got {self.clear_likelihood}")
+        if not self.raise_surprise >= 0:
+            raise ValueError(f"alarm raise_surprise must be >= 0 (0 = off), got {self.raise_surprise}")
 
     def update(
         self,
@@ -60,33 +68,65 @@ class AlarmPolicy:
         scores: np.ndarray,
         ts: np.ndarray,
         likelihood: np.ndarray | None = None,
+        surprise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
         per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
         the boolean masks of streams whose alarm was raised and cleared now."""
-        mask = np.int64((1 << self.raise_window) - 1)
-        flagged_before = cols["alarm.history"] != 0
-        history = ((cols["alarm.history"] << 1) | flags.astype(np.int64)) & mask
-        was = cols["alarm.raised"]
-        calm = ~flags if likelihood is None else ~flags & (likelihood <= self.clear_likelihood)
-        quiet = np.where(calm, cols["alarm.quiet"] + 1, 0)
-        cleared_now = was & (quiet >= self.clear_after)
-        raised_now = ~was & (_popcount(history) >= self.raise_n)
-        still = (was & ~cleared_now) | raised_now
+        was, before = cols["alarm.raised"], cols["alarm.history"]
+        n_was = np.count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
+        if not (np.count_nonzero(flags) or np.count_nonzero(before) or n_was):
+            # A quiet round (the steady state): no flag now, none in any stream's window, no alarm raised.
+            # Every column but the peak would be written with the value it holds: the history stays 0,
+            # `readings` and `since` are kept, and `quiet` is 0 already (this method leaves it 0 whenever a
+            # stream's alarm is not raised, and 0 is its init). The peak is 0 now (a cleared episode's
+            # peak stays until this next reading). ~25 numpy calls fewer.
+            cols["alarm.peak"] = np.zeros(len(flags))
+            return np.zeros(len(flags), bool), np.zeros(len(flags), bool)
+        # Integers and booleans only (and a max of scores): each form below gives the same values as the
+        # plain where()s it replaces, in fewer or cheaper numpy calls. For booleans a < b is ~a & b.
+        history = ((before << 1) | flags) & np.int64((1 << self.raise_window) - 1)  # bool → 0/1
+        calm = ~flags if likelihood is None else np.less(flags, likelihood <= self.clear_likelihood)
+        quiet = (cols["alarm.quiet"] + 1) * calm  # + 1 where calm, else 0
+        cleared_now = was & (quiet >= self.clear_after) if not self.latch else np.zeros(len(was), bool)
+        raised_now = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
+        if self.raise_surprise > 0 and surprise is not None:  # or one flagged reading this rare (a spike)
+            raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))
+        still = (was ^ cleared_now) | raised_now  # cleared_now is within was
         # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
-        cols["alarm.history"] = np.where(cleared_now, 0, history)
-        cols["alarm.quiet"] = np.where(still, quiet, 0)
+        n_cleared, n_raised = np.count_nonzero(cleared_now), np.count_nonzero(raised_now)
+        cols["alarm.history"] = np.where(cleared_now, 0, history) if n_cleared else history
+        cols["alarm.quiet"] = quiet * still  # kept while raised, else 0
         # While raised: readings and peak of the episode; a cleared event reports the episode's totals.
-        cols["alarm.readings"] = np.where(raised_now, 1, cols["alarm.readings"] + was)  # + 1 while raised
-        # The peak starts with the episode's first flagged reading, which may come up to raise_window
-        # readings before the raise (a spike scoring 100 then four readings scoring 5 raise at the fifth).
-        # Not raised: the peak of the readings since the window's oldest flag, 0 once no flag is left.
-        continuing = np.where(was | flagged_before, cols["alarm.peak"], 0.0)
-        peak = np.maximum(continuing, scores)
-        cols["alarm.peak"] = np.where(was | raised_now | (history != 0), peak, 0.0)
-        cols["alarm.since"] = np.where(raised_now | cleared_now, ts, cols["alarm.since"])
+        if n_raised or n_was:  # else every `readings` stays as it is (not even gathered)
+            readings = cols["alarm.readings"] + was  # + 1 while raised
+            cols["alarm.readings"] = np.where(raised_now, 1, readings) if n_raised else readings
+        self._peak(cols, was, before, history, raised_now, scores)
+        if n_raised or n_cleared:  # else every `since` stays as it is
+            cols["alarm.since"] = np.where(raised_now | cleared_now, ts, cols["alarm.since"])
         cols["alarm.raised"] = still
         return raised_now, cleared_now
+
+    @staticmethod
+    def _peak(
+        cols: dict[str, np.ndarray],
+        was: np.ndarray,
+        before: np.ndarray,
+        history: np.ndarray,
+        raised_now: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        """The peak starts with the episode's first flagged reading, which may come up to raise_window
+        readings before the raise (a spike scoring 100 then four readings scoring 5 raise at the fifth).
+        Not raised: the peak of the readings since the window's oldest flag, 0 once no flag is left.
+        (`history`: the window after this reading, before a clear forgets it.)"""
+        carried = was | (before != 0)
+        peak = cols["alarm.peak"]
+        if np.count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
+            peak = np.where(carried, peak, 0.0)
+        peak = np.maximum(peak, scores)
+        kept = was | raised_now | (history != 0)
+        cols["alarm.peak"] = peak if np.count_nonzero(kept) == len(kept) else np.where(kept, peak, 0.0)
 
 
 _bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none

@@ -82,15 +82,25 @@ class Gathered(dict[str, np.ndarray]):
 
     __slots__ = ("_columns", "_slots", "_widen")
 
-    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray, widen: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, columns: dict[str, np.ndarray], slots: np.ndarray | slice, widen: frozenset[str] = frozenset()
+    ) -> None:
+        """`slots`: the rows' slots, or the slice `as_rows` made of them."""
         super().__init__()
-        self._columns, self._slots, self._widen = columns, slots, widen
+        self._columns, self._widen = columns, widen
+        self._slots = slots if isinstance(slots, slice) else as_rows(slots)
 
     def __missing__(self, key: str) -> np.ndarray:
-        # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
-        v = self._columns[key].take(self._slots, axis=0)
-        if key in self._widen:
-            v = v.astype(np.float64)  # stored float32, computed in float64
+        rows = self._slots
+        column = self._columns[key]
+        if isinstance(rows, slice):
+            # Consecutive rows: a view, then one copy (widened in the same call when stored float32).
+            v = column[rows].astype(np.float64) if key in self._widen else column[rows].copy()
+        else:
+            # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
+            v = column.take(rows, axis=0)
+            if key in self._widen:
+                v = v.astype(np.float64)  # stored float32, computed in float64
         self[key] = v
         return v
 
@@ -102,6 +112,25 @@ class Gathered(dict[str, np.ndarray]):
         columns, slots = self._columns, self._slots
         for k, v in self.items():
             columns[k][slots] = v
+
+
+def as_rows(slots: np.ndarray) -> np.ndarray | slice:
+    """`slots` as a slice when they are consecutive and ascending (one stream, or a round of the same
+    streams in the order they were first seen): reading and writing a slice of rows costs ~0.4 µs less per
+    column than a gather (take) and ~0.5 µs less than a scatter (fancy assignment) into float32 rows, for
+    the ~40 columns a round touches. Otherwise the slots themselves."""
+    n = len(slots)
+    if n == 0:
+        return slots
+    first = int(slots[0])
+    if n > 1 and int(slots[-1]) - first != n - 1:
+        return slots
+    if 1 < n <= 64:  # compared as Python ints: a third of the numpy test's cost at these sizes
+        if slots.tolist() != list(range(first, first + n)):
+            return slots
+    elif n > 64 and np.count_nonzero(slots[1:] - slots[:-1] == 1) != n - 1:
+        return slots
+    return slice(first, first + n)
 
 
 _UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
@@ -176,7 +205,7 @@ class StateTable:
         arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction, *self.columns.values()]
         return sum(a.nbytes for a in arrays) * self._fresh // self.capacity
 
-    def gather(self, slots: np.ndarray) -> Gathered:
+    def gather(self, slots: np.ndarray | slice) -> Gathered:
         """The columns of the rows at `slots` (distinct), gathered lazily: `Gathered.scatter` writes them
         back."""
         return Gathered(self.columns, slots, self._widen)

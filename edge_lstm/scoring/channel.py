@@ -46,6 +46,9 @@ class Batch:
     ready: np.ndarray  # the stream's baseline is learned (steps >= scoring.baseline)
     restart: np.ndarray  # the previous reading is too old to predict this one (a gap): re-anchor only
     gap: np.ndarray  # seconds since each stream's previous reading (+inf for its first)
+    # The signals of the channels before this one in REGISTRY this round (the surprise channel reads the
+    # deviation channel's distance to the known normal states).
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -57,6 +60,15 @@ class Scores:
     fields: dict[str, list[Any]] = field(default_factory=dict)
     # Named [B] statistics for later stages (the alarm takes "score" and "likelihood").
     signals: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def published(ready: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Result fields from [B] arrays: each value where `ready`, None where not. While every stream of the
+    round is ready (the steady state) this is one tolist() per field, not a Python loop over readings."""
+    if np.count_nonzero(ready) == len(ready):
+        return {k: v.tolist() for k, v in values.items()}
+    flags = ready.tolist()
+    return {k: [x if r else None for x, r in zip(v.tolist(), flags)] for k, v in values.items()}
 
 
 class Channel(Protocol):

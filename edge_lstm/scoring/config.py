@@ -63,7 +63,12 @@ class ScoringConfig:
     # "likelihood", the calibrated likelihood against `risk` (and stuck; the forecast score while a stream
     # learns): adapts to a new normal within the horizon (NAB), but a 1 Hz machine's slow drift is not
     # followed and SKAB's sustained faults are partly missed (docs/quality.md, "NAB").
-    flags: Literal["channels", "likelihood"] = "channels"
+    flags: Literal["channels", "likelihood", "adaptive"] = "adaptive"
+    # "adaptive": a channel's flag stands only while the surprise channel's p-value is below this.
+    surprise_gate: float = 1e-2
+    # The surprise channel's level statistic is the smaller of the stream's own and its smoothed distance
+    # to the nearest known normal state of the model's calibration data (the deviation channel's).
+    surprise_known: bool = True
 
     def __post_init__(self) -> None:
         self._check_channels()
@@ -76,6 +81,8 @@ class ScoringConfig:
             raise ValueError(
                 f"scoring.range_margin must be >= 0 and range_p in (0, 1), got {self.range_margin}, {self.range_p}"
             )
+        if not 0 < self.surprise_gate < 1:
+            raise ValueError(f"scoring.surprise_gate must be in (0, 1), got {self.surprise_gate}")
         if self.stuck_after < 0:
             raise ValueError(f"scoring.stuck_after must be >= 0 readings (0 = off), got {self.stuck_after}")
 

@@ -89,22 +89,44 @@ class Scorer:
         their previous reading. `cols` are the streams' columns, updated in place."""
         max_gap = self.config.max_gap_s
         restart = (gap > max_gap) & (steps > 0) if max_gap > 0 else np.zeros(len(steps), bool)
-        batch = Batch(cols, values, u, y, predicted, steps, warming, steps >= self.config.baseline, restart, gap)
-        flags = np.zeros(len(steps), bool)
-        out = Scored(flags, {}, {})
-        by_channels = self.config.flags == "channels"
+        out = Scored(np.zeros(len(steps), bool), {}, {})
+        ready = steps >= self.config.baseline
+        batch = Batch(cols, values, u, y, predicted, steps, warming, ready, restart, gap, out.signals)
+        flagged: dict[str, np.ndarray] = {}
         for channel in self.channels:
             scores = channel.update(batch)
-            if channel.name not in (LEGACY if not by_channels else ("surprise",)):
-                flags |= scores.flags
-            elif channel.name == "score":
-                # Until the stream has learned its own law, the model's calibration judges its forecasts.
-                flags |= scores.flags & ~batch.ready
+            flagged[channel.name] = scores.flags
             out.fields.update(scores.fields)
             out.signals.update(scores.signals)
-        if not by_channels and "calibrated" in out.signals:
-            out.signals["likelihood"] = out.signals["calibrated"]  # the alarm's quiet test, as the flag
+        out.flags = self._combine(flagged, out.signals, batch.ready)
         return out
+
+    def _combine(self, flagged: dict[str, np.ndarray], signals: dict[str, np.ndarray], ready: np.ndarray) -> np.ndarray:
+        """`anomaly` from the channels' flags, by `scoring.flags` (docs/scoring.md, "The flag")."""
+        mode = self.config.flags
+        flags = np.zeros(len(ready), bool)
+        legacy = np.zeros(len(ready), bool)
+        for name, f in flagged.items():
+            if name in LEGACY:
+                legacy |= f
+            elif name != "surprise" or mode == "likelihood":
+                flags |= f  # stuck, and any channel without a threshold of its own kind
+        calibrated = signals.get("calibrated")
+        if mode == "channels" or calibrated is None:
+            flags |= legacy
+            return flags
+        if mode == "likelihood":
+            signals["likelihood"] = calibrated  # the alarm's quiet test, as the flag
+            # Until the stream has learned its own law, the model's calibration judges its forecasts.
+            flags |= flagged.get("score", flags) & ~ready
+            return flags
+        # "adaptive": a channel's flag stands while the stream's own recent law finds the reading surprising
+        # too; until that law is learned, the channels alone.
+        surprising = calibrated >= 1.0 - self.config.surprise_gate
+        if "likelihood" in signals:  # the alarm's quiet test: back in the body of either law
+            signals["likelihood"] = np.minimum(signals["likelihood"], calibrated)
+        flags |= legacy & (surprising | ~ready)
+        return flags
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
         """Every channel's `inspect` entries for one stream's row; None for those of absent channels."""

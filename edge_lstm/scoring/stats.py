@@ -109,17 +109,23 @@ def tail_learn(
 ) -> None:
     """Count `x[take]` into the fit under `prefix` and set those streams' threshold column `h` to the
     updated z_q (in place); the other streams' thresholds are unchanged."""
-    if not take.any():
+    if not np.count_nonzero(take):  # count_nonzero: a third of ndarray.any()'s cost
         return
     tail_add(cols, prefix, x, take, prior.u)
     z = tail_threshold(cols[f"{prefix}.n"], cols[f"{prefix}.peaks"], cols[f"{prefix}.excess"], prior, q)
     cols[h] = np.where(take, z, cols[h])
 
 
-def tail_threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior, q: float) -> np.ndarray:
-    """z_q per stream from its counts: the posterior-mean ζ and σ, γ = 0."""
+def tail_fit(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior-mean ζ and σ per stream from its counts (see the module docstring)."""
     zeta = (peaks + prior.m0) / (n + prior.m0 / prior.p_u)
     sigma = (excess + prior.m0 * prior.sigma0) / (peaks + prior.m0)
+    return zeta, sigma
+
+
+def tail_threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior, q: float) -> np.ndarray:
+    """z_q per stream from its counts: the posterior-mean ζ and σ, γ = 0."""
+    zeta, sigma = tail_fit(n, peaks, excess, prior)
     # ζ < q would put the threshold below u: the stream exceeds u less often than the risk itself, and
     # then u is a safe, conservative threshold (no extrapolation downwards).
     out: np.ndarray = prior.u + sigma * np.log(np.maximum(zeta / q, 1.0))
@@ -128,8 +134,7 @@ def tail_threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: 
 
 def tail_survival(x: np.ndarray, n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior) -> np.ndarray:
     """P(x' > x) above u under the fitted tail (1 − the likelihood); NaN below u (use the body's law)."""
-    zeta = (peaks + prior.m0) / (n + prior.m0 / prior.p_u)
-    sigma = (excess + prior.m0 * prior.sigma0) / (peaks + prior.m0)
+    zeta, sigma = tail_fit(n, peaks, excess, prior)
     out: np.ndarray = np.where(x >= prior.u, zeta * np.exp(-(x - prior.u) / sigma), np.nan)
     return out
 
@@ -139,4 +144,6 @@ def tail_learn_unflagged(
 ) -> None:
     """The tail gating every channel uses: fit `x[take]` (a stream's first readings after its baseline)
     except where it exceeds the stream's threshold `cols[h]` (DSPOT: an anomaly is not normal operation)."""
+    if not np.count_nonzero(take):  # past the window (the steady state): not even the comparison
+        return
     tail_learn(cols, prefix, h, x, take & (x <= cols[h]), prior, q)

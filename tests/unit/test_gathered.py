@@ -31,3 +31,50 @@ def test_a_column_stored_as_float32_is_computed_in_float64_and_rounded_on_scatte
     g["v"] += 0.1
     g.scatter()
     assert table["v"].dtype == np.float32 and table["v"][2].tolist() == [np.float32(0.1)] * 2
+
+
+def test_consecutive_slots_are_gathered_as_copies_and_scattered_like_any_others() -> None:
+    # One slot, or consecutive ascending ones, take the slice path (state._as_slice): the same copies and
+    # the same writes back as the gather of any other slots.
+    for slots in (np.array([1, 2]), np.array([2]), np.array([0, 1, 2, 3])):
+        table = {"a": np.arange(8.0).reshape(4, 2), "v": np.zeros((4, 2), np.float32)}
+        before = table["a"].copy()
+        g = Gathered(table, slots, frozenset({"v"}))
+        assert g["a"].tolist() == before[slots].tolist()
+        assert g["v"].dtype == np.float64
+        g["a"][0, 1] = -1.0  # a copy: the table is unchanged until scatter
+        g["v"] += 0.1
+        assert np.array_equal(table["a"], before) and not table["v"].any()
+        g.scatter()
+        want = before.copy()
+        want[slots[0], 1] = -1.0
+        assert np.array_equal(table["a"], want)
+        assert table["v"][slots].tolist() == [[np.float32(0.1)] * 2] * len(slots)
+        assert not np.delete(table["v"], slots, axis=0).any()
+
+
+def test_slots_out_of_order_or_with_holes_are_gathered_by_index() -> None:
+    for slots in (np.array([2, 1]), np.array([0, 2]), np.array([1, 0, 2])):
+        table = {"a": np.arange(8.0).reshape(4, 2)}
+        g = Gathered(table, slots)
+        assert g["a"].tolist() == np.arange(8.0).reshape(4, 2)[slots].tolist()
+        g["a"] = g["a"] + 100.0
+        g.scatter()
+        assert table["a"][slots].tolist() == (np.arange(8.0).reshape(4, 2)[slots] + 100.0).tolist()
+
+
+def test_as_rows_is_a_slice_only_for_consecutive_ascending_slots() -> None:
+    from edge_lstm.state import as_rows
+
+    for n in (1, 2, 23, 64, 65, 300):
+        assert as_rows(np.arange(7, 7 + n, dtype=np.intp)) == slice(7, 7 + n)
+        if n > 1:
+            holes = np.arange(7, 7 + n, dtype=np.intp)
+            holes[n // 2] = 7 + n  # one hole, the same first and last slot
+            holes[-1] = 7 + n - 1
+            swapped = np.arange(7, 7 + n, dtype=np.intp)
+            swapped[[0, 1]] = swapped[[1, 0]]
+            cases = [swapped, np.arange(7 + n, 7, -1, dtype=np.intp)] + ([holes] if n > 2 else [])
+            for slots in cases:
+                got = as_rows(slots)
+                assert isinstance(got, np.ndarray) and np.array_equal(got, slots)

@@ -78,7 +78,9 @@ class ForecastScore(BaseChannel):
     def update(self, batch: Batch) -> Scores:
         if batch.predicted is not None:
             scores = self.forecast_scores(batch.values, batch.predicted)
-            scores[batch.steps == 0] = 0.0  # nothing was predicted for a stream's first reading
+            first = batch.steps == 0
+            if np.count_nonzero(first):  # the masked write only when some stream's reading is its first
+                scores[first] = 0.0  # nothing was predicted for a stream's first reading
         else:
             scores = batch.y[:, 0].astype(np.float64)
         n, thr = len(scores), self.threshold_value

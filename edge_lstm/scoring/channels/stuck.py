@@ -53,17 +53,22 @@ def update(
     `cols` in place and returns [B, F]: which features are stuck at this reading (all False when
     `stuck_after` is 0)."""
     same = values == cols["stuck.last"]  # NaN (a stream's first reading) compares unequal
-    run = np.where(same, cols["stuck.run"] + 1, 1)
+    run = cols["stuck.run"] * same + 1  # + 1 where the same, else 1 (integers: where()'s values, cheaper)
     cols["stuck.run"] = run
     cols["stuck.last"] = values
     learning = (steps < baseline)[:, None]
-    cols["stuck.longest"] = np.where(learning, np.maximum(cols["stuck.longest"], run), cols["stuck.longest"])
+    # Past every stream's baseline (the steady state) the longest runs are neither updated nor written back.
+    some_learning = np.count_nonzero(learning) > 0
+    if some_learning:
+        cols["stuck.longest"] = np.where(learning, np.maximum(cols["stuck.longest"], run), cols["stuck.longest"])
     longest = cols["stuck.longest"]
     if stuck_after <= 0:
         return np.zeros(values.shape, dtype=bool)
     # Judged only after the baseline, on features that changed at least once in it (longest < baseline)
     # and whose baseline is known (not UNKNOWN).
-    judged = ~learning & (longest > 0) & (longest < baseline)
+    judged = (longest > 0) & (longest < baseline)
+    if some_learning:
+        judged &= ~learning
     out: np.ndarray = judged & (run > np.maximum(stuck_after, RUN_FACTOR * longest))
     return out
 
@@ -93,7 +98,9 @@ class Stuck(BaseChannel):
     def update(self, batch: Batch) -> Scores:
         stuck = update(batch.cols, batch.values, batch.steps, self.config.baseline, self.config.stuck_after)
         names: list[tuple[str, ...]] = [()] * len(stuck)
-        if stuck.any():
-            for m in np.flatnonzero(stuck.any(axis=1)).tolist():
-                names[m] = tuple(self.features[i] for i in np.flatnonzero(stuck[m]).tolist())
-        return Scores(np.asarray(stuck.any(axis=1)), {"stuck": names})
+        if not np.count_nonzero(stuck):  # the common case: no reduction, no loop
+            return Scores(np.zeros(len(stuck), bool), {"stuck": names})
+        flags: np.ndarray = np.asarray(stuck.any(axis=1))
+        for m in np.flatnonzero(flags).tolist():
+            names[m] = tuple(self.features[i] for i in np.flatnonzero(stuck[m]).tolist())
+        return Scores(flags, {"stuck": names})

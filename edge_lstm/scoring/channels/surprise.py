@@ -48,6 +48,16 @@ LOG_RANGE_GATE = math.log(0.05)
 SHIFT = 3.0  # level moved by more than this many of its standard deviations: a new normal, not the old
 
 
+def _finite(x: np.ndarray) -> np.ndarray:
+    """`x` with its non-finite values as 0; `x` itself when all are finite (the common case: a test and a
+    count cost a third of the where())."""
+    finite = np.isfinite(x)
+    if np.count_nonzero(finite) == finite.size:
+        return x
+    out: np.ndarray = np.where(finite, x, 0.0)
+    return out
+
+
 def tail_prior(dof: int) -> tuple[float, float]:
     """(u, mean excess) of (χ²(dof)/dof)^ROOT above its 1 − TAIL_LEVEL quantile (a fixed-seed sample)."""
     w = np.random.default_rng(0).chisquare(dof, 200_000) / dof
@@ -107,13 +117,15 @@ class Surprise(BaseChannel):
         learning = n < cfg.baseline
         # Past the baseline (the steady state) a round skips the learning branches: same numbers, fewer
         # numpy calls (each costs ~1 µs whatever the batch; bench/ab_engine.py --instructions).
-        steady = not learning.any()
+        steady = not np.count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
         rate = self._rate(batch.gap, n, learning, steady)
         w = self._statistics(batch, rate, learning, steady)
         t = np.sqrt(np.sqrt(w))  # w ** ROOT, cheaper than a power
         tu = t - self.u
         sigma = cols["surprise.sigma"]
-        sigma = np.where(sigma > 0, sigma, self.sigma0)
+        positive = sigma > 0
+        if np.count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
+            sigma = np.where(positive, sigma, self.sigma0)
         log_p = self._log_survival(cols, t, tu, sigma)
         logp = np.minimum(0.0, np.minimum.reduce(log_p, axis=1) + self.bonferroni)
         if self.config.range_margin > 0:
@@ -124,11 +136,12 @@ class Surprise(BaseChannel):
 
     def _rate(self, gap: np.ndarray, n: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
         """Running means while learning the baseline; then forgetting by event time."""
-        rate = np.minimum(np.maximum(0.0, gap / self.config.horizon_s), MAX_RATE)  # np.clip's result, cheaper
+        # np.clip's result, and NaN → 0: fmax drops a NaN gap for 0 (two calls fewer than a clip and an
+        # isfinite where()). A gap is never -0.0 (a reading is newer than its stream's last).
+        rate: np.ndarray = np.fmin(np.fmax(gap / self.config.horizon_s, 0.0), MAX_RATE)
         if not steady:
             rate = np.where(learning, 1.0 / (n + 1.0), rate)
-        out: np.ndarray = np.where(np.isfinite(rate), rate, 0.0)
-        return out
+        return rate
 
     def _gate_range(
         self, cols: dict[str, np.ndarray], u: np.ndarray, learning: np.ndarray, logp: np.ndarray
@@ -136,7 +149,7 @@ class Surprise(BaseChannel):
         """A new extreme counts only for a reading the other statistics find unusual too: Gaussian noise
         sets new records beyond a short baseline's range now and then (measured: no loss on NAB)."""
         gate = logp < LOG_RANGE_GATE
-        if not gate.any():  # the range still takes every reading in
+        if not np.count_nonzero(gate):  # the range still takes every reading in
             cols["surprise.lo"] = np.minimum(cols["surprise.lo"], u)
             cols["surprise.hi"] = np.maximum(cols["surprise.hi"], u)
             return logp
@@ -177,13 +190,16 @@ class Surprise(BaseChannel):
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
-        if raised.any():
+        if np.count_nonzero(raised):
             ref = cols["surprise.ref"]
-            ref = np.where(raised[:, None] & np.isfinite(ref), ref, mu)
+            kept = raised[:, None] & np.isfinite(ref)
+            if np.count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
+                ref = np.where(kept, ref, mu)
+                cols["surprise.ref"] = ref
         else:
-            ref = mu  # the old reference is not even gathered
-        cols["surprise.ref"] = ref
-        out: np.ndarray = (np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"])).any(axis=1)
+            cols["surprise.ref"] = ref = mu  # the old reference is not even gathered
+        # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
+        out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
         return out
 
     def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
@@ -191,34 +207,36 @@ class Surprise(BaseChannel):
         reading; then advances the running statistics."""
         cols = batch.cols
         out = []
+        rate_col = rate[:, None]  # one view for the [B, F] updates below
         if self.forecast and batch.predicted is not None:
-            r = (batch.values[:, self.targets] - batch.predicted) / self.out_scale
-            r = np.where(np.isfinite(r), r, 0.0)  # a stream's first reading has no forecast
-            z, ms_re = self._advance(cols, ("surprise.rv", "surprise.re"), r, rate, learning, steady, CLIP)
+            r = _finite((batch.values[:, self.targets] - batch.predicted) / self.out_scale)  # no forecast: 0
+            z, ms_re = self._advance(cols, ("surprise.rv", "surprise.re"), r, rate_col, learning, steady, CLIP)
             rve = cols["surprise.rve"]
             out += [np.add.reduce(z * z, axis=1) / z.shape[1], ms_re / rve]  # np.mean, without its wrapper
             cols["surprise.rve"] = self._mean_square(rve, ms_re, rate, learning, steady)
         elif self.forecast:
             out += [np.zeros(len(rate)), np.zeros(len(rate))]
         d = batch.u - cols["surprise.mu"]
-        _, ms_ey = self._advance(cols, ("surprise.vx", "surprise.ey"), d, rate, learning, steady, 3 * CLIP)
+        _, ms_ey = self._advance(cols, ("surprise.vx", "surprise.ey"), d, rate_col, learning, steady, 3 * CLIP)
         vy = cols["surprise.vy"]
-        out.append(ms_ey / vy)
+        known = batch.signals.get("known") if self.config.surprise_known else None
+        # A level the model's calibration data knows as normal operation (a machine warming up over hours
+        # at 1 Hz) is not surprising, however far from the stream's own first minutes it is.
+        out.append(ms_ey / vy if known is None else np.minimum(ms_ey / vy, known))
         cols["surprise.vy"] = self._mean_square(vy, ms_ey, rate, learning, steady)
-        mu = cols["surprise.mu"] + rate[:, None] * d
+        mu = cols["surprise.mu"] + rate_col * d
         if not steady:
             mu = np.where((cols["surprise.n"] == 0)[:, None], batch.u, mu)
         cols["surprise.mu"] = mu
         w = np.array(out).T  # one array of the K statistics: the tails' arithmetic runs once for all
-        finite: np.ndarray = np.where(np.isfinite(w), w, 0.0)
-        return finite
+        return _finite(w)
 
     def _advance(
         self,
         cols: dict[str, np.ndarray],
         keys: tuple[str, str],
         d: np.ndarray,
-        rate: np.ndarray,
+        rate_col: np.ndarray,
         learning: np.ndarray,
         steady: bool,
         bound: float,
@@ -235,7 +253,7 @@ class Surprise(BaseChannel):
         d2 = np.minimum(dd, CLIP2 * v)
         if not steady:
             d2 = np.where(learning[:, None], dd, d2)
-        v_new = v + rate[:, None] * (d2 - v)
+        v_new = v + rate_col * (d2 - v)
         if not steady:
             first_value = dd if var_key == "surprise.rv" else self.config.var_floor
             v_new = np.where((cols["surprise.n"] == 0)[:, None], first_value, v_new)
@@ -285,7 +303,7 @@ class Surprise(BaseChannel):
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)
-        if over.any():  # else σ stays (the prior's where it was 0)
+        if np.count_nonzero(over):  # else σ stays (the prior's where it was 0)
             # An excess moves the mean excess by the rate of the peaks (r / ζ), bounded by 1.
             re = np.minimum(1.0, r / np.maximum(zeta, 1e-3))
             excess = np.minimum(tu, EXCESS_CAP * sigma)  # bounded influence: one reading moves σ little

@@ -33,6 +33,18 @@ class AlarmSettings(Section):
         description="…quiet: unflagged and `likelihood` at most this (`1`: any unflagged reading)",
     )
 
+    raise_surprise: float = Field(
+        default=_ALARM.raise_surprise,
+        ge=0,
+        description="…or at once by one flagged reading with `surprise` at least this (4: rarer than 1e-4 "
+        "under the stream's own law; a spike is one reading; 0 = off)",
+    )
+
+    latch: bool = Field(
+        default=_ALARM.latch,
+        description="a raised alarm stays raised until the `accept` command clears it (never on its own)",
+    )
+
     @model_validator(mode="after")
     def _n_in_window(self) -> AlarmSettings:
         if self.raise_n > self.raise_window:
@@ -40,4 +52,6 @@ class AlarmSettings(Section):
         return self
 
     def policy(self) -> AlarmPolicy:
-        return AlarmPolicy(self.raise_n, self.raise_window, self.clear_after, self.clear_likelihood)
+        return AlarmPolicy(
+            self.raise_n, self.raise_window, self.clear_after, self.clear_likelihood, self.raise_surprise, self.latch
+        )

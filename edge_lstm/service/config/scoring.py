@@ -110,12 +110,19 @@ class ScoringSettings(Section):
         lt=1,
         description="probability given to a reading beyond its stream's range (`scoring.range_margin`)",
     )
-    flags: Literal["channels", "likelihood"] = Field(
+    flags: Literal["channels", "likelihood", "adaptive"] = Field(
         default=_SCORING.flags,
-        description="what `anomaly` is: `channels`, any channel over its threshold (machines at 1 Hz: SKAB); "
-        "`likelihood`, the calibrated `likelihood` against `scoring.risk` (adapts to a new normal within "
-        "`scoring.horizon_s`: metrics every few minutes, NAB; pair it with `alarm.raise_n = 1`) "
+        description="what `anomaly` is: `adaptive`, a channel over its threshold while the stream's own "
+        "recent law (`likelihood`) also finds the reading rarer than `scoring.surprise_gate` (a new normal "
+        "stops flagging within `scoring.horizon_s`); `channels`, any channel over its threshold, never "
+        "adapting; `likelihood`, the calibrated `likelihood` against `scoring.risk` alone "
         '([docs/quality.md](docs/quality.md), "NAB")',
+    )
+    surprise_gate: float = Field(
+        default=_SCORING.surprise_gate,
+        gt=0,
+        lt=1,
+        description="`flags = adaptive`: a channel's flag stands while 1 − `likelihood` is below this",
     )
 
     def config(self) -> ScoringConfig:
@@ -137,4 +144,5 @@ class ScoringSettings(Section):
             range_margin=self.range_margin,
             range_p=self.range_p,
             flags=self.flags,
+            surprise_gate=self.surprise_gate,
         )

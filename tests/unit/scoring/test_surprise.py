@@ -4,6 +4,8 @@ a single 20σ spike, nothing else; a lasting change clears as `adapted` within t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from support.models import make_step_model
@@ -37,6 +39,14 @@ def likelihood_engine(model: StepModel) -> Engine:
     return Engine(model, scoring=ScoringConfig(flags="likelihood"), alarms=AlarmPolicy(raise_n=1))
 
 
+def default_engine(model: StepModel) -> Engine:
+    """The daemon's defaults: `scoring.flags = "adaptive"`, an alarm at 5 of 10 flags or one very rare one."""
+    return Engine(model)
+
+
+ENGINES = pytest.mark.parametrize("make", [default_engine, likelihood_engine], ids=["defaults", "likelihood"])
+
+
 def replay(model: StepModel, x: np.ndarray, dt: float = 300.0, engine: Engine | None = None) -> list[Result]:
     """One reading per `dt` seconds (5 minutes: a cloud metric, as NAB)."""
     engine = engine or likelihood_engine(model)
@@ -53,25 +63,29 @@ def raised_at(out: list[Result]) -> list[int]:
     ]
 
 
+@ENGINES
 def test_a_sustained_10_sigma_shift_of_a_1_hz_sensor_alarms_within_20_readings_and_stays_flagged(
-    model: StepModel,
+    model: StepModel, make: Callable[[StepModel], Engine]
 ) -> None:
     """At 1 Hz the statistics forget over days (`scoring.horizon_s`): a fault of minutes stays surprising.
     (With a model fitted on the stream, the sine and random-walk cases: bench/quality.py, docs/quality.md.)"""
     x = streams(1500, 1)["counts"]
     start, length = 1200, 80
     x[start : start + length, 1] += 10.0
-    out = replay(model, x, dt=1.0)
+    out = replay(model, x, dt=1.0, engine=make(model))
     raised = raised_at(out)
     assert raised and all(start <= i < start + 20 for i in raised), raised  # nothing else alarms
     assert sum(r.anomaly for r in out[start : start + length]) > length / 2
 
 
+@ENGINES
 @pytest.mark.parametrize("dt", [1.0, 300.0])
-def test_a_single_20_sigma_spike_raises_the_alarm_and_nothing_else_does(model: StepModel, dt: float) -> None:
+def test_a_single_20_sigma_spike_raises_the_alarm_and_nothing_else_does(
+    model: StepModel, dt: float, make: Callable[[StepModel], Engine]
+) -> None:
     x = streams(1500, 2)["counts"]
     x[1300, 0] += 20.0
-    out = replay(model, x, dt=dt)
+    out = replay(model, x, dt=dt, engine=make(model))
     assert raised_at(out) == [1300]
 
 
@@ -101,18 +115,30 @@ def test_surprise_is_minus_log10_of_one_minus_the_likelihood_and_does_not_satura
             assert s == pytest.approx(-np.log10(1 - o.likelihood), rel=1e-6)
 
 
-def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(model: StepModel) -> None:
+@ENGINES
+def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(
+    model: StepModel, make: Callable[[StepModel], Engine]
+) -> None:
     """A 5-minute stream moves to a new set point for good: one alarm, cleared within the horizon (7 days:
-    2,016 readings) with the reason `adapted`."""
+    2,016 readings) with the reason `adapted`, and no flag after that (with `scoring.flags = "channels"`
+    the deviation channel flags it for ever: the test below)."""
     x = streams(4000, 6)["counts"]
     x[1000:, :] += 15.0
-    out = replay(model, x, dt=300.0)
+    out = replay(model, x, dt=300.0, engine=make(model))
     events = [(i, r.alarm_event.state, r.alarm_event.reason) for i, r in enumerate(out) if r.alarm_event]
     events = [e for e in events if e[0] >= BASELINE and (e[1] == "raised" or e[0] > 1000)]
     assert events[0][1] == "raised" and events[0][0] in range(1000, 1020), events
     cleared = [e for e in events if e[1] == "cleared"]
     assert cleared and cleared[0][2] == "adapted" and cleared[0][0] < 1000 + 2016
     assert not any(r.anomaly for r in out[cleared[0][0] :])
+
+
+def test_without_adaptation_the_channels_flag_a_lasting_change_for_ever(model: StepModel) -> None:
+    """What `adaptive` changes: the same stream as above through `scoring.flags = "channels"`."""
+    x = streams(4000, 6)["counts"]
+    x[1000:, :] += 15.0
+    out = replay(model, x, dt=300.0, engine=Engine(model, scoring=ScoringConfig(flags="channels")))
+    assert np.mean([r.anomaly for r in out[3100:]]) > 0.9
 
 
 def test_accept_takes_the_current_regime_as_normal_now(model: StepModel) -> None:
