@@ -22,7 +22,11 @@ turn, `--runs` times:
   paths touched), then one reading for each of the other new streams (`--mem-rate` a second), RSS when
   every result is in (the table holds them all), then a checkpoint (the `checkpoint` command): its time
   (the daemon's `checkpoint` log line), the peak RSS while it ran (VmHWM, reset just before through
-  /proc/<pid>/clear_refs) and RSS after. Per stream = (RSS after the checkpoint - RSS warm) / new streams.
+  /proc/<pid>/clear_refs) and RSS after. Per stream = (RSS after the checkpoint - RSS warm) / new streams
+  The checkpoint's impact: `--ck-rate` readings/s over `--ck-streams` of the live streams, spread over
+  the table, for `--ck-load-s` s, p50 / p99 / max, once without a checkpoint ("quiet") and once with the
+  checkpoint asked for `--ck-delay-s` s in; the peak also counts the daemon's children's private memory
+  (a forked checkpoint writer's copy-on-write pages), sampled every 20 ms.
 - **drain** (unless `--no-drain`): bench_mqtt's backlog drain (`--backlog` readings over 200 streams,
   queued while offline), the paho relay once per run first: readings/s and the ratio to the relay.
 
@@ -37,6 +41,7 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,26 +55,9 @@ from mqtt_phases import drain, run_relay, wait_ready  # noqa: E402
 from mqtt_session import drop_session, make_session  # noqa: E402
 from mqtt_traffic import Collector, bench_broker, paced, queue_backlog, reading  # noqa: E402
 from proc_cpu import cpu_s  # noqa: E402
+from proc_mem import TotalPeak, reset_peak, rss_kb  # noqa: E402
 
 Consumer = tuple[str, Path, dict[str, str]]
-
-
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for {pid}")
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def lat_stats(lat: list[float]) -> dict[str, float]:
@@ -83,11 +71,21 @@ def lat_stats(lat: list[float]) -> dict[str, float]:
     }
 
 
-def load(port: int, col: Collector, pid: int, rate: float, n_streams: int, secs: float, tag: str) -> dict[str, Any]:
-    """`rate` readings/s round-robin over `n_streams` for `secs`: latency, CPU share, results missing."""
+def load(
+    port: int,
+    col: Collector,
+    pid: int,
+    rate: float,
+    n_streams: int,
+    secs: float,
+    tag: str,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """`rate` readings/s round-robin over `n_streams` (or `names`) for `secs`: latency, CPU share, results
+    missing."""
     col.watch(0, 0, latency=True)
     c0, t0 = cpu_s(pid), time.monotonic()
-    sent = paced(port, rate, secs, [f"{tag}-{i:05d}" for i in range(n_streams)])
+    sent = paced(port, rate, secs, names or [f"{tag}-{i:05d}" for i in range(n_streams)])
     cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0) * 100
     r = col.wait(sent, 15, idle=2)
     return {"cpu": cpu, "missing": sent - r["count"], **lat_stats(r["lat"])}
@@ -144,6 +142,12 @@ def publish_streams(port: int, names: list[str], rate: float) -> None:
     pub.close()
 
 
+def ask_checkpoint(port: int) -> None:
+    cmd = mqtt_load.RawPublisher(port)
+    cmd.publish([(mqtt_load.topic_part("edge-lstm/command"), b'{"op": "checkpoint"}')])
+    cmd.close()
+
+
 def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> dict[str, Any]:
     """RSS warm (`--warm-streams` streams seen), with `--mem-streams` live streams, and during and after
     their checkpoint. Per stream: (RSS after the checkpoint - RSS warm) / (streams - warm streams)."""
@@ -166,16 +170,28 @@ def memory(d: DaemonRun, port: int, col: Collector, a: argparse.Namespace) -> di
     time.sleep(1.0)
     out["rss_full"] = rss_kb(proc.pid)
     log = d.dir / f"daemon.{d.starts}.log"
+    # The checkpoint's impact on results, with and without one, over streams spread over the whole table
+    # (as live sensors are): a reading dirties its row in every column, so a copy-on-write snapshot
+    # costs the pages those rows are on.
+    tag = f"{d.name}-c"
+    live = names[:: max(1, n // a.ck_streams)][: a.ck_streams]
+    out["ck_quiet"] = load(port, col, proc.pid, a.ck_rate, 0, a.ck_load_s, tag, live)
     since = log.stat().st_size
     out["peak_reset"] = reset_peak(proc.pid)
-    cmd = mqtt_load.RawPublisher(port)
-    cmd.publish([(mqtt_load.topic_part("edge-lstm/command"), b'{"op": "checkpoint"}')])
-    cmd.close()
+    total = TotalPeak(proc.pid)
+    total.start()
+    asker = threading.Timer(a.ck_delay_s, ask_checkpoint, (port,))
+    asker.start()
+    out["ck_load"] = load(port, col, proc.pid, a.ck_rate, 0, a.ck_load_s, tag, live)
+    asker.join()
     deadline = time.monotonic() + a.timeout
     while (secs := checkpoint_s(log, since)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
+    total.done.set()
+    total.join()
     out["ck_s"] = secs
     out["peak"] = rss_kb(proc.pid, "VmHWM")
+    out["peak_total"], out["child_peak"] = total.peak, total.child_peak
     out["rss_after"] = rss_kb(proc.pid)
     out["per_stream_b"] = (out["rss_after"] - out["rss_warm"]) * 1024 / (n - warm)
     d.stop()
@@ -218,6 +234,27 @@ def report(rows: list[tuple[str, dict[str, Any]]], relay: list[float], a: argpar
             f"{fmt(mb['peak'], '.0f'):>7} {fmt(mb['rss_after'], '.0f'):>8} {fmt(m.get('per_stream_b'), '.0f'):>6} "
             f"{fmt(rate, ',.0f'):>8} {fmt(rate / relay_rate if rate and relay_rate else None, '.2f'):>6}"
         )
+    if any(r.get("mem", {}).get("ck_load") for _, r in rows):
+        print(
+            f"checkpoint of {a.mem_streams:,} streams under {a.ck_rate:g} readings/s over {a.ck_streams:,} of them "
+            f"({a.ck_load_s:g} s, asked {a.ck_delay_s:g} s in): latency p50/p99/max ms; peak = RSS + children's private"
+        )
+        print(
+            f"{'daemon':<12} {'quiet':>16} {'with ckpt':>16} {'p99 ratio':>9} {'ckpt s':>6} {'miss':>4} "
+            f"{'steady MB':>9} {'peak MB':>7} {'+child MB':>9} {'excess':>6}"
+        )
+        for name, r in rows:
+            m = r.get("mem", {})
+            q, c = m.get("ck_quiet", {}), m.get("ck_load", {})
+            ratio = c["p99"] / q["p99"] if c.get("p99") and q.get("p99") else None
+            steady, peak = m.get("rss_full"), max(m.get("peak") or 0, m.get("peak_total") or 0) or None
+            excess = peak / steady - 1 if peak and steady else None
+            print(
+                f"{name:<12} {lat_cell(q):>16} {lat_cell(c):>16} {fmt(ratio, '.2f'):>9} {fmt(m.get('ck_s'), '.2f'):>6} "
+                f"{fmt(c.get('missing'), 'd'):>4} {fmt(steady and steady / 1024, '.0f'):>9} "
+                f"{fmt(peak and peak / 1024, '.0f'):>7} {fmt(m.get('child_peak', 0) / 1024, '.1f'):>9} "
+                f"{fmt(excess, '+.0%'):>6}"
+            )
     if relay:
         print(f"relay drain readings/s: {', '.join(f'{x:,.0f}' for x in relay)}")
     ratios(rows)
@@ -233,6 +270,7 @@ def ratios(rows: list[tuple[str, dict[str, Any]]]) -> None:
         "1k p99": lambda r: r.get("k1", {}).get("p99"),
         "1k CPU": lambda r: r.get("k1", {}).get("cpu"),
         "RSS/stream": lambda r: r.get("mem", {}).get("per_stream_b"),
+        "ckpt p99": lambda r: r.get("mem", {}).get("ck_load", {}).get("p99"),
         "drain": lambda r: r.get("drain"),
     }
     names = list(by)
@@ -275,6 +313,10 @@ def main() -> int:
         "--mem-rate", type=float, default=10_000, help="memory phase: new streams a second (a flood stalls: see docs)"
     )
     ap.add_argument("--warm-streams", type=int, default=1_000, help="memory phase: streams before the first RSS")
+    ap.add_argument("--ck-load-s", type=float, default=6.0, help="memory phase: load around the checkpoint")
+    ap.add_argument("--ck-rate", type=float, default=1000.0, help="memory phase: its readings/s")
+    ap.add_argument("--ck-streams", type=int, default=1000, help="memory phase: over this many streams, spread")
+    ap.add_argument("--ck-delay-s", type=float, default=2.0, help="memory phase: checkpoint asked this far in")
     ap.add_argument("--backlog", type=int, default=20_000)
     ap.add_argument("--timeout", type=float, default=180.0)
     ap.add_argument("--broker-nodelay", action="store_true", help="mosquitto's set_tcp_nodelay true (no Nagle)")
@@ -289,6 +331,7 @@ def main() -> int:
     if a.quick:
         a.secs, a.light_rate, a.light_streams, a.k_streams = 2.0, 50.0, 10, 50
         a.idle_s, a.start_s, a.mem_streams, a.warm_streams, a.backlog, a.timeout = 1.0, 2.0, 600, 100, 300, 60.0
+        a.ck_load_s, a.ck_delay_s, a.ck_rate, a.ck_streams = 2.0, 0.5, 50.0, 10
     consumers: list[Consumer] = [("daemon", ROOT, {})]
     consumers += [(n, Path(p).resolve(), {}) for n, p in (x.split("=", 1) for x in a.tree)]
     consumers += [(n, ROOT, settings_env(v)) for n, v in (x.split("=", 1) for x in a.variant)]

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""What storing the state table's float64 vectors and matrices as float32 changes (issue 22), in one run.
+"""What storing the state table's float64 columns as float32 and int64 ones as int32 changes (issue 22).
 
     .venv/bin/python bench/precision.py            # synthetic, a SKAB file and a NAB file; exit 1 over 1e-4
 
 The golden replays of bench/golden_scores.py (synthetic: three streams through the packaged model; SKAB
 valve1/0 and NAB ec2_cpu_utilization_825cc2 through a model `fit` on their first rows, read in place
 from ../shared), each twice in this process: the table as it is stored (`edge_lstm.state.FLOAT32_STORAGE`,
-float32 vectors and matrices, computed in float64) and all in float64 (the reference). Compared per
+float32 / int32 unless a column is declared `exact`, computed in float64 / int64) and all as declared
+(the reference). Compared per
 result: every number of its published payload (score, the channels' values, prediction), the largest
 absolute difference, and how many flags and alarm events differ. Exit 1 if a score differs by more than
 `--tolerance` (1e-4). Flags that differ are readings within rounding of a threshold.

@@ -22,9 +22,9 @@ import numpy as np
 from .state import Column
 
 COLUMNS = {
-    "alarm.history": Column((), np.int64, 0),  # bit i: the reading i steps ago was flagged
+    "alarm.history": Column((), np.int64, 0, exact=True),  # bit i: the reading i steps ago was flagged
     "alarm.raised": Column((), np.bool_, False),
-    "alarm.since": Column((), np.float64, 0.0),  # event time of the last change
+    "alarm.since": Column((), np.float64, 0.0, exact=True),  # event time of the last change
     # Highest score of the episode: from its first flagged reading (the run of flags in the window that
     # raised the alarm), not from the raise; while not raised, that of the flags now in the window.
     "alarm.peak": Column((), np.float64, 0.0),

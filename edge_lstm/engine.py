@@ -323,7 +323,7 @@ class Engine:
         (False, None) if the stream is not in the table."""
         if stream not in self.table:
             return False, None
-        slot = self.table.slots[stream]
+        slot = self.table.index[stream]
         specs = self.table.column_specs
         was = bool(self.table.columns["alarm.raised"][slot])
         event = None

@@ -1,9 +1,11 @@
 """The state table: one preallocated slot per stream, for every state tensor and per-stream statistics.
 
 The arrays are allocated for `max_streams` rows at once, zeroed lazily by the kernel: a row costs memory
-once a stream uses it (no growth, no copies, no freed arrays fragmenting the heap). Floating-point
-columns of more than one value per stream are stored as float32 and computed in float64 (gathered as
-float64, rounded on scatter: scores stay within 1e-4 of an all-float64 table, bench/precision.py). The
+once a stream uses it (no growth, no copies, no freed arrays fragmenting the heap). float64 columns
+are stored as float32 and computed in float64 (gathered as float64, rounded on scatter: scores stay
+within 1e-4 of an all-float64 table, bench/precision.py); int64 columns are stored as int32, saturated
+at its bounds on scatter (counters of 2**31 readings). Columns declared `exact` (counts, sums that grow
+without bound, event times, bit fields, values compared for equality) are stored as declared. The
 id -> slot index is a plain dict; recency is a per-slot counter, and when the table is full the least
 recently seen streams are evicted (one partial sort per batch). Evicted rows are handed back so the
 caller can spill them.
@@ -15,8 +17,10 @@ gathered and scattered with the rest of the row, checkpointed, spilled and resto
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +58,9 @@ class Column:
     shape: tuple[int, ...]
     dtype: type[np.generic]
     init: float | np.ndarray = 0.0
-    exact: bool = False  # stored as declared (compared for equality): never narrowed to float32
+    # Stored as declared, never narrowed (to float32 / int32): counts and sums that grow without bound
+    # (float32 stops counting at 2**24), event times, bit fields, values compared for equality.
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,24 +89,28 @@ class Gathered(dict[str, np.ndarray]):
     __slots__ = ("_columns", "_slots", "_widen")
 
     def __init__(
-        self, columns: dict[str, np.ndarray], slots: np.ndarray | slice, widen: frozenset[str] = frozenset()
+        self,
+        columns: dict[str, np.ndarray],
+        slots: np.ndarray | slice,
+        widen: Mapping[str, type[np.generic]] | None = None,
     ) -> None:
         """`slots`: the rows' slots, or the slice `as_rows` made of them."""
         super().__init__()
-        self._columns, self._widen = columns, widen
+        self._columns, self._widen = columns, widen or {}
         self._slots = slots if isinstance(slots, slice) else as_rows(slots)
 
     def __missing__(self, key: str) -> np.ndarray:
         rows = self._slots
         column = self._columns[key]
+        dtype = self._widen.get(key)  # stored float32 / int32, computed in float64 / int64
         if isinstance(rows, slice):
-            # Consecutive rows: a view, then one copy (widened in the same call when stored float32).
-            v = column[rows].astype(np.float64) if key in self._widen else column[rows].copy()
+            # Consecutive rows: a view, then one copy (widened in the same call when stored narrower).
+            v = column[rows].astype(dtype) if dtype is not None else column[rows].copy()
         else:
             # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
             v = column.take(rows, axis=0)
-            if key in self._widen:
-                v = v.astype(np.float64)  # stored float32, computed in float64
+            if dtype is not None:
+                v = v.astype(dtype)
         self[key] = v
         return v
 
@@ -109,8 +119,10 @@ class Gathered(dict[str, np.ndarray]):
 
     def scatter(self) -> None:
         """Write every column looked up or assigned back to the table's rows."""
-        columns, slots = self._columns, self._slots
+        columns, slots, widen = self._columns, self._slots, self._widen
         for k, v in self.items():
+            if widen.get(k) is np.int64:
+                v = np.clip(v, _INT32.min, _INT32.max)  # stored as int32: saturate, do not wrap around
             columns[k][slots] = v
 
 
@@ -133,19 +145,46 @@ def as_rows(slots: np.ndarray) -> np.ndarray | slice:
     return slice(first, first + n)
 
 
+_INT32 = np.iinfo(np.int32)
+
+
+def store(target: np.ndarray, where: int | np.ndarray, values: Any) -> None:
+    """`target[where] = values`, saturated at int32's bounds if `target` is a narrowed int32 column (a
+    plain assignment would wrap around)."""
+    if target.dtype == np.int32:
+        values = np.clip(np.asarray(values), _INT32.min, _INT32.max)
+    target[where] = values
+
+
 _UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
 
 
-# Store float64 vectors and matrices as float32 (bench/precision.py measures what it changes; False: as
-# declared, its reference run).
+# Store float64 columns as float32 and int64 ones as int32 unless `exact` (bench/precision.py measures
+# what it changes; False: all as declared, its reference run).
 FLOAT32_STORAGE = True
+
+_NARROW: dict[type[np.generic], type[np.generic]] = {np.float64: np.float32, np.int64: np.int32}
 
 
 def _storage(spec: Column) -> type[np.generic]:
-    """float32 for a float64 column of more than one value per stream (vectors, matrices: most of a row's
-    bytes); scalars (event times, thresholds) keep their dtype."""
-    narrow = FLOAT32_STORAGE and spec.dtype is np.float64 and spec.shape and not spec.exact
-    return np.float32 if narrow else spec.dtype
+    """The dtype a column is stored in: float64 as float32, int64 as int32, unless declared `exact`."""
+    if not FLOAT32_STORAGE or spec.exact:
+        return spec.dtype
+    return _NARROW.get(spec.dtype, spec.dtype)
+
+
+def _zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """A zeroed array whose pages cost memory only once written: an anonymous mapping of its own.
+    (`np.zeros` gets that only above glibc's mmap threshold, which moves: below it the array comes from
+    the heap, where memory reused is zeroed, and so resident, at once.)"""
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count * dt.itemsize < mmap.PAGESIZE * 4:
+        return np.zeros(shape, dt)
+    # MAP_PRIVATE: copy-on-write across a fork (a forked checkpoint writer needs the snapshot; Python's
+    # default for an anonymous mmap is MAP_SHARED, which the child would see the worker write into).
+    pages = mmap.mmap(-1, count * dt.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(pages, dt, count).reshape(shape)
 
 
 class StateTable:
@@ -168,18 +207,19 @@ class StateTable:
         self._tick = 0
         self._fresh = 0  # slots from here on were never used
         self._free: list[int] = []  # used slots given back (evict), handed out again first
-        # np.zeros: the kernel's zero pages, so untouched rows cost no memory.
-        self.states: list[np.ndarray] = [np.zeros((n, *s), np.float32) for s in self.state_shapes]
-        self.last_ts = np.zeros(n, np.float64)
-        self.steps = np.zeros(n, np.int64)
-        self.anomalies = np.zeros(n, np.int64)
+        # _zeros: the kernel's zero pages, so untouched rows cost no memory.
+        self.states: list[np.ndarray] = [_zeros((n, *s), np.float32) for s in self.state_shapes]
+        self.last_ts = _zeros((n,), np.float64)
+        self.steps = _zeros((n,), np.int64)
+        self.anomalies = _zeros((n,), np.int64)
         # The model's output: float32 anyway.
-        self.prediction = np.zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
+        self.prediction = _zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
         self.column_specs: dict[str, Column] = dict(columns or {})
         self.columns: dict[str, np.ndarray] = {
-            k: np.zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
+            k: _zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
         }
-        self._widen = frozenset(k for k, a in self.columns.items() if a.dtype != self.column_specs[k].dtype)
+        specs = self.column_specs
+        self._widen = {k: specs[k].dtype for k, a in self.columns.items() if a.dtype != specs[k].dtype}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -333,7 +373,7 @@ class StateTable:
         for k, a in self.columns.items():
             v = stored.get(k)
             # A row from before a column existed (an older checkpoint or spill) keeps the fresh value.
-            a[slot] = self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v
+            store(a, slot, self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v)
 
     def restore(self, row: StreamState) -> StreamState | None:
         """Put a detached row back (from a checkpoint or a spill).

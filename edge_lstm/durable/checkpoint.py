@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..ports import Disk
-from ..state import StateTable, StreamState, current_name
+from ..state import StateTable, StreamState, current_name, store
 from .disk import OsDisk
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 2\n"
@@ -78,7 +78,7 @@ class Checkpoint:
             target = _target(table, name)
             if target is None or target.shape[1:] != shape:
                 continue  # a column this version no longer has (or reshaped): it starts from its init
-            target[slots] = self.read_column(name)[keep]
+            store(target, slots, self.read_column(name)[keep])
 
     @property
     def rows(self) -> list[StreamState]:
@@ -122,11 +122,22 @@ def _table_columns(table: StateTable) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: int, disk: Disk | None = None) -> int:
-    """Write the table to `path` atomically, a chunk of rows at a time; return the file size."""
+def save(
+    path: Path,
+    table: StateTable,
+    *,
+    model_sha256: str,
+    journal_segment: int,
+    disk: Disk | None = None,
+    written: Callable[[np.ndarray], None] | None = None,
+) -> int:
+    """Write the table to `path` atomically, a chunk of rows at a time; return the file size.
+    `written` is called with each of the table's arrays once it is in the file (never read again)."""
     disk = disk if disk is not None else OsDisk()
-    streams = list(table.slots)  # LRU order
-    idx = np.fromiter(table.slots.values(), np.intp, len(streams))
+    slots = table.slots  # LRU order (built on each call: once)
+    streams = list(slots)
+    idx = np.fromiter(slots.values(), np.intp, len(streams))
+    del slots
     columns = _table_columns(table)
     header = {
         "model_sha256": model_sha256,
@@ -156,6 +167,8 @@ def save(path: Path, table: StateTable, *, model_sha256: str, journal_segment: i
             little = a.dtype.newbyteorder("<")
             for i in range(0, len(idx), CHUNK_ROWS):
                 put(a[idx[i : i + CHUNK_ROWS]].astype(little, copy=False).tobytes())
+            if written is not None:
+                written(a)
         disk.write(fd, digest.digest())
         disk.fsync(fd)
     except BaseException:

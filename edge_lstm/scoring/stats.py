@@ -90,9 +90,9 @@ class TailPrior:
 
 def tail_columns(prefix: str) -> dict[str, Column]:
     return {
-        f"{prefix}.n": Column((), np.float64, 0.0),  # readings fitted
-        f"{prefix}.peaks": Column((), np.float64, 0.0),  # of them above u
-        f"{prefix}.excess": Column((), np.float64, 0.0),  # sum of their excesses over u
+        f"{prefix}.n": Column((), np.float64, 0.0, exact=True),  # readings fitted
+        f"{prefix}.peaks": Column((), np.float64, 0.0, exact=True),  # of them above u
+        f"{prefix}.excess": Column((), np.float64, 0.0, exact=True),  # sum of their excesses over u
     }
 
 

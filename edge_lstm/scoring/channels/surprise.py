@@ -96,7 +96,7 @@ class Surprise(BaseChannel):
         self.log_range = math.log(config.range_p)
         o, k = (n_out,), (self.k,)
         self.columns = {
-            "surprise.n": Column((), np.float64, 0.0),  # readings learned (running means before baseline)
+            "surprise.n": Column((), np.float64, 0.0, exact=True),  # readings learned (running means before baseline)
             "surprise.rv": Column(o, np.float64, 1.0),  # residual mean square, scaled units
             "surprise.re": Column(o, np.float64, 0.0),  # EWMA of the standardised residual
             "surprise.rve": Column((), np.float64, 1.0),  # running mean of mean(re²)
