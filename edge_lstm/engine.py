@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .alarm import COLUMNS as ALARM_COLUMNS
-from .alarm import AlarmPolicy
+from .alarm import AlarmPolicy, table_columns
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import AlarmEvent, Result, results
@@ -37,12 +36,6 @@ class Stats:
 
 
 Outcome = Result | Rejection
-
-
-def table_columns(scorer: Scorer) -> dict[str, Column]:
-    """The state table's named per-stream columns, as checkpoints and spill files store them: every
-    scoring channel's, then the alarm's (the daemon opens its spill file with them before the engine)."""
-    return {**scorer.columns, **ALARM_COLUMNS}
 
 
 class Engine:
@@ -73,7 +66,7 @@ class Engine:
             model.state_shapes,
             len(self.names),
             max_streams=max_streams,
-            columns=table_columns(self.scorer),
+            columns=table_columns(self.scorer.columns),
         )
         self._offset = np.asarray(meta.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(meta.scaling.scale, np.float64)

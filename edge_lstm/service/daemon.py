@@ -23,7 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import Engine, table_columns
+from ..alarm import table_columns
+from ..engine import Engine
 from ..hints import hint
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
@@ -89,7 +90,8 @@ class Daemon:
         # The state dir: its lock, then the spill store (with the engine's columns), then the engine with it
         # (evicted rows are spilled or dropped, never collected), then the durable state on it, restored.
         scoring, mono = settings.scoring.config(), self.clock.monotonic
-        state = open_state_dir(settings, self.model, table_columns(Scorer(self.model.meta, scoring)), self.log, mono)
+        columns = table_columns(Scorer(self.model.meta, scoring).columns)  # the engine's, before the engine
+        state = open_state_dir(settings, self.model, columns, self.log, mono)
         self.spill: SpillStore | None = state.spill
         self.engine = Engine(
             self.model,
@@ -100,17 +102,15 @@ class Daemon:
             alarms=settings.alarm.policy(),
         )
         self.durable: StateStore | None = open_durable(settings, state, self.engine, self.log, disk, mono)
-        self.checkpoints = (
-            CheckpointPolicy(
+        self.checkpoints: CheckpointPolicy | None = None
+        if self.durable is not None:
+            self.checkpoints = CheckpointPolicy(
                 self.durable,
                 interval_s=settings.checkpoint.interval_s,
                 quiesce_timeout_s=self.quiesce_timeout_s,
                 clock=self.clock,
                 log=self.log,
             )
-            if self.durable is not None
-            else None
-        )
         self.input = TopicPattern(settings.mqtt.input_pattern)
         decoder = decoder_for(self.model.meta.features, eng, self.engine.table)
         self.pipeline = Pipeline(

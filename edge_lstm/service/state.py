@@ -50,7 +50,7 @@ def open_state_dir(
 
     The lock comes first, before anything in the directory is opened, so that a second daemon on it
     stops (StateDirBusy) without touching it (the spill store would delete the first one's spilled rows
-    if the second serves another model). `columns`: the state table's (`engine.table_columns`)."""
+    if the second serves another model). `columns`: the state table's (`alarm.table_columns`)."""
     s = settings
     lock = lock_state_dir(Path(s.state_dir)) if s.checkpoint.enabled and model.sha256 else None
     spill = _open_spill(settings, columns, model, log, monotonic) if s.engine.evicted == "spill" else None

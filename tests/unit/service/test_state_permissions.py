@@ -14,7 +14,8 @@ import pytest
 import structlog
 from support.paths import ROOT
 
-from edge_lstm.engine import Engine, table_columns
+from edge_lstm.alarm import table_columns
+from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model
 from edge_lstm.scoring import Scorer
 from edge_lstm.service.config import load_settings
@@ -43,7 +44,7 @@ def test_state_dir_0700_files_0600_under_umask_022(step_model_path: Path, tmp_pa
     model = load_model(step_model_path)
     log = structlog.get_logger()
     scoring = settings.scoring.config()
-    opened = open_state_dir(settings, model, table_columns(Scorer(model.meta, scoring)), log)
+    opened = open_state_dir(settings, model, table_columns(Scorer(model.meta, scoring).columns), log)
     spill = opened.spill
     engine = Engine(model, max_streams=2, spill=spill, scoring=scoring)
     durable = open_durable(settings, opened, engine, log)
