@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_lstm.reading import MIN_TS, REASONS, Decoder, Reading, Rejection  # noqa: E402
+from edge_lstm.reading import MIN_TS, REASONS, Decoder, Reading, Rejection
 
 NOW = 1_750_000_000.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

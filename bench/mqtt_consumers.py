@@ -66,7 +66,7 @@ class DaemonRun:
         if notify:
             env["NOTIFY_SOCKET"] = notify
         self.starts += 1
-        err = open(self.dir / f"daemon.{self.starts}.log", "wb")  # noqa: SIM115 - owned by the process
+        err = open(self.dir / f"daemon.{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge_lstm", "run", "--config", str(self.dir / "config.toml")],
             cwd=self.dir,

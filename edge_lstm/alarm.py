@@ -15,6 +15,7 @@ checkpointed, journal-replayed and spilled with the rest of the stream's row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,13 @@ COLUMNS = {
     "alarm.readings": Column((), np.int64, 0),  # readings since raised (including the one that raised it)
     "alarm.quiet": Column((), np.int64, 0),  # consecutive quiet readings while raised
 }
+
+
+def table_columns(scoring: Mapping[str, Column]) -> dict[str, Column]:
+    """The state table's named per-stream columns, as checkpoints and spill files store them: the scoring
+    channels' (`Scorer.columns`), then the alarm's (the daemon opens its spill file with them before the
+    engine exists)."""
+    return {**scoring, **COLUMNS}
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .alarm import COLUMNS as ALARM_COLUMNS
-from .alarm import AlarmPolicy
+from .alarm import AlarmPolicy, table_columns
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import AlarmEvent, Result, results
@@ -67,7 +66,7 @@ class Engine:
             model.state_shapes,
             len(self.names),
             max_streams=max_streams,
-            columns={**self.scorer.columns, **ALARM_COLUMNS},
+            columns=table_columns(self.scorer.columns),
         )
         self._offset = np.asarray(meta.scaling.offset, np.float64)
         self._inv_scale = 1.0 / np.asarray(meta.scaling.scale, np.float64)

@@ -2,7 +2,7 @@
 model) and `fit` (CSV → model).
 
 Every failure the user can fix is one line on stderr and exit code 2. Every option has a help text
-(tests/unit/test_cli_help.py); README's command table is generated from them (`./dev docs`).
+(tests/unit/cli/test_cli_help.py); README's command table is generated from them (`./dev docs`).
 """
 
 from __future__ import annotations

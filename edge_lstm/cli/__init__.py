@@ -3,7 +3,7 @@
 Each subcommand lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
 modules keep heavy imports inside `main` so that parsing arguments stays cheap. Only the module of the
 command given is imported (to add its arguments): `edge-lstm --version` and `edge-lstm --help` import
-no subcommand module, hence neither onnxruntime nor paho (tests/unit/test_startup.py).
+no subcommand module, hence neither onnxruntime nor paho (tests/unit/service/test_startup.py).
 
 The help texts are the one source of README's command table (`./dev docs`, scripts/gen_docs.py); a
 test fails when an option has no help or the table is stale.

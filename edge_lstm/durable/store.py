@@ -71,22 +71,17 @@ class DurableState:
         spill: Any = None,
         disk: Disk | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        lock: int | None = None,
     ) -> None:
+        """`lock`: the state directory's lock, taken by `lock_state_dir` (taken here when None); the
+        durable state holds it until `close`."""
         self.dir = state_dir
         self.monotonic = monotonic  # the daemon's clock: the full-disk warning's rate limit
         self.engine = engine
         self.model_sha256 = model_sha256
         self.log = log
         self.disk: Disk = disk if disk is not None else OsDisk()
-        try:
-            private_dir(self.dir)
-            self._lock = _lock(self.dir / LOCK)
-        except OSError as e:
-            if isinstance(e, StartupError):
-                raise
-            raise StateDirUnusable(
-                f"state_dir: cannot use state directory {self.dir}: {e.strerror or e} [env EDGE_LSTM_STATE_DIR]"
-            ) from None
+        self._lock = lock if lock is not None else lock_state_dir(self.dir)
         self.journal = Journal(self.dir, fsync_interval_s=fsync_interval_s, disk=self.disk)
         self.spill = spill  # SqliteSpill or None: compacted after each checkpoint
         self.checkpoints = 0
@@ -366,6 +361,20 @@ def newest_checkpoint(state_dir: Path) -> Path | None:
     """The newest checkpoint file in a state directory (tools and tests)."""
     gens = generations(state_dir)
     return gens[-1][1] if gens else None
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Create the state directory (0700) and take its lock, before anything in it is opened: a second
+    daemon on it stops (StateDirBusy) without touching it. The lock's file descriptor."""
+    try:
+        private_dir(state_dir)
+        return _lock(state_dir / LOCK)
+    except OSError as e:
+        if isinstance(e, StartupError):
+            raise
+        raise StateDirUnusable(
+            f"state_dir: cannot use state directory {state_dir}: {e.strerror or e} [env EDGE_LSTM_STATE_DIR]"
+        ) from None
 
 
 def _lock(path: Path) -> int:

@@ -36,8 +36,6 @@ class ArrivalStamps:
         self._wall, self._mono = clock.time(), clock.monotonic()
         self.skew = 0.0  # seconds added to arrival stamps since the wall clock stepped back
         self.last = self._wall
-        self.steps_back = 0
-        self.steps_forward = 0
 
     def adjust(self, batch: Sequence[Inbound]) -> None:
         """Correct the batch's arrival stamps in place (call before decoding it)."""
@@ -46,9 +44,7 @@ class ArrivalStamps:
         self._wall, self._mono = wall, mono
         if drift < -self.step_s:
             self.skew -= drift
-            self.steps_back += 1
         elif drift > self.step_s:
-            self.steps_forward += 1
             self.skew = max(0.0, self.skew - drift)
         skew, last = self.skew, self.last
         for m in batch:

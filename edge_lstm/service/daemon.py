@@ -23,11 +23,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..alarm import table_columns
 from ..engine import Engine
 from ..hints import hint
 from ..onnx_model import load_model
 from ..pipeline import Pipeline, Processed
 from ..ports import WAKE, Clock, Disk, Inbound, Inbox, Link, SpillStore, StateStore, StepModel, SystemClock
+from ..scoring import Scorer
 from ..topics import TopicPattern
 from .acks import AckLedger, Pending
 from .batching import Pace, gather
@@ -38,11 +40,11 @@ from .contain import control_replies, run_pipeline
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import RateLimitedLog, get_logger
-from .notify import Notifier
+from .notify import Notifier, Notify
 from .reload import reload
 from .requested import Requested
 from .retained import republish
-from .state import open_state
+from .state import open_durable, open_state_dir
 from .stats import Counters, StatsReporter, collect
 
 LinkFactory = Callable[[MqttSettings, Inbox[Any], Any, int], Link]  # subscription: a filter or a list
@@ -67,7 +69,7 @@ class Daemon:
         settings: Settings,
         model: StepModel | None = None,
         *,
-        notifier: Notifier | None = None,
+        notifier: Notify | None = None,
         link_factory: LinkFactory = mqtt_link,
         clock: Clock | None = None,
         reloader: Callable[[], tuple[Settings, StepModel]] | None = None,
@@ -76,7 +78,6 @@ class Daemon:
     ) -> None:
         """`reloader`: reads the configuration and model again (SIGHUP, `reload`); `requested`: the stop and
         reload requests, shared with the CLI's signal handlers; `disk`: the state dir's."""
-        self.disk = disk
         self.settings = settings
         self.reloader = reloader
         self.requested = requested if requested is not None else Requested()
@@ -85,14 +86,31 @@ class Daemon:
         self.model: StepModel = model if model is not None else load_model(settings.model, threads=eng.threads)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.stamps = ArrivalStamps(self.clock)
-        # Evicted rows are either spilled (run() attaches the store) or dropped: never collected here.
+        self.log = get_logger("edge_lstm.daemon")
+        # The state dir: its lock, then the spill store (with the engine's columns), then the engine with it
+        # (evicted rows are spilled or dropped, never collected), then the durable state on it, restored.
+        scoring, mono = settings.scoring.config(), self.clock.monotonic
+        columns = table_columns(Scorer(self.model.meta, scoring).columns)  # the engine's, before the engine
+        state = open_state_dir(settings, self.model, columns, self.log, mono)
+        self.spill: SpillStore | None = state.spill
         self.engine = Engine(
             self.model,
             max_streams=eng.max_streams,
             max_evicted=0,
-            scoring=settings.scoring.config(),
+            spill=state.spill,
+            scoring=scoring,
             alarms=settings.alarm.policy(),
         )
+        self.durable: StateStore | None = open_durable(settings, state, self.engine, self.log, disk, mono)
+        self.checkpoints: CheckpointPolicy | None = None
+        if self.durable is not None:
+            self.checkpoints = CheckpointPolicy(
+                self.durable,
+                interval_s=settings.checkpoint.interval_s,
+                quiesce_timeout_s=self.quiesce_timeout_s,
+                clock=self.clock,
+                log=self.log,
+            )
         self.input = TopicPattern(settings.mqtt.input_pattern)
         decoder = decoder_for(self.model.meta.features, eng, self.engine.table)
         self.pipeline = Pipeline(
@@ -103,8 +121,7 @@ class Daemon:
             errors_topic=settings.mqtt.errors_topic,
             alarm_pattern=TopicPattern(settings.mqtt.alarm_pattern) if settings.mqtt.alarm_pattern else None,
         )
-        self.notifier = notifier if notifier is not None else Notifier()
-        self.log = get_logger("edge_lstm.daemon")
+        self.notifier: Notify = notifier if notifier is not None else Notifier()
         self.control = Control(settings, self.engine, self.log, self._request_reload, self._request_checkpoint)
         self.reject_log = RateLimitedLog(
             self.log,
@@ -118,9 +135,6 @@ class Daemon:
         self.ledger = AckLedger()
         self.counters = Counters()
         self.ready = threading.Event()  # set once connected and subscribed (READY=1)
-        self.durable: StateStore | None = None  # once run() has restored it
-        self.spill: SpillStore | None = None
-        self.checkpoints: CheckpointPolicy | None = None
         self.housekeeping: Housekeeping | None = None
         self.reporter = StatsReporter(self)
         # Backpressure on results: paho's own window is off (mqtt.py), so intake stops while this many
@@ -182,7 +196,6 @@ class Daemon:
             max_streams=s.engine.max_streams,
             receive_maximum=s.mqtt.receive_maximum,
         )
-        self._open_durable()
         self.housekeeping = Housekeeping(
             s, self.engine, link, self.ledger, self.inbox, self.reject_log, self.log, self.clock, self.log_stats
         )
@@ -195,19 +208,6 @@ class Daemon:
         self.reporter.serve_metrics()
         self.notifier.status("connecting to the broker")
         link.start()
-
-    def _open_durable(self) -> None:
-        self.durable, self.spill = open_state(
-            self.settings, self.engine, self.model, self.log, self.disk, self.clock.monotonic
-        )
-        if self.durable is not None:
-            self.checkpoints = CheckpointPolicy(
-                self.durable,
-                interval_s=self.settings.checkpoint.interval_s,
-                quiesce_timeout_s=self.quiesce_timeout_s,
-                clock=self.clock,
-                log=self.log,
-            )
 
     def iteration(self, idle_wait: float) -> None:
         """One worker cycle: take a batch (unless a checkpoint pauses intake), process it, ack what is

@@ -75,8 +75,6 @@ class StateThrottle(Generic[T]):
         self.max_streams = max_streams
         self._entries: OrderedDict[str, _Entry[T]] = OrderedDict()
         self._due: deque[tuple[float, str]] = deque()  # (due time, stream), in due-time order
-        self.sent = 0
-        self.held_back = 0  # states replaced by a later one before being sent (HA writes saved)
 
     def offer(self, stream: str, alarm: bool, state: T, now: float) -> bool:
         """True: send `state` now; False: it is held back (`due` hands it out later)."""
@@ -85,15 +83,11 @@ class StateThrottle(Generic[T]):
             self._entries[stream] = _Entry(now, alarm)
             if len(self._entries) > self.max_streams:
                 self._entries.popitem(last=False)
-            self.sent += 1
             return True
         self._entries.move_to_end(stream)
         if alarm != e.alarm or now - e.sent >= self.interval_s:
             e.sent, e.alarm, e.pending = now, alarm, None
-            self.sent += 1
             return True
-        if e.pending is not None:
-            self.held_back += 1
         e.pending = state
         if not e.scheduled:
             e.scheduled = True
@@ -116,7 +110,6 @@ class StateThrottle(Generic[T]):
             if e.pending is not None:
                 out.append((stream, e.pending))
                 e.sent, e.pending = now, None
-                self.sent += 1
         return out
 
     def release(self) -> None:

@@ -34,7 +34,7 @@ from ..ports import WAKE, Inbound
 from .batching import Doorbell
 from .config import MqttSettings
 from .logs import get_logger
-from .paho_adapter import BatchedClient, is_handed_over, raw_topic, settle_dropped_qos0
+from .paho_adapter import BatchedClient, callbacks, is_handed_over, raw_topic, settle_dropped_qos0
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -85,7 +85,6 @@ class MqttLink:
         self.received = 0  # messages appended to the inbox
         self.refused = 0  # messages that arrived after accepting stopped (left unacked: redelivered)
         self.connects = 0
-        self.disconnects = 0
         self.connect_failures = 0
         self.publish_failures = 0  # PUBACKs with a failure reason code (results the broker refused)
         # Another client with our client id (see _takeover): takeovers seen, and whether we back off.
@@ -236,7 +235,7 @@ class MqttLink:
         self.connects += 1
         self.connected = True
         self._connected_at = time.monotonic()
-        self.session_present = bool(getattr(flags, "session_present", False))
+        self.session_present = callbacks.session_present(flags)
         client.publish(self.cfg.status_topic, ONLINE, qos=1, retain=True)
         topics: list[tuple[str, int]] = [(self.subscriptions[0], self.cfg.qos_in)]
         topics += [(t, 1) for t in self.subscriptions[1:]]
@@ -283,13 +282,12 @@ class MqttLink:
         self.connected = False
         self.subscribed = False
         if was:
-            self.disconnects += 1
             lasted = time.monotonic() - self._connected_at
             # Our own stop is routine (info: `journalctl -p warning` stays quiet); a lost connection is not.
             level = self.log.info if self._closing else self.log.warning
             level("mqtt_disconnected", reason=str(reason_code), connected_s=round(lasted, 1))
             if not self._closing:
-                self._takeover(reason_code, bool(getattr(flags, "is_disconnect_packet_from_server", False)), lasted)
+                self._takeover(reason_code, callbacks.from_server(flags), lasted)
         self._wake()
 
     def _takeover(self, reason_code: Any, from_server: bool, lasted: float) -> None:
@@ -301,7 +299,7 @@ class MqttLink:
         symptom is the broker ending two connections in a row shortly after they were made. While in
         conflict, reconnects wait `reconnect_max_delay_s`; a connection that lasts `_stable_s` ends it.
         """
-        value = getattr(reason_code, "value", None)
+        value = callbacks.reason_value(reason_code)
         if lasted >= self._stable_s:
             self._short_streak = 0
             if self.conflict:
@@ -341,9 +339,7 @@ class MqttLink:
         topic = raw_topic(msg)  # decoding is the worker's job
         m = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation)
         if topic in self._own_topics and self.v5:  # a command may ask for a v5 reply (rare: not readings)
-            props = getattr(msg, "properties", None)
-            m.response_topic = getattr(props, "ResponseTopic", None)
-            m.correlation = getattr(props, "CorrelationData", None)
+            m.response_topic, m.correlation = callbacks.reply_to(msg)
         self._append(m)
 
     def _on_reading(self, topic: bytes, payload: bytes, mid: int) -> None:
@@ -393,7 +389,7 @@ class MqttLink:
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # A v5 PUBACK can carry a failure (e.g. not authorised to publish on the output topic).
         # Retrying cannot fix that: count and log it (cheap, rare) so it is visible, not silent.
-        if getattr(reason_code, "is_failure", False):
+        if callbacks.is_failure(reason_code):
             self.publish_failures += 1
             if self.publish_failures <= 10 or self.publish_failures % 1000 == 0:
                 self.log.warning("mqtt_publish_refused", mid=mid, reason=str(reason_code), count=self.publish_failures)

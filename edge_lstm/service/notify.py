@@ -9,6 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Protocol
+
+
+class Notify(Protocol):
+    """What the daemon tells its service manager: `Notifier` (systemd), or a test's recorder
+    (tests/support/fakes.FakeNotifier). Each call returns whether the message went out."""
+
+    def ready(self, status: str = ...) -> bool: ...
+    def status(self, status: str) -> bool: ...
+    def stopping(self, status: str = ...) -> bool: ...
+    def watchdog(self, now: float | None = None) -> bool: ...
+    def close(self) -> None: ...
 
 
 class Notifier:

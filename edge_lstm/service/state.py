@@ -1,4 +1,9 @@
-"""Opening the daemon's state on disk at start: the spill store and the durable state (restored).
+"""Opening the daemon's state on disk at start, in the order the daemon is built in (service/daemon.py):
+
+1. `open_state_dir`: the state directory's lock (when durable state is on), then the spill store, opened
+   with the state table's columns before the engine exists, so that the engine gets it at construction;
+2. the engine, with that spill store;
+3. `open_durable`: the durable state on that engine, lock and spill store, restored.
 
 Neither stops the daemon on a full disk: a spill store that cannot be opened is left out (evicted
 streams are then dropped, with a warning), and the durable state serves on, not durable, until a
@@ -9,61 +14,85 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..durable.disk import private_dir
 from ..durable.spill import SqliteSpill
-from ..durable.store import DurableState, StateDirUnusable
+from ..durable.store import DurableState, StateDirUnusable, lock_state_dir
 from ..engine import Engine
 from ..ports import Disk, StepModel
+from ..state import Column
 from .config import Settings
 
 SPILL_WARN_EVERY_S = 60.0
 
 
-def open_state(
+@dataclass(frozen=True)
+class StateDir:
+    """The state directory as opened before the engine: its lock (None: durable state is off) and the
+    spill store (None: off, or it could not be opened)."""
+
+    lock: int | None
+    spill: SqliteSpill | None
+
+
+def open_state_dir(
     settings: Settings,
-    engine: Engine,
     model: StepModel,
+    columns: Mapping[str, Column],
+    log: Any,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> StateDir:
+    """Lock the state directory if durable state is on, then open the spill store if configured.
+
+    The lock comes first, before anything in the directory is opened, so that a second daemon on it
+    stops (StateDirBusy) without touching it (the spill store would delete the first one's spilled rows
+    if the second serves another model). `columns`: the state table's (`alarm.table_columns`)."""
+    s = settings
+    lock = lock_state_dir(Path(s.state_dir)) if s.checkpoint.enabled and model.sha256 else None
+    spill = _open_spill(settings, columns, model, log, monotonic) if s.engine.evicted == "spill" else None
+    return StateDir(lock, spill)
+
+
+def open_durable(
+    settings: Settings,
+    state: StateDir,
+    engine: Engine,
     log: Any,
     disk: Disk | None = None,
     monotonic: Callable[[], float] = time.monotonic,
-) -> tuple[DurableState | None, SqliteSpill | None]:
-    """The durable state (checkpoint + journal, restored into `engine`) and the spill store attached to
-    `engine`, as configured; None for what is off. `disk`: the disk port (tests inject a full one)."""
+) -> DurableState | None:
+    """The durable state (checkpoint + journal) on the locked directory, restored into `engine`; None
+    when it is off. `disk`: the disk port (tests inject a full one)."""
     s = settings
-    sha = model.sha256
-    durable = None
-    if s.checkpoint.enabled and sha:
-        # Takes the state dir lock: before anything in the directory is opened, so that a second daemon
-        # on it stops (StateDirBusy) without touching it (the spill store below would delete the first
-        # one's spilled rows if the second serves another model).
-        durable = DurableState(
-            Path(s.state_dir),
-            engine,
-            sha,
-            log,
-            fsync_interval_s=s.checkpoint.fsync_interval_s,
-            disk=disk,
-            monotonic=monotonic,
-        )
-    spill = _open_spill(settings, engine, model, log, monotonic) if s.engine.evicted == "spill" else None
-    if durable is None:
+    sha = engine.model.sha256
+    if state.lock is None:
         log.warning(
             "durable_state_off",
             reason="checkpoint.enabled is false" if sha else "the model has no file hash",
             detail="state starts fresh at every start",
         )
-        return None, spill
-    durable.spill = spill
+        return None
+    durable = DurableState(
+        Path(s.state_dir),
+        engine,
+        sha,
+        log,
+        fsync_interval_s=s.checkpoint.fsync_interval_s,
+        spill=state.spill,
+        disk=disk,
+        monotonic=monotonic,
+        lock=state.lock,
+    )
     durable.restore()
-    return durable, spill
+    return durable
 
 
 def _open_spill(
-    settings: Settings, engine: Engine, model: StepModel, log: Any, monotonic: Callable[[], float]
+    settings: Settings, columns: Mapping[str, Column], model: StepModel, log: Any, monotonic: Callable[[], float]
 ) -> SqliteSpill | None:
     s = settings
     state_dir = Path(s.state_dir)
@@ -81,7 +110,7 @@ def _open_spill(
             state_dir / "spill.db",
             model.state_shapes,
             len(model.meta.output.names),
-            columns=engine.table.column_specs,
+            columns=columns,
             max_rows=s.engine.max_spilled,
             max_bytes=s.spill.max_bytes,
             model_sha256=model.sha256,
@@ -101,5 +130,4 @@ def _open_spill(
         return None
     if spill.discarded:
         log.warning("spill_discarded", rows=spill.discarded, reason="made for another model or version")
-    engine.spill = spill
     return spill

@@ -15,7 +15,7 @@ from .config import Settings
 from .control import Control
 from .housekeeping import Housekeeping
 from .logs import LAST_PROBLEM
-from .notify import Notifier
+from .notify import Notify
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Observed(Protocol):
     @property
     def log(self) -> Any: ...
     @property
-    def notifier(self) -> Notifier: ...
+    def notifier(self) -> Notify: ...
 
 
 def collect(d: Observed) -> dict[str, Any]:

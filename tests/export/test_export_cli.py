@@ -16,9 +16,11 @@ import pytest
 from edge_lstm import load_model
 from edge_lstm.demo.simulate import FEATURES, normal_series
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from edge_lstm_export.cli import main  # noqa: E402
+import torch
+
+from edge_lstm_export.cli import main
 
 pytestmark = pytest.mark.export
 
@@ -312,7 +314,12 @@ def test_fit_trains_with_its_threads_and_restores_torchs(tmp_path: Path, monkeyp
 
     seen: list[int] = []
     real = torch.set_num_threads
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+
+    def counting(n: int) -> None:
+        seen.append(n)
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", counting)
     before = torch.get_num_threads()
     x = normal_series(300, 0)
     cfg = fit_module.FitConfig(epochs=1, hidden=4, threads=1)

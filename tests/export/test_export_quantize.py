@@ -14,13 +14,14 @@ import pytest
 
 from edge_lstm import Engine, Reading, Result, load_model
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import ExportError, QuantizationError, export_torch  # noqa: E402
-from edge_lstm_export.fit import Seq2SeqForecaster  # noqa: E402
-from edge_lstm_export.quantize import MIN_INT8_SPEEDUP  # noqa: E402
+from edge_lstm_export import ExportError, QuantizationError, export_torch
+from edge_lstm_export.fit import Seq2SeqForecaster
+from edge_lstm_export.quantize import MIN_INT8_SPEEDUP
 
 pytestmark = pytest.mark.export
 
@@ -45,13 +46,14 @@ def _ops(path: Path) -> list[str]:
 
 
 class Net(nn.Module):
-    def __init__(self, cls: type[nn.RNNBase] = nn.LSTM) -> None:
+    def __init__(self, cls: type[nn.LSTM] | type[nn.GRU] = nn.LSTM) -> None:
         super().__init__()
         self.rnn = cls(3, 16, num_layers=2, batch_first=True)
         self.fc = nn.Linear(16, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc(self.rnn(x)[0])
+        result: torch.Tensor = x + self.fc(self.rnn(x)[0])
+        return result
 
 
 @pytest.mark.slow  # ~37 s on a shared 2-core machine: `./dev quick` skips it

@@ -8,18 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import (  # noqa: E402
+from edge_lstm_export import (
     DataError,
     FeatureMismatchError,
     ParityError,
     UnsupportedModelError,
     export_torch,
 )
-from edge_lstm_export.csvdata import read_csv  # noqa: E402
+from edge_lstm_export.csvdata import read_csv
 
 pytestmark = pytest.mark.export
 
@@ -34,7 +35,8 @@ class Holder(nn.Module):
         self.fc = nn.Linear(hidden, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.block.rnn(x)[0])
+        result: torch.Tensor = self.fc(self.block.get_submodule("rnn")(x)[0])
+        return result
 
 
 class Attention(nn.Module):
@@ -48,7 +50,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(x)
         weights = torch.softmax(h @ h.transpose(1, 2) / 8**0.5, dim=-1)
-        return self.fc(weights @ h)
+        result: torch.Tensor = self.fc(weights @ h)
+        return result
 
 
 class TorchAttention(nn.Module):
@@ -62,7 +65,8 @@ class TorchAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(x)
-        return self.fc(self.att(h, h, h)[0])
+        result: torch.Tensor = self.fc(self.att(h, h, h)[0])
+        return result
 
 
 class Reversed(nn.Module):
@@ -74,7 +78,8 @@ class Reversed(nn.Module):
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.lstm(x.flip(1))[0][:, -1])
+        result: torch.Tensor = self.fc(self.lstm(x.flip(1))[0][:, -1])
+        return result
 
 
 class MeanPool(nn.Module):
@@ -86,7 +91,8 @@ class MeanPool(nn.Module):
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.lstm(x)[0].mean(dim=1))
+        result: torch.Tensor = self.fc(self.lstm(x)[0].mean(dim=1))
+        return result
 
 
 class CellLoop(nn.Module):
@@ -99,7 +105,8 @@ class CellLoop(nn.Module):
         h = c = torch.zeros(x.shape[0], 8)
         for t in range(x.shape[1]):
             h, c = self.cell(x[:, t], (h, c))
-        return self.fc(h)
+        result: torch.Tensor = self.fc(h)
+        return result
 
 
 class Twice(nn.Module):
@@ -108,7 +115,8 @@ class Twice(nn.Module):
         self.lstm = nn.LSTM(3, 3, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(self.lstm(x)[0])[0]
+        result: torch.Tensor = self.lstm(self.lstm(x)[0])[0]
+        return result
 
 
 def test_bidirectional_is_refused_naming_the_module(tmp_path: Path) -> None:
@@ -176,7 +184,8 @@ def test_forecast_output_count_must_match_or_be_named(tmp_path: Path) -> None:
             self.fc = nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.lstm(x)[0])
+            result: torch.Tensor = self.fc(self.lstm(x)[0])
+            return result
 
     with pytest.raises(Exception, match="needs output_names"):
         export_torch(TwoOut(), tmp_path / "m.onnx", features=FEATURES)
@@ -221,7 +230,8 @@ def test_unused_recurrent_module_is_refused(tmp_path: Path) -> None:
             self.spare = nn.GRU(3, 3, batch_first=True)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.used(x)[0]
+            result: torch.Tensor = self.used(x)[0]
+            return result
 
     with pytest.raises(UnsupportedModelError, match=r"'spare' \(GRU\) is not called"):
         export_torch(Unused(), tmp_path / "m.onnx", features=FEATURES)

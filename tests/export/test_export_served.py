@@ -4,17 +4,24 @@ by `edge-lstm run` unchanged, and the scores published over MQTT are the source 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+from edge_lstm.demo.broker import PrivateBroker
 
-from torch import nn  # noqa: E402
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from edge_lstm_export import export_torch  # noqa: E402
+import torch
+from torch import nn
+
+from edge_lstm_export import export_torch
 
 pytestmark = [pytest.mark.export, pytest.mark.integration]
 
@@ -32,7 +39,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return self.norm(out)
+        result: torch.Tensor = self.norm(out)
+        return result
 
 
 class UserForecaster(nn.Module):
@@ -45,17 +53,25 @@ class UserForecaster(nn.Module):
         self.head = nn.Linear(12, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(self.encoder(x)[:, -1]))
+        result: torch.Tensor = self.head(self.drop(self.encoder(x)[:, -1]))
+        return result
 
 
 def readings(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n)[:, None]
     base = np.asarray(OFFSET) + np.asarray(SCALE) * np.sin(t / 7.0 + np.arange(3))
-    return base + rng.normal(0, 0.05, size=(n, 3)) * np.asarray(SCALE)
+    noisy: np.ndarray = base + rng.normal(0, 0.05, size=(n, 3)) * np.asarray(SCALE)
+    return noisy
 
 
-def test_exported_user_model_is_served_by_the_daemon(tmp_path, broker, run_daemon, collector, publisher) -> None:
+def test_exported_user_model_is_served_by_the_daemon(
+    tmp_path: Path,
+    broker: PrivateBroker,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     torch.manual_seed(0)
     model = UserForecaster()
     path = tmp_path / "user.onnx"
@@ -122,7 +138,11 @@ class Seq2SeqForecaster(nn.Module):
 
 
 def test_exported_seq2seq_model_publishes_forecasts_over_mqtt(
-    tmp_path, broker, run_daemon, collector, publisher
+    tmp_path: Path,
+    broker: PrivateBroker,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
 ) -> None:
     torch.manual_seed(0)
     model = Seq2SeqForecaster().eval()

@@ -13,11 +13,12 @@ import pytest
 
 from edge_lstm import Engine, Reading, Result, load_model
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm_export import export_torch  # noqa: E402
+from edge_lstm_export import export_torch
 
 pytestmark = pytest.mark.export
 
@@ -38,7 +39,8 @@ class LastStep(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)
-        return self.fc(out[:, -1] if self.bf else out[-1])
+        result: torch.Tensor = self.fc(out[:, -1] if self.bf else out[-1])
+        return result
 
 
 class EveryStepTimeFirst(nn.Module):
@@ -51,7 +53,8 @@ class EveryStepTimeFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(x)
-        return self.out(h)
+        result: torch.Tensor = self.out(h)
+        return result
 
 
 class GruEveryStep(nn.Module):
@@ -61,7 +64,8 @@ class GruEveryStep(nn.Module):
         self.head = nn.Linear(12, F)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.gru(x)[0])
+        result: torch.Tensor = self.head(self.gru(x)[0])
+        return result
 
 
 class Encoder(nn.Module):
@@ -71,7 +75,8 @@ class Encoder(nn.Module):
         self.lstm = nn.LSTM(8, 16, num_layers=2, batch_first=True, dropout=0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(torch.tanh(self.proj(x)))[0]
+        result: torch.Tensor = self.lstm(torch.tanh(self.proj(x)))[0]
+        return result
 
 
 class NestedLastHead(nn.Module):
@@ -83,7 +88,8 @@ class NestedLastHead(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(16), nn.Dropout(0.3), nn.Linear(16, F))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body["enc"](x)[:, -1, :])
+        result: torch.Tensor = self.head(self.body["enc"](x)[:, -1, :])
+        return result
 
 
 class NestedEveryStepHead(nn.Module):
@@ -95,7 +101,8 @@ class NestedEveryStepHead(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(16), nn.Dropout(0.3), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, F))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.head(self.body["enc"](x))
+        result: torch.Tensor = x + self.head(self.body["enc"](x))
+        return result
 
 
 class TwoInSequence(nn.Module):
@@ -111,7 +118,8 @@ class TwoInSequence(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, _ = self.lstm(x)
         b, _ = self.gru(self.norm(a).transpose(0, 1))
-        return self.fc(b[-1])
+        result: torch.Tensor = self.fc(b[-1])
+        return result
 
 
 class ReturnsTuple(nn.Module):
@@ -165,7 +173,8 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], str, list[str]]] = {
 def readings_for(rng: np.random.Generator, streams: int, steps: int) -> np.ndarray:
     """Feature-unit readings `[streams, steps, F]` around the scaling's operating point."""
     z = np.cumsum(rng.normal(0, 0.3, size=(streams, steps, F)), axis=1) * 0.5 + rng.normal(0, 0.5, (streams, steps, F))
-    return z * np.asarray(SCALE) + np.asarray(OFFSET)
+    readings: np.ndarray = z * np.asarray(SCALE) + np.asarray(OFFSET)
+    return readings
 
 
 def source_per_step(model: nn.Module, scaled: np.ndarray, batch_first: bool) -> np.ndarray:

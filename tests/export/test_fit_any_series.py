@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.outcomes import present
 
 from edge_lstm import load_model
 from edge_lstm.cli.replay import replay
 from edge_lstm.result import Result
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from edge_lstm_export.cli import main  # noqa: E402
-from edge_lstm_export.fit import _verdict  # noqa: E402
+
+from edge_lstm_export.cli import main
+from edge_lstm_export.fit import _verdict
 
 pytestmark = pytest.mark.export
 
@@ -120,7 +122,7 @@ def test_large_magnitudes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     values[500] += 1e8
     results, lines, _ = replayed(model, write(tmp_path / "bytes_spike.csv", [f"{v:.0f}" for v in values]))
     assert 502 in flagged_lines(results, lines)
-    predictions = np.asarray([r.prediction[0] for r in results[20:400]])
+    predictions = np.asarray([present(r.prediction)[0] for r in results[20:400]])
     assert np.abs(predictions - values[21:401]).max() < 0.1 * 1e9  # near the values, in bytes
 
 
@@ -159,7 +161,7 @@ def test_gaps_and_missing_values(tmp_path: Path, capsys: pytest.CaptureFixture[s
     one and an hour-long gap: those rows are left out (the daemon rejects them too), said in one line each."""
     rng = np.random.default_rng(6)
     ts: list[object] = [T0 + 60 * i for i in range(400)]
-    ts[200:] = [t + 3600 for t in ts[200:]]  # an hour without readings
+    ts[200:] = [T0 + 60 * i + 3600 for i in range(200, 400)]  # an hour without readings
     values: list[object] = [f"{v:.4f}" for v in np.sin(np.arange(400) / 10) + rng.normal(0, 0.1, 400)]
     for i, marker in zip((10, 50, 90, 130, 170), ("", "NaN", "nan", "NA", "inf")):
         values[i] = marker

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-import edge_lstm_export.fit as fit_module  # noqa: E402
+import edge_lstm_export.fit as fit_module
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -24,14 +24,14 @@ pytest.importorskip("h5py", reason="needs h5py (the export extra)")
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported: its default backend is TensorFlow
 pytest.importorskip("keras", reason="needs keras (the test extra) to generate Keras models")
 
-from support import keras_models as km  # noqa: E402  (selects the torch backend before keras loads)
+from support import keras_models as km
 
-from edge_lstm.contract import METADATA_KEY  # noqa: E402
-from edge_lstm.demo.simulate import FEATURES, normal_series  # noqa: E402
-from edge_lstm.onnx_model import load_model  # noqa: E402
-from edge_lstm_export import FeatureMismatchError, UnsupportedModelError, WeightsError  # noqa: E402
-from edge_lstm_export.cli import main  # noqa: E402
-from edge_lstm_export.keras import export_keras, load_keras  # noqa: E402
+from edge_lstm.contract import METADATA_KEY
+from edge_lstm.demo.simulate import FEATURES, normal_series
+from edge_lstm.onnx_model import load_model
+from edge_lstm_export import FeatureMismatchError, UnsupportedModelError, WeightsError
+from edge_lstm_export.cli import main
+from edge_lstm_export.keras import export_keras, load_keras
 
 # keras's own numpy-2 DeprecationWarnings (np.array on its tensors) are not ours to fix
 pytestmark = [pytest.mark.export, pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*")]
@@ -92,8 +92,9 @@ def test_scaled_sequence_parity_and_metadata(saved: dict[str, tuple[Any, Path, P
     """With scaling, the step model reads (value - offset) / scale: Keras predicted on the same scaled data."""
     model, keras_path, _ = saved["stacked_lstm"]
     offset, scale = [40.0, 0.5, 10.0], [5.0, 0.1, 2.0]
-    raw = km.sequences(seed=3) * np.float32(scale) + np.float32(offset)
-    x = ((raw - np.float32(offset)) / np.float32(scale)).astype(np.float32)
+    scale32, offset32 = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
+    raw = km.sequences(seed=3) * scale32 + offset32
+    x = ((raw - offset32) / scale32).astype(np.float32)
     out = tmp_path / "scaled.onnx"
     report = export_keras(
         keras_path, out, features=NAMES, scaling={"offset": offset, "scale": scale}, name="press", version="2.0.0"
@@ -115,8 +116,8 @@ def test_torch_rebuild_matches_keras_layer_by_layer(saved: dict[str, tuple[Any, 
     assert isinstance(lstm, torch.nn.LSTM) and lstm.batch_first and lstm.hidden_size == 12
     assert isinstance(gru, torch.nn.GRU) and gru.batch_first and gru.hidden_size == 8
     # Keras's single LSTM bias lives in bias_ih; bias_hh is zero.
-    assert float(lstm.bias_hh_l0.detach().abs().max()) == 0.0
-    assert float(lstm.bias_ih_l0.detach().abs().max()) > 0.0
+    assert float(lstm.get_parameter("bias_hh_l0").detach().abs().max()) == 0.0
+    assert float(lstm.get_parameter("bias_ih_l0").detach().abs().max()) > 0.0
     assert rebuilt.layers[1].eps == pytest.approx(1e-3)  # Keras's LayerNormalization default
 
 

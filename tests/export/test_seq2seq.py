@@ -8,20 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.outcomes import present, scored
 
-torch = pytest.importorskip("torch", reason="needs torch (the export extra)")
+pytest.importorskip("torch", reason="needs torch (the export extra)")
 
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from edge_lstm.contract import ModelFormatError, parse_meta  # noqa: E402
-from edge_lstm.engine import Engine  # noqa: E402
-from edge_lstm.onnx_model import load_model  # noqa: E402
-from edge_lstm.reading import Reading  # noqa: E402
-from edge_lstm.result import Result, encode  # noqa: E402
-from edge_lstm_export import export_torch  # noqa: E402
-from edge_lstm_export.cli import main as export_main  # noqa: E402
-from edge_lstm_export.errors import ParityError, UnsupportedModelError  # noqa: E402
-from edge_lstm_export.parity import generate_sequences  # noqa: E402
+from edge_lstm.contract import ModelFormatError, parse_meta
+from edge_lstm.engine import Engine
+from edge_lstm.onnx_model import load_model
+from edge_lstm.reading import Reading
+from edge_lstm.result import Result, encode
+from edge_lstm_export import export_torch
+from edge_lstm_export.cli import main as export_main
+from edge_lstm_export.errors import ParityError, UnsupportedModelError
+from edge_lstm_export.parity import generate_sequences
 
 pytestmark = pytest.mark.export
 
@@ -116,7 +118,8 @@ def test_refusals(tmp_path: Path) -> None:
             self.lstm = nn.LSTM(3, 4, batch_first=True)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.lstm(x)[0][:, -1, :3]
+            result: torch.Tensor = self.lstm(x)[0][:, -1, :3]
+            return result
 
     with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
         export_torch(Plain(), tmp_path / "p.onnx", features=FEATURES, horizon=K)
@@ -143,7 +146,7 @@ def test_contract_versions() -> None:
         parse_meta(json.dumps({**doc, "schema_version": 3}))
 
 
-def _forecast_of(results: list[Result]) -> dict[str, object]:
+def _forecast_of(results: list[Result]) -> dict[str, list[float]]:
     f = results[-1].forecast
     assert f is not None
     return f
@@ -154,9 +157,7 @@ def test_the_engine_publishes_the_forecast_with_expected_times(tmp_path: Path) -
     export_torch(model, tmp_path / "s2s.onnx", features=FEATURES, horizon=K, sample_interval_s=10.0)
     engine = Engine(load_model(tmp_path / "s2s.onnx"))
     seq = generate_sequences(3, sequences=1, steps=12, seed=3)[0].astype(np.float64)
-    results = [engine.process([Reading("s", T0 + 10 * t, tuple(seq[t]))])[0] for t in range(len(seq))]
-    assert all(isinstance(r, Result) for r in results)
-    rs: list[Result] = results  # type: ignore[assignment]
+    rs = [scored(engine.process([Reading("s", T0 + 10 * t, tuple(seq[t]))])[0]) for t in range(len(seq))]
     f = _forecast_of(rs)
     assert f["ts"] == [T0 + 110 + 10 * k for k in range(1, K + 1)]
     with torch.no_grad():
@@ -164,10 +165,13 @@ def test_the_engine_publishes_the_forecast_with_expected_times(tmp_path: Path) -
     for j, name in enumerate(FEATURES):
         assert np.allclose(f[name], expected[:, j], atol=1e-4)
     # prediction is the forecast's first step (the next reading), and scoring uses it
-    assert rs[-1].prediction == [f[n][0] for n in FEATURES]  # type: ignore[index]
+    assert rs[-1].prediction == [f[n][0] for n in FEATURES]
     payload = json.loads(encode(rs[-1]))
-    six = lambda v: float(f"{v:.6g}")  # published to 6 significant digits; times whole
-    assert payload["forecast"] == {k: v if k == "ts" else [six(x) for x in v] for k, v in f.items()}  # type: ignore[union-attr]
+
+    def six(v: float) -> float:  # published to 6 significant digits; times whole
+        return float(f"{v:.6g}")
+
+    assert payload["forecast"] == {k: v if k == "ts" else [six(x) for x in v] for k, v in f.items()}
     assert payload["prediction"] == {n: six(v) for n, v in zip(FEATURES, rs[-1].prediction or [])}
     assert payload == json.loads(json.dumps(rs[-1].to_dict()))
 
@@ -183,7 +187,7 @@ def test_without_a_sample_interval_the_times_follow_the_last_gap(tmp_path: Path)
 
 
 def test_the_daemon_serves_a_seq2seq_model_with_forecast(tmp_path: Path) -> None:
-    from unit.test_daemon_unit import make_daemon, reading
+    from unit.service.test_daemon_unit import make_daemon, reading
 
     export_torch(_model(), tmp_path / "s2s.onnx", features=FEATURES, horizon=K, sample_interval_s=1.0)
     d, link, _, _ = make_daemon(tmp_path / "s2s.onnx", tmp_path)
@@ -245,8 +249,12 @@ def test_fit_horizon_trains_a_k_step_forecaster_that_beats_holding_the_last_valu
     assert result.report.parity.max_abs_error <= 1e-4 and meta.calibration is not None
     engine = Engine(load_model(tmp_path / "f.onnx"))
     s = streams[1]
-    res = [engine.process([Reading("s", T0 + i, tuple(s[i]))])[0] for i in range(len(s) - 4)]
-    err = [np.abs(np.asarray(r.forecast["temp"]) - s[i + 1 : i + 5, 0]).mean() for i, r in enumerate(res) if i > 400]  # type: ignore[union-attr]
+    res = [scored(engine.process([Reading("s", T0 + i, tuple(s[i]))])[0]) for i in range(len(s) - 4)]
+    err = [
+        np.abs(np.asarray(present(r.forecast)["temp"]) - s[i + 1 : i + 5, 0]).mean()
+        for i, r in enumerate(res)
+        if i > 400
+    ]
     naive = [np.abs(s[i, 0] - s[i + 1 : i + 5, 0]).mean() for i in range(401, len(s) - 4)]
     assert np.mean(err) < 0.5 * np.mean(naive)
 

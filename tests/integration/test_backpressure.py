@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from support.daemon import start_in_thread
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
 
@@ -25,7 +29,12 @@ class SlowDaemon(Daemon):
 
 
 def test_inbound_queue_stays_bounded_and_nothing_is_lost(
-    broker, step_model_path, tmp_path, collector, publisher, monkeypatch
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for k in [k for k in os.environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
@@ -71,7 +80,12 @@ class CappedDaemon(Daemon):
 
 
 def test_a_backlog_that_holds_the_pubacks_back_stays_under_the_hard_cap_and_loses_nothing(
-    broker, step_model_path, tmp_path, collector, publisher, monkeypatch
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A resumed session's backlog: mosquitto sends all of it, the PUBACKs of the daemon's results queue
     behind it. The worker stops at `hard_unacked` unacknowledged readings (a flood of 100,000 once ran

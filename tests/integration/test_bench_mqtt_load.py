@@ -38,7 +38,7 @@ def test_raw_publisher_and_subscriber_speak_mqtt_with_paho(broker) -> None:  # t
     c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     c.on_connect = lambda cl, *_: cl.subscribe("sensors/#", qos=1)
     c.on_subscribe = lambda *_: subscribed.set()
-    c.on_message = lambda cl, ud, m: got.append((m.topic, m.payload, m.qos))
+    c.on_message = lambda cl, ud, m: got.append((m.topic, bytes(m.payload), m.qos))
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     raw_got: list[tuple[float, list[bytes]]] = []

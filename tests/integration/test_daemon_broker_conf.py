@@ -8,10 +8,13 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
 from edge_lstm.demo.broker import BrokerUnavailable, find_mosquitto, free_port
@@ -62,7 +65,13 @@ class ConfBroker:
             self.proc.wait(10)
 
 
-def test_docs_conf_keeps_readings_across_broker_restart(tmp_path, step_model_path, run_daemon, collector, publisher):
+def test_docs_conf_keeps_readings_across_broker_restart(
+    tmp_path: Path,
+    step_model_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     (tmp_path / "mosq").mkdir()
     b = ConfBroker(tmp_path / "mosq")
     conf = b.conf.read_text()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from support.daemon import start_in_thread
 from support.fakes import FakeNotifier
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
 
 
-def test_daemon_never_imports_torch():
+def test_daemon_never_imports_torch() -> None:
     code = (
         "import sys, edge_lstm, edge_lstm.service.daemon, edge_lstm.service.mqtt, "
         "edge_lstm.service.config, edge_lstm.service.notify, "
@@ -27,7 +31,14 @@ def test_daemon_never_imports_torch():
 
 
 @pytest.mark.integration
-def test_daemon_in_a_thread(broker, step_model_path, tmp_path, collector, publisher, monkeypatch):
+def test_daemon_in_a_thread(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for k in [k for k in __import__("os").environ if k.startswith("EDGE_LSTM_")]:
         monkeypatch.delenv(k)
     settings = load_settings(

@@ -3,9 +3,16 @@ a lost broker connection is a warning."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Publisher
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +20,13 @@ T0 = 1_700_000_000.0
 LOUD = ("warning", "error", "critical")
 
 
-def test_a_clean_sigterm_logs_nothing_at_warning_or_above(broker, step_model_path, tmp_path, run_daemon, publisher):
+def test_a_clean_sigterm_logs_nothing_at_warning_or_above(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    publisher: Callable[[int], Publisher],
+) -> None:
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
     d.wait_ready()
     pub = publisher(broker.port)
@@ -28,7 +41,9 @@ def test_a_clean_sigterm_logs_nothing_at_warning_or_above(broker, step_model_pat
     assert any(e["event"] == "stopped" for e in events)
 
 
-def test_a_lost_connection_is_a_warning(broker, step_model_path, tmp_path, run_daemon):
+def test_a_lost_connection_is_a_warning(
+    broker: PrivateBroker, step_model_path: Path, tmp_path: Path, run_daemon: Callable[..., DaemonProcess]
+) -> None:
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
     d.wait_ready()
     broker.restart(down_s=0.5, kill=True)

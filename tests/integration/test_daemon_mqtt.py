@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
 from edge_lstm import load_model
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.scoring import Scorer
 
 pytestmark = pytest.mark.integration
@@ -18,7 +24,14 @@ def reading(i: int, scale: float = 1.0) -> bytes:
     return reading_payload(T0 + i, [scale * (i % 7) / 7, scale * (i % 5) / 5, scale * (i % 3) / 3])
 
 
-def test_reading_yields_result_and_availability(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_reading_yields_result_and_availability(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     col = collector(broker.port, ["edge-lstm/#"])
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
     d.wait_ready()
@@ -55,7 +68,14 @@ def test_reading_yields_result_and_availability(broker, step_model_path, tmp_pat
     assert stopped["offline_published"] is True
 
 
-def test_drain_on_sigterm_acks_everything(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_drain_on_sigterm_acks_everything(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     """Readings received before SIGTERM get results; the session keeps nothing unacked for them."""
     col = collector(broker.port, ["edge-lstm/scores/#"])
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
@@ -70,7 +90,13 @@ def test_drain_on_sigterm_acks_everything(broker, step_model_path, tmp_path, run
     assert stats["results"] == 200 and stats["acked"] == 200 and stats["unacked"] == 0
 
 
-def test_sigterm_while_logging_hard_still_exits(broker, step_model_path, tmp_path, run_daemon, publisher) -> None:
+def test_sigterm_while_logging_hard_still_exits(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    publisher: Callable[[int], Publisher],
+) -> None:
     """SIGTERM lands while the main thread is busy writing log lines (every rejection logged).
 
     The signal handler must not log: it would run in the main thread, possibly while that thread holds

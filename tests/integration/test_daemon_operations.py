@@ -4,17 +4,32 @@ commands (reset / inspect / checkpoint) and Home Assistant discovery (issue 8)."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher, properties
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
 
 
-def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_stats_commands_and_discovery(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     cfg = daemon_config(
         broker, step_model_path, tmp_path / "state", commands={"enabled": True}, homeassistant={"enabled": True}
     )
@@ -29,7 +44,7 @@ def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_dae
 
     # Home Assistant: four retained configs for the stream, on its first result (test_ha_mqtt.py checks
     # the rest).
-    def stream_configs(c):
+    def stream_configs(c: Collector) -> dict[str, Any]:
         return {t: json.loads(p) for t, p, _ in c.snapshot("homeassistant/") if p and "pump" in t}
 
     col.wait_for(lambda c: len(stream_configs(c)) >= 4, what="discovery configs")
@@ -70,15 +85,17 @@ def test_stats_commands_and_discovery(broker, step_model_path, tmp_path, run_dae
 
 
 def test_v5_commands_reply_to_the_response_topic_with_correlation_data(
-    broker, step_model_path, tmp_path, run_daemon, publisher
-):
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    publisher: Callable[[int], Publisher],
+) -> None:
     """Every command op, sent as an MQTT v5 request: the reply arrives on the requester's response
     topic carrying its correlation data."""
     import queue
     import time
 
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
     from support.mqtt import mqtt_client
 
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state", commands={"enabled": True}))
@@ -88,8 +105,8 @@ def test_v5_commands_reply_to_the_response_topic_with_correlation_data(
     pub.flush()
     got: queue.SimpleQueue[tuple[str, bytes, bytes | None]] = queue.SimpleQueue()
 
-    def on_message(client, userdata, msg) -> None:
-        got.put((msg.topic, msg.payload, getattr(msg.properties, "CorrelationData", None)))
+    def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        got.put((msg.topic, bytes(msg.payload), getattr(msg.properties, "CorrelationData", None)))
 
     c = mqtt_client(broker.port, "operator-v5", on_message=on_message)
     c.loop_start()
@@ -106,9 +123,7 @@ def test_v5_commands_reply_to_the_response_topic_with_correlation_data(
         b'{"op": "nonsense"}',
     ]
     for k, cmd in enumerate(ops):
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = "ops/replies/me"
-        props.CorrelationData = f"req-{k}".encode()
+        props = properties(ResponseTopic="ops/replies/me", CorrelationData=f"req-{k}".encode())
         c.publish("edge-lstm/command", cmd, qos=1, properties=props).wait_for_publish(10)
     replies = [got.get(timeout=30) for _ in ops]
     assert [t for t, _, _ in replies] == ["ops/replies/me"] * len(ops)

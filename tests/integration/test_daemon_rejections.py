@@ -6,12 +6,17 @@ import json
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.onnx_model import default_model_path
 
 pytestmark = pytest.mark.integration
@@ -46,8 +51,13 @@ def bad_payloads(i: int) -> list[tuple[bytes, str]]:
 
 
 def test_bad_payloads_rejected_and_streams_unharmed(
-    broker, step_model_path, tmp_path, run_daemon, collector, publisher
-):
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     col = collector(broker.port, ["edge-lstm/scores/#", "edge-lstm/errors"])
     cfg = daemon_config(
         broker,
@@ -87,7 +97,7 @@ def test_bad_payloads_rejected_and_streams_unharmed(
         got[e["reason"]] = got.get(e["reason"], 0) + 1
     assert got == published
 
-    by_topic: dict[str, list[dict]] = {}
+    by_topic: dict[str, list[dict[str, Any]]] = {}
     for t, p, _ in col.snapshot("edge-lstm/scores/"):
         by_topic.setdefault(t.rsplit("/", 1)[1], []).append(json.loads(p))
     for k in range(streams):
@@ -115,7 +125,9 @@ def test_bad_payloads_rejected_and_streams_unharmed(
         assert per_reason.get(reason, 0) + suppressed.get(reason, 0) == count
 
 
-def test_the_readme_example_published_twice_says_why_on_the_errors_topic(broker, tmp_path, run_daemon, collector):
+def test_the_readme_example_published_twice_says_why_on_the_errors_topic(
+    broker: PrivateBroker, tmp_path: Path, run_daemon: Callable[..., DaemonProcess], collector: Callable[..., Collector]
+) -> None:
     """A newcomer's first hour: the README's mosquitto_pub line, run twice, against the default topics."""
     readme = (ROOT / "README.md").read_text()
     line = next(x for x in readme.splitlines() if x.startswith("mosquitto_pub ") and "sensors/pump-7" in x)

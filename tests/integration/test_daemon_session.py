@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
 
 
-def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_readings_queued_while_down_are_all_scored(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     """clean_start=False + session expiry: the broker keeps QoS 1 readings for the stopped daemon.
 
     Also the daemon-side throughput: the backlog is drained as fast as the daemon can go.
@@ -53,7 +66,14 @@ def test_readings_queued_while_down_are_all_scored(broker, step_model_path, tmp_
     )
 
 
-def test_broker_restart_reconnects_and_continues(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_broker_restart_reconnects_and_continues(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     cfg = daemon_config(broker, step_model_path, tmp_path / "state")
     d = run_daemon(cfg)
     d.wait_ready()

@@ -9,11 +9,15 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.outcomes import present
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +31,7 @@ def _unit() -> configparser.ConfigParser:
     return cp
 
 
-def test_unit_key_settings():
+def test_unit_key_settings() -> None:
     svc = _unit()["Service"]
     assert svc["Type"] == "notify"
     assert svc["NotifyAccess"] == "main"
@@ -52,7 +56,7 @@ def test_unit_key_settings():
 @pytest.mark.parametrize(
     "source,name", [("edge-lstm.service", "edge-lstm.service"), ("edge-lstm@.service", "edge-lstm@line1.service")]
 )
-def test_units_verify_and_are_hardened(tmp_path, source, name):
+def test_units_verify_and_are_hardened(tmp_path: Path, source: str, name: str) -> None:
     """`systemd-analyze verify` on a copy whose ExecStart is the test venv's entry point; and the
     shipped hardening keeps `systemd-analyze security` exposure at or under 2.0."""
     exe = ROOT / ".venv" / "bin" / "edge-lstm"
@@ -71,7 +75,7 @@ def test_units_verify_and_are_hardened(tmp_path, source, name):
     assert float(exposure.group(1)) <= 2.0, r.stdout[-3000:]
 
 
-def test_notifier_abstract_namespace_and_noop():
+def test_notifier_abstract_namespace_and_noop() -> None:
     name = f"edge-lstm-test-{os.getpid()}-{time.monotonic_ns()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(b"\0" + name.encode())
@@ -89,7 +93,9 @@ def test_notifier_abstract_namespace_and_noop():
 
 
 @pytest.mark.integration
-def test_daemon_speaks_sd_notify(broker, step_model_path, tmp_path, run_daemon):
+def test_daemon_speaks_sd_notify(
+    broker: PrivateBroker, step_model_path: Path, tmp_path: Path, run_daemon: Callable[..., DaemonProcess]
+) -> None:
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.bind(str(sock_path))
@@ -100,7 +106,7 @@ def test_daemon_speaks_sd_notify(broker, step_model_path, tmp_path, run_daemon):
         )
         got: list[str] = []
 
-        def collect_until(pred, timeout: float) -> None:
+        def collect_until(pred: Callable[[], bool], timeout: float) -> None:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not pred():
                 try:
@@ -112,7 +118,7 @@ def test_daemon_speaks_sd_notify(broker, step_model_path, tmp_path, run_daemon):
         assert "READY=1" in got, got
         assert got.count("WATCHDOG=1") >= 3, got  # every ~0.1 s with WATCHDOG_USEC=0.3 s
         assert any(x.startswith("STATUS=") for x in got)
-        d.proc.send_signal(15)
+        present(d.proc).send_signal(15)
         collect_until(lambda: "STOPPING=1" in got, 15)
-        assert d.proc.wait(timeout=15) == 0
+        assert present(d.proc).wait(timeout=15) == 0
         assert "STOPPING=1" in got

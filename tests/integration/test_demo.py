@@ -186,7 +186,7 @@ def test_demo_detects_with_a_reference_model(tmp_path: Path) -> None:
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base = dict(seconds=1.0, streams=2, rate=10.0, seed=0, no_live=True, model=None)
+    base: dict[str, object] = dict(seconds=1.0, streams=2, rate=10.0, seed=0, no_live=True, model=None)
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -12,7 +12,9 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.daemon import DaemonProcess
@@ -28,10 +30,11 @@ from support.faults import (
 )
 from support.models import make_step_model
 from support.mqtt import OrderedPublisher, SessionClient, retained
+from support.outcomes import present
 from support.traffic import make_traffic, reading_payload
 
 from edge_lstm import Engine, Reading, load_model
-from edge_lstm.demo.broker import BrokerUnavailable
+from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal
 from edge_lstm.durable.store import newest_checkpoint
@@ -44,7 +47,7 @@ STATUS = "edge-lstm/status"
 
 
 @pytest.fixture
-def mosquitto():
+def mosquitto() -> Iterator[PrivateBroker]:
     try:
         b = persistent_broker()
     except BrokerUnavailable as e:
@@ -61,9 +64,9 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cleanup():
+def cleanup() -> Iterator[list[Any]]:
     """Things to stop at teardown (daemons, clients), whatever the test did."""
-    items: list = []
+    items: list[Any] = []
     yield items
     for x in reversed(items):
         try:
@@ -84,7 +87,9 @@ KILLS, BROKER_RESTARTS = 3, 3
 
 
 @pytest.mark.slow  # ~22 s here: `./dev quick` skips it
-def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, model_path, tmp_path, cleanup):
+def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(
+    mosquitto: PrivateBroker, model_path: Path, tmp_path: Path, cleanup: list[Any]
+) -> None:
     seed = int(os.environ.get("EDGE_LSTM_FAULT_SEED", "4"))
     rng = random.Random(seed)
     t_start = time.monotonic()
@@ -153,7 +158,7 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
     # Drain: every reading gets its result (at least once).
     expected = {(r.stream, r.ts) for r in readings}
 
-    def received() -> set:
+    def received() -> set[tuple[str, float]]:
         return set(results_by_key([p for _, p, _ in collector.snapshot(SCORES)]))
 
     try:
@@ -188,7 +193,7 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
         for doc in docs:
             assert doc["warming_up"] == ref.warming_up and doc["anomaly"] == ref.anomaly, (key, doc, ref)
             got = [doc["score"], *doc["prediction"].values()]
-            want = [ref.score, *ref.prediction]
+            want = [ref.score, *present(ref.prediction)]
             # relative above 1: payloads carry 6 significant digits (a prediction of 46.2 is within 5e-5)
             worst_result = max(worst_result, max(abs(g - w) / max(1.0, abs(w)) for g, w in zip(got, want)))
 
@@ -235,7 +240,9 @@ def test_kill9_and_broker_restarts_lose_nothing_and_are_crash_exact(mosquitto, m
 # ---- 2. unusable checkpoints at start --------------------------------------------------------------
 
 
-def _serve_check(mosquitto, daemon: DaemonProcess, collector: SessionClient, stream: str, n: int = 3) -> list:
+def _serve_check(
+    mosquitto: PrivateBroker, daemon: DaemonProcess, collector: SessionClient, stream: str, n: int = 3
+) -> list[dict[str, Any]]:
     """Send n readings of a new stream; return their results (the daemon keeps serving)."""
     pub = SessionClient(mosquitto.port, _client_id("pub"))
     try:
@@ -248,7 +255,9 @@ def _serve_check(mosquitto, daemon: DaemonProcess, collector: SessionClient, str
     return [json.loads(p) for _, p, _ in collector.snapshot(SCORES + stream)]
 
 
-def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosquitto, model_path, tmp_path, cleanup):
+def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(
+    mosquitto: PrivateBroker, model_path: Path, tmp_path: Path, cleanup: list[Any]
+) -> None:
     model = load_model(model_path)
     collector = SessionClient(mosquitto.port, _client_id("collector"), (SCORES + "+",))
     cleanup.append(collector)
@@ -295,7 +304,9 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
         assert results[0]["warming_up"] is True and results[0]["score"] == 0.0
         assert daemon.terminate() == 0
         # The new checkpoint is this model's, and holds only the new stream.
-        ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
+        ck = checkpoint.load(
+            present(newest_checkpoint(state_dir)), model_sha256=model.sha256, state_shapes=model.state_shapes
+        )
         assert ck is not None and [(r.stream, r.steps) for r in ck.rows] == [(f"pump-{name}", 3)]
     # The other model's journal was set aside with its checkpoint, not replayed into this model's state.
     assert [p.name for p in foreign_dir.glob("journal.1.model_mismatch.*")]
@@ -305,7 +316,9 @@ def test_corrupt_or_foreign_checkpoint_is_set_aside_and_the_daemon_serves(mosqui
 
 
 @pytest.mark.slow  # ~12 s here: `./dev quick` skips it
-def test_broker_outage_results_of_received_readings_published_after_return(mosquitto, model_path, tmp_path, cleanup):
+def test_broker_outage_results_of_received_readings_published_after_return(
+    mosquitto: PrivateBroker, model_path: Path, tmp_path: Path, cleanup: list[Any]
+) -> None:
     """The daemon holds a batch (max_wait_ms 2500) that arrived just before the broker goes down: it is
     stepped during the outage, its results go out once the broker is back, and the broker's redelivery
     of those (unacked) readings is recognised as duplicates: stepped once, scored once.
@@ -421,7 +434,9 @@ def test_broker_outage_results_of_received_readings_published_after_return(mosqu
 # ---- 4. one daemon per state directory --------------------------------------------------------------
 
 
-def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_path, cleanup):
+def test_second_daemon_on_the_same_state_dir_exits_2(
+    mosquitto: PrivateBroker, model_path: Path, tmp_path: Path, cleanup: list[Any]
+) -> None:
     """The state dir lock is taken before anything in the directory is opened: a second daemon (here even
     one serving another model) stops with exit 2 and leaves the first one's state alone, including the
     spill store of streams evicted from its full table."""
@@ -453,7 +468,7 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     for stream in ("pump-a", "pump-b", "pump-c"):  # pump-c evicts pump-a (spilled) from the 2-stream table
         assert [r["ts"] for r in _serve_check(mosquitto, first, collector, stream)] == [T0, T0 + 1, T0 + 2]
     second.start()
-    assert second.proc.wait(timeout=20) == 2
+    assert present(second.proc).wait(timeout=20) == 2
     err = second.text()
     assert f"state directory {state_dir} is in use by another edge-lstm process" in err, err
     assert not [e for e in second.events() if e["event"] in ("mqtt_connected", "spill_discarded")], err
@@ -466,5 +481,7 @@ def test_second_daemon_on_the_same_state_dir_exits_2(mosquitto, model_path, tmp_
     assert back["ts"] == T0 + 3 and back["warming_up"] is False
     assert first.terminate() == 0
     model = load_model(model_path)
-    ck = checkpoint.load(newest_checkpoint(state_dir), model_sha256=model.sha256, state_shapes=model.state_shapes)
+    ck = checkpoint.load(
+        present(newest_checkpoint(state_dir)), model_sha256=model.sha256, state_shapes=model.state_shapes
+    )
     assert ck is not None and {r.stream: r.steps for r in ck.rows} == {"pump-c": 3, "pump-a": 4}

@@ -1,6 +1,6 @@
 """A really full disk (issue 20): the daemon process, a private mosquitto, and a state directory on a
 small tmpfs that the test fills up and frees again. Needs permission to mount a tmpfs (root, as in the
-CI container); without it the test is skipped, and tests/unit/test_full_disk.py covers the same
+CI container); without it the test is skipped, and tests/unit/service/test_full_disk.py covers the same
 behaviour through the disk port with an injected ENOSPC.
 
 Streaming case: every reading gets a result while the disk is full, no exit, one warning naming the
@@ -14,12 +14,18 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
+from support.outcomes import present
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
@@ -55,12 +61,20 @@ def fill(mnt: Path) -> Path:
     return filler
 
 
-def stats(col) -> dict:
+def stats(col: Collector) -> dict[str, Any]:
     got = col.snapshot("edge-lstm/stats")
-    return json.loads(got[-1][1]) if got else {}
+    doc: dict[str, Any] = json.loads(got[-1][1]) if got else {}
+    return doc
 
 
-def test_full_tmpfs_while_streaming_and_at_start(tmpfs, broker, step_model_path, run_daemon, collector, publisher):
+def test_full_tmpfs_while_streaming_and_at_start(
+    tmpfs: Path,
+    broker: PrivateBroker,
+    step_model_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     state = tmpfs / "state"
     cfg = daemon_config(broker, step_model_path, state, checkpoint={"interval_s": 1.0})
     col = collector(broker.port, ["edge-lstm/scores/#", "edge-lstm/stats"])
@@ -101,7 +115,7 @@ def test_full_tmpfs_while_streaming_and_at_start(tmpfs, broker, step_model_path,
     from edge_lstm.onnx_model import load_model
 
     model = load_model(step_model_path)
-    ck = checkpoint.load(newest_checkpoint(state), model_sha256=model.sha256, state_shapes=model.state_shapes)
+    ck = checkpoint.load(present(newest_checkpoint(state)), model_sha256=model.sha256, state_shapes=model.state_shapes)
     assert ck is not None and {r.stream: r.steps for r in ck.rows} == {"a": 60, "b": 60}
 
     # Start case: on a full disk it starts, restores and serves (degraded), never exit 1.

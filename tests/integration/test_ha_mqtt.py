@@ -15,14 +15,19 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import numpy as np
 import pytest
 from support.config import daemon_config
-from support.mqtt import mqtt_client
+from support.daemon import DaemonProcess
+from support.mqtt import Publisher, mqtt_client
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +138,7 @@ def fresh_retained(port: int, topic_filter: str, settle_s: float = 1.0) -> dict[
 
 
 @pytest.fixture
-def clients(broker):
+def clients(broker: PrivateBroker) -> Iterator[tuple[BrokerOrder, HomeAssistantLike]]:
     order, ha = BrokerOrder(broker.port), HomeAssistantLike(broker.port)
     time.sleep(0.3)  # both subscribed before the daemon starts
     yield order, ha
@@ -141,7 +146,14 @@ def clients(broker):
     ha.close()
 
 
-def test_home_assistant_sees_what_its_users_expect(broker, step_model_path, tmp_path, run_daemon, publisher, clients):
+def test_home_assistant_sees_what_its_users_expect(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    publisher: Callable[[int], Publisher],
+    clients: tuple[BrokerOrder, HomeAssistantLike],
+) -> None:
     order, ha = clients
     cfg = daemon_config(
         broker,
@@ -241,10 +253,11 @@ def test_home_assistant_sees_what_its_users_expect(broker, step_model_path, tmp_
     assert ha.entity("sensor.pump_1_score") is not None  # the others stay
 
 
-def test_a_broker_restarted_without_persistence_gets_the_configs_again(step_model_path, tmp_path, run_daemon):
+def test_a_broker_restarted_without_persistence_gets_the_configs_again(
+    step_model_path: Path, tmp_path: Path, run_daemon: Callable[..., DaemonProcess]
+) -> None:
     """Such a broker forgets every retained message: the daemon reconnects without its session and
     announces the daemon and every live stream again; the next state goes at once."""
-    from edge_lstm.demo.broker import PrivateBroker
 
     with PrivateBroker(persistence=False) as broker:
         ha = {"enabled": True, "state_interval_s": 60}

@@ -9,18 +9,20 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
 
 from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker, free_port
 from edge_lstm.service.config import load_settings
 from edge_lstm.service.daemon import Daemon
 from edge_lstm.service.logs import configure
+from edge_lstm.service.mqtt import MqttLink
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +91,9 @@ def _settings(model: Path, state: Path, port: int, **mqtt: Any) -> Any:
     )
 
 
-def _round_trip(broker_port: int, collector: Any, publisher: Any, n: int = 3) -> list[dict[str, Any]]:
+def _round_trip(
+    broker_port: int, collector: Callable[..., Collector], publisher: Callable[[int], Publisher], n: int = 3
+) -> list[dict[str, Any]]:
     col = collector(broker_port, ["edge-lstm/scores/#"])
     pub = publisher(broker_port)
     for i in range(n):
@@ -98,7 +102,14 @@ def _round_trip(broker_port: int, collector: Any, publisher: Any, n: int = 3) ->
     return col.wait_count("edge-lstm/scores/", n)
 
 
-def test_mqtt_311_end_to_end(step_model_path, tmp_path, clean_env, collector, publisher, log):
+def test_mqtt_311_end_to_end(
+    step_model_path: Path,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    log: _Log,
+) -> None:
     """EDGE_LSTM_MQTT__PROTOCOL=3.1.1: persistent session via clean_session=False, results flow."""
     b = _broker()
     try:
@@ -110,7 +121,8 @@ def test_mqtt_311_end_to_end(step_model_path, tmp_path, clean_env, collector, pu
             assert r.daemon.ready.wait(15)
             results = _round_trip(b.port, collector, publisher)
             assert [x["ts"] for x in results] == [T0, T0 + 1, T0 + 2]
-            assert r.daemon.link.v5 is False and r.daemon.link.client._protocol == 4  # MQTT 3.1.1
+            link = r.daemon.link
+            assert isinstance(link, MqttLink) and link.v5 is False and link.client._protocol == 4  # MQTT 3.1.1
         finally:
             r.close()
         st = r.daemon.stats()
@@ -134,7 +146,15 @@ def password_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     _close_broker(b)
 
 
-def test_password_right(password_broker, step_model_path, tmp_path, clean_env, collector, publisher, log):
+def test_password_right(
+    password_broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    log: _Log,
+) -> None:
     pw_file = tmp_path / "mqtt_password"
     pw_file.write_text("s3cret\n")  # like a systemd credential: trailing newline is stripped
     s = _settings(step_model_path, tmp_path / "s", password_broker.port, username="edge", password_file=str(pw_file))
@@ -147,8 +167,8 @@ def test_password_right(password_broker, step_model_path, tmp_path, clean_env, c
 
 
 def test_password_wrong_is_refused_clearly_without_busy_looping(
-    password_broker, step_model_path, tmp_path, clean_env, log
-):
+    password_broker: PrivateBroker, step_model_path: Path, tmp_path: Path, clean_env: pytest.MonkeyPatch, log: _Log
+) -> None:
     s = _settings(
         step_model_path,
         tmp_path / "s",
@@ -231,7 +251,15 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[PrivateBroker, int, Path]]:
     _close_broker(b)
 
 
-def test_tls_with_private_ca(tls_broker, step_model_path, tmp_path, clean_env, collector, publisher, log):
+def test_tls_with_private_ca(
+    tls_broker: tuple[PrivateBroker, int, Path],
+    step_model_path: Path,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+    log: _Log,
+) -> None:
     b, tls_port, pki = tls_broker
     s = _settings(step_model_path, tmp_path / "s", tls_port, tls={"enabled": True, "ca_file": str(pki / "ca.crt")})
     r = _Running(s)
@@ -242,7 +270,13 @@ def test_tls_with_private_ca(tls_broker, step_model_path, tmp_path, clean_env, c
         r.close()
 
 
-def test_tls_untrusted_server_is_not_connected(tls_broker, step_model_path, tmp_path, clean_env, log):
+def test_tls_untrusted_server_is_not_connected(
+    tls_broker: tuple[PrivateBroker, int, Path],
+    step_model_path: Path,
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    log: _Log,
+) -> None:
     """Without the private CA (system store only) the handshake fails: no connection, no busy loop."""
     b, tls_port, pki = tls_broker
     s = _settings(

@@ -70,7 +70,7 @@ class _Client:
         self.client.loop_stop()
 
 
-def test_persistence_keeps_retained_and_queued_messages_across_restart():
+def test_persistence_keeps_retained_and_queued_messages_across_restart() -> None:
     try:
         broker = PrivateBroker(persistence=True).start()
     except BrokerUnavailable as e:

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
+from typing import Literal
 
 import pytest
 import structlog
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.config import MqttSettings
 from edge_lstm.service.mqtt import MqttLink
 
 
-def _wait(pred, timeout: float) -> bool:
+def _wait(pred: Callable[[], object], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return True
         time.sleep(0.02)
-    return pred()
+    return bool(pred())
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
-def test_two_links_with_one_client_id_back_off_instead_of_ping_ponging(broker, protocol):
+def test_two_links_with_one_client_id_back_off_instead_of_ping_ponging(
+    broker: PrivateBroker, protocol: Literal["5", "3.1.1"]
+) -> None:
     cfg = MqttSettings(port=broker.port, client_id=f"same-id-{protocol}", protocol=protocol)
     links = [MqttLink(cfg, queue.SimpleQueue(), "sensors/+") for _ in range(2)]
     with structlog.testing.capture_logs() as logs:
@@ -49,7 +54,7 @@ def test_two_links_with_one_client_id_back_off_instead_of_ping_ponging(broker, p
 
 
 @pytest.mark.integration
-def test_one_link_per_client_id_sees_no_conflict(broker):
+def test_one_link_per_client_id_sees_no_conflict(broker: PrivateBroker) -> None:
     links = [
         MqttLink(MqttSettings(port=broker.port, client_id=f"own-id-{i}"), queue.SimpleQueue(), "sensors/+")
         for i in range(2)

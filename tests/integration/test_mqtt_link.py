@@ -5,15 +5,18 @@ from __future__ import annotations
 import queue
 import socket
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 import pytest
+from support.mqtt import Publisher
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.config import MqttSettings
 from edge_lstm.service.mqtt import MqttLink, is_handed_over
 
 
-def test_qos0_publish_while_disconnected_counts_as_handed_over():
+def test_qos0_publish_while_disconnected_counts_as_handed_over() -> None:
     """paho drops a QoS 0 message it cannot send and never completes its info: the link does."""
     link = MqttLink(MqttSettings(client_id="t-q0"), queue.SimpleQueue(), "sensors/+")  # never started
     info0 = link.publish("edge-lstm/scores/x", b"{}", qos=0)
@@ -23,18 +26,25 @@ def test_qos0_publish_while_disconnected_counts_as_handed_over():
     assert link.kick(min_age_s=0) == 0  # not connected: nothing to repair
 
 
-def _wait(pred, timeout: float = 5.0) -> bool:
+def _wait(pred: Callable[[], object], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return True
         time.sleep(0.01)
-    return pred()
+    return bool(pred())
+
+
+def _socket(link: MqttLink) -> socket.socket:
+    """The link's connected TCP socket."""
+    sock = link.client.socket()
+    assert isinstance(sock, socket.socket), sock
+    return sock
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("state", ["queued", "publish"])
-def test_kick_sends_messages_stuck_while_connected(broker, state):
+def test_kick_sends_messages_stuck_while_connected(broker: PrivateBroker, state: str) -> None:
     """The stuck state: window counter full with nothing in flight, or messages never resent."""
     link = MqttLink(
         MqttSettings(port=broker.port, client_id=f"t-kick-{state}", max_inflight=10),
@@ -71,9 +81,11 @@ def test_kick_sends_messages_stuck_while_connected(broker, state):
 
 
 @pytest.mark.integration
-def test_several_subscriptions_in_one_subscribe_and_again_after_a_reconnect(broker, publisher):
+def test_several_subscriptions_in_one_subscribe_and_again_after_a_reconnect(
+    broker: PrivateBroker, publisher: Callable[[int], Publisher]
+) -> None:
     """Readings at qos_in, the extra filters at QoS 1; re-subscribed on every connect."""
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
     link = MqttLink(
         MqttSettings(port=broker.port, client_id="t-subs", reconnect_min_delay_s=1),
         inbox,
@@ -88,7 +100,7 @@ def test_several_subscriptions_in_one_subscribe_and_again_after_a_reconnect(brok
         pub.flush()
         got: set[bytes] = set()
         assert _wait(lambda: _drain(inbox, got) >= {b"sensors/a", b"edge-lstm/command", b"homeassistant/status"})
-        link.client.socket().shutdown(socket.SHUT_RDWR)  # connection lost: paho reconnects and subscribes
+        _socket(link).shutdown(socket.SHUT_RDWR)  # connection lost: paho reconnects and subscribes
         assert _wait(lambda: link.connects == 2 and link.subscribed, timeout=10)
         pub.send("edge-lstm/command", b"again", qos=1)
         pub.flush()
@@ -98,7 +110,7 @@ def test_several_subscriptions_in_one_subscribe_and_again_after_a_reconnect(brok
         link.close(timeout=2)
 
 
-def _drain(inbox: queue.SimpleQueue, into: set[bytes]) -> set[bytes]:
+def _drain(inbox: queue.SimpleQueue[object], into: set[bytes]) -> set[bytes]:
     while True:
         try:
             m = inbox.get_nowait()
@@ -110,17 +122,17 @@ def _drain(inbox: queue.SimpleQueue, into: set[bytes]) -> set[bytes]:
 
 
 @pytest.mark.integration
-def test_the_broker_connection_has_nagle_off_after_every_connect(broker):
+def test_the_broker_connection_has_nagle_off_after_every_connect(broker: PrivateBroker) -> None:
     """TCP_NODELAY on the daemon's socket (paho does not set it): a batch's acks, written just after its
     results, must not wait for the broker's ACK of them. Set on each new socket, so after a reconnect too."""
     link = MqttLink(MqttSettings(port=broker.port, client_id="t-nodelay"), queue.SimpleQueue(), "nothing/here")
     link.start()
     try:
         assert link.wait_connected(10)
-        sock = link.client.socket()
+        sock = _socket(link)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         sock.shutdown(socket.SHUT_RDWR)  # the connection drops: paho reconnects on a new socket
         assert _wait(lambda: link.client.socket() not in (None, sock) and link.subscribed, 15)
-        assert link.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert _socket(link).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         link.close()

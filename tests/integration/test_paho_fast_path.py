@@ -12,21 +12,18 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
+from support.mqtt import mqtt_client, properties
 
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.service.paho_adapter.client import BatchedClient, is_handed_over
-from tests.support.mqtt import mqtt_client
 
 pytestmark = pytest.mark.integration
 
 
 def _props(**fields: Any) -> Properties:
-    p = Properties(PacketTypes.PUBLISH)
-    for k, v in fields.items():
-        setattr(p, k, v)
-    return p
+    return properties("PUBLISH", **fields)
 
 
 # (topic, payload, qos, retain, properties): the common case and everything around it.
@@ -102,7 +99,9 @@ def _receive(port: int, client: paho.Client, manual_ack: bool) -> list[tuple[Any
 
 @pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
 @pytest.mark.parametrize("manual_ack", [True, False])
-def test_fast_publish_path_delivers_what_paho_delivers(broker, protocol, manual_ack):
+def test_fast_publish_path_delivers_what_paho_delivers(
+    broker: PrivateBroker, protocol: MQTTProtocolVersion, manual_ack: bool
+) -> None:
     def make(cls: type[paho.Client]) -> paho.Client:
         return cls(CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=manual_ack)
 
@@ -128,7 +127,7 @@ def test_fast_publish_path_delivers_what_paho_delivers(broker, protocol, manual_
 
 
 @pytest.mark.parametrize("protocol", [paho.MQTTv5, paho.MQTTv311])
-def test_fast_puback_path_completes_publishes(broker, protocol):
+def test_fast_puback_path_completes_publishes(broker: PrivateBroker, protocol: MQTTProtocolVersion) -> None:
     c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=protocol)
     seen: list[tuple[int, Any]] = []
     c.on_publish = lambda cl, u, mid, rc, props: seen.append((mid, rc))
@@ -147,7 +146,7 @@ def test_fast_puback_path_completes_publishes(broker, protocol):
         c.loop_stop()
 
 
-def test_buffered_reads_deliver_a_burst_without_waiting_for_more_traffic(broker):
+def test_buffered_reads_deliver_a_burst_without_waiting_for_more_traffic(broker: PrivateBroker) -> None:
     """One recv takes many packets; paho reads one per wake-up when nothing is outgoing, so the link
     must read what is buffered before select() sleeps: a burst followed by silence arrives whole."""
     c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
@@ -174,7 +173,7 @@ def test_buffered_reads_deliver_a_burst_without_waiting_for_more_traffic(broker)
         c.loop_stop()
 
 
-def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
+def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker: PrivateBroker) -> None:
     """Inside batch(): QoS 1 publishes and acks are queued as one write; all arrive and complete, and the
     acks take effect (a resumed session gets nothing redelivered)."""
     sink = _Receiver(mqtt_client(broker.port), manual_ack=False)
@@ -184,8 +183,7 @@ def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
     got: list[paho.MQTTMessage] = []
     c.on_message = lambda cl, u, msg: got.append(msg)
     c.on_connect = lambda cl, *_: cl.subscribe("fp-in/#", qos=1)
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 300
+    props = properties("CONNECT", SessionExpiryInterval=300)
     c.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
     c.loop_start()
     pub = mqtt_client(broker.port)
@@ -231,7 +229,7 @@ def test_a_batch_writes_its_qos1_publishes_and_acks_as_one_packet(broker):
         sink.client.loop_stop()
 
 
-def test_a_batch_made_across_a_reconnect_keeps_its_publishes_and_drops_its_acks(broker):
+def test_a_batch_made_across_a_reconnect_keeps_its_publishes_and_drops_its_acks(broker: PrivateBroker) -> None:
     """Publishes made for a replaced connection still go out (at most duplicates); acks carrying the old
     connection's packet ids never reach the new one."""
     c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)

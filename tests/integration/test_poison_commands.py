@@ -8,20 +8,30 @@ from __future__ import annotations
 import json
 import queue
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from support.config import daemon_config
-from support.mqtt import mqtt_client
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher, mqtt_client, properties
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
 
 
-def test_wildcard_and_own_topic_response_topics(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
+def test_wildcard_and_own_topic_response_topics(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
 
     cfg = daemon_config(broker, step_model_path, tmp_path / "state", commands={"enabled": True})
     d = run_daemon(cfg)
@@ -43,9 +53,7 @@ def test_wildcard_and_own_topic_response_topics(broker, step_model_path, tmp_pat
     time.sleep(0.3)
     poison = ["a/+/b", "ops/#", "edge-lstm/status", "edge-lstm/alarms/pump-7", "homeassistant/sensor/x/config"]
     for k, topic in enumerate([*poison, "ops/replies/me"]):
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = topic
-        props.CorrelationData = f"req-{k}".encode()
+        props = properties(ResponseTopic=topic, CorrelationData=f"req-{k}".encode())
         c.publish(
             "edge-lstm/command", b'{"op": "inspect", "stream": "pump-7"}', qos=1, properties=props
         ).wait_for_publish(10)
@@ -53,7 +61,7 @@ def test_wildcard_and_own_topic_response_topics(broker, step_model_path, tmp_pat
     refused = [json.loads(p) for t, p in answers if t == "edge-lstm/command/reply"]
     assert len(refused) == len(poison) and all(r["ok"] is False for r in refused)
     assert [t for t, _ in answers if t != "edge-lstm/command/reply"] == ["ops/replies/me"]  # later ones answered
-    assert d.proc.poll() is None  # still running
+    assert d.running()  # still running
 
     # Nothing was written on the daemon's topics (a live subscriber saw only the status it had), and a
     # fresh subscriber still sees the daemon's own retained status.

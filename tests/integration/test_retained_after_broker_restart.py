@@ -5,11 +5,14 @@ dashboard that connects afterwards still sees the alarm `raised`. Real mosquitto
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from support.config import daemon_config
-from support.mqtt import retained
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher, retained
 from support.traffic import reading_payload
 
 pytestmark = pytest.mark.integration
@@ -18,8 +21,12 @@ T0 = 1_700_000_000.0
 
 
 def test_raised_alarm_is_retained_again_after_a_broker_restart_without_persistence(
-    step_model_path, tmp_path, run_daemon, collector, publisher
-):
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     from edge_lstm.demo.broker import BrokerUnavailable, PrivateBroker
 
     try:

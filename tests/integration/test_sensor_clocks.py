@@ -6,24 +6,37 @@ blocks nothing, also after a restart."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from support.config import daemon_config
+from support.daemon import DaemonProcess
+from support.mqtt import Collector, Publisher
 from support.traffic import reading_payload
+
+from edge_lstm.demo.broker import PrivateBroker
 
 pytestmark = pytest.mark.integration
 
 DAY = 86_400.0
 
 
-def test_sensors_ahead_and_a_bogus_reading(broker, step_model_path, tmp_path, run_daemon, collector, publisher):
+def test_sensors_ahead_and_a_bogus_reading(
+    broker: PrivateBroker,
+    step_model_path: Path,
+    tmp_path: Path,
+    run_daemon: Callable[..., DaemonProcess],
+    collector: Callable[..., Collector],
+    publisher: Callable[[int], Publisher],
+) -> None:
     d = run_daemon(daemon_config(broker, step_model_path, tmp_path / "state"))
     d.wait_ready()
     col = collector(broker.port, ["edge-lstm/scores/#"])
     pub = publisher(broker.port)
     ahead = float(int(time.time() + 2 * DAY))
-    forms = {
+    forms: dict[str, Callable[[float], object]] = {
         "epoch-s": lambda t: t,
         "epoch-ms": lambda t: int(t * 1000),
         "iso": lambda t: datetime.fromtimestamp(t, UTC).isoformat(),

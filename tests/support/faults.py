@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_lstm import Engine, Reading, Result
+from edge_lstm.demo.broker import PrivateBroker
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal
 from edge_lstm.durable.store import load_into, newest_checkpoint
@@ -26,7 +27,7 @@ from edge_lstm.durable.store import load_into, newest_checkpoint
 # ---- broker ------------------------------------------------------------------------------------
 
 
-def persistent_broker() -> Any:
+def persistent_broker() -> PrivateBroker:
     """A started PrivateBroker with `persistence true` whose database really is written.
 
     Started as root, mosquitto drops privileges to the `mosquitto` user, which cannot write into a
@@ -34,8 +35,6 @@ def persistent_broker() -> Any:
     forgets all sessions and queued messages. The work dir is made world-writable instead of adding
     `user root` (which mosquitto refuses if the config already has a `user` line).
     """
-    from edge_lstm.demo.broker import PrivateBroker
-
     workdir = Path(tempfile.mkdtemp(prefix="edge-lstm-faults-mosq-"))
     os.chmod(workdir, 0o777)
     b = PrivateBroker(persistence=True, workdir=workdir)
@@ -43,12 +42,12 @@ def persistent_broker() -> Any:
     return b
 
 
-def discard_broker(b: Any) -> None:
+def discard_broker(b: PrivateBroker) -> None:
     b.stop()
     shutil.rmtree(b.dir, ignore_errors=True)
 
 
-def broker_db_written(b: Any) -> bool:
+def broker_db_written(b: PrivateBroker) -> bool:
     return bool((b.dir / "mosquitto.db").exists())
 
 

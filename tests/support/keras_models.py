@@ -14,8 +14,8 @@ from typing import Any
 
 os.environ["KERAS_BACKEND"] = "torch"
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
 L = keras.layers
 F = 3  # features

@@ -6,6 +6,7 @@
   broker restarts
 - `OrderedPublisher`: persistent-session publisher that keeps its publication order across restarts
 - `retained()`: the retained message on a topic, as a fresh subscriber sees it
+- `properties()`: MQTT v5 properties of a packet type with the given fields set
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paho.mqtt.properties import Properties
 
 HOST = "127.0.0.1"
 
@@ -121,7 +125,7 @@ class Collector:
     def json(self, prefix: str) -> list[dict[str, Any]]:
         return [json.loads(p) for t, p, r in self.snapshot(prefix)]
 
-    def wait_for(self, pred: Callable[[Collector], bool], timeout: float = 30.0, what: str = "") -> None:
+    def wait_for(self, pred: Callable[[Collector], object], timeout: float = 30.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pred(self):
@@ -161,6 +165,18 @@ class Publisher:
         self.flush()
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def properties(packet_type: str = "PUBLISH", **fields: object) -> Properties:
+    """paho's `Properties` for `packet_type` (a `PacketTypes` name) with `fields` set (paho's
+    constructor is untyped: this is the one typed way in for the tests)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props: Properties = Properties(getattr(PacketTypes, packet_type))  # type: ignore[no-untyped-call]
+    for name, value in fields.items():
+        setattr(props, name, value)
+    return props
 
 
 def retained(port: int, topic: str, timeout: float = 3.0) -> bytes | None:

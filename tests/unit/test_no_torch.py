@@ -1,5 +1,6 @@
-"""Unit tests need no torch: importing any tests/unit module leaves torch unimported (torch takes
-seconds and ~300 MB to import; only tests/export needs it). Checked in one fresh interpreter."""
+"""Unit tests need no torch: importing any tests/unit module (in any of its folders) leaves torch
+unimported (torch takes seconds and ~300 MB to import; only tests/export needs it). Checked in one fresh
+interpreter."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ KNOWN: dict[str, str] = {}
 
 PROBE = """
 import importlib, json, sys
-sys.path[:0] = [sys.argv[1], sys.argv[2]]
+sys.path[:0] = [sys.argv[1]]
 found = {}
-for name in json.loads(sys.argv[3]):
+for folder, name in json.loads(sys.argv[2]):
+    sys.path.insert(0, folder)  # as pytest imports a test module: by its name, from its own folder
     before = "torch" in sys.modules
     importlib.import_module(name)
     if not before and "torch" in sys.modules:
@@ -30,9 +32,9 @@ print(json.dumps(sorted(found)))
 
 
 def test_unit_test_modules_import_no_torch() -> None:
-    names = sorted(p.stem for p in UNIT.glob("test_*.py") if p.stem != "test_no_torch")
+    modules = sorted((str(p.parent), p.stem) for p in UNIT.rglob("test_*.py") if p.stem != "test_no_torch")
     r = subprocess.run(
-        [sys.executable, "-c", PROBE, str(UNIT), str(UNIT.parent), json.dumps(names)],
+        [sys.executable, "-c", PROBE, str(UNIT.parent), json.dumps(modules)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from support.models import make_step_model
+from support.outcomes import all_scored, present
 
 from edge_lstm.engine import Engine
-from edge_lstm.onnx_model import load_model
+from edge_lstm.onnx_model import OnnxStepModel, load_model
 from edge_lstm.reading import MIN_TS, REASONS, Decoder, Reading, Rejection
 from edge_lstm.result import Result
 
@@ -95,8 +96,12 @@ def timestamps(draw: st.DrawFn) -> tuple[Any, float]:
     return dt.astimezone(tz).isoformat(), exact
 
 
+# A valid payload's document, the values and the timestamp it must decode to.
+Doc = tuple[dict[str, Any], tuple[float, ...], float]
+
+
 @st.composite
-def valid_docs(draw: st.DrawFn, values: st.SearchStrategy = VALUES) -> tuple[dict, tuple, float]:
+def valid_docs(draw: st.DrawFn, values: st.SearchStrategy[tuple[Any, ...]] = VALUES) -> Doc:
     vals = draw(values)
     ts, expected_ts = draw(timestamps())
     if draw(st.booleans()):
@@ -142,7 +147,7 @@ NOT_A_NUMBER = st.one_of(
 
 
 @given(valid_docs())
-def test_valid_payloads_decode_to_exactly_their_values(case: tuple[dict, tuple, float]) -> None:
+def test_valid_payloads_decode_to_exactly_their_values(case: Doc) -> None:
     doc, values, ts = case
     out = DEC.decode("s", dumps(doc), NOW)
     check(out)
@@ -167,7 +172,7 @@ def test_random_bytes(payload: bytes) -> None:
     out = DEC.decode("s", payload, NOW)
     check(out)
     if len(payload) > DEC.max_payload_bytes:
-        assert out.reason == "too_large"
+        assert isinstance(out, Rejection) and out.reason == "too_large"
 
 
 @settings(max_examples=300)
@@ -190,7 +195,7 @@ def test_arbitrary_json_documents(doc: Any) -> None:
         max_size=8,
     ),
 )
-def test_mutated_valid_payloads(case: tuple[dict, tuple, float], edits: list[tuple[str, int, int]]) -> None:
+def test_mutated_valid_payloads(case: Doc, edits: list[tuple[str, int, int]]) -> None:
     p = bytearray(dumps(case[0]))
     for op, pos, byte in edits:
         pos %= len(p) + 1
@@ -225,7 +230,7 @@ BAD_UTF8 = [
 
 
 @given(valid_docs(), st.sampled_from(BAD_UTF8), st.integers(0, 10_000))
-def test_invalid_utf8(case: tuple[dict, tuple, float], bad: bytes, pos: int) -> None:
+def test_invalid_utf8(case: Doc, bad: bytes, pos: int) -> None:
     p = dumps(case[0])  # ASCII (json escapes non-ASCII), so the bad sequence stays bad wherever it goes
     pos %= len(p) + 1
     assert reason(p[:pos] + bad + p[pos:]) == "not_utf8"
@@ -326,7 +331,7 @@ def test_nan_and_infinity_literals(const: str, template: str) -> None:
 
 
 @given(st.lists(VALUE, max_size=12).filter(lambda v: len(v) != len(FEATURES)), timestamps())
-def test_wrong_number_of_values(vals: list, ts: tuple) -> None:
+def test_wrong_number_of_values(vals: list[Any], ts: tuple[Any, ...]) -> None:
     doc: dict[str, Any] = {"values": vals}
     if ts[0] is not ...:
         doc["ts"] = ts[0]
@@ -339,7 +344,7 @@ def test_values_not_a_list(v: Any) -> None:
 
 
 @given(VALUES, st.integers(0, 2), NOT_A_NUMBER, st.booleans())
-def test_value_of_the_wrong_type(vals: tuple, i: int, bad: Any, as_list: bool) -> None:
+def test_value_of_the_wrong_type(vals: tuple[Any, ...], i: int, bad: Any, as_list: bool) -> None:
     v = list(vals)
     v[i] = bad
     doc = {"values": v} if as_list else dict(zip(FEATURES, v))
@@ -347,7 +352,7 @@ def test_value_of_the_wrong_type(vals: tuple, i: int, bad: Any, as_list: bool) -
 
 
 @given(VALUES, st.sets(st.sampled_from(FEATURES), min_size=1))
-def test_missing_feature(vals: tuple, drop: set) -> None:
+def test_missing_feature(vals: tuple[Any, ...], drop: set[str]) -> None:
     doc = {f: v for f, v in zip(FEATURES, vals) if f not in drop}
     assert reason(dumps(doc)) == "missing_feature"
 
@@ -359,7 +364,7 @@ def test_not_an_object_or_number(doc: Any) -> None:
 
 
 @given(valid_docs(), st.integers(min_value=64, max_value=20_000), st.integers(min_value=1, max_value=5000))
-def test_oversized_payloads(case: tuple[dict, tuple, float], limit: int, excess: int) -> None:
+def test_oversized_payloads(case: Doc, limit: int, excess: int) -> None:
     dec = Decoder(FEATURES, max_payload_bytes=limit)
     body = dumps(case[0])
     if len(body) > limit:
@@ -477,7 +482,7 @@ def test_ts_of_the_wrong_type(ts: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):
+def model(tmp_path_factory: pytest.TempPathFactory) -> OnnxStepModel:
     return load_model(make_step_model(tmp_path_factory.mktemp("model") / "m.onnx", hidden=8, warmup_steps=2))
 
 
@@ -502,7 +507,7 @@ GARBAGE: list[tuple[bytes, str]] = [
 ]
 
 
-def snapshot(engine: Engine) -> tuple:
+def snapshot(engine: Engine) -> tuple[object, ...]:
     """Every row of the table, bit for bit, in LRU order."""
     t = engine.table
     return tuple(
@@ -518,8 +523,9 @@ def snapshot(engine: Engine) -> tuple:
     )
 
 
-def run(engine: Engine, items: list[tuple[str, bytes]], sizes: list[int]) -> list:
-    outs, i, k = [], 0, 0
+def run(engine: Engine, items: list[tuple[str, bytes]], sizes: list[int]) -> list[Result | Rejection]:
+    outs: list[Result | Rejection] = []
+    i, k = 0, 0
     while i < len(items):
         n = sizes[k % len(sizes)]
         k += 1
@@ -539,7 +545,7 @@ def traffic(rng: random.Random) -> tuple[list[tuple[str, bytes]], list[tuple[str
     out-of-order readings mixed in (with the reason each extra input must be rejected for, None for
     valid ones)."""
     streams = [f"dev-{k}" for k in range(rng.randint(2, 6))] + ["a/b+#", "ünï\x00"]
-    per_stream = {s: [] for s in streams}
+    per_stream: dict[str, list[tuple[float, bytes]]] = {s: [] for s in streams}
     for s in streams:
         us = int(NOW - 20_000) * 10**6 + rng.randrange(10**6)
         for _ in range(rng.randint(1, 25)):
@@ -589,18 +595,17 @@ def same_result(a: Result, b: Result) -> None:
         b.threshold,
     )
     assert a.score == pytest.approx(b.score, rel=1e-6, abs=1e-6)
-    assert np.allclose(a.prediction, b.prediction, rtol=1e-6, atol=1e-6)
+    assert np.allclose(present(a.prediction), present(b.prediction), rtol=1e-6, atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 2**32))
-def test_garbage_interleaved_with_valid_traffic_changes_nothing(model, seed: int) -> None:
+def test_garbage_interleaved_with_valid_traffic_changes_nothing(model: OnnxStepModel, seed: int) -> None:
     rng = random.Random(seed)
     valid, mixed = traffic(rng)
 
     ref = Engine(model, max_streams=100)
-    ref_out = run(ref, valid, [rng.randint(1, 20) for _ in range(50)])
-    assert all(isinstance(r, Result) for r in ref_out)
+    ref_out = all_scored(run(ref, valid, [rng.randint(1, 20) for _ in range(50)]))
 
     eng = Engine(model, max_streams=100)
     out = run(eng, [(s, p) for s, p, _ in mixed], [rng.randint(1, 40) for _ in range(50)])
@@ -628,7 +633,7 @@ def test_garbage_interleaved_with_valid_traffic_changes_nothing(model, seed: int
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
 
 
-def test_rejections_only_batches_touch_no_state(model) -> None:
+def test_rejections_only_batches_touch_no_state(model: OnnxStepModel) -> None:
     eng = Engine(model, max_streams=3)
     warm = [
         DEC.decode(f"s{k}", dumps({"ts": NOW - 10 + i, "values": [i, k, 1]}), NOW) for i in range(3) for k in range(3)

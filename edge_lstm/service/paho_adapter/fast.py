@@ -10,8 +10,9 @@
   so does an ack; a plain PUBACK completes its message and calls `on_handed_over` directly.
 
 Anything else takes paho's own path. These reach into paho 2.x internals (`_in_packet`,
-`_out_messages`, ...: the paho adapter, `CHECKED_WITH` in `__init__`); tests/unit/test_paho_fast.py and
-tests/integration/test_paho_fast_path.py check each against stock paho.
+`_out_messages`, ...: the paho adapter, `CHECKED_WITH` in `__init__`);
+tests/unit/service/paho_adapter/test_paho_fast.py and tests/integration/test_paho_fast_path.py check each
+against stock paho.
 """
 
 from __future__ import annotations

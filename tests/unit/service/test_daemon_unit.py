@@ -15,6 +15,8 @@ import pytest
 import structlog
 from support.fakes import FakeClock, FakeNotifier, LinkFactory
 
+from edge_lstm.durable.spill import SqliteSpill
+from edge_lstm.durable.store import DurableState, StateDirBusy
 from edge_lstm.hints import HINTS
 from edge_lstm.onnx_model import load_model
 from edge_lstm.service.config import load_settings
@@ -47,7 +49,7 @@ def make_daemon(
         **sections,
     )
     factory, clock, notifier = LinkFactory(auto_complete=auto_complete), FakeClock(), FakeNotifier()
-    d = Daemon(settings, load_model(step_model_path), notifier=notifier, link_factory=factory, clock=clock)  # type: ignore[arg-type]
+    d = Daemon(settings, load_model(step_model_path), notifier=notifier, link_factory=factory, clock=clock)
     d.start()
     assert factory.link is not None
     return d, factory.link, clock, notifier
@@ -230,6 +232,40 @@ def test_shutdown_drains_the_inbox_and_closes_the_spill_store(step_model_path: P
         d.spill.db.execute("SELECT 1")  # type: ignore[attr-defined]  # SpillStore.close() really closed the database
 
 
+def test_the_daemon_is_complete_when_constructed_and_a_second_one_stops_there(
+    step_model_path: Path, tmp_path: Path
+) -> None:
+    """One composition root (docs/architecture.md, "Where the daemon is wired"): `Daemon(...)` locks the
+    state directory, opens the spill store, hands it to the engine and restores the durable state on
+    them; nothing is attached later. A second daemon on the same directory stops at construction, before
+    it opens anything there; the first one serves on, its evicted streams spilled and restored."""
+    settings = load_settings(
+        None,
+        model=str(step_model_path),
+        state_dir=str(tmp_path / "state"),
+        engine={"max_streams": 1},
+        log={"stats_interval_s": 0},
+    )
+    model = load_model(step_model_path)
+    factory = LinkFactory()
+    d = Daemon(settings, model, notifier=FakeNotifier(), link_factory=factory, clock=FakeClock())
+    assert isinstance(d.durable, DurableState) and isinstance(d.spill, SqliteSpill) and d.checkpoints is not None
+    assert d.engine.spill is d.spill and d.durable.spill is d.spill and d.durable.engine is d.engine
+    assert factory.link is None  # the link is made by start(), on the parts built here
+    spilled_before = (tmp_path / "state" / "spill.db").stat().st_mtime_ns
+    with pytest.raises(StateDirBusy):
+        Daemon(settings, model, notifier=FakeNotifier(), link_factory=LinkFactory(), clock=FakeClock())
+    assert (tmp_path / "state" / "spill.db").stat().st_mtime_ns == spilled_before  # untouched by the second
+    d.start()
+    link = factory.link
+    assert link is not None
+    for stream in ("a", "b", "a"):  # one row in the table: b evicts a (spilled), a comes back from the spill store
+        link.deliver(f"sensors/{stream}", reading(T0 + len(link.results())))
+        d.iteration(0.01)
+    assert d.engine.stats.unspilled == 1 and d.engine.table.row("a").steps == 2
+    d.shutdown()
+
+
 def test_shutdown_reports_results_the_broker_never_took(step_model_path: Path, tmp_path: Path) -> None:
     d, link, _, _ = make_daemon(step_model_path, tmp_path, auto_complete=False)
     link.deliver("sensors/a", reading(T0))
@@ -244,7 +280,7 @@ def test_shutdown_reports_results_the_broker_never_took(step_model_path: Path, t
 def test_run_returns_when_stopped(step_model_path: Path, tmp_path: Path) -> None:
     settings = load_settings(None, model=str(step_model_path), state_dir=str(tmp_path), checkpoint={"enabled": False})
     factory = LinkFactory()
-    d = Daemon(settings, link_factory=factory, notifier=FakeNotifier())  # type: ignore[arg-type]
+    d = Daemon(settings, link_factory=factory, notifier=FakeNotifier())
     stop = threading.Event()
     t = threading.Thread(target=d.run, args=(stop,))
     t.start()

@@ -46,7 +46,7 @@ def make(step_model_path: Path, state: Path, disk: FaultyDisk, metrics_port: int
     d = Daemon(
         settings,
         load_model(step_model_path),
-        notifier=FakeNotifier(),  # type: ignore[arg-type]
+        notifier=FakeNotifier(),
         link_factory=factory,
         clock=clock,
         disk=disk,

@@ -56,7 +56,7 @@ def make(step_model_path: Path, tmp_path: Path, **commands: Any) -> tuple[Daemon
         homeassistant={"enabled": True},
     )
     factory = PahoLikeLinkFactory()
-    d = Daemon(settings, load_model(step_model_path), notifier=FakeNotifier(), link_factory=factory, clock=FakeClock())  # type: ignore[arg-type]
+    d = Daemon(settings, load_model(step_model_path), notifier=FakeNotifier(), link_factory=factory, clock=FakeClock())
     d.start()
     return d, factory.link
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.models import make_step_model
+from support.outcomes import all_scored, present
 from support.traffic import traffic
 
 from edge_lstm import Engine, Reading, Result, load_model
 from edge_lstm.durable import checkpoint
 from edge_lstm.durable.journal import Journal, replay_batches
+from edge_lstm.onnx_model import OnnxStepModel
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory):
+def model(tmp_path_factory: pytest.TempPathFactory) -> OnnxStepModel:
     return load_model(make_step_model(tmp_path_factory.mktemp("m") / "m.onnx", layers=2))
 
 
@@ -40,7 +42,7 @@ def same_tables(a: Engine, b: Engine) -> float:
     return worst
 
 
-def test_checkpoint_carries_the_scoring_statistics(model, tmp_path: Path) -> None:
+def test_checkpoint_carries_the_scoring_statistics(model: OnnxStepModel, tmp_path: Path) -> None:
     from edge_lstm.scoring import ScoringConfig
 
     scoring = ScoringConfig(baseline=5)
@@ -57,12 +59,12 @@ def test_checkpoint_carries_the_scoring_statistics(model, tmp_path: Path) -> Non
         restored.table.restore(r)
     assert same_tables(engine, restored) == 0.0
     more = traffic(5, 40)[150:]  # the next steps: both continue identically
-    a = [o.deviation for o in engine.process(more)]
-    b = [o.deviation for o in restored.process(more)]
+    a = [o.deviation for o in all_scored(engine.process(more))]
+    b = [o.deviation for o in all_scored(restored.process(more))]
     assert a == b and all(d is not None for d in a)
 
 
-def test_checkpoint_round_trip(model, tmp_path: Path) -> None:
+def test_checkpoint_round_trip(model: OnnxStepModel, tmp_path: Path) -> None:
     engine = Engine(model)
     engine.process(traffic(5, 4))
     path = tmp_path / "checkpoint"
@@ -76,12 +78,12 @@ def test_checkpoint_round_trip(model, tmp_path: Path) -> None:
     assert same_tables(engine, restored) == 0.0
 
 
-def test_missing_checkpoint_is_none(model, tmp_path: Path) -> None:
+def test_missing_checkpoint_is_none(model: OnnxStepModel, tmp_path: Path) -> None:
     assert checkpoint.load(tmp_path / "nope", model_sha256=model.sha256, state_shapes=model.state_shapes) is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
-def test_damaged_checkpoint_is_refused_as_corrupt(model, tmp_path: Path, damage: str) -> None:
+def test_damaged_checkpoint_is_refused_as_corrupt(model: OnnxStepModel, tmp_path: Path, damage: str) -> None:
     engine = Engine(model)
     engine.process(traffic(3, 2))
     path = tmp_path / "checkpoint"
@@ -103,7 +105,7 @@ def test_damaged_checkpoint_is_refused_as_corrupt(model, tmp_path: Path, damage:
     assert aside.exists() and not path.exists() and ".corrupt." in aside.name
 
 
-def test_checkpoint_of_another_model_is_refused(model, tmp_path: Path) -> None:
+def test_checkpoint_of_another_model_is_refused(model: OnnxStepModel, tmp_path: Path) -> None:
     engine = Engine(model)
     engine.process(traffic(2, 2))
     path = tmp_path / "checkpoint"
@@ -178,7 +180,7 @@ def test_interval_fsync_runs_off_the_worker_and_its_failure_surfaces(tmp_path: P
     j.close()
 
 
-def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) -> None:
+def test_checkpoint_plus_journal_replay_is_crash_exact(model: OnnxStepModel, tmp_path: Path) -> None:
     readings = traffic(6, 40, seed=5)
     reference = Engine(model)
     for i in range(0, len(readings), 17):
@@ -201,9 +203,9 @@ def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) ->
     # (unacknowledged); what was already journaled comes back as duplicates.
     ck = checkpoint.load(tmp_path / "checkpoint", model_sha256=model.sha256, state_shapes=model.state_shapes)
     restarted = Engine(model)
-    for row in ck.rows:
+    for row in present(ck).rows:
         restarted.table.restore(row)
-    for group in replay_batches(Journal(tmp_path).replay(ck.journal_segment)):
+    for group in replay_batches(Journal(tmp_path).replay(present(ck).journal_segment)):
         restarted.process(group)
     redelivered = readings[120:]
     out = []
@@ -216,7 +218,7 @@ def test_checkpoint_plus_journal_replay_is_crash_exact(model, tmp_path: Path) ->
 
 class _Log:
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict]] = []
+        self.events: list[tuple[str, dict[str, object]]] = []
 
     def _record(self, event: str, **kw: object) -> None:
         self.events.append((event, kw))
@@ -224,7 +226,7 @@ class _Log:
     info = warning = debug = _record
 
 
-def test_durable_state_restores_checkpoint_plus_journal(model, tmp_path: Path) -> None:
+def test_durable_state_restores_checkpoint_plus_journal(model: OnnxStepModel, tmp_path: Path) -> None:
     from edge_lstm.durable.store import DurableState, StateDirBusy
 
     readings = traffic(4, 10)
@@ -250,7 +252,7 @@ def test_durable_state_restores_checkpoint_plus_journal(model, tmp_path: Path) -
     assert same_tables(first, second) == 0.0
 
 
-def test_refused_checkpoint_sets_its_journal_aside_too(model, tmp_path: Path) -> None:
+def test_refused_checkpoint_sets_its_journal_aside_too(model: OnnxStepModel, tmp_path: Path) -> None:
     from edge_lstm.durable.store import DurableState
 
     first = Engine(model)

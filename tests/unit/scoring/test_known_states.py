@@ -3,16 +3,21 @@ excuse a stream that moved to one of them, and nothing else."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import numpy as np
 import pytest
+from support.outcomes import all_scored
 
 from edge_lstm.contract import ModelFormatError, parse_meta
 from edge_lstm.scoring import ScoringConfig
 from edge_lstm.scoring.channels.deviation import Deviation
+from edge_lstm.state import Column
 from edge_lstm_export.calibrate import MAX_STATES, STATE_WINDOW, normal_states
 
 
-def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
+def fresh(columns: Mapping[str, Column], n: int) -> dict[str, np.ndarray]:
     return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in columns.items()}
 
 
@@ -160,7 +165,7 @@ def test_the_distances_equal_the_plain_mahalanobis_reference() -> None:
     assert b.current(cols)[0] == pytest.approx(min(cols["deviation.e"][0], d.min()))
 
 
-def _with_states(src, dst, states: list[dict] | None):  # type: ignore[no-untyped-def]
+def _with_states(src: Path, dst: Path, states: list[dict[str, object]] | None) -> Path:
     import json
 
     import onnx
@@ -228,8 +233,8 @@ def test_the_distances_are_checkpointed_and_a_restored_stream_continues_exactly(
     restored = Engine(model, scoring=cfg)
     for row in ck.rows:
         restored.table.restore(row)
-    a = [o.deviation for o in engine.process(readings[60:])]
-    b = [o.deviation for o in restored.process(readings[60:])]
+    a = [o.deviation for o in all_scored(engine.process(readings[60:]))]
+    b = [o.deviation for o in all_scored(restored.process(readings[60:]))]
     assert a == b
     np.testing.assert_array_equal(
         engine.table.row("s").columns["deviation.ek"], restored.table.row("s").columns["deviation.ek"]

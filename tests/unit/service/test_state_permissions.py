@@ -1,6 +1,6 @@
 """The state directory is 0700 and its files 0600 whatever the umask (issue 20): stream ids, states and
 readings are nobody else's on a shared Pi. Checked under umask 022 with the daemon's own start-up
-(open_state: durable state, journal, checkpoint, spill store) and for files an earlier version left
+(open_state_dir, open_durable: durable state, journal, checkpoint, spill store) and for files an earlier version left
 world-readable; and the systemd units ask for the same."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import structlog
+from support.paths import ROOT
 
+from edge_lstm.alarm import table_columns
 from edge_lstm.engine import Engine
 from edge_lstm.onnx_model import load_model
+from edge_lstm.scoring import Scorer
 from edge_lstm.service.config import load_settings
-from edge_lstm.service.state import open_state
-
-ROOT = Path(__file__).resolve().parents[2]
+from edge_lstm.service.state import open_durable, open_state_dir
 
 
 @pytest.fixture
@@ -41,8 +42,12 @@ def test_state_dir_0700_files_0600_under_umask_022(step_model_path: Path, tmp_pa
     assert mode(state) == 0o755 and mode(state / "journal.0") == 0o644
     settings = load_settings(None, model=str(step_model_path), state_dir=str(state))
     model = load_model(step_model_path)
-    engine = Engine(model, max_streams=2)
-    durable, spill = open_state(settings, engine, model, structlog.get_logger())
+    log = structlog.get_logger()
+    scoring = settings.scoring.config()
+    opened = open_state_dir(settings, model, table_columns(Scorer(model.meta, scoring).columns), log)
+    spill = opened.spill
+    engine = Engine(model, max_streams=2, spill=spill, scoring=scoring)
+    durable = open_durable(settings, opened, engine, log)
     assert durable is not None and spill is not None
     from edge_lstm import Reading
 

@@ -13,8 +13,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from support.mqtt import properties
+from support.outcomes import present
 
 from edge_lstm.service.paho_adapter.client import BatchedClient
 from edge_lstm.service.paho_adapter.fast import _PUBLISHED, _Info, _remaining_length
@@ -51,7 +51,8 @@ def test_whole_buffered_packets_go_to_on_reading_without_paho_s_per_byte_reads(p
     def counting(bufsize: int) -> bytes:
         nonlocal calls
         calls += 1
-        return inner(bufsize)
+        got: bytes = inner(bufsize)
+        return got
 
     c._sock_recv = counting  # paho's own path reads through this: 3+ calls per packet
     sent = [(f"sensors/s{i}".encode(), b'{"ts": %d}' % i + b"x" * (i * 7), i + 1) for i in range(50)]
@@ -87,7 +88,7 @@ def test_messages_with_properties_or_other_qos_still_reach_on_message(pair: Any)
     c.loop_read()
     assert readings == [b"s/r"]
     assert [(m.topic, m.qos) for m in messages] == [("cmd", 1), ("q/q0", 0)]
-    assert messages[0].properties.CorrelationData == b"ab"
+    assert present(messages[0].properties).CorrelationData == b"ab"  # type: ignore[attr-defined]
 
 
 def test_a_puback_completes_a_fast_publish(pair: Any) -> None:
@@ -120,7 +121,7 @@ def test_a_fast_publish_queues_what_paho_queues(protocol: int, topic: str, paylo
     c._sock = ours
     try:
         seen = []
-        for props in (None, Properties(PacketTypes.PUBLISH)):  # with properties: paho's own path
+        for props in (None, properties()):  # with properties: paho's own path
             c._out_packet.clear()
             c._out_messages.clear()
             c._inflight_messages, c._last_mid = 0, 99
@@ -148,7 +149,7 @@ def test_a_fast_publish_while_disconnected_is_kept_for_the_next_connection_as_pa
     c = BatchedClient(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5, manual_ack=True)
     c.max_inflight_messages_set(0)
     seen = []
-    for props in (None, Properties(PacketTypes.PUBLISH)):
+    for props in (None, properties()):
         c._out_messages.clear()
         c._last_mid = 0
         with c.batch():
@@ -160,7 +161,7 @@ def test_a_fast_publish_while_disconnected_is_kept_for_the_next_connection_as_pa
 
 def test_waiters_on_fast_publishes_all_wake_although_they_share_a_condition() -> None:
     infos = [_Info(i) for i in range(1, 4)]
-    waiters = []
+    waiters: list[threading.Thread] = []
     for info in infos:  # queued on the shared condition in this order
         w = threading.Thread(target=info.wait_for_publish)  # no timeout
         w.start()
@@ -191,7 +192,7 @@ def test_a_plain_puback_marks_the_message_published_before_calling_on_handed_ove
 
 def test_an_ack_in_a_batch_is_paho_s_puback_without_paho_s_send_path(pair: Any) -> None:
     c, _ = pair
-    c._send_puback = lambda mid: pytest.fail("paho's send path")  # type: ignore[method-assign]
+    c._send_puback = lambda mid: pytest.fail("paho's send path")
     c._out_packet.clear()
     with c.batch():
         c.ack(7, 1)

@@ -13,6 +13,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 import pytest
+from support.paths import ROOT
 
 from edge_lstm import Engine, Reading, Result, encode, load_model
 from edge_lstm.contract import ModelMeta
@@ -20,7 +21,6 @@ from edge_lstm.durable.spill import SqliteSpill
 from edge_lstm.scoring import BaseChannel, Batch, Scorer, Scores, ScoringConfig, channels
 from edge_lstm.state import Column
 
-ROOT = Path(__file__).resolve().parents[2]
 V = TypeVar("V")
 
 

@@ -4,24 +4,30 @@ the obvious way, known distributions, a hand-written state machine."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.outcomes import all_scored
 
 from edge_lstm.alarm import COLUMNS as ALARM_COLUMNS
 from edge_lstm.alarm import AlarmPolicy
 from edge_lstm.scoring import ScoringConfig
 from edge_lstm.scoring.channels.deviation import Deviation
 from edge_lstm.scoring.stats import ndtr, ndtri
+from edge_lstm.state import Column
 
 
-def fresh(columns: dict, n: int) -> dict[str, np.ndarray]:
+def fresh(columns: Mapping[str, Column], n: int) -> dict[str, np.ndarray]:
     return {k: np.broadcast_to(np.asarray(c.init, c.dtype), (n, *c.shape)).copy() for k, c in columns.items()}
 
 
-def run(b: Deviation, u: np.ndarray, restart: np.ndarray | None = None) -> tuple[dict, list[np.ndarray]]:
+def run(
+    b: Deviation, u: np.ndarray, restart: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """Feed [T, S, F] readings to S streams, one round per t."""
     T, S, _ = u.shape
     cols = fresh(b.columns, S)
@@ -172,7 +178,9 @@ def test_the_threshold_is_the_chi_square_quantile() -> None:
 
 def reference_alarm(flags: list[bool], n: int, m: int, quiet: int) -> list[str]:
     """The hysteresis as a plain state machine: '.', 'R' (raised now), 'C' (cleared now)."""
-    out, raised, hist, calm = [], False, [], 0
+    out: list[str] = []
+    hist: list[bool] = []
+    raised, calm = False, 0
     for f in flags:
         hist = (hist + [f])[-m:]
         calm_now = 0 if f else calm + 1  # unflagged readings in a row, counted while raised
@@ -244,7 +252,7 @@ def test_alarm_reports_the_episode() -> None:
     assert events == [("raised", 101.0, 9.0, 1), ("cleared", 104.0, 9.0, 4)]
 
 
-def test_a_model_without_calibration_still_scores_from_per_stream_statistics(tmp_path) -> None:
+def test_a_model_without_calibration_still_scores_from_per_stream_statistics(tmp_path: Path) -> None:
     """No calibration: the forecast `score` flags nothing (no threshold), but the deviation channel,
     learned per stream, still finds a sustained fault (docs/scoring.md)."""
     from support.models import make_step_model
@@ -261,7 +269,7 @@ def test_a_model_without_calibration_still_scores_from_per_stream_statistics(tmp
         if t >= 300:
             v[2] += 2.0  # 20 sd on one feature
         readings.append(Reading("s", 1_700_000_000.0 + t, tuple(v.tolist())))
-    out = engine.process(readings[:1]) + [engine.process([r])[0] for r in readings[1:]]
+    out = all_scored(engine.process(readings[:1]) + [engine.process([r])[0] for r in readings[1:]])
     assert all(o.threshold is None for o in out)
     assert not any(o.anomaly for o in out[:300])
     assert sum(o.anomaly for o in out[300:]) > 90

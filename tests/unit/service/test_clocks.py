@@ -41,7 +41,7 @@ def make(
         engine=engine,
     )
     factory, clock = LinkFactory(), clock or FakeClock()
-    d = Daemon(settings, load_model(step_model_path), notifier=FakeNotifier(), link_factory=factory, clock=clock)  # type: ignore[arg-type]
+    d = Daemon(settings, load_model(step_model_path), notifier=FakeNotifier(), link_factory=factory, clock=clock)
     d.start()
     return d, factory.link, clock
 

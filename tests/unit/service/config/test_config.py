@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from support.config import to_toml
+from support.paths import ROOT
 
 from edge_lstm.service.config import ConfigError, load_settings
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
