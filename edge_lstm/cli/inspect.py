@@ -30,12 +30,14 @@ def threshold_in_results(model: OnnxStepModel) -> float | None:
     (one reading), so that inspect and results can never disagree."""
     from ..engine import Engine
     from ..reading import Reading
+    from ..result import Result
 
     engine = Engine(model, max_streams=1)
     values = tuple(model.meta.scaling.offset[: len(model.meta.features)])  # any valid reading will do
     (out,) = engine.process([Reading("inspect", 1e9, values)])
-    threshold = getattr(out, "threshold", None)
-    return float(threshold) if threshold is not None else None
+    if not isinstance(out, Result) or out.threshold is None:  # a rejection: no threshold to tell
+        return None
+    return float(out.threshold)
 
 
 def describe(model: OnnxStepModel) -> dict[str, Any]:
