@@ -99,6 +99,7 @@ RESULT_COLUMNS = (
     "bias",
     "bias_threshold",
     "likelihood",
+    "surprise",  # −log10(1 − likelihood): does not saturate at 6 significant digits
     "alarm",
     "stuck",  # the stuck features' names, "|"-separated; empty when none
 )
@@ -128,6 +129,7 @@ def result_row(r: Result, line: int) -> list[object]:
         _opt(r.bias),
         _opt(r.bias_threshold),
         _opt(r.likelihood),
+        _opt(r.surprise),
         int(r.alarm),
         "|".join(r.stuck),
         *(repr(v) for v in values),

@@ -191,6 +191,7 @@ def test_cli_subprocess_writes_scores_and_summary(model_path: Path, tmp_path: Pa
         "bias",
         "bias_threshold",
         "likelihood",
+        "surprise",
         "alarm",
         "stuck",
         "prediction_temperature",
