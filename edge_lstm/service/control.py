@@ -121,6 +121,8 @@ class Control:
             if event is not None and self._alarms is not None:  # the cleared alarm, retained, with its reason
                 payload = encode_alarm(event, self.engine.meta.model_id)
                 self._side_effects = [(self._alarms.topic_for(cmd.stream), payload, True)]
+            if event is not None and self.ha is not None:  # Home Assistant's alarm entity off now
+                self._side_effects += self.ha.accepted(cmd.stream)
             if known:
                 self.request_checkpoint()  # durable once the next checkpoint is written
             return reply("accept", known, stream=cmd.stream, **({} if known else {"error": "no such stream"}))

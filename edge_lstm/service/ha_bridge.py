@@ -119,6 +119,21 @@ class HomeAssistantBridge:
             out.append((self.state_topic(r.stream), stream_state(state), True))
         return out
 
+    def accepted(self, stream: str) -> list[Publish]:
+        """After `accept` cleared a stream's alarm: its latest state with the alarm off, at once (else Home
+        Assistant shows the alarm on until the stream's next reading). Nothing if HA never saw the stream."""
+        try:
+            last = self.states.latest(stream)
+            if last is None:
+                return []
+            score, likelihood, deviation, _, warming_up, ts = last
+            state: HaState = (score, likelihood, deviation, False, warming_up, ts)
+            self.states.replace(stream, False, state)
+            return [(self.state_topic(stream), stream_state(state), True)]
+        except Exception as e:  # noqa: BLE001 - a bug in the HA bridge must not fail the command
+            self._failed("accept", e)
+            return []
+
     def due(self, now: float) -> list[Publish]:
         """States held back by the rate limit whose interval has passed."""
         return [(self.state_topic(s), stream_state(r), True) for s, r in self.states.due(now)]

@@ -61,6 +61,7 @@ class _Entry(Generic[T]):
     sent: float  # monotonic time of the last state sent
     alarm: bool  # the alarm state last sent
     pending: T | None = None  # the latest state held back (built into a payload only if sent)
+    last: T | None = None  # the latest state offered, sent or not (what `accept` republishes)
     scheduled: bool = False  # in the due queue
 
 
@@ -80,11 +81,12 @@ class StateThrottle(Generic[T]):
         """True: send `state` now; False: it is held back (`due` hands it out later)."""
         e = self._entries.get(stream)
         if e is None:
-            self._entries[stream] = _Entry(now, alarm)
+            self._entries[stream] = _Entry(now, alarm, last=state)
             if len(self._entries) > self.max_streams:
                 self._entries.popitem(last=False)
             return True
         self._entries.move_to_end(stream)
+        e.last = state
         if alarm != e.alarm or now - e.sent >= self.interval_s:
             e.sent, e.alarm, e.pending = now, alarm, None
             return True
@@ -111,6 +113,18 @@ class StateThrottle(Generic[T]):
                 out.append((stream, e.pending))
                 e.sent, e.pending = now, None
         return out
+
+    def latest(self, stream: str) -> T | None:
+        """The latest state offered for `stream` (None: none, or forgotten)."""
+        e = self._entries.get(stream)
+        return None if e is None else e.last
+
+    def replace(self, stream: str, alarm: bool, state: T) -> None:
+        """`state` (sent now by the caller, outside the rate limit) is the stream's latest: a state held
+        back from before it is dropped, so it cannot undo it later."""
+        e = self._entries.get(stream)
+        if e is not None:
+            e.alarm, e.last, e.pending = alarm, state, None
 
     def release(self) -> None:
         """Every stream's next state goes at once, and the held-back ones are due now."""

@@ -418,6 +418,37 @@ def test_accept_clears_a_raised_alarm_retained_with_its_reason(step_model_path: 
     assert not any(json.loads(s.payload)["alarm"] for s in link.results()[-120:])
 
 
+def test_accept_turns_the_home_assistant_alarm_off_at_once(step_model_path: Path, tmp_path: Path) -> None:
+    """Home Assistant's alarm entity follows `accept` at once, not with the stream's next reading, and a
+    state held back from before the accept (alarm ON) is not sent after it."""
+    d, link, clock, _ = make_daemon(
+        step_model_path,
+        tmp_path,
+        scoring={"baseline": 40, "flags": "likelihood"},
+        alarm={"raise_n": 1},
+        commands={"enabled": True},
+        homeassistant={"enabled": True},
+    )
+    rng = np.random.default_rng(1)
+    for t in range(80):
+        a, b, c = rng.normal(0, 0.1, 3)
+        link.deliver("sensors/pump", reading(T0 + t, 1 + a, 2 + b + (5.0 if t >= 60 else 0.0), 3 + c))
+    d.iteration(0.01)
+    states = [json.loads(s.payload) for s in link.sent if s.topic == "edge-lstm/ha/pump"]
+    assert states[-1]["alarm"] == "ON"
+    before = len(link.sent)
+    link.deliver("edge-lstm/command", b'{"op": "accept", "stream": "pump"}')
+    d.iteration(0.01)
+    after = [s for s in link.sent[before:] if s.topic == "edge-lstm/ha/pump"]
+    assert [json.loads(s.payload)["alarm"] for s in after] == ["OFF"] and after[0].retain
+    last_result = json.loads(link.results()[-1].payload)  # the latest reading's numbers, not the last sent
+    assert json.loads(after[0].payload)["score"] == pytest.approx(last_result["score"], rel=1e-5)
+    clock.advance(30.0)  # past `homeassistant.state_interval_s`: a state held back before would be due now
+    d.iteration(0.01)
+    later = [json.loads(s.payload)["alarm"] for s in link.sent[before:] if s.topic == "edge-lstm/ha/pump"]
+    assert "ON" not in later
+
+
 def test_commands_are_ignored_as_readings_when_disabled(step_model_path: Path, tmp_path: Path) -> None:
     d, link, _, _ = make_daemon(step_model_path, tmp_path)
     link.deliver("edge-lstm/command", b'{"op": "checkpoint"}')
