@@ -5,7 +5,7 @@
   channels' statistics (mean squared z-scores, EWMAs of quadratic forms) are modelled by it.
 - `shrunk`: covariance shrinkage towards the diagonal with a variance floor.
 - Tail fits, peaks over threshold with a prior (docs/scoring.md, "Threshold"): `TailPrior`,
-  `tail_columns`, `tail_learn`, `tail_learn_window`, `tail_threshold`, `tail_survival`.
+  `tail_columns`, `tail_learn`, `tail_learn_window`, `tail_threshold`, `tail_survival`, `tail_above`.
 
 Tail fits. Extreme value theory (Pickands–Balkema–de Haan; SPOT, Siffer et al. KDD 2017): above a high
 level u, the excesses y = x − u of almost any law follow a generalised Pareto law, so with ζ = P(x > u)
@@ -135,7 +135,13 @@ def tail_threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: 
 def tail_survival(x: np.ndarray, n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior) -> np.ndarray:
     """P(x' > x) above u under the fitted tail (1 − the likelihood); NaN below u (use the body's law)."""
     zeta, sigma = tail_fit(n, peaks, excess, prior)
-    out: np.ndarray = np.where(x >= prior.u, zeta * np.exp(-(x - prior.u) / sigma), np.nan)
+    out: np.ndarray = np.where(x >= prior.u, tail_above(x, zeta, sigma, prior.u), np.nan)
+    return out
+
+
+def tail_above(x: np.ndarray, zeta: np.ndarray, sigma: np.ndarray, u: float) -> np.ndarray:
+    """P(x' > x) for x >= u under the tail (ζ, σ) that `tail_fit` gives: ζ · exp(−(x − u) / σ)."""
+    out: np.ndarray = zeta * np.exp(-(x - u) / sigma)
     return out
 
 

@@ -33,7 +33,7 @@ from ...contract import ModelMeta
 from ...state import Column
 from ..channel import BaseChannel, Batch, Channel, Scores, published
 from ..config import ScoringConfig
-from ..stats import chi2k_cdf, shrunk, tail_columns, tail_fit, tail_learn_unflagged
+from ..stats import chi2k_cdf, shrunk, tail_above, tail_columns, tail_fit, tail_learn_unflagged
 
 
 def columns(features: int, h0: float = 0.0, states: int = 0) -> dict[str, Column]:
@@ -267,9 +267,8 @@ class Deviation(BaseChannel):
             body: np.ndarray = chi2k_cdf(e, self._k) * (1.0 - zeta) / (1.0 - p.p_u)
             if not n_tail:
                 return body
-        # tail_survival's own arithmetic at x = max(e, u) >= u, without its x >= u where() (always true)
-        # and its second ζ, σ: the same numbers, four calls fewer.
-        above: np.ndarray = 1.0 - zeta * np.exp(-(np.maximum(e, p.u) - p.u) / sigma)
+        # tail_survival at x = max(e, u) >= u without its x >= u where() (always true) and its second ζ, σ.
+        above: np.ndarray = 1.0 - tail_above(np.maximum(e, p.u), zeta, sigma, p.u)
         if n_tail == size:
             return above
         out: np.ndarray = np.where(tail, above, body)
