@@ -14,6 +14,9 @@ Protocols:
   af      anomaly-free.csv replayed through skab-b's model (its own training data): alarms per 10k readings.
   synth   synthetic machines with realistic faults (drift, level shift, variance change, stuck sensor,
           spike, lost seasonality); one model fitted on normal data, every fault kind replayed.
+  series  the issue's own streams (sine, random walk, counts; 1 s and 300 s apart), each through a model
+          fitted on it: a 10σ shift, a 20σ spike, normal streams (bench/series_quality.py).
+  nab     NAB's 44 files with NAB's scorer (bench/nab_quality.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import nab_quality  # noqa: E402
+import series_quality  # noqa: E402
 
 SKAB_FEATURES = [
     "Accelerometer1RMS",
@@ -276,7 +280,7 @@ def overrides(items: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skab", type=Path, default=None, help="SKAB (default ../shared/skab)")
-    ap.add_argument("--only", choices=("skab-a", "skab-b", "synth", "nab"), action="append")
+    ap.add_argument("--only", choices=("skab-a", "skab-b", "synth", "series", "nab"), action="append")
     ap.add_argument("--nab", type=Path, default=None, help="NAB subset (default ../shared/nab)")
     ap.add_argument("--nab-files", type=int, default=0, help="only the first N NAB files (quick look)")
     ap.add_argument(
@@ -317,7 +321,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    only = set(args.only or ("skab-a", "skab-b", "synth", "nab"))
+    only = set(args.only or ("skab-a", "skab-b", "synth", "series", "nab"))
     args.skab = args.skab or nab_quality.find_shared("skab")
     args.nab = args.nab or nab_quality.find_shared("nab")
     results: dict[str, Any] = {}
@@ -336,6 +340,8 @@ def main() -> int:
             results["skab-b"], results["af"] = protocol_b(args.skab, files, tmp)
         if "synth" in only:
             results["synth"] = synthetic(tmp)
+        if "series" in only:
+            results["series"] = series_quality.run(tmp, fit)
         if "nab" in only:
             outs = nab_quality.run_nab(args.nab, args.cache, FIT_SEED, args.nab_files)
             results["nab"] = nab_quality.nab_report(args.nab, outs, args.results or tmp / "nab-results")
@@ -350,6 +356,8 @@ def main() -> int:
             print(row(f"{name}, {len(files)} files", results[key]))
     for kind, m in results.get("synth", {}).items():
         print(row(f"synthetic: {kind}", m))
+    if "series" in results:
+        print("\n" + "\n".join(series_quality.report(results["series"])))
     if "af" in results:
         af = results["af"]
         print(
