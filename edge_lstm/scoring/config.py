@@ -69,6 +69,11 @@ class ScoringConfig:
     # The surprise channel's level statistic is the smaller of the stream's own and its smoothed distance
     # to the nearest known normal state of the model's calibration data (the deviation channel's).
     surprise_known: bool = True
+    # "adaptive", while the stream's alarm is raised: the gate's level instead of `surprise_gate` (0: the
+    # same gate). A gate harder to open than to keep open (hysteresis, like the alarm's two-level clear):
+    # a fault's flags stand while it stays somewhat unusual, a lasting change still stops flagging once
+    # the stream's law has learned it (docs/quality.md, "The gate's hysteresis").
+    surprise_gate_raised: float = 0.1
 
     def __post_init__(self) -> None:
         self._check_channels()
@@ -83,6 +88,10 @@ class ScoringConfig:
             )
         if not 0 < self.surprise_gate < 1:
             raise ValueError(f"scoring.surprise_gate must be in (0, 1), got {self.surprise_gate}")
+        if self.surprise_gate_raised != 0 and not self.surprise_gate <= self.surprise_gate_raised < 1:
+            raise ValueError(
+                f"scoring.surprise_gate_raised must be 0 or in [surprise_gate, 1), got {self.surprise_gate_raised}"
+            )
         if self.stuck_after < 0:
             raise ValueError(f"scoring.stuck_after must be >= 0 readings (0 = off), got {self.stuck_after}")
 

@@ -98,10 +98,16 @@ class Scorer:
             flagged[channel.name] = scores.flags
             out.fields.update(scores.fields)
             out.signals.update(scores.signals)
-        out.flags = self._combine(flagged, out.signals, batch.ready)
+        out.flags = self._combine(flagged, out.signals, batch.ready, cols)
         return out
 
-    def _combine(self, flagged: dict[str, np.ndarray], signals: dict[str, np.ndarray], ready: np.ndarray) -> np.ndarray:
+    def _combine(
+        self,
+        flagged: dict[str, np.ndarray],
+        signals: dict[str, np.ndarray],
+        ready: np.ndarray,
+        cols: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """`anomaly` from the channels' flags, by `scoring.flags` (docs/scoring.md, "The flag")."""
         mode = self.config.flags
         flags = np.zeros(len(ready), bool)
@@ -125,6 +131,12 @@ class Scorer:
         surprising = calibrated >= 1.0 - self.config.surprise_gate
         if "likelihood" in signals:  # the alarm's quiet test: back in the body of either law
             signals["likelihood"] = np.minimum(signals["likelihood"], calibrated)
+        hold = self.config.surprise_gate_raised
+        if hold > 0 and cols is not None and "alarm.raised" in cols:  # no alarm column: calibration
+            # Hysteresis: a raised alarm's stream keeps its channels' flags while the reading stays unusual.
+            raised = cols["alarm.raised"]
+            if np.count_nonzero(raised):
+                surprising = surprising | (raised & (calibrated >= 1.0 - hold))
         flags |= legacy & (surprising | ~ready)
         return flags
 

@@ -71,6 +71,22 @@ def test_a_gate_outside_0_1_is_refused(gate: float) -> None:
         ScoringConfig(surprise_gate=gate)
 
 
+@pytest.mark.parametrize("raised", [0.005, 1.0, -0.1])
+def test_a_gate_while_raised_below_the_gate_or_outside_0_1_is_refused(raised: float) -> None:
+    from edge_lstm.scoring import ScoringConfig
+
+    with pytest.raises(ValueError, match="surprise_gate_raised"):
+        ScoringConfig(surprise_gate=0.01, surprise_gate_raised=raised)
+    assert ScoringConfig(surprise_gate_raised=0.0).surprise_gate_raised == 0.0  # 0: one gate
+
+
+def test_the_gate_while_raised_reaches_the_scoring() -> None:
+    from edge_lstm.service.config.scoring import ScoringSettings
+
+    assert ScoringSettings(surprise_gate_raised=0.05).config().surprise_gate_raised == 0.05
+    assert ScoringSettings().config().surprise_gate_raised == 0.1
+
+
 def test_a_latched_alarm_stays_raised_until_accepted() -> None:
     """`alarm.latch`: however long the stream is quiet again, only `accept` clears it (test_surprise.py's
     accept test covers the engine's side for an unlatched alarm; here the policy never clears)."""

@@ -124,6 +124,14 @@ class ScoringSettings(Section):
         lt=1,
         description="`flags = adaptive`: a channel's flag stands while 1 − `likelihood` is below this",
     )
+    surprise_gate_raised: float = Field(
+        default=_SCORING.surprise_gate_raised,
+        ge=0,
+        lt=1,
+        description="`flags = adaptive`, while the stream's alarm is raised: a channel's flag stands while "
+        "1 − `likelihood` is below this instead (a fault keeps its flags while it lasts; at least "
+        "`scoring.surprise_gate`; 0 = the same gate raised or not)",
+    )
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(
@@ -145,4 +153,5 @@ class ScoringSettings(Section):
             range_p=self.range_p,
             flags=self.flags,
             surprise_gate=self.surprise_gate,
+            surprise_gate_raised=self.surprise_gate_raised,
         )

@@ -133,6 +133,24 @@ def test_a_lasting_change_becomes_normal_and_its_alarm_clears_as_adapted(
     assert not any(r.anomaly for r in out[cleared[0][0] :])
 
 
+def test_a_raised_alarm_keeps_the_channels_flags_while_the_fault_stays_unusual(model: StepModel) -> None:
+    """The gate's hysteresis (`scoring.surprise_gate_raised`): a 4σ fault of 300 five-minute readings. The
+    stream's own law learns it within a few dozen readings, so with one gate (10⁻²) its flags stop long
+    before it ends; while its alarm is raised the looser gate (10⁻¹) keeps them for the fault's length.
+    Before the fault nothing changes (no alarm is raised there)."""
+    x = streams(1800, 1)["counts"]
+    x[1200:1500, 1] += 4.0
+
+    def flags(hold: float) -> list[bool]:
+        engine = Engine(model, scoring=ScoringConfig(surprise_gate_raised=hold))
+        return [r.anomaly for r in replay(model, x, dt=300.0, engine=engine)]
+
+    held, single = flags(ScoringConfig().surprise_gate_raised), flags(0.0)
+    assert ScoringConfig().surprise_gate_raised == 0.1
+    assert held[:1200] == single[:1200]
+    assert sum(single[1200:1500]) < 60 and sum(held[1200:1500]) > 270, (sum(single[1200:1500]), sum(held[1200:1500]))
+
+
 def test_without_adaptation_the_channels_flag_a_lasting_change_for_ever(model: StepModel) -> None:
     """What `adaptive` changes: the same stream as above through `scoring.flags = "channels"`."""
     x = streams(4000, 6)["counts"]
