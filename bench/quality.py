@@ -341,7 +341,7 @@ def main() -> int:
         if "synth" in only:
             results["synth"] = synthetic(tmp)
         if "series" in only:
-            results["series"] = series_quality.run(tmp, fit)
+            results["series"] = series_quality.run(tmp, fit, nab_quality.ENGINE_SETTINGS)
         if "nab" in only:
             outs = nab_quality.run_nab(args.nab, args.cache, FIT_SEED, args.nab_files)
             results["nab"] = nab_quality.nab_report(args.nab, outs, args.results or tmp / "nab-results")

@@ -43,8 +43,9 @@ def write(path: Path, x: np.ndarray, dt: float, labels: np.ndarray | None) -> No
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def run(tmp: Path, fit: Any, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """{"<kind> <spacing> s": {case: figures}}; `fit(csv, out, features)` is quality.py's (cached)."""
+def run(tmp: Path, fit: Any, settings: dict[str, Any], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """{"<kind> <spacing> s": {case: figures}}; `fit(csv, out, features)` is quality.py's (cached),
+    `settings` the engine's (quality.py's `--set`)."""
     from edge_lstm.cli.evaluate import Quality, run_file
     from edge_lstm.engine import Engine
     from edge_lstm.onnx_model import load_model
@@ -69,7 +70,7 @@ def run(tmp: Path, fit: Any, seed: int = 0) -> dict[str, dict[str, Any]]:
                     labels[start : start + length] = 1
                     f = tmp / f"series-{kind}-{dt:.0f}-{case}-{k}.csv"
                     write(f, y, dt, labels)
-                    file_run = run_file(f, model, engine=Engine(model, max_streams=4))
+                    file_run = run_file(f, model, engine=Engine(model, max_streams=4, **settings))
                     total.add(file_run)
                     raised = [i for i, r in enumerate(file_run.raised) if r]
                     inside = [i - start for i in raised if start <= i < start + max(length, 1) + 20]
