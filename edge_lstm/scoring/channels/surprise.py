@@ -34,6 +34,7 @@ from ...contract import ModelMeta
 from ...state import Column
 from ..channel import BaseChannel, Batch, Channel, Scores
 from ..config import ScoringConfig
+from ._priors import TAIL_PRIORS
 from .forecast import output_scaling
 
 ROOT = 0.25  # the tails are fitted to w ** ROOT (computed as √√w)
@@ -58,8 +59,11 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def tail_prior(dof: int) -> tuple[float, float]:
-    """(u, mean excess) of (χ²(dof)/dof)^ROOT above its 1 − TAIL_LEVEL quantile (a fixed-seed sample)."""
+def tail_prior(dof: int, *, table: bool = True) -> tuple[float, float]:
+    """(u, mean excess) of (χ²(dof)/dof)^ROOT above its 1 − TAIL_LEVEL quantile (a fixed-seed sample;
+    for dof ≤ 32 the same numbers from `_priors.TAIL_PRIORS` unless `table` is False)."""
+    if table and dof in TAIL_PRIORS:
+        return TAIL_PRIORS[dof]
     w = np.random.default_rng(0).chisquare(dof, 200_000) / dof
     t = w**ROOT
     u = float(np.quantile(t, 1.0 - TAIL_LEVEL))
