@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
+from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Scores, published
 from ..config import ScoringConfig
 from ..stats import TailPrior, chi2k_quantile, shrunk, tail_columns, tail_learn_unflagged
@@ -40,14 +40,14 @@ def columns(outputs: int, h0: float) -> dict[str, Column]:
     return {
         "bias.n": Column((), np.int64, 0),  # baseline: residuals summed
         "bias.sum": Column(f, np.float64),  # baseline: Σ r
-        "bias.sq": Column(ff, np.float64),  # baseline: Σ r rᵀ
+        "bias.sq": Column(ff, np.float64, symmetric=True),  # baseline: Σ r rᵀ
         # baseline: an EWMA of r, and the sums of its values after `span` readings (its long-run spread)
         "bias.zr": Column(f, np.float64),
         "bias.zn": Column((), np.int64, 0),
         "bias.zsum": Column(f, np.float64),
-        "bias.zsq": Column(ff, np.float64),
+        "bias.zsq": Column(ff, np.float64, symmetric=True),
         "bias.m": Column(f, np.float64),  # the stream's mean residual
-        "bias.P": Column(ff, np.float64),  # C⁻¹ / λ (below); 0 until learned (nothing flags)
+        "bias.P": Column(ff, np.float64, symmetric=True),  # C⁻¹ / λ (below); 0 until learned (nothing flags)
         "bias.z": Column(f, np.float64),  # the EWMA of r − m
         "bias.h": Column((), np.float64, h0),  # the stream's threshold of `bias`
         **tail_columns("bias.tail"),
@@ -124,8 +124,10 @@ class Bias(BaseChannel):
             learning = steps < c.baseline
             self._warm_up(cols, r, learning & warm & ~restart, steps == c.baseline - 1)
             live = ~learning & warm & ~restart
+            P = cols["bias.P"]
         else:  # count_nonzero: a third of ndarray.any()'s cost (here and below)
             live = warm & ~restart if np.count_nonzero(restart) else warm
+            P = read_only(cols, "bias.P")  # written only when a baseline is learned (_learn): no write back
         a = c.alpha
         gain = (2.0 - a) / a / self.F
         d = r - cols["bias.m"]
@@ -137,14 +139,14 @@ class Bias(BaseChannel):
             d = np.where(keep, d, 0.0)
         if c.influence > 0:
             # One reading moves z by at most what a shift driving `bias` to influence × h would.
-            s = np.einsum("bi,bij,bj->b", d, cols["bias.P"], d) * gain
+            s = np.einsum("bi,bij,bj->b", d, P, d) * gain
             cap = c.influence * cols["bias.h"]
             d = d * np.sqrt(np.minimum(1.0, cap / np.maximum(s, 1e-300)))[:, None]
         z = (1.0 - a) * cols["bias.z"] + a * d
         if not all_live:  # a stream not live keeps its z
             z = np.where(live[:, None], z, cols["bias.z"])
         cols["bias.z"] = z
-        out: np.ndarray = np.einsum("bi,bij,bj->b", z, cols["bias.P"], z) * gain
+        out: np.ndarray = np.einsum("bi,bij,bj->b", z, P, z) * gain
         if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
             # As the deviation's (deviation.py): the first `tail_window` readings after the baseline that
             # this channel does not flag, then frozen.

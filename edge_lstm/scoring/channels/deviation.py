@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
+from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Channel, Scores, published
 from ..config import ScoringConfig
 from ..stats import chi2k_cdf, shrunk, tail_above, tail_columns, tail_fit, tail_learn_unflagged
@@ -49,12 +49,13 @@ def columns(features: int, h0: float = 0.0, states: int = 0) -> dict[str, Column
         "deviation.pairs": Column((), np.int64, 0),  # warm-up: consecutive pairs (x_{t-1}, x_t) summed
         "deviation.sum0": Column(f, np.float64),  # warm-up: Σ x_{t-1}
         "deviation.sum1": Column(f, np.float64),  # warm-up: Σ x_t
-        "deviation.s00": Column(ff, np.float64),  # warm-up: Σ x_{t-1} x_{t-1}ᵀ
-        "deviation.s11": Column(ff, np.float64),  # warm-up: Σ x_t x_tᵀ
+        "deviation.s00": Column(ff, np.float64, symmetric=True),  # warm-up: Σ x_{t-1} x_{t-1}ᵀ
+        "deviation.s11": Column(ff, np.float64, symmetric=True),  # warm-up: Σ x_t x_tᵀ
         "deviation.s10": Column(ff, np.float64),  # warm-up: Σ x_t x_{t-1}ᵀ
         "deviation.mu": Column(f, np.float64),  # level, relative to ref
         "deviation.phi": Column(f, np.float64),  # per-feature AR(1) coefficient in [0, 1]
-        "deviation.P": Column(ff, np.float64, np.eye(features)),  # precision of the AR(1) innovation
+        # precision of the AR(1) innovation (the inverse of a symmetric matrix: stored as its upper triangle)
+        "deviation.P": Column(ff, np.float64, np.eye(features), symmetric=True),
         **tail_columns("deviation.tail"),  # the stream's tail fit of e (stats.py)
     }
 
@@ -165,7 +166,9 @@ class Deviation(BaseChannel):
         else:
             ready = np.ones(len(steps), bool)
         d = (x1 - cols["deviation.mu"]) - cols["deviation.phi"] * (x0 - cols["deviation.mu"])
-        s = np.einsum("bi,bij,bj->b", d, cols["deviation.P"], d) / self.F
+        # P is written only when a baseline is learned (_warm_up): past it, read without a write back.
+        P = cols["deviation.P"] if first is not None else read_only(cols, "deviation.P")
+        s = np.einsum("bi,bij,bj->b", d, P, d) / self.F
         live = ready & ~restart if np.count_nonzero(restart) else ready
         n_live = np.count_nonzero(live)
         # The live streams' rows: a full slice when all are (the steady state); its views cost a fraction
