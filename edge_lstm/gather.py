@@ -18,29 +18,30 @@ class Symmetric:
 
     k: int
     dtype: type[np.generic]
-    upper: np.ndarray  # flat indices (into k * k) of the upper triangle: packing
-    full: np.ndarray  # for each of the k * k entries, its index among the packed values: unpacking
+    rows: np.ndarray  # the upper triangle's (i, j), row by row: packing
+    cols: np.ndarray
+    full: np.ndarray  # [k, k]: each entry's index among the packed values: unpacking (one take)
 
     @classmethod
     def of(cls, k: int, dtype: type[np.generic]) -> Symmetric:
         i, j = np.triu_indices(k)
         pos = np.empty((k, k), np.intp)
         pos[i, j] = pos[j, i] = np.arange(len(i))
-        return cls(k, dtype, (i * k + j).astype(np.intp), pos.ravel())
+        return cls(k, dtype, i.astype(np.intp), j.astype(np.intp), pos)
 
     @property
     def size(self) -> int:
-        return len(self.upper)
+        return len(self.rows)
 
     def pack(self, m: Any) -> np.ndarray:
         """[..., k, k] → [..., k (k + 1) / 2]: the upper triangle (the lower one is its mirror)."""
-        a = np.asarray(m)
-        return a.reshape(*a.shape[:-2], self.k * self.k).take(self.upper, axis=-1)
+        out: np.ndarray = np.asarray(m)[..., self.rows, self.cols]
+        return out
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """[..., k (k + 1) / 2] → [..., k, k], in the declared dtype."""
         out: np.ndarray = packed.take(self.full, axis=-1).astype(self.dtype, copy=False)
-        return out.reshape(*packed.shape[:-1], self.k, self.k)
+        return out
 
 
 # How a stored column becomes the computed one: a dtype to widen to, or a Symmetric to unpack.
@@ -58,7 +59,7 @@ class Gathered(dict[str, np.ndarray]):
     be a table column (`scatter` writes it).
     """
 
-    __slots__ = ("_columns", "_slots", "_widen", "_read")
+    __slots__ = ("_columns", "_slots", "_widen")
 
     def __init__(
         self,
@@ -71,14 +72,16 @@ class Gathered(dict[str, np.ndarray]):
         super().__init__()
         self._columns, self._widen = columns, widen or {}
         self._slots = slots if isinstance(slots, slice) else as_rows(slots)
-        self._read: dict[str, np.ndarray] | None = None
 
     def _gather(self, key: str) -> np.ndarray:
         rows = self._slots
         column = self._columns[key]
         conv = self._widen.get(key)  # stored float32 / int32 (or packed), computed in float64 / int64
-        if type(conv) is Symmetric:
-            return conv.unpack(column[rows] if isinstance(rows, slice) else column.take(rows, axis=0))
+        if conv is not None and conv is not _F64 and conv is not _I64:  # (`is`: a fraction of type()'s cost)
+            sym: Symmetric = conv  # type: ignore[assignment]
+            if isinstance(rows, slice):
+                return sym.unpack(column[rows])
+            return column[rows[:, None, None], sym.full].astype(sym.dtype)  # rows and entries in one index
         if isinstance(rows, slice):
             # Consecutive rows: a view, then one copy (widened in the same call when stored narrower).
             return column[rows].astype(conv) if conv is not None else column[rows].copy()
@@ -92,16 +95,10 @@ class Gathered(dict[str, np.ndarray]):
 
     def peek(self, key: str) -> np.ndarray:
         """`cols[key]` for a round that only reads the column: `scatter` does not write it back (a
-        matrix learned once and read by every later round, e.g. a channel's precision)."""
-        if dict.__contains__(self, key):
-            return self[key]
-        read = self._read
-        if read is None:
-            read = self._read = {}
-        v = read.get(key)
-        if v is None:
-            v = read[key] = self._gather(key)
-        return v
+        matrix learned once and read by every later round, e.g. a channel's precision). Each call
+        gathers anew (unless the column was looked up already): look it up once a round."""
+        v = dict.get(self, key)
+        return v if v is not None else self._gather(key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._columns  # whether the table has the column, gathered yet or not
@@ -111,12 +108,12 @@ class Gathered(dict[str, np.ndarray]):
         columns, slots, widen = self._columns, self._slots, self._widen
         for k, v in self.items():
             conv = widen.get(k)
-            if conv is np.int64:
+            if conv is _I64:
                 # Stored as int32: saturate, do not wrap around. np.clip's values from its two ufuncs without
                 # its Python wrapper (~2 µs a column, a few integer columns every round).
                 v = np.minimum(np.maximum(v, _INT32.min), _INT32.max)
-            elif type(conv) is Symmetric:
-                v = conv.pack(v)
+            elif conv is not None and conv is not _F64:
+                v = conv.pack(v)  # type: ignore[union-attr]
             columns[k][slots] = v
 
 
@@ -145,6 +142,7 @@ def as_rows(slots: np.ndarray) -> np.ndarray | slice:
 
 
 _INT32 = np.iinfo(np.int32)
+_F64, _I64 = np.float64, np.int64  # the dtypes a narrowed column is widened to
 
 
 def store(target: np.ndarray, where: int | np.ndarray, values: Any) -> None:
