@@ -59,7 +59,7 @@ class Gathered(dict[str, np.ndarray]):
     be a table column (`scatter` writes it).
     """
 
-    __slots__ = ("_columns", "_slots", "_widen")
+    __slots__ = ("_columns", "_slots", "_widen", "_read")
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class Gathered(dict[str, np.ndarray]):
         super().__init__()
         self._columns, self._widen = columns, widen or {}
         self._slots = slots if isinstance(slots, slice) else as_rows(slots)
+        self._read: dict[str, np.ndarray] | None = None  # the columns peeked
 
     def _gather(self, key: str) -> np.ndarray:
         rows = self._slots
@@ -94,11 +95,18 @@ class Gathered(dict[str, np.ndarray]):
         return v
 
     def peek(self, key: str) -> np.ndarray:
-        """`cols[key]` for a round that only reads the column: `scatter` does not write it back (a
-        matrix learned once and read by every later round, e.g. a channel's precision). Each call
-        gathers anew (unless the column was looked up already): look it up once a round."""
+        """`cols[key]` for a round that only reads the column: gathered once, and `scatter` does not write
+        it back (a baseline's results, a frozen threshold: read by every later round, written by none)."""
         v = dict.get(self, key)
-        return v if v is not None else self._gather(key)
+        if v is not None:
+            return v
+        read = self._read
+        if read is None:
+            read = self._read = {}
+        v = read.get(key)
+        if v is None:
+            v = read[key] = self._gather(key)
+        return v
 
     def __contains__(self, key: object) -> bool:
         return key in self._columns  # whether the table has the column, gathered yet or not

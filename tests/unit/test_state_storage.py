@@ -72,6 +72,7 @@ def test_a_column_only_peeked_is_not_written_back() -> None:
     slot, _ = t.acquire("s")
     cols = t.gather(np.array([slot]))
     peeked = cols.peek("c.cov")
+    assert cols.peek("c.cov") is peeked  # gathered once
     peeked[:] = 7.0  # a round that (wrongly) wrote it: not scattered
     cols["c.vec"][:] = 5.0
     cols.scatter()
