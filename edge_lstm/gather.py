@@ -74,24 +74,25 @@ class Gathered(dict[str, np.ndarray]):
         self._slots = slots if isinstance(slots, slice) else as_rows(slots)
         self._read: dict[str, np.ndarray] | None = None  # the columns peeked
 
-    def _gather(self, key: str) -> np.ndarray:
+    def __missing__(self, key: str) -> np.ndarray:
         rows = self._slots
         column = self._columns[key]
         conv = self._widen.get(key)  # stored float32 / int32 (or packed), computed in float64 / int64
         if conv is not None and conv is not _F64 and conv is not _I64:  # (`is`: a fraction of type()'s cost)
             sym: Symmetric = conv  # type: ignore[assignment]
             if isinstance(rows, slice):
-                return sym.unpack(column[rows])
-            return column[rows[:, None, None], sym.full].astype(sym.dtype)  # rows and entries in one index
-        if isinstance(rows, slice):
+                v = sym.unpack(column[rows])
+            else:
+                v = column[rows[:, None, None], sym.full].astype(sym.dtype)  # rows and entries in one index
+        elif isinstance(rows, slice):
             # Consecutive rows: a view, then one copy (widened in the same call when stored narrower).
-            return column[rows].astype(conv) if conv is not None else column[rows].copy()
-        # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
-        v = column.take(rows, axis=0)
-        return v.astype(conv) if conv is not None else v
-
-    def __missing__(self, key: str) -> np.ndarray:
-        v = self[key] = self._gather(key)
+            v = column[rows].astype(conv) if conv is not None else column[rows].copy()
+        else:
+            # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
+            v = column.take(rows, axis=0)
+            if conv is not None:
+                v = v.astype(conv)
+        self[key] = v
         return v
 
     def peek(self, key: str) -> np.ndarray:
@@ -105,7 +106,8 @@ class Gathered(dict[str, np.ndarray]):
             read = self._read = {}
         v = read.get(key)
         if v is None:
-            v = read[key] = self._gather(key)
+            v = read[key] = self.__missing__(key)
+            dict.__delitem__(self, key)  # gathered, not to be scattered
         return v
 
     def __contains__(self, key: object) -> bool:
@@ -116,12 +118,13 @@ class Gathered(dict[str, np.ndarray]):
         columns, slots, widen = self._columns, self._slots, self._widen
         for k, v in self.items():
             conv = widen.get(k)
-            if conv is _I64:
-                # Stored as int32: saturate, do not wrap around. np.clip's values from its two ufuncs without
-                # its Python wrapper (~2 µs a column, a few integer columns every round).
-                v = np.minimum(np.maximum(v, _INT32.min), _INT32.max)
-            elif conv is not None and conv is not _F64:
-                v = conv.pack(v)  # type: ignore[union-attr]
+            if conv is not None and conv is not _F64:
+                if conv is _I64:
+                    # Stored as int32: saturate, do not wrap around. np.clip's values from its two ufuncs
+                    # without its Python wrapper (~2 µs a column, a few integer columns every round).
+                    v = np.minimum(np.maximum(v, _INT32.min), _INT32.max)
+                else:
+                    v = conv.pack(v)  # type: ignore[union-attr]
             columns[k][slots] = v
 
 
