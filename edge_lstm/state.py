@@ -24,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from .gather import Convert, Gathered, Symmetric, as_rows, read_only, store
+
+__all__ = ["Column", "Gathered", "StateTable", "StreamState", "Symmetric", "as_rows", "read_only", "store"]
+
 # Column prefixes a release renamed (old → new): rows checkpointed or spilled by an older version restore
 # under the new names (issue 23 named the deviation channel's columns `deviation.*`, formerly `dev.*`).
 RENAMED_PREFIXES = {"dev.": "deviation."}
@@ -61,6 +65,13 @@ class Column:
     # Stored as declared, never narrowed (to float32 / int32): counts and sums that grow without bound
     # (float32 stops counting at 2**24), event times, bit fields, values compared for equality.
     exact: bool = False
+    # A symmetric (k, k) matrix: stored as its k (k + 1) / 2 upper-triangle values (3 × 3: 6 of 9) in the
+    # compact storage (FLOAT32_STORAGE); gathered, handed out and checkpointed whole.
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if self.symmetric and (len(self.shape) != 2 or self.shape[0] != self.shape[1]):
+            raise ValueError(f"a symmetric column is a square matrix, not of shape {self.shape}")
 
 
 @dataclass(frozen=True)
@@ -76,93 +87,11 @@ class StreamState:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # missing names start from their init
 
 
-class Gathered(dict[str, np.ndarray]):
-    """Some rows' columns (`StateTable.gather`), each gathered (a copy) when first looked up.
-
-    A round reads and writes only some of the ~40 columns (a stream past its baseline never touches its
-    warm-up sums): gathering and scattering back only those saves ~1 µs of fixed cost per column. What
-    was looked up or assigned is scattered back by `scatter`; a column never touched is left as it is.
-    `key in cols` asks the table; `get` and iteration see only the columns gathered so far, so scoring
-    code looks columns up by `cols[key]`. A key assigned must be a table column (`scatter` writes it).
-    """
-
-    __slots__ = ("_columns", "_slots", "_widen")
-
-    def __init__(
-        self,
-        columns: dict[str, np.ndarray],
-        slots: np.ndarray | slice,
-        widen: Mapping[str, type[np.generic]] | None = None,
-    ) -> None:
-        """`slots`: the rows' slots, or the slice `as_rows` made of them."""
-        super().__init__()
-        self._columns, self._widen = columns, widen or {}
-        self._slots = slots if isinstance(slots, slice) else as_rows(slots)
-
-    def __missing__(self, key: str) -> np.ndarray:
-        rows = self._slots
-        column = self._columns[key]
-        dtype = self._widen.get(key)  # stored float32 / int32, computed in float64 / int64
-        if isinstance(rows, slice):
-            # Consecutive rows: a view, then one copy (widened in the same call when stored narrower).
-            v = column[rows].astype(dtype) if dtype is not None else column[rows].copy()
-        else:
-            # take(axis=0) copies like a[slots], at a third of its fixed cost for rows of more than one value.
-            v = column.take(rows, axis=0)
-            if dtype is not None:
-                v = v.astype(dtype)
-        self[key] = v
-        return v
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._columns  # whether the table has the column, gathered yet or not
-
-    def scatter(self) -> None:
-        """Write every column looked up or assigned back to the table's rows."""
-        columns, slots, widen = self._columns, self._slots, self._widen
-        for k, v in self.items():
-            if widen.get(k) is np.int64:
-                # Stored as int32: saturate, do not wrap around. np.clip's values from its two ufuncs without
-                # its Python wrapper (~2 µs a column, a few integer columns every round).
-                v = np.minimum(np.maximum(v, _INT32.min), _INT32.max)
-            columns[k][slots] = v
-
-
-def as_rows(slots: np.ndarray) -> np.ndarray | slice:
-    """`slots` as a slice when they are consecutive and ascending (one stream, or a round of the same
-    streams in the order they were first seen): reading and writing a slice of rows costs ~0.4 µs less per
-    column than a gather (take) and ~0.5 µs less than a scatter (fancy assignment) into float32 rows, for
-    the ~40 columns a round touches. Otherwise the slots themselves."""
-    n = len(slots)
-    if n == 0:
-        return slots
-    first = int(slots[0])
-    if n > 1 and int(slots[-1]) - first != n - 1:
-        return slots
-    if 1 < n <= 64:  # compared as Python ints: a third of the numpy test's cost at these sizes
-        if slots.tolist() != list(range(first, first + n)):
-            return slots
-    elif n > 64 and np.count_nonzero(slots[1:] - slots[:-1] == 1) != n - 1:
-        return slots
-    return slice(first, first + n)
-
-
-_INT32 = np.iinfo(np.int32)
-
-
-def store(target: np.ndarray, where: int | np.ndarray, values: Any) -> None:
-    """`target[where] = values`, saturated at int32's bounds if `target` is a narrowed int32 column (a
-    plain assignment would wrap around)."""
-    if target.dtype == np.int32:
-        values = np.clip(np.asarray(values), _INT32.min, _INT32.max)
-    target[where] = values
-
-
 _UNUSED = np.iinfo(np.int64).max  # `seen` of a free slot: never the least recently seen
 
 
-# Store float64 columns as float32 and int64 ones as int32 unless `exact` (bench/precision.py measures
-# what it changes; False: all as declared, its reference run).
+# Store float64 columns as float32 and int64 ones as int32 unless `exact`, and symmetric matrices as their
+# upper triangle (bench/precision.py measures what it changes; False: all as declared, its reference run).
 FLOAT32_STORAGE = True
 
 _NARROW: dict[type[np.generic], type[np.generic]] = {np.float64: np.float32, np.int64: np.int32}
@@ -173,6 +102,16 @@ def _storage(spec: Column) -> type[np.generic]:
     if not FLOAT32_STORAGE or spec.exact:
         return spec.dtype
     return _NARROW.get(spec.dtype, spec.dtype)
+
+
+def _layout(spec: Column) -> tuple[tuple[int, ...], Convert | None]:
+    """A column's stored shape per row, and how its stored values become the computed ones (None: as
+    they are)."""
+    dtype = _storage(spec)
+    if spec.symmetric and FLOAT32_STORAGE:
+        sym = Symmetric.of(spec.shape[0], spec.dtype)
+        return (sym.size,), sym
+    return spec.shape, (spec.dtype if dtype != spec.dtype else None)
 
 
 def _zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
@@ -217,11 +156,14 @@ class StateTable:
         # The model's output: float32 anyway.
         self.prediction = _zeros((n, n_predictions), np.float32 if FLOAT32_STORAGE else np.float64)
         self.column_specs: dict[str, Column] = dict(columns or {})
+        layouts = {k: _layout(c) for k, c in self.column_specs.items()}
         self.columns: dict[str, np.ndarray] = {
-            k: _zeros((n, *c.shape), _storage(c)) for k, c in self.column_specs.items()
+            k: _zeros((n, *layouts[k][0]), _storage(c)) for k, c in self.column_specs.items()
         }
-        specs = self.column_specs
-        self._widen = {k: specs[k].dtype for k, a in self.columns.items() if a.dtype != specs[k].dtype}
+        # The columns stored otherwise than computed: widened on gather, and unpacked if Symmetric.
+        self._widen: dict[str, Convert] = {k: conv for k, (_, conv) in layouts.items() if conv is not None}
+        # Each column's init as stored (a symmetric one's packed).
+        self.stored_init = {k: self.to_stored(k, c.init) for k, c in self.column_specs.items()}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -247,6 +189,26 @@ class StateTable:
         arrays = [*self.states, self.last_ts, self.steps, self.anomalies, self.prediction, *self.columns.values()]
         return sum(a.nbytes for a in arrays) * self._fresh // self.capacity
 
+    def to_stored(self, key: str, values: Any) -> Any:
+        """A column's values as declared ([..., *shape]) in its stored layout (a symmetric one packed)."""
+        conv = self._widen.get(key)
+        if type(conv) is not Symmetric:
+            return values
+        v = np.asarray(values)
+        return conv.pack(v if v.ndim >= 2 else np.broadcast_to(v, (conv.k, conv.k)))
+
+    def packed(self, key: str) -> Symmetric | None:
+        """How a symmetric column is packed (None: stored whole)."""
+        conv = self._widen.get(key)
+        return conv if type(conv) is Symmetric else None
+
+    def from_stored(self, key: str, values: np.ndarray) -> np.ndarray:
+        """A column's stored values ([..., *stored shape]) as declared: dtype, and shape (unpacked)."""
+        conv = self._widen.get(key)
+        if type(conv) is Symmetric:
+            return conv.unpack(values)
+        return values.astype(self.column_specs[key].dtype, copy=False)
+
     def gather(self, slots: np.ndarray | slice) -> Gathered:
         """The columns of the rows at `slots` (distinct), gathered lazily: `Gathered.scatter` writes them
         back."""
@@ -260,7 +222,7 @@ class StateTable:
         self.anomalies[slots] = 0
         self.prediction[slots] = 0.0
         for k, a in self.columns.items():
-            a[slots] = self.column_specs[k].init
+            a[slots] = self.stored_init[k]
 
     def acquire(self, stream: str) -> tuple[int, StreamState | None]:
         """The stream's slot, marked most recently seen (a fresh zeroed slot for a new stream), and
@@ -330,8 +292,7 @@ class StateTable:
         states = [a[v] for a in self.states]
         last_ts, steps = self.last_ts[v].tolist(), self.steps[v].tolist()
         anomalies, prediction = self.anomalies[v].tolist(), self.prediction[v].astype(np.float64)
-        specs = self.column_specs
-        cols = {k: a[v].astype(specs[k].dtype, copy=False) for k, a in self.columns.items()}
+        cols = {k: self.from_stored(k, a[v]) for k, a in self.columns.items()}
         return [
             StreamState(
                 name,
@@ -353,7 +314,6 @@ class StateTable:
 
     def row(self, stream: str, slot: int | None = None) -> StreamState:
         slot = self.index[stream] if slot is None else slot
-        specs = self.column_specs
         return StreamState(
             stream=stream,
             states=[a[slot].copy() for a in self.states],
@@ -361,7 +321,7 @@ class StateTable:
             steps=self.steps.item(slot),
             anomalies=self.anomalies.item(slot),
             prediction=self.prediction[slot].astype(np.float64),
-            columns={k: a[slot].astype(specs[k].dtype) for k, a in self.columns.items()},
+            columns={k: self.from_stored(k, a[slot]).copy() for k, a in self.columns.items()},
         )
 
     def put_row(self, slot: int, row: StreamState) -> None:
@@ -372,10 +332,12 @@ class StateTable:
         self.anomalies[slot] = row.anomalies
         self.prediction[slot] = row.prediction
         stored = current_columns(row.columns)
+        specs = self.column_specs
         for k, a in self.columns.items():
             v = stored.get(k)
             # A row from before a column existed (an older checkpoint or spill) keeps the fresh value.
-            store(a, slot, self.column_specs[k].init if v is None or np.shape(v) != a.shape[1:] else v)
+            fresh = v is None or np.shape(v) != specs[k].shape
+            store(a, slot, self.stored_init[k] if fresh else self.to_stored(k, v))
 
     def restore(self, row: StreamState) -> StreamState | None:
         """Put a detached row back (from a checkpoint or a spill).

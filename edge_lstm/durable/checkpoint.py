@@ -34,7 +34,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..ports import Disk
-from ..state import StateTable, StreamState, current_name, store
+from ..state import StateTable, StreamState, Symmetric, current_name, store
 from .disk import OsDisk
 
 MAGIC = b"EDGE-LSTM-CHECKPOINT 2\n"
@@ -76,9 +76,12 @@ class Checkpoint:
         keep = slice(n - len(streams), n)
         for name, _, shape in self.columns:
             target = _target(table, name)
-            if target is None or target.shape[1:] != shape:
+            key = current_name(name[len(_COL) :]) if name.startswith(_COL) else ""
+            declared = table.column_specs[key].shape if key in table.column_specs else None
+            if target is None or (declared or target.shape[1:]) != shape:
                 continue  # a column this version no longer has (or reshaped): it starts from its init
-            store(target, slots, self.read_column(name)[keep])
+            values = self.read_column(name)[keep]
+            store(target, slots, table.to_stored(key, values) if key else values)
 
     @property
     def rows(self) -> list[StreamState]:
@@ -114,11 +117,13 @@ def _target(table: StateTable, name: str) -> np.ndarray | None:
     return fixed.get(name)
 
 
-def _table_columns(table: StateTable) -> list[tuple[str, np.ndarray]]:
-    out = [(f"state{k}", a) for k, a in enumerate(table.states)]
-    out += [("last_ts", table.last_ts), ("steps", table.steps), ("anomalies", table.anomalies)]
-    out += [("prediction", table.prediction)]
-    out += [(f"{_COL}{k}", table.columns[k]) for k in sorted(table.columns)]
+def _table_columns(table: StateTable) -> list[tuple[str, np.ndarray, Symmetric | None]]:
+    """(name, stored array, how it is packed): a symmetric column is written whole (its declared shape,
+    its stored dtype), so the file's layout does not depend on how the table stores it."""
+    out: list[tuple[str, np.ndarray, Symmetric | None]] = [(f"state{k}", a, None) for k, a in enumerate(table.states)]
+    out += [("last_ts", table.last_ts, None), ("steps", table.steps, None), ("anomalies", table.anomalies, None)]
+    out += [("prediction", table.prediction, None)]
+    out += [(f"{_COL}{k}", table.columns[k], table.packed(k)) for k in sorted(table.columns)]
     return out
 
 
@@ -144,7 +149,10 @@ def save(
         "journal_segment": journal_segment,
         "created": time.time(),
         "streams": len(streams),
-        "columns": [[name, a.dtype.newbyteorder("<").str, list(a.shape[1:])] for name, a in columns],
+        "columns": [
+            [name, a.dtype.newbyteorder("<").str, [sym.k, sym.k] if sym else list(a.shape[1:])]
+            for name, a, sym in columns
+        ],
     }
     tmp = path.with_name(path.name + ".tmp")
     fd = disk.create(tmp)
@@ -163,10 +171,13 @@ def save(
         for i in range(0, len(streams), CHUNK_ROWS):
             ids = [s.encode("utf-8", "surrogatepass") for s in streams[i : i + CHUNK_ROWS]]
             put(b"".join(_U32.pack(len(b)) + b for b in ids))
-        for _, a in columns:
+        for _, a, sym in columns:
             little = a.dtype.newbyteorder("<")
             for i in range(0, len(idx), CHUNK_ROWS):
-                put(a[idx[i : i + CHUNK_ROWS]].astype(little, copy=False).tobytes())
+                rows = a[idx[i : i + CHUNK_ROWS]]
+                if sym is not None:
+                    rows = rows.take(sym.full, axis=1)  # whole matrices, row by row (the file's layout)
+                put(rows.astype(little, copy=False).tobytes())
             if written is not None:
                 written(a)
         disk.write(fd, digest.digest())

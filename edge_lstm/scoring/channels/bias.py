@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
+from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Scores, published
 from ..config import ScoringConfig
 from ..stats import TailPrior, chi2k_quantile, shrunk, tail_columns, tail_learn_unflagged
@@ -40,14 +40,14 @@ def columns(outputs: int, h0: float) -> dict[str, Column]:
     return {
         "bias.n": Column((), np.int64, 0),  # baseline: residuals summed
         "bias.sum": Column(f, np.float64),  # baseline: Σ r
-        "bias.sq": Column(ff, np.float64),  # baseline: Σ r rᵀ
+        "bias.sq": Column(ff, np.float64, symmetric=True),  # baseline: Σ r rᵀ
         # baseline: an EWMA of r, and the sums of its values after `span` readings (its long-run spread)
         "bias.zr": Column(f, np.float64),
         "bias.zn": Column((), np.int64, 0),
         "bias.zsum": Column(f, np.float64),
-        "bias.zsq": Column(ff, np.float64),
+        "bias.zsq": Column(ff, np.float64, symmetric=True),
         "bias.m": Column(f, np.float64),  # the stream's mean residual
-        "bias.P": Column(ff, np.float64),  # C⁻¹ / λ (below); 0 until learned (nothing flags)
+        "bias.P": Column(ff, np.float64, symmetric=True),  # C⁻¹ / λ (below); 0 until learned (nothing flags)
         "bias.z": Column(f, np.float64),  # the EWMA of r − m
         "bias.h": Column((), np.float64, h0),  # the stream's threshold of `bias`
         **tail_columns("bias.tail"),
@@ -87,10 +87,18 @@ class Bias(BaseChannel):
         """p-quantile of the prior law inflate · χ²(F)/F (Wilson–Hilferty)."""
         return self.config.inflate * chi2k_quantile(p, float(self.F))
 
-    def threshold(self, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The threshold each stream's bias is compared with, as it stands."""
-        out: np.ndarray = cols["bias.h"] * self.bias_scale
+    def threshold(self, cols: Mapping[str, np.ndarray], frozen: bool = False) -> np.ndarray:
+        """The threshold each stream's bias is compared with, as it stands (`frozen`: only read this round)."""
+        out: np.ndarray = (read_only(cols, "bias.h") if frozen else cols["bias.h"]) * self.bias_scale
         return out
+
+    def frozen(self, steps: np.ndarray) -> bool:
+        """Whether no stream of the round fits its tail any more (all past their tail window, or no tail
+        fit): the thresholds are then only read (not written back to the table)."""
+        c = self.config
+        if c.threshold_method != "pot" or c.tail_window <= 0:
+            return True
+        return len(steps) > 0 and int(np.minimum.reduce(steps)) >= c.baseline + c.tail_window
 
     def update(self, batch: Batch) -> Scores:
         n = len(batch.steps)
@@ -99,7 +107,7 @@ class Bias(BaseChannel):
         cols = batch.cols
         # In the model's scaled units, like the deviation's (its variance floor means the same).
         r = (batch.values[:, self.targets] - batch.predicted) / self.out_scale
-        h = self.threshold(cols)  # causal: the thresholds before this reading
+        h = self.threshold(cols, self.frozen(batch.steps))  # causal: the thresholds before this reading
         warm = ~batch.warming & (batch.steps > 0)
         bias = self.step(cols, r, batch.steps, warm, batch.restart)
         ready = batch.ready
@@ -124,11 +132,13 @@ class Bias(BaseChannel):
             learning = steps < c.baseline
             self._warm_up(cols, r, learning & warm & ~restart, steps == c.baseline - 1)
             live = ~learning & warm & ~restart
+            P = cols["bias.P"]
         else:  # count_nonzero: a third of ndarray.any()'s cost (here and below)
             live = warm & ~restart if np.count_nonzero(restart) else warm
+            P = read_only(cols, "bias.P")  # written only when a baseline is learned (_learn): no write back
         a = c.alpha
         gain = (2.0 - a) / a / self.F
-        d = r - cols["bias.m"]
+        d = r - (cols["bias.m"] if youngest < c.baseline else read_only(cols, "bias.m"))
         # 0 where not live or not finite (no forecast); np.nan_to_num did the latter at 4 µs more per call.
         # In the steady state every stream is live and every d finite: then no where() at all.
         all_live = np.count_nonzero(live) == len(live)
@@ -137,14 +147,15 @@ class Bias(BaseChannel):
             d = np.where(keep, d, 0.0)
         if c.influence > 0:
             # One reading moves z by at most what a shift driving `bias` to influence × h would.
-            s = np.einsum("bi,bij,bj->b", d, cols["bias.P"], d) * gain
-            cap = c.influence * cols["bias.h"]
+            s = np.einsum("bi,bij,bj->b", d, P, d) * gain
+            frozen = c.threshold_method != "pot" or c.tail_window <= 0 or youngest >= c.baseline + c.tail_window
+            cap = c.influence * (read_only(cols, "bias.h") if frozen else cols["bias.h"])
             d = d * np.sqrt(np.minimum(1.0, cap / np.maximum(s, 1e-300)))[:, None]
         z = (1.0 - a) * cols["bias.z"] + a * d
         if not all_live:  # a stream not live keeps its z
             z = np.where(live[:, None], z, cols["bias.z"])
         cols["bias.z"] = z
-        out: np.ndarray = np.einsum("bi,bij,bj->b", z, cols["bias.P"], z) * gain
+        out: np.ndarray = np.einsum("bi,bij,bj->b", z, P, z) * gain
         if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
             # As the deviation's (deviation.py): the first `tail_window` readings after the baseline that
             # this channel does not flag, then frozen.

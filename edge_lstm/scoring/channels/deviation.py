@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
+from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Channel, Scores, published
 from ..config import ScoringConfig
 from ..stats import chi2k_cdf, shrunk, tail_above, tail_columns, tail_fit, tail_learn_unflagged
@@ -49,12 +49,13 @@ def columns(features: int, h0: float = 0.0, states: int = 0) -> dict[str, Column
         "deviation.pairs": Column((), np.int64, 0),  # warm-up: consecutive pairs (x_{t-1}, x_t) summed
         "deviation.sum0": Column(f, np.float64),  # warm-up: Σ x_{t-1}
         "deviation.sum1": Column(f, np.float64),  # warm-up: Σ x_t
-        "deviation.s00": Column(ff, np.float64),  # warm-up: Σ x_{t-1} x_{t-1}ᵀ
-        "deviation.s11": Column(ff, np.float64),  # warm-up: Σ x_t x_tᵀ
+        "deviation.s00": Column(ff, np.float64, symmetric=True),  # warm-up: Σ x_{t-1} x_{t-1}ᵀ
+        "deviation.s11": Column(ff, np.float64, symmetric=True),  # warm-up: Σ x_t x_tᵀ
         "deviation.s10": Column(ff, np.float64),  # warm-up: Σ x_t x_{t-1}ᵀ
         "deviation.mu": Column(f, np.float64),  # level, relative to ref
         "deviation.phi": Column(f, np.float64),  # per-feature AR(1) coefficient in [0, 1]
-        "deviation.P": Column(ff, np.float64, np.eye(features)),  # precision of the AR(1) innovation
+        # precision of the AR(1) innovation (the inverse of a symmetric matrix: stored as its upper triangle)
+        "deviation.P": Column(ff, np.float64, np.eye(features), symmetric=True),
         **tail_columns("deviation.tail"),  # the stream's tail fit of e (stats.py)
     }
 
@@ -115,8 +116,8 @@ class Deviation(BaseChannel):
     def update(self, batch: Batch) -> Scores:
         cols = batch.cols
         # The thresholds as they stood before this reading (causal): step() replaces the column, it never
-        # writes into this array (so no copy).
-        h = self.threshold(cols)
+        # writes into this array (so no copy). Frozen (every stream past its tail window): only read.
+        h = read_only(cols, "deviation.h") if self.frozen(batch.steps) else self.threshold(cols)
         signals: dict[str, np.ndarray] = {}  # step() adds "known" (with known states)
         deviation, ready, likelihood = self.step(cols, batch.u, batch.steps, batch.restart, signals)
         signals["likelihood"] = likelihood
@@ -125,6 +126,14 @@ class Deviation(BaseChannel):
             published(ready, {"deviation": deviation, "deviation_threshold": h, "likelihood": likelihood}),
             signals,
         )
+
+    def frozen(self, steps: np.ndarray) -> bool:
+        """Whether no stream of the round fits its tail any more (all past their tail window, or no tail
+        fit): the thresholds and the tail fits are then only read (not written back to the table)."""
+        c = self.config
+        if c.threshold_method != "pot" or c.tail_window <= 0:
+            return True
+        return len(steps) > 0 and int(np.minimum.reduce(steps)) >= c.baseline + c.tail_window
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
         c = dict(cols)
@@ -153,26 +162,32 @@ class Deviation(BaseChannel):
         # branches are skipped whole, and past its tail window the window's.
         youngest = int(np.minimum.reduce(steps)) if len(steps) else c.baseline + c.tail_window
         first = steps == 0 if youngest < c.baseline else None
+        frozen = c.threshold_method != "pot" or c.tail_window <= 0 or youngest >= c.baseline + c.tail_window
         if first is not None and np.count_nonzero(first):  # count_nonzero: a third of ndarray.any()'s cost
             cols["deviation.ref"][first] = u[first]
             cols["deviation.prev"][first] = u[first]
-        x1 = u - cols["deviation.ref"]
-        x0 = cols["deviation.prev"] - cols["deviation.ref"]
+        # Past every stream's baseline ref, φ and P are only read: peeked, not written back to the table.
+        ref = cols["deviation.ref"] if first is not None else read_only(cols, "deviation.ref")
+        x1 = u - ref
+        x0 = cols["deviation.prev"] - ref
         if first is not None:
             learning = steps < c.baseline
             self._warm_up(cols, x0, x1, learning & ~first & ~restart, steps == c.baseline - 1)
             ready = ~learning
         else:
             ready = np.ones(len(steps), bool)
-        d = (x1 - cols["deviation.mu"]) - cols["deviation.phi"] * (x0 - cols["deviation.mu"])
-        s = np.einsum("bi,bij,bj->b", d, cols["deviation.P"], d) / self.F
+        phi = cols["deviation.phi"] if first is not None else read_only(cols, "deviation.phi")
+        d = (x1 - cols["deviation.mu"]) - phi * (x0 - cols["deviation.mu"])
+        P = cols["deviation.P"] if first is not None else read_only(cols, "deviation.P")
+        s = np.einsum("bi,bij,bj->b", d, P, d) / self.F
         live = ready & ~restart if np.count_nonzero(restart) else ready
         n_live = np.count_nonzero(live)
         # The live streams' rows: a full slice when all are (the steady state); its views cost a fraction
         # of a boolean mask's copies and masked writes (seven per round, below and in _known).
         all_live = n_live == len(live)
         rows: np.ndarray | slice = slice(None) if all_live else live
-        s_in = np.minimum(s, c.influence * cols["deviation.h"]) if c.influence > 0 else s  # bounded influence
+        h = read_only(cols, "deviation.h") if frozen else cols["deviation.h"]
+        s_in = np.minimum(s, c.influence * h) if c.influence > 0 else s  # bounded influence
         e = (1.0 - c.alpha) * cols["deviation.e"] + c.alpha * s_in
         if not all_live:  # the where() only when some stream is not live (its e stays)
             e = np.where(live, e, cols["deviation.e"])
@@ -191,7 +206,7 @@ class Deviation(BaseChannel):
             mu = cols["deviation.mu"][rows]
             cols["deviation.mu"][rows] = mu + (w / c.track)[:, None] * (x1[rows] - mu)
         cols["deviation.prev"] = u
-        likelihood = self.likelihood(e, cols)
+        likelihood = self.likelihood(e, cols, frozen)
         if first is not None and np.count_nonzero(ready) < len(ready):  # the where() only while some stream learns
             likelihood = np.where(ready, likelihood, 0.0)
         if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
@@ -250,14 +265,18 @@ class Deviation(BaseChannel):
         out: np.ndarray = np.minimum(e, np.minimum.reduce(cols["deviation.ek"], axis=-1))  # ndarray.min, no wrapper
         return out
 
-    def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def likelihood(self, e: np.ndarray, cols: dict[str, np.ndarray] | None = None, frozen: bool = False) -> np.ndarray:
         """P(e' <= e) under the stream's law of normal operation: near 1 means rarely this far out. The
         prior law χ²(k)/k; above u, with the stream's columns, its fitted tail (the body below u is the
-        prior's, rescaled to meet the tail at u)."""
+        prior's, rescaled to meet the tail at u). `frozen`: the tail fits are only read this round."""
         if cols is None or self.config.threshold_method != "pot":
             return chi2k_cdf(e, self._k)
         p = self.prior
-        n, peaks, excess = cols["deviation.tail.n"], cols["deviation.tail.peaks"], cols["deviation.tail.excess"]
+        if frozen:
+            n = read_only(cols, "deviation.tail.n")
+            peaks, excess = read_only(cols, "deviation.tail.peaks"), read_only(cols, "deviation.tail.excess")
+        else:
+            n, peaks, excess = cols["deviation.tail.n"], cols["deviation.tail.peaks"], cols["deviation.tail.excess"]
         zeta, sigma = tail_fit(n, peaks, excess, p)  # once for the tail and the body below
         # Each side is computed only when some reading is on it: normal operation is mostly below u (the
         # body's ~25 numpy calls, no tail), an anomalous stretch above it (the tail's, no body).

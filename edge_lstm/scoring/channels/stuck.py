@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
+from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Scores
 from ..config import ScoringConfig
 
@@ -61,7 +61,7 @@ def update(
     some_learning = np.count_nonzero(learning) > 0
     if some_learning:
         cols["stuck.longest"] = np.where(learning, np.maximum(cols["stuck.longest"], run), cols["stuck.longest"])
-    longest = cols["stuck.longest"]
+    longest = cols["stuck.longest"] if some_learning else read_only(cols, "stuck.longest")
     if stuck_after <= 0:
         return np.zeros(values.shape, dtype=bool)
     # Judged only after the baseline, on features that changed at least once in it (longest < baseline)

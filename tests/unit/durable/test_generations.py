@@ -220,9 +220,11 @@ def test_columns_an_older_release_named_otherwise_restore(model: Any, tmp_path: 
     t = engine.table
     old_names = {}
     for k, a in t.columns.items():
+        sym = t.packed(k)  # that release stored symmetric matrices whole
+        whole = a.take(sym.full, axis=1).reshape(len(a), sym.k, sym.k) if sym is not None else a
         for old, new in RENAMED_PREFIXES.items():
             k = old + k[len(new) :] if k.startswith(new) else k
-        old_names[k] = a
+        old_names[k] = whole
     assert old_names.keys() != t.columns.keys()  # some column was renamed
     older = SimpleNamespace(
         slots=t.slots,
@@ -232,6 +234,7 @@ def test_columns_an_older_release_named_otherwise_restore(model: Any, tmp_path: 
         anomalies=t.anomalies,
         prediction=t.prediction,
         columns=old_names,
+        packed=lambda k: None,
     )
     path = tmp_path / "checkpoint.1"
     checkpoint.save(path, older, model_sha256=model.sha256, journal_segment=1)  # type: ignore[arg-type]
