@@ -201,7 +201,10 @@ class Surprise(BaseChannel):
                 ref = np.where(kept, ref, mu)
                 cols["surprise.ref"] = ref
         else:
-            cols["surprise.ref"] = ref = mu  # the old reference is not even gathered
+            # The old reference is not even gathered. And no stream of the round can clear its alarm (the
+            # only reading of `shifted`: engine.py, `_events`) without having had it raised: nothing to compare.
+            cols["surprise.ref"] = mu
+            return np.zeros(len(mu), bool)
         # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
         out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
         return out
