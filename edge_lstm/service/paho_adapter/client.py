@@ -106,7 +106,7 @@ class BatchedClient(FastPackets):
             out = self._rbuf[self._rpos : end]
             self._rpos = end
             return out
-        data = super()._sock_recv(max(bufsize, READ_SIZE))  # raises BlockingIOError when empty
+        data = self._recv_acked(max(bufsize, READ_SIZE))  # raises BlockingIOError when empty
         if len(data) <= bufsize:
             return data
         self._rbuf, self._rpos = data, bufsize

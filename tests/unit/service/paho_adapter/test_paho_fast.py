@@ -269,3 +269,39 @@ def test_a_reading_whose_callback_raises_is_consumed_not_delivered_again(pair: A
         c.loop_read()
     c.loop_read()
     assert got == [1, 2]
+
+
+class AckRecorder:
+    """The client's socket, recording `setsockopt` (a socket pair is not TCP: the option would fail)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_every_read_that_brings_data_is_acknowledged_at_once(pair: Any) -> None:
+    """Against a broker with Nagle's algorithm on, a delayed ACK holds the broker's next readings until
+    the daemon sends something (docs/performance.md, round 9): each read asks for an immediate ACK, on
+    the buffered path (whole packets) and on paho's own (a packet split across reads)."""
+    c, broker = pair
+    rec = c._sock = AckRecorder(c._sock)
+    got: list[int] = []
+    c.on_reading = lambda topic, payload, mid: got.append(mid)
+    quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    broker.sendall(publish_packet(b"sensors/a", b"1", 1))
+    c.loop_read()
+    assert got == [1] and rec.options == [quick]
+    whole = publish_packet(b"sensors/a", b"p" * 300, 2)
+    broker.sendall(whole[:5])
+    c.loop_read()
+    broker.sendall(whole[5:])
+    c.loop_read()
+    assert got == [1, 2] and rec.options == [quick] * 3
+    assert c.loop_read() == paho.MQTT_ERR_SUCCESS and rec.options == [quick] * 3  # nothing read: no ACK asked
