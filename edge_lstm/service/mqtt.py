@@ -108,6 +108,7 @@ class MqttLink:
             client_kwargs["clean_session"] = False
         c = BatchedClient(**client_kwargs)
         self.client = c
+        c.reads_due = self.doorbell  # small reads wait in the socket while the worker sleeps out a window
         c.will_set(cfg.status_topic, OFFLINE, qos=1, retain=True)
         password = cfg.resolved_password()
         if cfg.username is not None or password is not None:

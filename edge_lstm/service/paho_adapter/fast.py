@@ -148,6 +148,7 @@ class FastPackets(paho.Client):
     # Bytes read from the socket and not yet handed to paho (network thread only).
     _rbuf: bytes = b""
     _rpos: int = 0
+    _read_bytes: int = 0  # read since the last look (BatchedClient._loop)
     # Called with (topic, payload, mid) for a QoS 1 PUBLISH without properties, instead of building an
     # `MQTTMessage` for `on_message`; None: every message goes to `on_message`.
     on_reading: Callable[[bytes, bytes, int], None] | None = None
@@ -159,6 +160,7 @@ class FastPackets(paho.Client):
         data = super()._sock_recv(bufsize)
         if data:
             quick_ack(self._sock)
+            self._read_bytes += len(data)
         return data
 
     def _packet_read(self) -> MQTTErrorCode:
