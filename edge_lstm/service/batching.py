@@ -39,8 +39,9 @@ class Doorbell:
     append, rings once that many are there (`arrived`): one wake-up per batch whatever the rate.
 
     The other way round, `read_by` tells the network thread when the worker next needs what has
-    arrived: while the worker sleeps out a window, readings that come in small reads can wait in the
-    socket until just before it ends (`READ_LEAD_S`) and be read in one go (BatchedClient's nap) instead
+    arrived: while the worker processes a batch (`hold`) and sleeps out the next window (`wait`),
+    readings that come in small reads can wait in the socket until just before it ends (`READ_LEAD_S`)
+    and be read in one go (BatchedClient's nap) instead
     of waking the network thread, and taking the GIL, once per reading (at 1,000 readings/s about
     55 µs of CPU per wake-up: docs/performance.md, round 9). Outside a window it is 0: read at once.
     """
@@ -72,6 +73,11 @@ class Doorbell:
         self.at = _NEVER
         return there
 
+    def hold(self, seconds: float) -> None:
+        """Worker, having just taken a batch: the next one is not stepped sooner than `seconds` from now
+        (the pace's last window), so readings arriving while this one is processed can wait too."""
+        self.read_by = time.monotonic() + seconds - READ_LEAD_S
+
 
 class Pace:
     """The batch window's pace: a batch that cost the worker c s of CPU (`time.thread_time` from
@@ -82,6 +88,7 @@ class Pace:
 
     def __init__(self, clock: Clock, cpu_percent: float) -> None:
         self.clock, self.share = clock, cpu_percent / 100.0
+        self.window = 0.0  # the last batch's c / share, seconds
         self.next_at = 0.0  # clock.monotonic(): the next batch closes no sooner (`gather`'s not_before)
         self._cpu0 = -1.0
 
@@ -91,7 +98,8 @@ class Pace:
     def finished(self) -> None:
         """After a worker cycle; sets `next_at` if the cycle processed a batch."""
         if self._cpu0 >= 0:
-            self.next_at = self.clock.monotonic() + (time.thread_time() - self._cpu0) / self.share
+            self.window = (time.thread_time() - self._cpu0) / self.share
+            self.next_at = self.clock.monotonic() + self.window
             self._cpu0 = -1.0
 
 
@@ -132,13 +140,14 @@ def gather(
     max_wait_s: float,
     not_before: float = float("inf"),
     bell: Bell | None = None,
+    hold_s: float = 0.0,
 ) -> list[Inbound]:
     """Wait up to `idle_wait` for a first message, then fill a batch. It closes at `max_batch`, at
     `target_batch` once nothing more waits, at `not_before` (`clock.monotonic()` time; at once if that
     has passed), or `max_wait_s` after the first message, whichever comes first. `WAKE` items (PUBACKs
     arrived) call `woken`; a wake-up with no reading behind it returns at once, so acks go out without
     delay. With a `bell` (rung by the link as messages arrive) the wait is one sleep; without one,
-    slices of `SLICE_S`."""
+    slices of `SLICE_S`; a batch taken tells the `bell` that the next is `hold_s` away (`Doorbell.hold`)."""
     items: list[Inbound] = []
     try:
         # A signal handler that interrupts this wait must put something (cli/run.py, `_wake`): CPython
@@ -165,4 +174,6 @@ def gather(
             break
         filled = _wait(inbox, clock, bell, target_batch - len(items), remaining)
         _take_waiting(inbox, items, woken, max_batch)
+    if bell is not None and hold_s > 0:
+        bell.hold(hold_s)
     return items

@@ -264,6 +264,7 @@ class Daemon:
             max_wait_s=eng.max_wait_ms / 1000.0,
             not_before=self.pace.next_at,
             bell=self.link.doorbell,  # MqttLink rings it as readings arrive
+            hold_s=min(self.pace.window, eng.max_wait_ms / 1000.0),  # the next batch's window, as the last
         )
 
     def _process(self, batch: list[Inbound]) -> None:

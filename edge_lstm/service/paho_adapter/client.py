@@ -28,11 +28,8 @@ from typing import Any, Protocol
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-from .fast import READ_SIZE, FastPackets
+from .fast import READ_SIZE, SMALL_READ_BYTES, FastPackets
 
-# A read below this many bytes is light traffic: the network thread may nap after it (`_loop`). A backlog
-# or a high rate fills reads of READ_SIZE and is read on at once.
-NAP_BELOW_BYTES = 8192
 MIN_NAP_S = 0.0005  # shorter: not worth a select
 MAX_NAP_S = 0.1  # keepalive and a reconnect are looked after at least this often
 
@@ -145,7 +142,7 @@ class BatchedClient(FastPackets):
         rc = super()._loop(timeout)
         got, self._read_bytes = self._read_bytes, 0
         due, wake = self.reads_due, self._sockpairR
-        if due is None or wake is None or not 0 < got < NAP_BELOW_BYTES or rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if due is None or wake is None or not 0 < got < SMALL_READ_BYTES or rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return rc
         if self.want_write():
             return rc  # a write the socket could not take whole: paho's select waits until it can

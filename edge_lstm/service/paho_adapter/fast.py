@@ -34,6 +34,9 @@ except ImportError:  # paho 2.1 (./dev paho found it): defined, and raised, in p
     from paho.mqtt.properties import MalformedPacket  # type: ignore[attr-defined]
 
 READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
+# A read below this many bytes is light traffic: it is acknowledged at once (`quick_ack`), and the network
+# thread may nap after it (BatchedClient._loop). A backlog or a high rate fills reads and is read on at once.
+SMALL_READ_BYTES = 8192
 
 # Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
 # the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
@@ -158,9 +161,9 @@ class FastPackets(paho.Client):
 
     def _recv_acked(self, bufsize: int) -> bytes:
         data = super()._sock_recv(bufsize)
-        if data:
+        if 0 < len(data) < SMALL_READ_BYTES:  # a full read: the broker has data queued, not held by Nagle
             quick_ack(self._sock)
-            self._read_bytes += len(data)
+        self._read_bytes += len(data)
         return data
 
     def _packet_read(self) -> MQTTErrorCode:

@@ -190,3 +190,13 @@ def test_no_read_by_when_the_batch_is_already_there() -> None:
     bell = Doorbell()
     bell.wait(_filled(5), 5, 600.0)
     assert bell.read_by == 0.0
+
+
+def test_a_batch_taken_holds_small_reads_for_the_next_window() -> None:
+    bell = Doorbell()
+    t0 = time.monotonic()
+    assert _gather(_filled(40), FakeClock(), bell=bell, hold_s=0.020) == list(range(40))
+    assert t0 + 0.020 - READ_LEAD_S <= bell.read_by <= time.monotonic() + 0.020 - READ_LEAD_S
+    bell.read_by = 0.0
+    _gather(_filled(40), FakeClock(), bell=bell)  # no window known (the first batch): read at once
+    assert bell.read_by == 0.0

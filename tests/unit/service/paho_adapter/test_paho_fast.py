@@ -17,8 +17,8 @@ from support.mqtt import properties
 from support.outcomes import present
 
 from edge_lstm.service.paho_adapter import client as client_module
-from edge_lstm.service.paho_adapter.client import NAP_BELOW_BYTES, BatchedClient
-from edge_lstm.service.paho_adapter.fast import _PUBLISHED, _Info, _remaining_length
+from edge_lstm.service.paho_adapter.client import BatchedClient
+from edge_lstm.service.paho_adapter.fast import _PUBLISHED, SMALL_READ_BYTES, _Info, _remaining_length
 
 
 @pytest.fixture
@@ -306,6 +306,10 @@ def test_every_read_that_brings_data_is_acknowledged_at_once(pair: Any) -> None:
     c.loop_read()
     assert got == [1, 2] and rec.options == [quick] * 3
     assert c.loop_read() == paho.MQTT_ERR_SUCCESS and rec.options == [quick] * 3  # nothing read: no ACK asked
+    burst = b"".join(publish_packet(b"sensors/a", b"x" * 100, 3 + i) for i in range(SMALL_READ_BYTES // 100 + 1))
+    broker.sendall(burst)  # a full read: the broker has more queued, Nagle holds nothing back
+    c.loop_read()
+    assert len(got) > 2 and rec.options == [quick] * 3
 
 
 MIN_NAP = client_module.MIN_NAP_S  # a nap ends within this of read_by
@@ -357,7 +361,7 @@ def test_the_worker_s_wake_up_ends_a_nap_so_results_go_out_at_once(looping: Any)
 def test_no_nap_after_a_large_read_or_none(looping: Any) -> None:
     c, broker, got = looping
     c.reads_due = Due(time.monotonic() + 600)
-    burst = [publish_packet(b"sensors/a", b"x" * 100, i + 1) for i in range(NAP_BELOW_BYTES // 100 + 1)]
+    burst = [publish_packet(b"sensors/a", b"x" * 100, i + 1) for i in range(SMALL_READ_BYTES // 100 + 1)]
     broker.sendall(b"".join(burst))  # a backlog: read on at once
     t0 = time.monotonic()
     while len(got) < len(burst):
