@@ -89,7 +89,8 @@ class Bell(Protocol):
 
     def hold(self, seconds: float) -> None:
         """Worker, having just taken a batch: the next is not stepped sooner than `seconds` from now, so
-        the network thread may leave small reads in the socket until shortly before then."""
+        the network thread may leave small reads in the socket until shortly before then (0: the batch
+        filled to its target; read on at once)."""
         ...
 
 

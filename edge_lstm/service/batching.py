@@ -49,6 +49,7 @@ class Doorbell:
     def __init__(self) -> None:
         self.at = _NEVER  # inbox size at which to ring; read by the network thread without a lock
         self.read_by = 0.0  # time.monotonic(): the network thread may leave small reads until then
+        self.light = False  # the last batch closed on time, below its target size (`hold`)
         self._event = threading.Event()
         self.waits = 0
         self.rung = 0
@@ -67,7 +68,8 @@ class Doorbell:
         there = inbox.qsize() >= needed
         if not there:
             self.waits += 1
-            self.read_by = time.monotonic() + timeout - READ_LEAD_S
+            if self.light:  # a batch that fills before its window ends needs its readings as they come
+                self.read_by = time.monotonic() + timeout - READ_LEAD_S
             there = self._event.wait(timeout)
             self.read_by = 0.0
         self.at = _NEVER
@@ -75,8 +77,10 @@ class Doorbell:
 
     def hold(self, seconds: float) -> None:
         """Worker, having just taken a batch: the next one is not stepped sooner than `seconds` from now
-        (the pace's last window), so readings arriving while this one is processed can wait too."""
-        self.read_by = time.monotonic() + seconds - READ_LEAD_S
+        (the pace's last window), so readings arriving while this one is processed can wait too. 0: the
+        batch filled to its target (a backlog, a high rate): no waiting, here or in the next window."""
+        self.light = seconds > 0
+        self.read_by = time.monotonic() + seconds - READ_LEAD_S if self.light else 0.0
 
 
 class Pace:
@@ -174,6 +178,6 @@ def gather(
             break
         filled = _wait(inbox, clock, bell, target_batch - len(items), remaining)
         _take_waiting(inbox, items, woken, max_batch)
-    if bell is not None and hold_s > 0:
-        bell.hold(hold_s)
+    if bell is not None:
+        bell.hold(hold_s if len(items) < min(target_batch, max_batch) else 0.0)  # filled: read on at once
     return items

@@ -169,6 +169,7 @@ def test_while_the_worker_sleeps_out_a_window_the_network_thread_may_leave_small
     None
 ):
     inbox, bell = _filled(1), Doorbell()
+    bell.hold(0.001)  # the last batch closed on time, below its target
     seen: list[float] = []
 
     def network_thread() -> None:
@@ -186,17 +187,25 @@ def test_while_the_worker_sleeps_out_a_window_the_network_thread_may_leave_small
     assert bell.read_by == 0.0  # outside a window: read at once
 
 
+def test_after_a_full_batch_the_network_thread_reads_on_so_the_next_can_fill() -> None:
+    inbox, bell = _filled(1), Doorbell()
+    assert _gather(_filled(40), FakeClock(), bell=bell, hold_s=0.020) == list(range(40))  # target 32: full
+    assert bell.read_by == 0.0 and not bell.light
+    bell.wait(inbox, 10, 0.01)
+    assert bell.read_by == 0.0
+
+
 def test_no_read_by_when_the_batch_is_already_there() -> None:
     bell = Doorbell()
+    bell.hold(0.001)
     bell.wait(_filled(5), 5, 600.0)
-    assert bell.read_by == 0.0
+    assert bell.read_by <= time.monotonic()
 
 
-def test_a_batch_taken_holds_small_reads_for_the_next_window() -> None:
+def test_a_batch_closed_on_time_holds_small_reads_for_the_next_window() -> None:
     bell = Doorbell()
     t0 = time.monotonic()
-    assert _gather(_filled(40), FakeClock(), bell=bell, hold_s=0.020) == list(range(40))
-    assert t0 + 0.020 - READ_LEAD_S <= bell.read_by <= time.monotonic() + 0.020 - READ_LEAD_S
-    bell.read_by = 0.0
-    _gather(_filled(40), FakeClock(), bell=bell)  # no window known (the first batch): read at once
-    assert bell.read_by == 0.0
+    assert _gather(_filled(10), FakeClock(), bell=bell, hold_s=0.020) == list(range(10))  # below target 32
+    assert bell.light and t0 + 0.020 - READ_LEAD_S <= bell.read_by <= time.monotonic() + 0.020 - READ_LEAD_S
+    _gather(_filled(10), FakeClock(), bell=bell)  # no window known (the first batch): read at once
+    assert bell.read_by == 0.0 and not bell.light
