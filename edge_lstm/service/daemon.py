@@ -277,6 +277,7 @@ class Daemon:
         with self.link.batch():
             for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
                 self._publish(processed, batch_no, now)
+            self._ack_ready(batched=True)  # acks ready by now: in the same wake-up of the network thread
         self.ledger.note_size()
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
@@ -312,7 +313,7 @@ class Daemon:
                     entry.handles += [publish(t, b, qos, rt) for t, b, rt in self.control.ha.on_result(p.result, now)]
             ledger.add(entry)
 
-    def _ack_ready(self) -> None:
+    def _ack_ready(self, batched: bool = False) -> None:
         """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
 
         The stepped readings among them are journaled first: once a reading is acknowledged the broker
@@ -326,6 +327,9 @@ class Daemon:
             self.housekeeping.acked(self.clock.monotonic())
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
+        if batched:  # inside the caller's `link.batch()`
+            self._ack(ready)
+            return
         with self.link.batch():
             self._ack(ready)
 
