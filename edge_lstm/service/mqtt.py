@@ -220,14 +220,10 @@ class MqttLink:
     # ---- paho callbacks (network thread): keep them tiny ------------------------------------------
 
     def _wake(self) -> None:
-        """A PUBACK completed a publish: wake the worker to ack the readings it frees, unless the worker
-        is in a light load's window, whose batch it steps by `read_by` and acks what is ready with its
-        results (one wake-up of each thread less per batch; docs/performance.md, round 9)."""
-        bell = self.doorbell
-        if self._wake_pending or (bell.light and bell.read_by > time.monotonic()):
-            return
-        self._wake_pending = True
-        self.inbox.put(WAKE)
+        # Not in a light load's window: the worker acks what is ready with that batch (performance.md, round 9).
+        if not (self._wake_pending or (self.doorbell.light and self.doorbell.read_by > time.monotonic())):
+            self._wake_pending = True
+            self.inbox.put(WAKE)
 
     def woken(self) -> None:
         """The worker took a WAKE from the queue."""
