@@ -87,6 +87,12 @@ class Bell(Protocol):
         """Worker: sleep until `needed` messages wait in `inbox` (True), or `timeout` seconds (False)."""
         ...
 
+    def hold(self, seconds: float) -> None:
+        """Worker, having just taken a batch: the next is not stepped sooner than `seconds` from now, so
+        the network thread may leave small reads in the socket until shortly before then (0: the batch
+        filled to its target; read on at once)."""
+        ...
+
 
 class Link(Protocol):
     """What the daemon needs from its broker connection (`service.mqtt.MqttLink` over paho).

@@ -24,6 +24,10 @@ SLICE_S = 0.002
 
 _NEVER = sys.maxsize
 _EPSILON_S = 1e-6  # a wait's float leftover (end - now) is not worth a slice
+# How long before a batch window ends the network thread reads what arrived during it (`Doorbell.read_by`):
+# a thread woken on a busy 2-core machine can be late by a few ms, and a reading read after the window
+# closed waits for the next one.
+READ_LEAD_S = 0.002
 
 
 class Doorbell:
@@ -33,10 +37,19 @@ class Doorbell:
     1,000 readings/s: docs/performance.md). Here the worker says how many waiting messages would fill
     its batch (`wait`), and the network thread, which already looks at the inbox's size after each
     append, rings once that many are there (`arrived`): one wake-up per batch whatever the rate.
+
+    The other way round, `read_by` tells the network thread when the worker next needs what has
+    arrived: while the worker processes a batch (`hold`) and sleeps out the next window (`wait`),
+    readings that come in small reads can wait in the socket until just before it ends (`READ_LEAD_S`)
+    and be read in one go (BatchedClient's nap) instead
+    of waking the network thread, and taking the GIL, once per reading (at 1,000 readings/s about
+    55 µs of CPU per wake-up: docs/performance.md, round 9). Outside a window it is 0: read at once.
     """
 
     def __init__(self) -> None:
         self.at = _NEVER  # inbox size at which to ring; read by the network thread without a lock
+        self.read_by = 0.0  # time.monotonic(): the network thread may leave small reads until then
+        self.light = False  # the last batch closed on time, below its target size (`hold`)
         self._event = threading.Event()
         self.waits = 0
         self.rung = 0
@@ -55,9 +68,19 @@ class Doorbell:
         there = inbox.qsize() >= needed
         if not there:
             self.waits += 1
+            if self.light:  # a batch that fills before its window ends needs its readings as they come
+                self.read_by = time.monotonic() + timeout - READ_LEAD_S
             there = self._event.wait(timeout)
+            self.read_by = 0.0
         self.at = _NEVER
         return there
+
+    def hold(self, seconds: float) -> None:
+        """Worker, having just taken a batch: the next one is not stepped sooner than `seconds` from now
+        (the pace's last window), so readings arriving while this one is processed can wait too. 0: the
+        batch filled to its target (a backlog, a high rate): no waiting, here or in the next window."""
+        self.light = seconds > 0
+        self.read_by = time.monotonic() + seconds - READ_LEAD_S if self.light else 0.0
 
 
 class Pace:
@@ -69,6 +92,7 @@ class Pace:
 
     def __init__(self, clock: Clock, cpu_percent: float) -> None:
         self.clock, self.share = clock, cpu_percent / 100.0
+        self.window = 0.0  # the last batch's c / share, seconds
         self.next_at = 0.0  # clock.monotonic(): the next batch closes no sooner (`gather`'s not_before)
         self._cpu0 = -1.0
 
@@ -78,7 +102,8 @@ class Pace:
     def finished(self) -> None:
         """After a worker cycle; sets `next_at` if the cycle processed a batch."""
         if self._cpu0 >= 0:
-            self.next_at = self.clock.monotonic() + (time.thread_time() - self._cpu0) / self.share
+            self.window = (time.thread_time() - self._cpu0) / self.share
+            self.next_at = self.clock.monotonic() + self.window
             self._cpu0 = -1.0
 
 
@@ -119,13 +144,14 @@ def gather(
     max_wait_s: float,
     not_before: float = float("inf"),
     bell: Bell | None = None,
+    hold_s: float = 0.0,
 ) -> list[Inbound]:
     """Wait up to `idle_wait` for a first message, then fill a batch. It closes at `max_batch`, at
     `target_batch` once nothing more waits, at `not_before` (`clock.monotonic()` time; at once if that
     has passed), or `max_wait_s` after the first message, whichever comes first. `WAKE` items (PUBACKs
     arrived) call `woken`; a wake-up with no reading behind it returns at once, so acks go out without
     delay. With a `bell` (rung by the link as messages arrive) the wait is one sleep; without one,
-    slices of `SLICE_S`."""
+    slices of `SLICE_S`; a batch taken tells the `bell` that the next is `hold_s` away (`Doorbell.hold`)."""
     items: list[Inbound] = []
     try:
         # A signal handler that interrupts this wait must put something (cli/run.py, `_wake`): CPython
@@ -152,4 +178,6 @@ def gather(
             break
         filled = _wait(inbox, clock, bell, target_batch - len(items), remaining)
         _take_waiting(inbox, items, woken, max_batch)
+    if bell is not None:
+        bell.hold(hold_s if len(items) < min(target_batch, max_batch) else 0.0)  # filled: read on at once
     return items

@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from ..alarm import table_columns
@@ -153,10 +154,9 @@ class Daemon:
         self.requested.reload = True
 
     def _request_checkpoint(self) -> bool:
-        if self.checkpoints is None:
-            return False  # durable state is off
-        self.checkpoints.request()
-        return True
+        if self.checkpoints is not None:  # None: durable state is off
+            self.checkpoints.request()
+        return self.checkpoints is not None
 
     @property
     def link(self) -> Link:
@@ -264,6 +264,7 @@ class Daemon:
             max_wait_s=eng.max_wait_ms / 1000.0,
             not_before=self.pace.next_at,
             bell=self.link.doorbell,  # MqttLink rings it as readings arrive
+            hold_s=min(self.pace.window, eng.max_wait_ms / 1000.0),  # the next batch's window, as the last
         )
 
     def _process(self, batch: list[Inbound]) -> None:
@@ -276,6 +277,7 @@ class Daemon:
         with self.link.batch():
             for processed, batch_no in run_pipeline(self.pipeline, self.engine, self.log, batch):
                 self._publish(processed, batch_no, now)
+            self._ack_ready(batched=True)  # acks ready by now: in the same wake-up of the network thread
         self.ledger.note_size()
 
     def _control(self, batch: list[Inbound]) -> list[Inbound]:
@@ -311,7 +313,7 @@ class Daemon:
                     entry.handles += [publish(t, b, qos, rt) for t, b, rt in self.control.ha.on_result(p.result, now)]
             ledger.add(entry)
 
-    def _ack_ready(self) -> None:
+    def _ack_ready(self, batched: bool = False) -> None:
         """Acknowledge, in arrival order, every reading whose publishes the broker has taken.
 
         The stepped readings among them are journaled first: once a reading is acknowledged the broker
@@ -325,7 +327,7 @@ class Daemon:
             self.housekeeping.acked(self.clock.monotonic())
         if self.durable is not None:
             self.durable.record((p.batch, p.reading) for p in ready if p.reading is not None)
-        with self.link.batch():
+        with nullcontext() if batched else self.link.batch():  # batched: inside the caller's `link.batch()`
             self._ack(ready)
 
     def _ack(self, ready: list[Pending]) -> None:
@@ -357,14 +359,12 @@ class Daemon:
         self.notifier.stopping("draining")
         reason = self.requested.stop_reason
         self.log.info("stopping", reason=reason, queued=self.inbox.qsize(), unacked=len(self.ledger))
-        link = self.link
-        link.stop_accepting()
+        (link := self.link).stop_accepting()
         # Drain what was received before the stop: everything now in the inbox.
-        max_batch = self.settings.engine.max_batch
         while True:
             batch: list[Inbound] = []
             try:
-                while len(batch) < max_batch:
+                while len(batch) < self.settings.engine.max_batch:
                     item = self.inbox.get_nowait()
                     if item is not WAKE:
                         batch.append(item)
@@ -372,8 +372,7 @@ class Daemon:
                 pass
             if not batch:
                 break
-            self._process(batch)
-            self._ack_ready()
+            self._process(batch)  # and acks what is ready
         deadline = self.clock.monotonic() + self.drain_timeout_s
         while self.ledger and link.connected and self.clock.monotonic() < deadline:
             self._ack_ready()

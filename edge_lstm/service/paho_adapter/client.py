@@ -16,17 +16,27 @@ them against stock paho on a real broker).
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-from .fast import READ_SIZE, FastPackets
+from .fast import READ_SIZE, SMALL_READ_BYTES, FastPackets
+
+MIN_NAP_S = 0.0005  # shorter: not worth a select
+MAX_NAP_S = 0.1  # keepalive and a reconnect are looked after at least this often
+
+
+class ReadsDue(Protocol):
+    read_by: float  # time.monotonic() by which the worker needs what has arrived
+
 
 # Outgoing QoS 1/2 states paho counts in `_inflight_messages` (sent, acknowledgement awaited).
 _AWAITING_ACK = (
@@ -96,6 +106,9 @@ class BatchedClient(FastPackets):
     # Inside `batch` (set there; declared in FastPackets): publishes and acks, one packet each.
     _coalesce_sock: object = None  # the connection they were made for
 
+    # The worker's `Doorbell` (its `read_by`: when it next needs what has arrived); None: no naps.
+    reads_due: ReadsDue | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_socket_open = no_delay
@@ -106,7 +119,7 @@ class BatchedClient(FastPackets):
             out = self._rbuf[self._rpos : end]
             self._rpos = end
             return out
-        data = super()._sock_recv(max(bufsize, READ_SIZE))  # raises BlockingIOError when empty
+        data = self._recv_acked(max(bufsize, READ_SIZE))  # raises BlockingIOError when empty
         if len(data) <= bufsize:
             return data
         self._rbuf, self._rpos = data, bufsize
@@ -119,6 +132,26 @@ class BatchedClient(FastPackets):
         # than the buffer holds goes to the socket, so this ends).
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._rpos < len(self._rbuf):
             rc = super().loop_read(max_packets)
+        return rc
+
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        """paho's loop step, then a nap after a small read while the worker does not need the readings
+        yet (`reads_due`): until then only the worker's wake-up (results, acks to write) ends it. Each
+        reading arriving alone woke this thread once (docs/performance.md, round 9); a large read (a
+        backlog, a high rate) is not followed by a nap."""
+        rc = super()._loop(timeout)
+        got, self._read_bytes = self._read_bytes, 0
+        due, wake = self.reads_due, self._sockpairR
+        if due is None or wake is None or not 0 < got < SMALL_READ_BYTES or rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return rc
+        if self.want_write():
+            return rc  # a write the socket could not take whole: paho's select waits until it can
+        nap = min(due.read_by - time.monotonic(), MAX_NAP_S)
+        if nap > MIN_NAP_S:
+            try:
+                select.select([wake], [], [], nap)
+            except (OSError, ValueError):
+                pass  # closed by a reconnect: paho's next step sees it
         return rc
 
     def _sock_close(self) -> None:

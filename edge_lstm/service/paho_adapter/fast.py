@@ -17,6 +17,7 @@ against stock paho.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,9 @@ except ImportError:  # paho 2.1 (./dev paho found it): defined, and raised, in p
     from paho.mqtt.properties import MalformedPacket  # type: ignore[attr-defined]
 
 READ_SIZE = 65536  # one recv takes up to this much: many small packets at once
+# A read below this many bytes is light traffic: it is acknowledged at once (`quick_ack`), and the network
+# thread may nap after it (BatchedClient._loop). A backlog or a high rate fills reads and is read on at once.
+SMALL_READ_BYTES = 8192
 
 # Shared, never mutated: what a PUBACK without reason code or properties means (MQTT 5, 3.4.2.1), and
 # the (empty) properties of a PUBLISH that has none. Handed to callbacks that only read them.
@@ -81,6 +85,26 @@ class _OutMessage(paho.MQTTMessage):
         self.properties = None
 
 
+# Linux only (elsewhere getattr gives None and nothing is set).
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def quick_ack(sock: Any) -> None:
+    """Acknowledge what was just read at once instead of the kernel's delayed ACK (up to 40 ms on Linux).
+
+    The daemon sends data back (results, PUBACKs), so Linux treats the connection as interactive and
+    delays its ACKs to piggyback them; a broker with Nagle's algorithm on (mosquitto's default,
+    `set_tcp_nodelay false`) then holds every later reading until that ACK comes: the readings of a
+    batch window wait for the window to close and its results to carry the ACK (docs/performance.md,
+    round 9). The kernel clears the flag again, so it is set after every read."""
+    if _TCP_QUICKACK is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+    except (OSError, AttributeError, ValueError):
+        pass  # not a TCP socket (a Unix socket, the websockets wrapper): no delayed ACK to skip
+
+
 def _remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -127,6 +151,7 @@ class FastPackets(paho.Client):
     # Bytes read from the socket and not yet handed to paho (network thread only).
     _rbuf: bytes = b""
     _rpos: int = 0
+    _read_bytes: int = 0  # read since the last look (BatchedClient._loop)
     # Called with (topic, payload, mid) for a QoS 1 PUBLISH without properties, instead of building an
     # `MQTTMessage` for `on_message`; None: every message goes to `on_message`.
     on_reading: Callable[[bytes, bytes, int], None] | None = None
@@ -134,12 +159,19 @@ class FastPackets(paho.Client):
     on_handed_over: Callable[[], None] | None = None
     _coalesced_ack: bytearray  # the batch's acks, one write
 
+    def _recv_acked(self, bufsize: int) -> bytes:
+        data = super()._sock_recv(bufsize)
+        if 0 < len(data) < SMALL_READ_BYTES:  # a full read: the broker has data queued, not held by Nagle
+            quick_ack(self._sock)
+        self._read_bytes += len(data)
+        return data
+
     def _packet_read(self) -> MQTTErrorCode:
         if self._in_packet["command"] != 0:
             return super()._packet_read()  # a packet begun earlier: paho goes on with it
         if self._rpos >= len(self._rbuf):
             try:
-                data = super()._sock_recv(READ_SIZE)
+                data = self._recv_acked(READ_SIZE)
             except BlockingIOError:
                 return MQTTErrorCode.MQTT_ERR_AGAIN
             except OSError as err:  # as paho's _packet_read

@@ -13,7 +13,7 @@ import pytest
 from support.fakes import FakeClock
 
 from edge_lstm.ports import WAKE
-from edge_lstm.service.batching import SLICE_S, Doorbell, gather
+from edge_lstm.service.batching import READ_LEAD_S, SLICE_S, Doorbell, gather
 
 
 class ArrivingClock(FakeClock):
@@ -163,3 +163,49 @@ def test_with_a_doorbell_a_paced_wait_is_one_wait() -> None:
     t0 = time.monotonic()
     got = _gather(_filled(2), clock, bell=bell, not_before=clock.monotonic() + 0.005, max_wait_s=600.0)
     assert got == [0, 1] and bell.waits == 1 and time.monotonic() - t0 < 60
+
+
+def test_while_the_worker_sleeps_out_a_window_the_network_thread_may_leave_small_reads_until_just_before_it_ends() -> (
+    None
+):
+    inbox, bell = _filled(1), Doorbell()
+    bell.hold(0.001)  # the last batch closed on time, below its target
+    seen: list[float] = []
+
+    def network_thread() -> None:
+        while bell.at == sys.maxsize:  # until the worker waits
+            time.sleep(0.001)
+        seen.append(bell.read_by - time.monotonic())
+
+    t = threading.Thread(target=network_thread)
+    t0 = time.monotonic()
+    t.start()
+    bell.wait(inbox, 10, 0.5)
+    t.join()
+    # read_by is the window's end less READ_LEAD_S, as seen from the network thread during the wait
+    assert 0 < seen[0] <= 0.5 - READ_LEAD_S and seen[0] >= 0.5 - READ_LEAD_S - (time.monotonic() - t0)
+    assert bell.read_by == 0.0  # outside a window: read at once
+
+
+def test_after_a_full_batch_the_network_thread_reads_on_so_the_next_can_fill() -> None:
+    inbox, bell = _filled(1), Doorbell()
+    assert _gather(_filled(40), FakeClock(), bell=bell, hold_s=0.020) == list(range(40))  # target 32: full
+    assert bell.read_by == 0.0 and not bell.light
+    bell.wait(inbox, 10, 0.01)
+    assert bell.read_by == 0.0
+
+
+def test_no_read_by_when_the_batch_is_already_there() -> None:
+    bell = Doorbell()
+    bell.hold(0.001)
+    bell.wait(_filled(5), 5, 600.0)
+    assert bell.read_by <= time.monotonic()
+
+
+def test_a_batch_closed_on_time_holds_small_reads_for_the_next_window() -> None:
+    bell = Doorbell()
+    t0 = time.monotonic()
+    assert _gather(_filled(10), FakeClock(), bell=bell, hold_s=0.020) == list(range(10))  # below target 32
+    assert bell.light and t0 + 0.020 - READ_LEAD_S <= bell.read_by <= time.monotonic() + 0.020 - READ_LEAD_S
+    _gather(_filled(10), FakeClock(), bell=bell)  # no window known (the first batch): read at once
+    assert bell.read_by == 0.0 and not bell.light

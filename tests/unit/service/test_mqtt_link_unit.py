@@ -13,7 +13,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from support.fakes import FakeLink
 
 from edge_lstm.service.config import MqttSettings
-from edge_lstm.service.mqtt import MqttLink
+from edge_lstm.service.mqtt import WAKE, MqttLink
 
 
 def _link(subscription: str | list[str] = "sensors/+", **cfg: Any) -> MqttLink:
@@ -117,3 +117,18 @@ def test_an_arriving_reading_rings_the_doorbell_at_the_size_the_worker_waits_for
     assert link.doorbell.rung == 1 and link.inbox.qsize() == 3
     link._on_message(link.client, None, msg)  # rung once: the worker is awake now
     assert link.doorbell.rung == 1
+
+
+def test_a_puback_wakes_the_worker_unless_it_steps_a_light_load_s_batch_soon_anyway() -> None:
+    link = _link()
+    link.doorbell.hold(600.0)  # the worker just took a batch below its target; the next is due later
+    link._wake()
+    assert link.inbox.qsize() == 0  # the acks go out with that batch's results
+    link.doorbell.hold(0.0)  # a full batch (a backlog): acks as soon as PUBACKs arrive
+    link._wake()
+    link._wake()
+    assert link.inbox.get_nowait() is WAKE and link.inbox.qsize() == 0  # once until the worker takes it
+    link.woken()
+    link.doorbell.hold(0.001)  # a light window that has ended
+    link._wake()
+    assert link.inbox.get_nowait() is WAKE

@@ -12,12 +12,13 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from support.mqtt import properties
 from support.outcomes import present
 
+from edge_lstm.service.paho_adapter import client as client_module
 from edge_lstm.service.paho_adapter.client import BatchedClient
-from edge_lstm.service.paho_adapter.fast import _PUBLISHED, _Info, _remaining_length
+from edge_lstm.service.paho_adapter.fast import _PUBLISHED, SMALL_READ_BYTES, _Info, _remaining_length
 
 
 @pytest.fixture
@@ -269,3 +270,101 @@ def test_a_reading_whose_callback_raises_is_consumed_not_delivered_again(pair: A
         c.loop_read()
     c.loop_read()
     assert got == [1, 2]
+
+
+class AckRecorder:
+    """The client's socket, recording `setsockopt` (a socket pair is not TCP: the option would fail)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_every_read_that_brings_data_is_acknowledged_at_once(pair: Any) -> None:
+    """Against a broker with Nagle's algorithm on, a delayed ACK holds the broker's next readings until
+    the daemon sends something (docs/performance.md, round 9): each read asks for an immediate ACK, on
+    the buffered path (whole packets) and on paho's own (a packet split across reads)."""
+    c, broker = pair
+    rec = c._sock = AckRecorder(c._sock)
+    got: list[int] = []
+    c.on_reading = lambda topic, payload, mid: got.append(mid)
+    quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    broker.sendall(publish_packet(b"sensors/a", b"1", 1))
+    c.loop_read()
+    assert got == [1] and rec.options == [quick]
+    whole = publish_packet(b"sensors/a", b"p" * 300, 2)
+    broker.sendall(whole[:5])
+    c.loop_read()
+    broker.sendall(whole[5:])
+    c.loop_read()
+    assert got == [1, 2] and rec.options == [quick] * 3
+    assert c.loop_read() == paho.MQTT_ERR_SUCCESS and rec.options == [quick] * 3  # nothing read: no ACK asked
+    burst = b"".join(publish_packet(b"sensors/a", b"x" * 100, 3 + i) for i in range(SMALL_READ_BYTES // 100 + 1))
+    broker.sendall(burst)  # a full read: the broker has more queued, Nagle holds nothing back
+    c.loop_read()
+    assert len(got) > 2 and rec.options == [quick] * 3
+
+
+MIN_NAP = client_module.MIN_NAP_S  # a nap ends within this of read_by
+
+
+class Due:
+    def __init__(self, read_by: float) -> None:
+        self.read_by = read_by
+
+
+@pytest.fixture
+def looping(pair: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BatchedClient, socket.socket, list[int]]]:
+    """`pair`, connected, with the wake-up socket pair paho's threaded loop has, and a long nap cap."""
+    c, broker = pair
+    c._sockpairR, c._sockpairW = socket.socketpair()
+    c._state = _ConnectionState.MQTT_CS_CONNECTED
+    monkeypatch.setattr(client_module, "MAX_NAP_S", 600.0)
+    got: list[int] = []
+    c.on_reading = lambda topic, payload, mid: got.append(mid)
+    yield c, broker, got
+    c._sockpairR.close()
+    c._sockpairW.close()
+
+
+def test_after_a_small_read_the_network_thread_naps_until_the_worker_needs_the_readings(looping: Any) -> None:
+    c, broker, got = looping
+    c.reads_due = Due(time.monotonic() + 0.3)
+    broker.sendall(publish_packet(b"sensors/a", b"1", 1))
+    t0 = time.monotonic()
+    assert c._loop(0) == paho.MQTT_ERR_SUCCESS
+    assert got == [1] and time.monotonic() - t0 >= 0.3 - MIN_NAP  # delivered, then napped
+    broker.sendall(publish_packet(b"sensors/a", b"2", 2))
+    c.reads_due = Due(0.0)  # the worker is not in a window: no nap
+    t0 = time.monotonic()
+    c._loop(0)
+    assert got == [1, 2] and time.monotonic() - t0 < 0.3
+
+
+def test_the_worker_s_wake_up_ends_a_nap_so_results_go_out_at_once(looping: Any) -> None:
+    c, broker, got = looping
+    c.reads_due = Due(time.monotonic() + 600)
+    broker.sendall(publish_packet(b"sensors/a", b"1", 1))
+    threading.Timer(0.05, lambda: c._sockpairW.send(b"0")).start()  # what `batch` does after results
+    t0 = time.monotonic()
+    c._loop(0)
+    assert got == [1] and time.monotonic() - t0 < 300
+
+
+def test_no_nap_after_a_large_read_or_none(looping: Any) -> None:
+    c, broker, got = looping
+    c.reads_due = Due(time.monotonic() + 600)
+    burst = [publish_packet(b"sensors/a", b"x" * 100, i + 1) for i in range(SMALL_READ_BYTES // 100 + 1)]
+    broker.sendall(b"".join(burst))  # a backlog: read on at once
+    t0 = time.monotonic()
+    while len(got) < len(burst):
+        c._loop(0)
+    c._loop(0)  # nothing read: no nap
+    assert time.monotonic() - t0 < 300
