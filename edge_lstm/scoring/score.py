@@ -106,7 +106,7 @@ class Scorer:
         flagged: dict[str, np.ndarray],
         signals: dict[str, np.ndarray],
         ready: np.ndarray,
-        cols: Mapping[str, np.ndarray] | None = None,
+        cols: Mapping[str, np.ndarray],
     ) -> np.ndarray:
         """`anomaly` from the channels' flags, by `scoring.flags` (docs/scoring.md, "The flag")."""
         mode = self.config.flags
@@ -132,7 +132,7 @@ class Scorer:
         if "likelihood" in signals:  # the alarm's quiet test: back in the body of either law
             signals["likelihood"] = np.minimum(signals["likelihood"], calibrated)
         hold = self.config.surprise_gate_raised
-        if hold > 0 and cols is not None and "alarm.raised" in cols:  # no alarm column: calibration
+        if hold > 0 and "alarm.raised" in cols:  # no alarm column: calibration
             # Hysteresis: a raised alarm's stream keeps its channels' flags while the reading stays unusual.
             raised = cols["alarm.raised"]
             if np.count_nonzero(raised):
