@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .npfast import count_nonzero
 from .state import Column
 
 COLUMNS = {
@@ -82,8 +83,8 @@ class AlarmPolicy:
         per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
         the boolean masks of streams whose alarm was raised and cleared now."""
         was, before = cols["alarm.raised"], cols["alarm.history"]
-        n_was = np.count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
-        if not (np.count_nonzero(flags) or np.count_nonzero(before) or n_was):
+        n_was = count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
+        if not (count_nonzero(flags) or count_nonzero(before) or n_was):
             # A quiet round (the steady state): no flag now, none in any stream's window, no alarm raised.
             # Every column but the peak would be written with the value it holds: the history stays 0,
             # `readings` and `since` are kept, and `quiet` is 0 already (this method leaves it 0 whenever a
@@ -101,7 +102,7 @@ class AlarmPolicy:
         raised_now = np.zeros(len(was), bool) if all_raised else self._raised(was, history, flags, surprise)
         still = was ^ cleared_now if all_raised else (was ^ cleared_now) | raised_now  # cleared_now is within was
         # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
-        n_cleared, n_raised = np.count_nonzero(cleared_now), np.count_nonzero(raised_now)
+        n_cleared, n_raised = count_nonzero(cleared_now), count_nonzero(raised_now)
         cols["alarm.history"] = np.where(cleared_now, 0, history) if n_cleared else history
         cols["alarm.quiet"] = quiet * still  # kept while raised, else 0
         # While raised: readings and peak of the episode; a cleared event reports the episode's totals.
@@ -141,11 +142,11 @@ class AlarmPolicy:
         (`history`: the window after this reading, before a clear forgets it.)"""
         carried = was | (before != 0)
         peak = cols["alarm.peak"]
-        if np.count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
+        if count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
             peak = np.where(carried, peak, 0.0)
         peak = np.maximum(peak, scores)
         kept = was | raised_now | (history != 0)
-        cols["alarm.peak"] = peak if np.count_nonzero(kept) == len(kept) else np.where(kept, peak, 0.0)
+        cols["alarm.peak"] = peak if count_nonzero(kept) == len(kept) else np.where(kept, peak, 0.0)
 
 
 _bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none

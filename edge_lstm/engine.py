@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .alarm import AlarmPolicy, table_columns
+from .npfast import count_nonzero
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import AlarmEvent, Result, results
@@ -163,7 +164,7 @@ class Engine:
         table.anomalies[rows] += flags
         table.last_ts[rows] = tss
         self.stats.results += len(take)
-        self.stats.anomalies += int(np.count_nonzero(flags))  # a sixth of ndarray.sum()'s cost
+        self.stats.anomalies += int(count_nonzero(flags))  # a sixth of ndarray.sum()'s cost
         events = self._events(readings, take, cols, raised, cleared, scored.signals.get("shifted"))
         self._results(readings, take, out, scored, warming, predictions, cols["alarm.raised"], events)
         if self.horizon > 1:
@@ -182,7 +183,7 @@ class Engine:
         if kidx:
             last = self.table.last_ts[known if len(kidx) == n else [known[j] for j in kidx]]
             older = (ts if len(kidx) == n else ts[kidx]) <= last
-            for m in np.flatnonzero(older).tolist() if np.count_nonzero(older) else ():
+            for m in np.flatnonzero(older).tolist() if count_nonzero(older) else ():
                 j = kidx[m]
                 r, prev = readings[j], float(last[m])
                 reason = "duplicate" if r.ts == prev else "out_of_order"
@@ -225,7 +226,7 @@ class Engine:
     ) -> dict[int, AlarmEvent]:
         """The alarm events of this round, by position in `take`."""
         events: dict[int, AlarmEvent] = {}
-        if np.count_nonzero(raised) or np.count_nonzero(cleared):  # a third of ndarray.any()'s cost
+        if count_nonzero(raised) or count_nonzero(cleared):  # a third of ndarray.any()'s cost
             since, peak, count = cols["alarm.since"], cols["alarm.peak"], cols["alarm.readings"]
             for m in np.flatnonzero(raised | cleared).tolist():
                 events[m] = AlarmEvent(

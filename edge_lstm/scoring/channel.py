@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from ..contract import ModelMeta
+from ..npfast import count_nonzero
 from ..state import Column
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class Scores:
 def published(ready: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     """Result fields from [B] arrays: each value where `ready`, None where not. While every stream of the
     round is ready (the steady state) this is one tolist() per field, not a Python loop over readings."""
-    if np.count_nonzero(ready) == len(ready):
+    if count_nonzero(ready) == len(ready):
         return {k: v.tolist() for k, v in values.items()}
     flags = ready.tolist()
     return {k: [x if r else None for x, r in zip(v.tolist(), flags)] for k, v in values.items()}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import ModelMeta
+from ..npfast import count_nonzero
 from ..result import FIELD_NAMES
 from ..state import Column
 from . import channels as registry
@@ -135,7 +136,7 @@ class Scorer:
         if hold > 0 and "alarm.raised" in cols:  # no alarm column: calibration
             # Hysteresis: a raised alarm's stream keeps its channels' flags while the reading stays unusual.
             raised = cols["alarm.raised"]
-            if np.count_nonzero(raised):
+            if count_nonzero(raised):
                 surprising = surprising | (raised & (calibrated >= 1.0 - hold))
         flags |= legacy & (surprising | ~ready)
         return flags

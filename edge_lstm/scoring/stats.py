@@ -34,6 +34,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ..npfast import count_nonzero
 from ..state import Column
 
 
@@ -109,7 +110,7 @@ def tail_learn(
 ) -> None:
     """Count `x[take]` into the fit under `prefix` and set those streams' threshold column `h` to the
     updated z_q (in place); the other streams' thresholds are unchanged."""
-    if not np.count_nonzero(take):  # count_nonzero: a third of ndarray.any()'s cost
+    if not count_nonzero(take):  # count_nonzero: a third of ndarray.any()'s cost
         return
     tail_add(cols, prefix, x, take, prior.u)
     z = tail_threshold(cols[f"{prefix}.n"], cols[f"{prefix}.peaks"], cols[f"{prefix}.excess"], prior, q)
@@ -150,6 +151,6 @@ def tail_learn_unflagged(
 ) -> None:
     """The tail gating every channel uses: fit `x[take]` (a stream's first readings after its baseline)
     except where it exceeds the stream's threshold `cols[h]` (DSPOT: an anomaly is not normal operation)."""
-    if not np.count_nonzero(take):  # past the window (the steady state): not even the comparison
+    if not count_nonzero(take):  # past the window (the steady state): not even the comparison
         return
     tail_learn(cols, prefix, h, x, take & (x <= cols[h]), prior, q)

@@ -30,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
+from ...npfast import count_nonzero
 from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Channel, Scores, published
 from ..config import ScoringConfig
@@ -163,7 +164,7 @@ class Deviation(BaseChannel):
         youngest = int(np.minimum.reduce(steps)) if len(steps) else c.baseline + c.tail_window
         first = steps == 0 if youngest < c.baseline else None
         frozen = c.threshold_method != "pot" or c.tail_window <= 0 or youngest >= c.baseline + c.tail_window
-        if first is not None and np.count_nonzero(first):  # count_nonzero: a third of ndarray.any()'s cost
+        if first is not None and count_nonzero(first):  # count_nonzero: a third of ndarray.any()'s cost
             cols["deviation.ref"][first] = u[first]
             cols["deviation.prev"][first] = u[first]
         # Past every stream's baseline ref, φ and P are only read: peeked, not written back to the table.
@@ -180,8 +181,8 @@ class Deviation(BaseChannel):
         d = (x1 - cols["deviation.mu"]) - phi * (x0 - cols["deviation.mu"])
         P = cols["deviation.P"] if first is not None else read_only(cols, "deviation.P")
         s = np.einsum("bi,bij,bj->b", d, P, d) / self.F
-        live = ready & ~restart if np.count_nonzero(restart) else ready
-        n_live = np.count_nonzero(live)
+        live = ready & ~restart if count_nonzero(restart) else ready
+        n_live = count_nonzero(live)
         # The live streams' rows: a full slice when all are (the steady state); its views cost a fraction
         # of a boolean mask's copies and masked writes (seven per round, below and in _known).
         all_live = n_live == len(live)
@@ -207,7 +208,7 @@ class Deviation(BaseChannel):
             cols["deviation.mu"][rows] = mu + (w / c.track)[:, None] * (x1[rows] - mu)
         cols["deviation.prev"] = u
         likelihood = self.likelihood(e, cols, frozen)
-        if first is not None and np.count_nonzero(ready) < len(ready):  # the where() only while some stream learns
+        if first is not None and count_nonzero(ready) < len(ready):  # the where() only while some stream learns
             likelihood = np.where(ready, likelihood, 0.0)
         if c.threshold_method == "pot" and c.tail_window > 0 and youngest < c.baseline + c.tail_window:
             # The stream's own tail: its first `tail_window` readings after the baseline, unflagged ones
@@ -221,7 +222,7 @@ class Deviation(BaseChannel):
         self, cols: dict[str, np.ndarray], x0: np.ndarray, x1: np.ndarray, acc: np.ndarray, done: np.ndarray
     ) -> None:
         """The baseline's sums: pairs (x_{t−1}, x_t) of the streams in `acc`; μ, φ, P of those `done`."""
-        if np.count_nonzero(acc):
+        if count_nonzero(acc):
             a0, a1 = x0[acc], x1[acc]
             cols["deviation.pairs"][acc] += 1
             cols["deviation.sum0"][acc] += a0
@@ -229,7 +230,7 @@ class Deviation(BaseChannel):
             cols["deviation.s00"][acc] += a0[:, :, None] * a0[:, None, :]
             cols["deviation.s11"][acc] += a1[:, :, None] * a1[:, None, :]
             cols["deviation.s10"][acc] += a1[:, :, None] * a0[:, None, :]
-        if np.count_nonzero(done):
+        if count_nonzero(done):
             self._learn(cols, done)
 
     def _known(self, cols: dict[str, np.ndarray], u: np.ndarray, live: np.ndarray | slice) -> None:
@@ -281,7 +282,7 @@ class Deviation(BaseChannel):
         # Each side is computed only when some reading is on it: normal operation is mostly below u (the
         # body's ~25 numpy calls, no tail), an anomalous stretch above it (the tail's, no body).
         tail = e >= p.u
-        n_tail, size = np.count_nonzero(tail), np.size(tail)
+        n_tail, size = count_nonzero(tail), np.size(tail)
         if n_tail < size:
             body: np.ndarray = chi2k_cdf(e, self._k) * (1.0 - zeta) / (1.0 - p.p_u)
             if not n_tail:

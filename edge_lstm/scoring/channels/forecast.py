@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
+from ...npfast import count_nonzero
 from ..channel import BaseChannel, Batch, Scores
 from ..config import ScoringConfig
 from ..stats import chi2k_quantile
@@ -79,7 +80,7 @@ class ForecastScore(BaseChannel):
         if batch.predicted is not None:
             scores = self.forecast_scores(batch.values, batch.predicted)
             first = batch.steps == 0
-            if np.count_nonzero(first):  # the masked write only when some stream's reading is its first
+            if count_nonzero(first):  # the masked write only when some stream's reading is its first
                 scores[first] = 0.0  # nothing was predicted for a stream's first reading
         else:
             scores = batch.y[:, 0].astype(np.float64)

@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
+from ...npfast import count_nonzero
 from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Scores
 from ..config import ScoringConfig
@@ -58,7 +59,7 @@ def update(
     cols["stuck.last"] = values
     learning = (steps < baseline)[:, None]
     # Past every stream's baseline (the steady state) the longest runs are neither updated nor written back.
-    some_learning = np.count_nonzero(learning) > 0
+    some_learning = count_nonzero(learning) > 0
     if some_learning:
         cols["stuck.longest"] = np.where(learning, np.maximum(cols["stuck.longest"], run), cols["stuck.longest"])
     longest = cols["stuck.longest"] if some_learning else read_only(cols, "stuck.longest")
@@ -98,7 +99,7 @@ class Stuck(BaseChannel):
     def update(self, batch: Batch) -> Scores:
         stuck = update(batch.cols, batch.values, batch.steps, self.config.baseline, self.config.stuck_after)
         names: list[tuple[str, ...]] = [()] * len(stuck)
-        if not np.count_nonzero(stuck):  # the common case: no reduction, no loop
+        if not count_nonzero(stuck):  # the common case: no reduction, no loop
             return Scores(np.zeros(len(stuck), bool), {"stuck": names})
         flags: np.ndarray = np.asarray(stuck.any(axis=1))
         for m in np.flatnonzero(flags).tolist():

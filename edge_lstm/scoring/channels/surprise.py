@@ -31,6 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...contract import ModelMeta
+from ...npfast import count_nonzero
 from ...state import Column
 from ..channel import BaseChannel, Batch, Channel, Scores
 from ..config import ScoringConfig
@@ -53,7 +54,7 @@ def _finite(x: np.ndarray) -> np.ndarray:
     """`x` with its non-finite values as 0; `x` itself when all are finite (the common case: a test and a
     count cost a third of the where())."""
     finite = np.isfinite(x)
-    if np.count_nonzero(finite) == finite.size:
+    if count_nonzero(finite) == finite.size:
         return x
     out: np.ndarray = np.where(finite, x, 0.0)
     return out
@@ -121,14 +122,14 @@ class Surprise(BaseChannel):
         learning = n < cfg.baseline
         # Past the baseline (the steady state) a round skips the learning branches: same numbers, fewer
         # numpy calls (each costs ~1 µs whatever the batch; bench/ab_engine.py --instructions).
-        steady = not np.count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
+        steady = not count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
         rate = self._rate(batch.gap, n, learning, steady)
         w = self._statistics(batch, rate, learning, steady)
         t = np.sqrt(np.sqrt(w))  # w ** ROOT, cheaper than a power
         tu = t - self.u
         sigma = cols["surprise.sigma"]
         positive = sigma > 0
-        if np.count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
+        if count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
             sigma = np.where(positive, sigma, self.sigma0)
         log_p = self._log_survival(cols, t, tu, sigma)
         logp = np.minimum(0.0, np.minimum.reduce(log_p, axis=1) + self.bonferroni)
@@ -153,7 +154,7 @@ class Surprise(BaseChannel):
         """A new extreme counts only for a reading the other statistics find unusual too: Gaussian noise
         sets new records beyond a short baseline's range now and then (measured: no loss on NAB)."""
         gate = logp < LOG_RANGE_GATE
-        if not np.count_nonzero(gate):  # the range still takes every reading in
+        if not count_nonzero(gate):  # the range still takes every reading in
             cols["surprise.lo"] = np.minimum(cols["surprise.lo"], u)
             cols["surprise.hi"] = np.maximum(cols["surprise.hi"], u)
             return logp
@@ -194,10 +195,10 @@ class Surprise(BaseChannel):
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
-        if np.count_nonzero(raised):
+        if count_nonzero(raised):
             ref = cols["surprise.ref"]
             kept = raised[:, None] & np.isfinite(ref)
-            if np.count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
+            if count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
                 ref = np.where(kept, ref, mu)
                 cols["surprise.ref"] = ref
         else:
@@ -310,7 +311,7 @@ class Surprise(BaseChannel):
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)
-        if np.count_nonzero(over):  # else σ stays (the prior's where it was 0)
+        if count_nonzero(over):  # else σ stays (the prior's where it was 0)
             # An excess moves the mean excess by the rate of the peaks (r / ζ), bounded by 1.
             re = np.minimum(1.0, r / np.maximum(zeta, 1e-3))
             excess = np.minimum(tu, EXCESS_CAP * sigma)  # bounded influence: one reading moves σ little
