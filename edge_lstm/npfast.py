@@ -21,8 +21,9 @@ def _c_count_nonzero() -> Callable[[Any], int]:
         except ImportError:
             continue
         if callable(found) and type(found) is not type(_c_count_nonzero):  # a C function, not a wrapper
-            return found
-    return np.count_nonzero  # type: ignore[return-value]
+            c_function: Callable[[Any], int] = found
+            return c_function
+    return np.count_nonzero
 
 
 count_nonzero: Callable[[Any], int] = _c_count_nonzero()
