@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .npfast import count_nonzero
+from .npfast import count_nonzero, f64
 from .state import Column
 
 COLUMNS = {
@@ -70,6 +71,19 @@ class AlarmPolicy:
         if not self.raise_surprise >= 0:
             raise ValueError(f"alarm raise_surprise must be >= 0 (0 = off), got {self.raise_surprise}")
 
+    @cached_property
+    def _c(self) -> _Constants:
+        """update()'s settings as 0-d arrays, made once (npfast.f64: a Python scalar operand costs a ufunc call
+        ~1,600 instructions more; integer settings as int64, the same values)."""
+        i64 = _i64
+        return _Constants(
+            i64((1 << self.raise_window) - 1),
+            f64(self.clear_likelihood),
+            i64(self.clear_after),
+            i64(self.raise_n),
+            f64(self.raise_surprise),
+        )
+
     def update(
         self,
         cols: dict[str, np.ndarray],
@@ -94,10 +108,11 @@ class AlarmPolicy:
             return np.zeros(len(flags), bool), np.zeros(len(flags), bool)
         # Integers and booleans only (and a max of scores): each form below gives the same values as the
         # plain where()s it replaces, in fewer or cheaper numpy calls. For booleans a < b is ~a & b.
-        history = ((before << 1) | flags) & np.int64((1 << self.raise_window) - 1)  # bool → 0/1
-        calm = ~flags if likelihood is None else np.less(flags, likelihood <= self.clear_likelihood)
-        quiet = (cols["alarm.quiet"] + 1) * calm  # + 1 where calm, else 0
-        cleared_now = was & (quiet >= self.clear_after) if not self.latch else np.zeros(len(was), bool)
+        c = self._c
+        history = ((before << _I1) | flags) & c.mask  # bool → 0/1
+        calm = ~flags if likelihood is None else np.less(flags, likelihood <= c.clear_likelihood)
+        quiet = (cols["alarm.quiet"] + _I1) * calm  # + 1 where calm, else 0
+        cleared_now = was & (quiet >= c.clear_after) if not self.latch else np.zeros(len(was), bool)
         all_raised = n_was == len(was)  # then no alarm can be raised: its tests are skipped
         raised_now = np.zeros(len(was), bool) if all_raised else self._raised(was, history, flags, surprise)
         still = was ^ cleared_now if all_raised else (was ^ cleared_now) | raised_now  # cleared_now is within was
@@ -122,9 +137,10 @@ class AlarmPolicy:
         self, was: np.ndarray, history: np.ndarray, flags: np.ndarray, surprise: np.ndarray | None
     ) -> np.ndarray:
         """Alarms raised now: enough flags in the window, or one flagged reading this rare (a spike)."""
-        raised_now: np.ndarray = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
+        c = self._c
+        raised_now: np.ndarray = np.less(was, _popcount(history) >= c.raise_n)  # ~was & enough flags
         if self.raise_surprise > 0 and surprise is not None:
-            raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))
+            raised_now |= np.less(was, flags & (surprise >= c.raise_surprise))
         return raised_now
 
     @staticmethod
@@ -140,13 +156,32 @@ class AlarmPolicy:
         readings before the raise (a spike scoring 100 then four readings scoring 5 raise at the fifth).
         Not raised: the peak of the readings since the window's oldest flag, 0 once no flag is left.
         (`history`: the window after this reading, before a clear forgets it.)"""
-        carried = was | (before != 0)
+        carried = was | (before != _I0)
         peak = cols["alarm.peak"]
         if count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
-            peak = np.where(carried, peak, 0.0)
+            peak = np.where(carried, peak, _ZERO)
         peak = np.maximum(peak, scores)
-        kept = was | raised_now | (history != 0)
-        cols["alarm.peak"] = peak if count_nonzero(kept) == len(kept) else np.where(kept, peak, 0.0)
+        kept = was | raised_now | (history != _I0)
+        cols["alarm.peak"] = peak if count_nonzero(kept) == len(kept) else np.where(kept, peak, _ZERO)
+
+
+def _i64(x: int) -> np.ndarray:
+    """`x` as a read-only 0-d int64 array (a cheaper ufunc operand than the Python int, npfast.f64)."""
+    out = np.array(x, np.int64)
+    out.flags.writeable = False
+    return out
+
+
+_I0, _I1, _ZERO = _i64(0), _i64(1), f64(0.0)
+
+
+@dataclass(frozen=True)
+class _Constants:
+    mask: np.ndarray  # the window's bits
+    clear_likelihood: np.ndarray
+    clear_after: np.ndarray
+    raise_n: np.ndarray
+    raise_surprise: np.ndarray
 
 
 _bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none

@@ -8,6 +8,12 @@ wrapper where the C function is not found (another numpy layout).
 `clip(x, lo, hi)`: np.clip's own ufunc (np.clip is a Python wrapper of ~26,000 instructions around it, and
 np.minimum(np.maximum(x, lo), hi) two ufunc calls of ~13,000 with Python ints as bounds): ~4,500. Integers
 only here (for floats np.clip's NaN handling would be the question): the same values either way.
+
+`f64(x)`: a constant as a 0-d float64 array. A Python float (or an np.float64) operand costs a ufunc call
+~1,600 instructions more than an array (numpy converts the scalar anew each call, NEP 50's weak scalars),
+a 0-d array nothing; with float64 (or integer, or boolean) arrays the result is the same float64 values.
+Only where the other operand is never float32 (there a Python float keeps float32, a 0-d float64 array
+would not).
 """
 
 from __future__ import annotations
@@ -51,3 +57,10 @@ def _clip_ufunc() -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
 
 
 clip = _clip_ufunc()
+
+
+def f64(x: float) -> np.ndarray:
+    """`x` as a read-only 0-d float64 array: a cheaper ufunc operand than the Python float (see above)."""
+    out = np.array(x, np.float64)
+    out.flags.writeable = False
+    return out
