@@ -21,7 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .npfast import count_nonzero, f64
+from .npfast import count_nonzero, f64, i64
 from .state import Column
 
 COLUMNS = {
@@ -75,7 +75,6 @@ class AlarmPolicy:
     def _c(self) -> _Constants:
         """update()'s settings as 0-d arrays, made once (npfast.f64: a Python scalar operand costs a ufunc call
         ~1,600 instructions more; integer settings as int64, the same values)."""
-        i64 = _i64
         return _Constants(
             i64((1 << self.raise_window) - 1),
             f64(self.clear_likelihood),
@@ -165,14 +164,7 @@ class AlarmPolicy:
         cols["alarm.peak"] = peak if count_nonzero(kept) == len(kept) else np.where(kept, peak, _ZERO)
 
 
-def _i64(x: int) -> np.ndarray:
-    """`x` as a read-only 0-d int64 array (a cheaper ufunc operand than the Python int, npfast.f64)."""
-    out = np.array(x, np.int64)
-    out.flags.writeable = False
-    return out
-
-
-_I0, _I1, _ZERO = _i64(0), _i64(1), f64(0.0)
+_I0, _I1, _ZERO = i64(0), i64(1), f64(0.0)
 
 
 @dataclass(frozen=True)

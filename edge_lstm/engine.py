@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .alarm import AlarmPolicy, table_columns
-from .npfast import count_nonzero
+from .npfast import count_nonzero, i64
 from .ports import SpillStore, StepModel
 from .reading import Reading, Rejection
 from .result import AlarmEvent, Result, results
@@ -153,14 +153,14 @@ class Engine:
             predictions = y.astype(np.float64)
         tss = ts[take]
         gap = tss - table.last_ts[rows]  # +inf for a stream's first reading (last_ts starts at -inf)
-        warming = steps < self.warmup
+        warming = steps < i64(self.warmup)  # 0-d int64 operands (npfast.i64): ~1,600 instructions less a call
         scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
         likelihood = scored.signals.get("likelihood")
         surprise = scored.signals.get("surprise")
         raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood, surprise)
         cols.scatter()
         flags = scored.flags
-        table.steps[rows] = steps + 1  # rows: a slice when it can be (a third of a fancy write's cost)
+        table.steps[rows] = steps + i64(1)  # rows: a slice when it can be (a third of a fancy write's cost)
         table.anomalies[rows] += flags
         table.last_ts[rows] = tss
         self.stats.results += len(take)

@@ -19,6 +19,7 @@ would not).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -62,5 +63,14 @@ clip = _clip_ufunc()
 def f64(x: float) -> np.ndarray:
     """`x` as a read-only 0-d float64 array: a cheaper ufunc operand than the Python float (see above)."""
     out = np.array(x, np.float64)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=256)
+def i64(x: int) -> np.ndarray:
+    """`x` as a read-only 0-d int64 array (as f64, for integer operands: int64 arrays give the same values),
+    made once per value (an integer setting passed in per call: a cache look-up, not an array)."""
+    out = np.array(x, np.int64)
     out.flags.writeable = False
     return out
