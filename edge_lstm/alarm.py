@@ -15,7 +15,7 @@ checkpointed, journal-replayed and spilled with the rest of the stream's row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -89,12 +89,13 @@ class AlarmPolicy:
         flags: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
-        likelihood: np.ndarray | None = None,
+        likelihood: np.ndarray | Callable[[], np.ndarray] | None = None,
         surprise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
-        per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
-        the boolean masks of streams whose alarm was raised and cleared now."""
+        per stream; `likelihood` (None: 0, every unflagged reading is quiet; a function: called only when a
+        round gets that far) gates the quiet count. Returns the boolean masks of streams whose alarm was
+        raised and cleared now."""
         was, before = cols["alarm.raised"], cols["alarm.history"]
         n_was = count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
         if not (count_nonzero(flags) or count_nonzero(before) or n_was):
@@ -108,6 +109,8 @@ class AlarmPolicy:
         # Integers and booleans only (and a max of scores): each form below gives the same values as the
         # plain where()s it replaces, in fewer or cheaper numpy calls. For booleans a < b is ~a & b.
         c = self._c
+        if callable(likelihood):  # deferred (scoring.Scored.lazy): computed now that a round needs it
+            likelihood = likelihood()
         history = ((before << _I1) | flags) & c.mask  # bool → 0/1
         calm = ~flags if likelihood is None else np.less(flags, likelihood <= c.clear_likelihood)
         quiet = (cols["alarm.quiet"] + _I1) * calm  # + 1 where calm, else 0

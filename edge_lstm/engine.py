@@ -155,7 +155,7 @@ class Engine:
         gap = tss - table.last_ts[rows]  # +inf for a stream's first reading (last_ts starts at -inf)
         warming = steps < i64(self.warmup)  # 0-d int64 operands (npfast.i64): ~1,600 instructions less a call
         scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
-        likelihood = scored.signals.get("likelihood")
+        likelihood = scored.likelihood()  # an array, or a function the alarm calls only if it needs it
         surprise = scored.signals.get("surprise")
         raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood, surprise)
         cols.scatter()

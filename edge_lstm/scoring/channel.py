@@ -19,7 +19,7 @@ channel is its module plus one line there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -52,6 +52,11 @@ class Batch:
     signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+# A [B] statistic computed only when called (the deviation channel's likelihood: read by the alarm's quiet
+# test only, which a quiet round never reaches).
+Lazy = Callable[[], np.ndarray]
+
+
 @dataclass(slots=True)
 class Scores:
     """One channel's output for a round."""
@@ -61,6 +66,8 @@ class Scores:
     fields: dict[str, list[Any]] = field(default_factory=dict)
     # Named [B] statistics for later stages (the alarm takes "score" and "likelihood").
     signals: dict[str, np.ndarray] = field(default_factory=dict)
+    # Named statistics computed when called, for later stages ("likelihood", in place of the signal).
+    lazy: dict[str, Lazy] = field(default_factory=dict)
 
 
 def published(ready: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, list[Any]]:

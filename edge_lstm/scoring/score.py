@@ -8,7 +8,7 @@ same code, so the daemon and the calibration cannot disagree about what a score 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ from ..npfast import count_nonzero, f64
 from ..result import FIELD_NAMES
 from ..state import Column
 from . import channels as registry
-from .channel import Batch, Channel, ChannelType
+from .channel import Batch, Channel, ChannelType, Lazy
+from .channels.deviation import Deviation
 from .channels.forecast import ForecastScore, output_scaling
 from .config import ScoringConfig
 
@@ -35,6 +36,12 @@ class Scored:
     flags: np.ndarray  # [B] bool: some channel flags the reading
     fields: dict[str, list[Any]]  # Result keyword → one value per reading (every channel's fields)
     signals: dict[str, np.ndarray]  # named [B] statistics: "score", "likelihood" (the alarm's inputs)
+    lazy: dict[str, Lazy] = field(default_factory=dict)  # named statistics computed when called (`likelihood`)
+
+    def likelihood(self) -> np.ndarray | Lazy | None:
+        """The alarm's quiet-test input: the signal, else the deferred one (a function), else None."""
+        signal = self.signals.get("likelihood")
+        return signal if signal is not None else self.lazy.get("likelihood")
 
 
 class Scorer:
@@ -54,6 +61,9 @@ class Scorer:
                 if not key.startswith(channel.name + ".") or key in self.columns:
                     raise ValueError(f"channel {channel.name!r}: column {key!r} must be new and named {channel.name}.*")
                 self.columns[key] = column
+        for k, channel in enumerate(self.channels):
+            if isinstance(channel, Deviation) and any("likelihood" in c.fields for c in self.channels[k + 1 :]):
+                channel.publish_likelihood = False  # its field is overwritten: its likelihood is deferred
         self.extra_fields = tuple(
             f for c in self.channels for f in c.fields if f not in FIELD_NAMES
         )  # published in Result.extra
@@ -106,7 +116,8 @@ class Scorer:
             flagged[channel.name] = scores.flags
             out.fields.update(scores.fields)
             out.signals.update(scores.signals)
-        out.flags = self._combine(flagged, out.signals, batch.ready, cols)
+            out.lazy.update(scores.lazy)
+        out.flags = self._combine(flagged, out.signals, batch.ready, cols, out.lazy)
         return out
 
     def _combine(
@@ -115,6 +126,7 @@ class Scorer:
         signals: dict[str, np.ndarray],
         ready: np.ndarray,
         cols: Mapping[str, np.ndarray],
+        lazy: dict[str, Lazy],
     ) -> np.ndarray:
         """`anomaly` from the channels' flags, by `scoring.flags` (docs/scoring.md, "The flag")."""
         mode = self.config.flags
@@ -131,6 +143,7 @@ class Scorer:
             return flags
         if mode == "likelihood":
             signals["likelihood"] = calibrated  # the alarm's quiet test, as the flag
+            lazy.pop("likelihood", None)
             # Until the stream has learned its own law, the model's calibration judges its forecasts.
             flags |= flagged.get("score", flags) & ~ready
             return flags
@@ -139,6 +152,9 @@ class Scorer:
         surprising = calibrated >= self._gate  # 1 - surprise_gate
         if "likelihood" in signals:  # the alarm's quiet test: back in the body of either law
             signals["likelihood"] = np.minimum(signals["likelihood"], calibrated)
+        elif "likelihood" in lazy:  # the same, when the alarm asks for it
+            own = lazy["likelihood"]
+            lazy["likelihood"] = lambda: np.minimum(own(), calibrated)
         hold = self.config.surprise_gate_raised
         if hold > 0 and "alarm.raised" in cols:  # no alarm column: calibration
             # Hysteresis: a raised alarm's stream keeps its channels' flags while the reading stays unusual.
