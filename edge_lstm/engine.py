@@ -165,7 +165,7 @@ class Engine:
         table.last_ts[rows] = tss
         self.stats.results += len(take)
         self.stats.anomalies += int(count_nonzero(flags))  # a sixth of ndarray.sum()'s cost
-        events = self._events(readings, take, cols, raised, cleared, scored.signals.get("shifted"))
+        events = self._events(readings, take, cols, raised, cleared, scored.shifted(cleared))
         self._results(readings, take, out, scored, warming, predictions, cols["alarm.raised"], events)
         if self.horizon > 1:
             for j, fc in zip(take, self._forecasts(y, tss, gap)):
@@ -292,8 +292,7 @@ class Engine:
         return out
 
     def evict_idle(self, older_than_ts: float) -> list[StreamState]:
-        """Evict streams whose last reading is older than the given event time (spilled if a spill
-        store is attached, like streams evicted from a full table)."""
+        """Evict streams whose last reading is older than `older_than_ts` (spilled like any evicted)."""
         rows = [self.table.evict(s) for s in self.table.idle_streams(older_than_ts)]
         self.stats.evicted += len(rows)
         if self.spill is not None:

@@ -38,6 +38,15 @@ class Scored:
     signals: dict[str, np.ndarray]  # named [B] statistics: "score", "likelihood" (the alarm's inputs)
     lazy: dict[str, Lazy] = field(default_factory=dict)  # named statistics computed when called (`likelihood`)
 
+    def shifted(self, cleared: np.ndarray) -> np.ndarray | None:
+        """The surprise channel's `shifted` for the cleared alarms' reasons: computed now if deferred and some
+        alarm cleared (its only use), else None when deferred."""
+        signal = self.signals.get("shifted")
+        if signal is not None:
+            return signal
+        deferred = self.lazy.get("shifted")
+        return deferred() if deferred is not None and count_nonzero(cleared) else None
+
     def likelihood(self) -> np.ndarray | Lazy | None:
         """The alarm's quiet-test input: the signal, else the deferred one (a function), else None."""
         signal = self.signals.get("likelihood")

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ...contract import ModelMeta
 from ...npfast import count_nonzero, f64
-from ...state import Column
-from ..channel import BaseChannel, Batch, Channel, Scores
+from ...state import Column, read_only
+from ..channel import BaseChannel, Batch, Channel, Lazy, Scores
 from ..config import ScoringConfig
 from ._priors import TAIL_PRIORS
 from .forecast import output_scaling
@@ -191,23 +191,25 @@ class Surprise(BaseChannel):
             published_likelihood = [v if r else None for v, r in zip(likelihood.tolist(), published)]
             published_surprise = [v if r else None for v, r in zip(surprise.tolist(), published)]
         shifted = self._shifted(cols, u)
-        return Scores(
-            flags,
-            {"likelihood": published_likelihood, "surprise": published_surprise},
-            {"calibrated": likelihood, "surprise": surprise, "shifted": shifted},
-        )
+        fields: dict[str, list[Any]] = {"likelihood": published_likelihood, "surprise": published_surprise}
+        signals = {"calibrated": likelihood, "surprise": surprise}
+        if callable(shifted):  # read only when some alarm clears: computed then (Scored.shifted)
+            return Scores(flags, fields, signals, {"shifted": shifted})
+        signals["shifted"] = shifted
+        return Scores(flags, fields, signals)
 
-    def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray:
+    def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray | Lazy:
         """Whether the reading is more than SHIFT of the stream's spread away from the level it had when its
         alarm was raised (an alarm that clears then has `adapted` to a new normal, it is not back to the
-        old); the reference follows the level while no alarm is raised."""
+        old); the reference follows the level while no alarm is raised. With some alarm raised, a function
+        that computes it: its only reader (engine.py, `_events`) needs it only in a round where one clears."""
         mu = cols["surprise.mu"]
         try:
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
         if count_nonzero(raised):
-            ref = cols["surprise.ref"]
+            ref = read_only(cols, "surprise.ref")  # written back only if it changes
             kept = raised[:, None] & np.isfinite(ref)
             if count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
                 ref = np.where(kept, ref, mu)
@@ -217,9 +219,14 @@ class Surprise(BaseChannel):
             # only reading of `shifted`: engine.py, `_events`) without having had it raised: nothing to compare.
             cols["surprise.ref"] = mu
             return np.zeros(len(mu), bool)
-        # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
-        out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > _SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
-        return out
+        vx = cols["surprise.vx"]  # this round's (the function may be called after the round's other channels)
+
+        def shifted() -> np.ndarray:
+            # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
+            out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > _SHIFT * np.sqrt(vx), axis=1)
+            return out
+
+        return shifted
 
     def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
         """[B, K] the per-reading statistics w (about 1 on normal data), before the statistics learn this
