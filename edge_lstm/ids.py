@@ -236,6 +236,19 @@ class StreamIndex:
         a, o, n = self._a, self._o, self._n
         return [str(a[o[i] : o[i] + n[i] - 1], "utf-8", "surrogatepass") for i in slots]
 
+    def packed(self, slots: np.ndarray) -> bytes:
+        """The ids at these (used) slots as the checkpoint stores them: each its length (u32, little
+        endian), then its UTF-8 bytes (surrogatepass), with no str made."""
+        lens = self.lengths[slots].astype(np.int64) - 1
+        ends = np.cumsum(lens + 4)  # each record: 4 bytes of length, then the id
+        out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
+        starts = ends - lens - 4
+        out[starts[:, None] + np.arange(4)] = lens.astype("<u4").view(np.uint8).reshape(-1, 4)
+        first = np.cumsum(lens) - lens  # each id's first byte among all ids' bytes
+        pos = np.arange(int(lens.sum())) - np.repeat(first, lens)
+        out[np.repeat(starts + 4, lens) + pos] = self._arena[np.repeat(self.offsets[slots], lens) + pos]
+        return out.tobytes()
+
     def name(self, slot: int) -> str:
         return self.names((slot,))[0]
 

@@ -162,10 +162,10 @@ class StateTable:
     def slots(self) -> dict[str, int]:
         """stream -> slot, least recently seen first (checkpoints keep this order). Built on each call:
         look a stream up in `index`."""
-        used = self._lru().tolist()
+        used = self.lru().tolist()
         return dict(zip(self.index.names(used), used))
 
-    def _lru(self) -> np.ndarray:
+    def lru(self) -> np.ndarray:
         """The used slots, least recently seen first."""
         used = np.flatnonzero(self.seen != _UNUSED)
         return used[np.argsort(self.seen[used], kind="stable")]
@@ -337,5 +337,5 @@ class StateTable:
 
     def idle_streams(self, last_seen_before: float) -> list[str]:
         """Streams whose last processed event time is older than the given time (LRU order)."""
-        used = self._lru()
+        used = self.lru()
         return self.index.names(used[self.last_ts[used] < last_seen_before].tolist())

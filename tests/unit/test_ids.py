@@ -4,6 +4,7 @@ and compaction; the table keeps its eviction order and checkpoints round-trip wi
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,10 @@ def check(index: StreamIndex, ref: dict[str, int], absent: list[str]) -> None:
     for s in absent:
         assert s not in index and index.get(s) is None and index.get(s, -1) == -1
     assert index.names(list(ref.values())) == names
+    # The checkpoint's id list, from the stored bytes: as the checkpoint encoded each str before.
+    keys = [s.encode("utf-8", "surrogatepass") for s in names]
+    stored = index.packed(np.asarray(list(ref.values()), np.intp))
+    assert stored == b"".join(struct.pack("<I", len(k)) + k for k in keys)
 
 
 @pytest.mark.parametrize("hash_fn", [hash, lambda s: 7, lambda s: len(s) % 3 - 1], ids=["hash", "one", "three"])
