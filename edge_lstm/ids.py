@@ -2,10 +2,11 @@
 
 A dict of str → int cost ~140 bytes per stream at 100,000 streams (the id string ~64, its slot as a
 Python int 32, the dict's share ~38, a slot → id list 8): 14 MB of a 200 MB budget. Here the index is
-numpy arrays, ~45 bytes per stream with 14-character ids:
+numpy arrays, ~37 bytes per stream with 14-character ids:
 
-- each slot's id as UTF-8 bytes in one buffer (the `arena`: an offset and a length per slot), and its
-  `hash()` (8 bytes);
+- each slot's id as UTF-8 bytes in one buffer (the `arena`: a 4-byte offset and a 4-byte length per
+  slot), and the low 32 bits of its `hash()` (4 bytes: they choose its bucket, and a bucket's entry is
+  compared by its bytes only when they match);
 - an open-addressing table of buckets (linear probing, at most half full: 2-4 buckets of 4 bytes per
   slot of the capacity), each holding slot + 1, 0 when empty, -1 for a removed entry (a tombstone:
   probes go on past it; the buckets are rebuilt once entries and tombstones fill three quarters).
@@ -39,6 +40,8 @@ SCALAR_BATCH = 48
 CACHE = 4096
 
 _EMPTY, _REMOVED = 0, -1
+_LOW = 0xFFFFFFFF  # the hash bits kept
+_ARENA_MAX = 1 << 32  # offsets are uint32
 
 
 def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
@@ -68,8 +71,8 @@ class StreamIndex:
         self._hash_fn = hash_fn  # tests give a colliding one
         self._count = 0
         self.cache: dict[str, int] = {}  # ids looked up or added recently -> slot
-        self.hashes = lazy_zeros((capacity,), np.int64)
-        self.offsets = lazy_zeros((capacity,), np.int64)
+        self.hashes = lazy_zeros((capacity,), np.uint32)  # the low 32 bits of each id's hash()
+        self.offsets = lazy_zeros((capacity,), np.uint32)
         self.lengths = lazy_zeros((capacity,), np.int32)  # the id's length in bytes + 1; 0: slot unused
         self._arena = lazy_zeros((max(capacity * 16, 4096),), np.uint8)  # grown by compaction
         self._end = 0  # bytes of the arena in use (live ids and garbage)
@@ -102,7 +105,7 @@ class StreamIndex:
     def get(self, stream: str, default: int | None = None) -> int | None:
         slot = self.cache.get(stream)
         if slot is None:
-            slot = self._find(stream, self._hash_fn(stream))
+            slot = self._find(stream, self._hash_fn(stream) & _LOW)
         return default if slot < 0 else slot
 
     def _remember(self, streams: Sequence[str], slots: Iterable[int]) -> None:
@@ -144,8 +147,8 @@ class StreamIndex:
         n = len(streams)
         if n <= SCALAR_BATCH:
             hf, find = self._hash_fn, self._find
-            return [find(s, hf(s)) for s in streams]
-        h = np.fromiter(map(self._hash_fn, streams), np.int64, n)
+            return [find(s, hf(s) & _LOW) for s in streams]
+        h = np.fromiter(map(self._hash_fn, streams), np.int64, n) & _LOW
         pos = h & self._mask
         cand = np.full(n, -1, np.int64)  # the first slot of an equal hash on each id's probe path
         todo = np.arange(n)
@@ -179,7 +182,7 @@ class StreamIndex:
         self.lengths[sl] = lens + 1
         self._arena[self._end : self._end + len(blob)] = np.frombuffer(blob, np.uint8)
         self._end += len(blob)
-        h = np.fromiter(map(self._hash_fn, streams), np.int64, len(streams))
+        h = np.fromiter(map(self._hash_fn, streams), np.int64, len(streams)) & _LOW
         self.hashes[sl] = h
         self._count += len(streams)
         self._remember(streams, slots)
@@ -219,7 +222,7 @@ class StreamIndex:
             for stream in self.names(slots) if names is None else names:
                 self.cache.pop(stream, None)
         sl = np.asarray(slots, np.intp)
-        pos = self.hashes[sl] & self._mask
+        pos = self.hashes[sl].astype(np.int64) & self._mask
         todo = np.arange(len(sl))
         while len(todo):
             at = self.buckets[pos[todo]] == sl[todo] + 1
@@ -260,7 +263,7 @@ class StreamIndex:
         while (len(used) + extra) > n // 4 * 3:
             n *= 2
         self._new_buckets(n)
-        self._place(self.hashes[used], used)
+        self._place(self.hashes[used].astype(np.int64), used)
 
     def _compact(self, needed: int) -> None:
         """A new arena with the live ids only (dense, in slot order), grown if they and `needed` more
@@ -271,6 +274,9 @@ class StreamIndex:
         size = len(self._arena)
         while live + needed > size // 2:
             size *= 2
+        if live + needed > _ARENA_MAX:
+            raise MemoryError("the stream ids in the state table exceed 4 GiB")
+        size = min(size, _ARENA_MAX)
         arena = lazy_zeros((size,), np.uint8)
         starts = np.cumsum(lens) - lens
         src = np.repeat(self.offsets[used] - starts, lens) + np.arange(live)
