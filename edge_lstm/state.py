@@ -232,13 +232,13 @@ class StateTable:
         fresh = [pos for pos, slot in enumerate(out) if slot < 0]
         tick = self._tick
         self._tick += len(streams)
-        known = [pos for pos, slot in enumerate(out) if slot >= 0]
-        if known:
-            self.seen[[out[p] for p in known]] = np.asarray(known, np.int64) + tick
+        present = [pos for pos, slot in enumerate(out) if slot >= 0]
+        if present:
+            self.seen[[out[p] for p in present]] = np.asarray(present, np.int64) + tick
         victims = self._victims(len(fresh) - len(self._free) - (self.capacity - self._fresh), tick)
         rows = self._detach(victims) if victims and keep_evicted else []
-        # The least recently seen's slot is handed out first.
-        self._release([slot for _, slot in reversed(victims)], [name for name, _ in reversed(victims)])
+        if victims:  # the least recently seen's slot is handed out first
+            self._release([slot for _, slot in reversed(victims)], [name for name, _ in reversed(victims)])
         new: list[int] = []
         for pos in fresh:
             slot = self._free.pop() if self._free else self._take_fresh()
