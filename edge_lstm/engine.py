@@ -131,8 +131,6 @@ class Engine:
         if not take:
             return out  # type: ignore[return-value]
         table = self.table
-        if len(take) < len(readings):
-            known = [known[j] for j in take]
         s = self._acquire([readings[j] for j in take], known)  # looked up once, in _fresh
         s, rows, take = _slot_order(s, take)  # rows: one slice when they can be (a third of a fancy write's cost)
         values = np.asarray([readings[j].values for j in take], np.float64)
@@ -174,8 +172,8 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def _fresh(self, readings: list[Reading], ts: np.ndarray, out: list[Outcome | None]) -> tuple[list[int], list[int]]:
-        """The readings newer than their stream's last one, and every reading's slot (-1: a new stream);
-        the others (a duplicate, or out of order by event time) are rejected into `out`."""
+        """The readings newer than their stream's last one, and their slots (-1: a new stream); the
+        others (a duplicate, or out of order by event time) are rejected into `out`."""
         n = len(readings)
         known = self.table.index.find_many([r.stream for r in readings])
         stale: set[int] = set()
@@ -190,12 +188,12 @@ class Engine:
                 self.stats.rejected[reason] += 1
                 out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {prev:.6f}")
                 stale.add(j)
-        return ([j for j in range(n) if j not in stale] if stale else list(range(n))), known
+        take = [j for j in range(n) if j not in stale] if stale else list(range(n))
+        return take, ([known[j] for j in take] if stale else known)
 
     def _acquire(self, readings: list[Reading], known: list[int]) -> np.ndarray:
-        """The table slots of the readings' streams (`known`: their slots if in the table, else -1);
-        streams evicted to make room go to the spill store (or `evicted`), and returning streams continue
-        from their spilled rows."""
+        """The table slots of the readings' streams (`known`: -1 if not in the table); streams evicted to
+        make room go to the spill store (or `evicted`), returning streams continue from their spilled rows."""
         table, spill = self.table, self.spill
         s, evicted, n_evicted, fresh = table.acquire_many(
             [r.stream for r in readings], keep_evicted=spill is not None or self.max_evicted > 0, known=known
