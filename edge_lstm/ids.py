@@ -58,9 +58,9 @@ def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
     return np.frombuffer(pages, dt, count).reshape(shape)
 
 
-def _encode(stream: str) -> bytes:
-    # surrogatepass: any str round-trips (a lone surrogate too), as in the checkpoint's id list.
-    return stream.encode("utf-8", "surrogatepass")
+# Ids are encoded with surrogatepass: any str round-trips (a lone surrogate too), as in the checkpoint's
+# id list. (Written out at each use: a function call per id costs more than the encoding.)
+_UTF8, _SP = "utf-8", "surrogatepass"
 
 
 class StreamIndex:
@@ -120,7 +120,7 @@ class StreamIndex:
         key: bytes | None = None
         while (v := b[i]) != _EMPTY:
             if v > 0 and hs[v - 1] == h:
-                key = _encode(stream) if key is None else key
+                key = stream.encode(_UTF8, _SP) if key is None else key
                 o, n = self._o[v - 1], self._n[v - 1] - 1
                 if self._a[o : o + n] == key:
                     return v - 1
@@ -162,7 +162,7 @@ class StreamIndex:
         out: list[int] = cand.tolist()
         a, offs, lens = self._a, self.offsets[cand].tolist(), self.lengths[cand].tolist()
         for j, slot in enumerate(out):
-            if slot >= 0 and a[offs[j] : offs[j] + lens[j] - 1] != _encode(streams[j]):
+            if slot >= 0 and a[offs[j] : offs[j] + lens[j] - 1] != streams[j].encode(_UTF8, _SP):
                 out[j] = self._find(streams[j], int(h[j]))  # equal hashes, other ids: probe on
         return out
 
@@ -172,7 +172,7 @@ class StreamIndex:
             return
         if self._count + self._removed + len(streams) > len(self.buckets) // 4 * 3:
             self._rebuild(extra=len(streams))
-        keys = [_encode(s) for s in streams]
+        keys = [s.encode(_UTF8, _SP) for s in streams]
         sl = np.asarray(slots, np.intp)
         lens = np.fromiter(map(len, keys), np.int64, len(keys))
         blob = b"".join(keys)
@@ -234,10 +234,19 @@ class StreamIndex:
         self._garbage += int(self.lengths[sl].sum()) - len(sl)
         self.lengths[sl] = 0
 
-    def names(self, slots: Iterable[int]) -> list[str]:
+    def names(self, slots: Sequence[int]) -> list[str]:
         """The ids at these (used) slots."""
-        a, o, n = self._a, self._o, self._n
-        return [str(a[o[i] : o[i] + n[i] - 1], "utf-8", "surrogatepass") for i in slots]
+        if len(slots) <= SCALAR_BATCH:
+            a, o, n = self._a, self._o, self._n
+            return [str(a[o[i] : o[i] + n[i] - 1], _UTF8, _SP) for i in slots]
+        # Many: their bytes gathered into one bytes object first (slicing bytes is cheaper than a view).
+        sl = np.asarray(slots, np.intp)
+        lens = self.lengths[sl].astype(np.int64) - 1
+        ends = np.cumsum(lens)
+        pos = np.arange(int(ends[-1])) - np.repeat(ends - lens, lens)
+        blob = self._arena[np.repeat(self.offsets[sl].astype(np.int64), lens) + pos].tobytes()
+        bounds = [0, *ends.tolist()]
+        return [blob[bounds[k] : bounds[k + 1]].decode(_UTF8, _SP) for k in range(len(bounds) - 1)]
 
     def packed(self, slots: np.ndarray) -> bytes:
         """The ids at these (used) slots as the checkpoint stores them: each its length (u32, little
