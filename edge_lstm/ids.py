@@ -160,11 +160,32 @@ class StreamIndex:
             todo = todo[(v != _EMPTY) & ~hit]
             pos[todo] = (pos[todo] + 1) & self._mask
         out: list[int] = cand.tolist()
-        a, offs, lens = self._a, self.offsets[cand].tolist(), self.lengths[cand].tolist()
-        for j, slot in enumerate(out):
-            if slot >= 0 and a[offs[j] : offs[j] + lens[j] - 1] != streams[j].encode(_UTF8, _SP):
-                out[j] = self._find(streams[j], int(h[j]))  # equal hashes, other ids: probe on
+        found = np.flatnonzero(cand >= 0)
+        for k in self._mismatched(cand[found], [streams[j] for j in found.tolist()]):
+            j = int(found[k])
+            out[j] = self._find(streams[j], int(h[j]))  # equal hash bits, another id: probe on
         return out
+
+    def _mismatched(self, slots: np.ndarray, streams: list[str]) -> list[int]:
+        """The positions of the ids that are not the ones at their slots, compared as bytes in arrays
+        (a Python comparison per id costs ~1 µs)."""
+        joined = "".join(streams)
+        blob = joined.encode(_UTF8, _SP)  # one call; ASCII ids: as long as the str
+        if len(blob) == len(joined):
+            lens = np.fromiter(map(len, streams), np.int64, len(streams))
+        else:
+            keys = [s.encode(_UTF8, _SP) for s in streams]
+            lens = np.fromiter(map(len, keys), np.int64, len(keys))
+        same = self.lengths[slots].astype(np.int64) - 1 == lens
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        pos = np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(starts, lens)
+        src = np.repeat(self.offsets[slots].astype(np.int64), lens) + pos
+        # An id longer than the one stored reads past it (and is wrong anyway): not past the arena.
+        stored = self._arena[np.minimum(src, len(self._arena) - 1, out=src)]
+        differ = np.concatenate(([0], np.cumsum(stored != np.frombuffer(blob, np.uint8))))
+        wrong: list[int] = np.flatnonzero(~same | (differ[ends] > differ[starts])).tolist()
+        return wrong
 
     def add_many(self, streams: Sequence[str], slots: Sequence[int]) -> None:
         """Index each id (not yet in the index) at its slot (unused)."""
