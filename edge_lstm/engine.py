@@ -128,11 +128,11 @@ class Engine:
         Python work per reading is kept to dictionary lookups and list building."""
         out: list[Outcome | None] = [None] * len(readings)
         ts = np.fromiter([r.ts for r in readings], np.float64, len(readings))
-        take = self._fresh(readings, ts, out)
+        take, known = self._fresh(readings, ts, out)
         if not take:
             return out  # type: ignore[return-value]
         table = self.table
-        s = self._acquire([readings[j] for j in take])
+        s = self._acquire([readings[j] for j in take], known)  # looked up once, in _fresh
         s, rows, take = _slot_order(s, take)  # rows: one slice when they can be (a third of a fancy write's cost)
         values = np.asarray([readings[j].values for j in take], np.float64)
         u = (values - self._offset) * self._inv_scale
@@ -172,12 +172,11 @@ class Engine:
                 out[j].forecast = fc  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
 
-    def _fresh(self, readings: list[Reading], ts: np.ndarray, out: list[Outcome | None]) -> list[int]:
-        """The readings newer than their stream's last one; the others (a duplicate, or out of order by
-        event time) are rejected into `out`."""
+    def _fresh(self, readings: list[Reading], ts: np.ndarray, out: list[Outcome | None]) -> tuple[list[int], list[int]]:
+        """The readings newer than their stream's last one, and their slots (-1: a new stream); the
+        others (a duplicate, or out of order by event time) are rejected into `out`."""
         n = len(readings)
-        slots_get = self.table.index.get
-        known = [slots_get(r.stream, -1) for r in readings]
+        known = self.table.index.find_many([r.stream for r in readings])
         stale: set[int] = set()
         kidx = range(n) if -1 not in known else [j for j in range(n) if known[j] >= 0]  # all known: no lists
         if kidx:
@@ -190,14 +189,15 @@ class Engine:
                 self.stats.rejected[reason] += 1
                 out[j] = Rejection(r.stream, reason, f"ts {r.ts:.6f} <= last processed ts {prev:.6f}")
                 stale.add(j)
-        return [j for j in range(n) if j not in stale] if stale else list(range(n))
+        take = [j for j in range(n) if j not in stale] if stale else list(range(n))
+        return take, ([known[j] for j in take] if stale else known)
 
-    def _acquire(self, readings: list[Reading]) -> np.ndarray:
-        """The table slots of the readings' streams; streams evicted to make room go to the spill store
-        (or `evicted`), and returning streams continue from their spilled rows."""
+    def _acquire(self, readings: list[Reading], known: list[int]) -> np.ndarray:
+        """The table slots of the readings' streams (`known`: -1 if not in the table); streams evicted to
+        make room go to the spill store (or `evicted`), returning streams continue from their spilled rows."""
         table, spill = self.table, self.spill
         s, evicted, n_evicted, fresh = table.acquire_many(
-            [r.stream for r in readings], keep_evicted=spill is not None or self.max_evicted > 0
+            [r.stream for r in readings], keep_evicted=spill is not None or self.max_evicted > 0, known=known
         )
         self.stats.evicted += n_evicted
         if spill is not None:

@@ -6,8 +6,9 @@ are stored as float32 and computed in float64 (gathered as float64, rounded on s
 within 1e-4 of an all-float64 table, bench/precision.py); int64 columns are stored as int32, saturated
 at its bounds on scatter (counters of 2**31 readings). Columns declared `exact` (counts, sums that grow
 without bound, event times, bit fields, values compared for equality) are stored as declared. The
-id -> slot index is a plain dict; recency is a per-slot counter, and when the table is full the least
-recently seen streams are evicted (one partial sort per batch). Evicted rows are handed back so the
+id -> slot index is numpy arrays (edge_lstm/ids.py: no Python object per stream); recency is a
+per-slot counter, and when the table is full the least recently seen streams are evicted (one partial
+sort per batch). Evicted rows are handed back so the
 caller can spill them.
 
 Besides the model's recurrent state, the table holds named per-stream *columns* declared by the scorer
@@ -17,7 +18,6 @@ gathered and scattered with the rest of the row, checkpointed, spilled and resto
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from .gather import Convert, Gathered, Symmetric, as_rows, read_only, store
+from .ids import StreamIndex
+from .ids import lazy_zeros as _zeros
 
 __all__ = ["Column", "Gathered", "StateTable", "StreamState", "Symmetric", "as_rows", "read_only", "store"]
 
@@ -114,20 +116,6 @@ def _layout(spec: Column) -> tuple[tuple[int, ...], Convert | None]:
     return spec.shape, (np.dtype(spec.dtype) if dtype != spec.dtype else None)
 
 
-def _zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
-    """A zeroed array whose pages cost memory only once written: an anonymous mapping of its own.
-    (`np.zeros` gets that only above glibc's mmap threshold, which moves: below it the array comes from
-    the heap, where memory reused is zeroed, and so resident, at once.)"""
-    dt = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    if count * dt.itemsize < mmap.PAGESIZE * 4:
-        return np.zeros(shape, dt)
-    # MAP_PRIVATE: copy-on-write across a fork (a forked checkpoint writer needs the snapshot; Python's
-    # default for an anonymous mmap is MAP_SHARED, which the child would see the worker write into).
-    pages = mmap.mmap(-1, count * dt.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(pages, dt, count).reshape(shape)
-
-
 class StateTable:
     def __init__(
         self,
@@ -142,8 +130,7 @@ class StateTable:
         n = self.capacity = self.max_streams = max_streams
         self.state_shapes = [tuple(s) for s in state_shapes]
         self.n_predictions = n_predictions
-        self.index: dict[str, int] = {}  # stream -> slot
-        self._names: list[str | None] = [None] * n  # slot -> stream
+        self.index = StreamIndex(n)  # stream -> slot, and slot -> stream
         self.seen = np.full(n, _UNUSED, np.int64)  # when each slot's stream was last acquired (a counter)
         self._tick = 0
         self._fresh = 0  # slots from here on were never used
@@ -175,11 +162,10 @@ class StateTable:
     def slots(self) -> dict[str, int]:
         """stream -> slot, least recently seen first (checkpoints keep this order). Built on each call:
         look a stream up in `index`."""
-        used = self._lru()
-        names = self._names
-        return {names[i]: i for i in used.tolist()}
+        used = self.lru().tolist()
+        return dict(zip(self.index.names(used), used))
 
-    def _lru(self) -> np.ndarray:
+    def lru(self) -> np.ndarray:
         """The used slots, least recently seen first."""
         used = np.flatnonzero(self.seen != _UNUSED)
         return used[np.argsort(self.seen[used], kind="stable")]
@@ -231,7 +217,7 @@ class StateTable:
         return int(slots[0]), (rows[0] if rows else None)
 
     def acquire_many(
-        self, streams: Sequence[str], *, keep_evicted: bool = True
+        self, streams: Sequence[str], *, keep_evicted: bool = True, known: list[int] | None = None
     ) -> tuple[np.ndarray, list[StreamState], int, list[int]]:
         """`acquire` for a batch of distinct streams, with the per-stream numpy work done once.
 
@@ -239,28 +225,30 @@ class StateTable:
         streams were evicted, and the positions in `streams` of streams that got a fresh slot. Streams
         of the batch are never evicted for it; evicted rows are copied out and new slots zeroed in one
         vectorised operation each: evicting is the common case under a flood of new stream ids.
+        `known`: the streams' slots (-1: not in the table) if the caller just looked them up
+        (`index.find_many`), with no change to the table since.
         """
-        get = self.index.get
-        out = [get(stream, -1) for stream in streams]
+        out = self.index.find_many(streams) if known is None else known
         fresh = [pos for pos, slot in enumerate(out) if slot < 0]
         tick = self._tick
         self._tick += len(streams)
-        known = [pos for pos, slot in enumerate(out) if slot >= 0]
-        if known:
-            self.seen[[out[p] for p in known]] = np.asarray(known, np.int64) + tick
+        present = [pos for pos, slot in enumerate(out) if slot >= 0]
+        if present:
+            self.seen[[out[p] for p in present]] = np.asarray(present, np.int64) + tick
         victims = self._victims(len(fresh) - len(self._free) - (self.capacity - self._fresh), tick)
         rows = self._detach(victims) if victims and keep_evicted else []
-        for _, slot in reversed(victims):  # the least recently seen's slot is handed out first
-            self._release(slot)
+        if victims:  # the least recently seen's slot is handed out first
+            self._release([slot for _, slot in reversed(victims)], [name for name, _ in reversed(victims)])
         new: list[int] = []
         for pos in fresh:
             slot = self._free.pop() if self._free else self._take_fresh()
-            self.index[streams[pos]] = out[pos] = slot
-            self._names[slot] = streams[pos]
-            self.seen[slot] = tick + pos
+            out[pos] = slot
             new.append(slot)
         if new:
-            self._reset(np.asarray(new, np.intp))
+            self.index.add_many([streams[pos] for pos in fresh], new)
+            slots = np.asarray(new, np.intp)
+            self.seen[slots] = np.asarray(fresh, np.int64) + tick
+            self._reset(slots)
         return np.asarray(out, np.intp), rows, len(victims), fresh
 
     def _take_fresh(self) -> int:
@@ -276,15 +264,13 @@ class StateTable:
             raise RuntimeError("state table full of streams of the current batch")
         if len(older) > needed:
             older = older[np.argpartition(self.seen[older], needed - 1)[:needed]]
-        older = older[np.argsort(self.seen[older], kind="stable")]
-        names = self._names
-        return [(names[i], i) for i in older.tolist()]  # type: ignore[misc]
+        order = older[np.argsort(self.seen[older], kind="stable")].tolist()
+        return list(zip(self.index.names(order), order))
 
-    def _release(self, slot: int) -> None:
-        del self.index[self._names[slot]]  # type: ignore[arg-type]
-        self._names[slot] = None
-        self.seen[slot] = _UNUSED
-        self._free.append(slot)
+    def _release(self, slots: list[int], names: list[str] | None = None) -> None:
+        self.index.remove_many(slots, names)
+        self.seen[slots] = _UNUSED
+        self._free.extend(slots)
 
     def _detach(self, victims: list[tuple[str, int]]) -> list[StreamState]:
         """The victims' rows, copied out (in the columns' declared dtypes)."""
@@ -309,7 +295,7 @@ class StateTable:
     def evict(self, stream: str) -> StreamState:
         slot = self.index[stream]
         row = self.row(stream, slot)
-        self._release(slot)
+        self._release([slot], [stream])
         return row
 
     def row(self, stream: str, slot: int | None = None) -> StreamState:
@@ -351,6 +337,5 @@ class StateTable:
 
     def idle_streams(self, last_seen_before: float) -> list[str]:
         """Streams whose last processed event time is older than the given time (LRU order)."""
-        used = self._lru()
-        names = self._names
-        return [names[i] for i in used[self.last_ts[used] < last_seen_before].tolist()]
+        used = self.lru()
+        return self.index.names(used[self.last_ts[used] < last_seen_before].tolist())

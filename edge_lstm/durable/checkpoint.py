@@ -139,16 +139,15 @@ def save(
     """Write the table to `path` atomically, a chunk of rows at a time; return the file size.
     `written` is called with each of the table's arrays once it is in the file (never read again)."""
     disk = disk if disk is not None else OsDisk()
-    slots = table.slots  # LRU order (built on each call: once)
-    streams = list(slots)
-    idx = np.fromiter(slots.values(), np.intp, len(streams))
-    del slots
+    # LRU order; the ids are written from the index's bytes (no str per stream: in a forked writer, every
+    # object made is private memory, the unit's peak).
+    idx = table.lru()
     columns = _table_columns(table)
     header = {
         "model_sha256": model_sha256,
         "journal_segment": journal_segment,
         "created": time.time(),
-        "streams": len(streams),
+        "streams": len(idx),
         "columns": [
             [name, a.dtype.newbyteorder("<").str, [sym.k, sym.k] if sym else list(a.shape[1:])]
             for name, a, sym in columns
@@ -168,9 +167,8 @@ def save(
     try:
         head = json.dumps(header).encode()
         put(MAGIC + _U32.pack(len(head)) + head)
-        for i in range(0, len(streams), CHUNK_ROWS):
-            ids = [s.encode("utf-8", "surrogatepass") for s in streams[i : i + CHUNK_ROWS]]
-            put(b"".join(_U32.pack(len(b)) + b for b in ids))
+        for i in range(0, len(idx), CHUNK_ROWS):
+            put(table.index.packed(idx[i : i + CHUNK_ROWS]))  # each id: u32 length (LE), UTF-8 bytes
         for _, a, sym in columns:
             little = a.dtype.newbyteorder("<")
             for i in range(0, len(idx), CHUNK_ROWS):

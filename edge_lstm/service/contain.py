@@ -58,7 +58,7 @@ def last_ts_lookup(table: StateTable) -> Callable[[str], float | None]:
     """A stream's last processed event time (None if not in the table): the clock rule's reference."""
 
     def last_ts_of(stream: str) -> float | None:
-        slot = table.slots.get(stream)
+        slot = table.index.get(stream)  # (not `slots`: that builds the whole map)
         return None if slot is None else float(table.last_ts[slot])
 
     return last_ts_of

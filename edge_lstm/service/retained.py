@@ -23,13 +23,13 @@ def raised_alarms(engine: Engine) -> list[AlarmEvent]:
     cols = table.columns
     if "alarm.raised" not in cols or not len(table):
         return []
-    streams = list(table.slots)
-    slots = np.fromiter(table.slots.values(), np.intp, len(streams))
+    slots = table.lru()  # LRU order; only the raised alarms' ids are decoded
     raised = np.flatnonzero(cols["alarm.raised"][slots]).tolist()
     since, peak, count = cols["alarm.since"], cols["alarm.peak"], cols["alarm.readings"]
+    streams = table.index.names(slots[raised].tolist())
     return [
-        AlarmEvent(streams[i], "raised", float(since[slots[i]]), float(peak[slots[i]]), int(count[slots[i]]))
-        for i in raised
+        AlarmEvent(stream, "raised", float(since[slots[i]]), float(peak[slots[i]]), int(count[slots[i]]))
+        for stream, i in zip(streams, raised)
     ]
 
 

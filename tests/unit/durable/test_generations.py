@@ -227,7 +227,8 @@ def test_columns_an_older_release_named_otherwise_restore(model: Any, tmp_path: 
         old_names[k] = whole
     assert old_names.keys() != t.columns.keys()  # some column was renamed
     older = SimpleNamespace(
-        slots=t.slots,
+        lru=t.lru,
+        index=t.index,
         states=t.states,
         last_ts=t.last_ts,
         steps=t.steps,
