@@ -153,7 +153,7 @@ class Engine:
         tss = ts[take]
         gap = tss - table.last_ts[rows]  # +inf for a stream's first reading (last_ts starts at -inf)
         warming = steps < self.warmup
-        scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
+        scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap, tss)
         likelihood = scored.signals.get("likelihood")
         surprise = scored.signals.get("surprise")
         raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood, surprise)

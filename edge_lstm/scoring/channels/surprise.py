@@ -34,6 +34,7 @@ from ...contract import ModelMeta
 from ...state import Column
 from ..channel import BaseChannel, Batch, Channel, Scores
 from ..config import ScoringConfig
+from . import daily
 from ._priors import TAIL_PRIORS
 from .forecast import output_scaling
 
@@ -88,14 +89,18 @@ class Surprise(BaseChannel):
         self.keep = 1 - self.a
         self.forecast = meta.output.kind == "forecast"
         f = len(meta.features)
-        self.k = 3 if self.forecast else 1  # tails: inst, ewma, level (score models: level)
+        self.bins = config.daily_bins
+        # tails: inst, ewma (forecast models), level, daily (with daily_bins)
+        self.k = (3 if self.forecast else 1) + (1 if self.bins else 0)
         if self.forecast:
             self.targets, _, self.out_scale = output_scaling(meta)
         n_out = len(meta.output.names) if self.forecast else 1
-        self.priors = [tail_prior(n_out)] * (self.k - 1) + [tail_prior(f)]
+        self.priors = [tail_prior(n_out)] * (2 if self.forecast else 0) + [tail_prior(f)] * (2 if self.bins else 1)
         self.u = np.asarray([p[0] for p in self.priors])
         self.sigma0 = np.asarray([p[1] for p in self.priors])
         self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
+        # A reading whose daily statistic says nothing yet (the stream's first day) is tested K − 1 times.
+        self.bonferroni_first_day = math.log(self.k - 1 + (1 if config.range_margin > 0 else 0)) if self.bins else 0.0
         self.log_risk = math.log(config.risk)
         self.log_range = math.log(config.range_p)
         o, k = (n_out,), (self.k,)
@@ -114,6 +119,10 @@ class Surprise(BaseChannel):
             "surprise.zeta": Column(k, np.float64, TAIL_LEVEL),  # per tail: P(w^ROOT > u)
             "surprise.sigma": Column(k, np.float64, 0.0),  # per tail: mean excess over u (0: the prior's)
         }
+        if self.bins:
+            self.columns.update(daily.columns(self.bins, f))
+            self._daily_column = np.arange(self.k) == self.k - 1
+            self.daily = daily.Daily(self.bins, config.horizon_s, self.keep, self.a, 3 * CLIP, CLIP2, MAX_RATE)
 
     def update(self, batch: Batch) -> Scores:
         cols, cfg = batch.cols, self.config
@@ -123,7 +132,7 @@ class Surprise(BaseChannel):
         # numpy calls (each costs ~1 µs whatever the batch; bench/ab_engine.py --instructions).
         steady = not np.count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
         rate = self._rate(batch.gap, n, learning, steady)
-        w = self._statistics(batch, rate, learning, steady)
+        w, quiet = self._statistics(batch, rate, learning, steady)
         t = np.sqrt(np.sqrt(w))  # w ** ROOT, cheaper than a power
         tu = t - self.u
         sigma = cols["surprise.sigma"]
@@ -131,10 +140,11 @@ class Surprise(BaseChannel):
         if np.count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
             sigma = np.where(positive, sigma, self.sigma0)
         log_p = self._log_survival(cols, t, tu, sigma)
-        logp = np.minimum(0.0, np.minimum.reduce(log_p, axis=1) + self.bonferroni)
+        bonferroni = self.bonferroni if quiet is None else np.where(quiet, self.bonferroni_first_day, self.bonferroni)
+        logp = np.minimum(0.0, np.minimum.reduce(log_p, axis=1) + bonferroni)
         if self.config.range_margin > 0:
             logp = self._gate_range(cols, batch.u, learning, logp)
-        self._learn_tails(cols, t, tu, sigma, n, rate, learning, steady)
+        self._learn_tails(cols, t, tu, sigma, n, rate, learning, steady, quiet)
         cols["surprise.n"] = n + 1.0
         return self._scores(cols, batch.u, logp, learning, steady)
 
@@ -209,9 +219,12 @@ class Surprise(BaseChannel):
         out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
         return out
 
-    def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
+    def _statistics(
+        self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """[B, K] the per-reading statistics w (about 1 on normal data), before the statistics learn this
-        reading; then advances the running statistics."""
+        reading, and where the daily statistic has nothing to say yet (None: it speaks for every reading,
+        or is off); then advances the running statistics."""
         cols = batch.cols
         out = []
         rate_col = rate[:, None]  # one view for the [B, F] updates below
@@ -231,12 +244,19 @@ class Surprise(BaseChannel):
         # at 1 Hz) is not surprising, however far from the stream's own first minutes it is.
         out.append(ms_ey / vy if known is None else np.minimum(ms_ey / vy, known))
         cols["surprise.vy"] = self._mean_square(vy, ms_ey, rate, learning, steady)
+        quiet = None
+        if self.bins:
+            # Not against the known states: they know the levels, not the hours they come at.
+            w_daily, speaks = self.daily.statistic(cols, batch.u, batch.ts, batch.gap, rate, learning)
+            out.append(w_daily)
+            if np.count_nonzero(speaks) < speaks.size:
+                quiet = ~speaks
         mu = cols["surprise.mu"] + rate_col * d
         if not steady:
             mu = np.where((cols["surprise.n"] == 0)[:, None], batch.u, mu)
         cols["surprise.mu"] = mu
         w = np.array(out).T  # one array of the K statistics: the tails' arithmetic runs once for all
-        return _finite(w)
+        return _finite(w), quiet
 
     def _advance(
         self,
@@ -298,8 +318,10 @@ class Surprise(BaseChannel):
         rate: np.ndarray,
         learning: np.ndarray,
         steady: bool,
+        quiet: np.ndarray | None,
     ) -> None:
-        """Every reading enters the tails (a new regime becomes normal within the horizon); while learning,
+        """Every reading enters the tails (a new regime becomes normal within the horizon; the daily tail only
+        where its statistic speaks); while learning,
         from the second half of the baseline on (the scales above have settled), with the prior's weight."""
         r = rate
         if not steady:
@@ -307,6 +329,8 @@ class Surprise(BaseChannel):
             prior_n = TAIL_PRIOR / TAIL_LEVEL
             r = np.where(learning, np.where(n >= half, 1.0 / np.maximum(n - half + 1.0 + prior_n, 1.0), 0.0), rate)
         r = r[:, None]
+        if quiet is not None:  # the daily tail learns from the readings its statistic speaks for
+            r = np.where(self._daily_column & quiet[:, None], 0.0, r)
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)

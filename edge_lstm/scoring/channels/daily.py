@@ -1,0 +1,103 @@
+"""The surprise channel's time-of-day statistic: how far a reading is from what its hour of the day usually
+brings (docs/quality.md, "Time of day").
+
+Per stream and per bin of the UTC day (`scoring.daily_bins`, 24: hours), a running level and spread of
+the scaled reading, learned with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees
+1/bins of them, so it learns at bins × the stream's rate). The statistic mirrors the level statistic:
+
+    daily   mean ē² / v   ē = EWMA of the reading's standardised distance to its bin's level
+
+A one-step forecast follows a broken daily pattern within a step or two (the jump that did not come, a
+flat stretch in a day that peaks), and the level statistic measures against the whole day's spread; the
+bin's own level and spread see it (NAB's artificial daily files, offline and in the engine: the
+likelihood's score 59.7 → see docs/quality.md). A stream without a daily cycle gets a level statistic
+per hour, no worse than the level's; timestamps that are not wall-clock time (a counter) make the bins
+arbitrary but harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from ...state import Column
+
+DAY_S: Final = 86_400.0
+LEARNED: Final = 3  # a bin's level is compared with once it has seen this many readings
+WARM: Final = 20  # a bin learns as a running mean for its first readings, then with forgetting
+FIRST_VAR: Final = 1e-2  # a bin's spread after its first reading, scaled units² (the running mean takes over)
+
+
+def columns(bins: int, features: int) -> dict[str, Column]:
+    """The statistic's state: 8 · F + 1 bytes per bin, 8 · F + 8 more per stream (float32 storage)."""
+    b, f = (bins, features), (features,)
+    return {
+        "surprise.dmu": Column(b, np.float64, 0.0),  # level per bin, scaled units
+        "surprise.dvx": Column(b, np.float64, FIRST_VAR),  # spread about it per bin
+        "surprise.dn": Column((bins,), np.uint8, 0.0, exact=True),  # readings a bin has learned, up to WARM
+        "surprise.dey": Column(f, np.float64, 0.0),  # EWMA of the standardised distance to the bin's level
+        "surprise.dvy": Column((), np.float64, 1.0),  # running mean of mean(dey²)
+        "surprise.t0": Column((), np.float64, np.nan, exact=True),  # the stream's first event time
+    }
+
+
+class Daily:
+    """One round's time-of-day statistic [B] (0 where the reading's bin has not learned its level yet), and
+    the bins' learning."""
+
+    def __init__(
+        self, bins: int, horizon_s: float, keep: float, a: float, bound: float, clip2: float, max_rate: float
+    ) -> None:
+        self.bins, self.keep, self.a, self.bound, self.clip2, self.max_rate = bins, keep, a, bound, clip2, max_rate
+        self.bin_s = DAY_S / bins
+        self.bin_horizon_s = horizon_s / bins  # a bin sees 1/bins of the readings: it learns bins × faster
+
+    def statistic(
+        self,
+        cols: dict[str, np.ndarray],
+        u: np.ndarray,
+        ts: np.ndarray,
+        gap: np.ndarray,
+        rate: np.ndarray,
+        learning: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The statistic [B] and where it speaks [B] (its bin learned, the stream past its first day).
+        `u` [B, F] scaled readings at event times `ts`, `gap` s after their stream's previous reading;
+        `rate` the stream's forgetting rate per reading (a running mean's while `learning` its baseline)."""
+        rows = np.arange(len(ts))
+        h = (np.nan_to_num(ts % DAY_S) // self.bin_s).astype(np.intp)
+        h = np.minimum(h, self.bins - 1)  # float rounding at the day's end
+        mu_all, vx_all, n_all = cols["surprise.dmu"], cols["surprise.dvx"], cols["surprise.dn"]
+        mu, vx, n = mu_all[rows, h], vx_all[rows, h], n_all[rows, h].astype(np.float64)
+        d = u - mu
+        t0 = cols["surprise.t0"]
+        if np.count_nonzero(np.isnan(t0)):
+            t0 = np.where(np.isnan(t0), ts, t0)
+            cols["surprise.t0"] = t0
+        # "What this hour usually brings" needs this hour seen on an earlier day: nothing is compared in a
+        # stream's first day (a 1 Hz machine's warm-up within the hour is not a daily pattern).
+        learned = (n >= LEARNED) & (ts - t0 >= DAY_S)
+        e_old = cols["surprise.dey"]
+        z = d / np.sqrt(vx)
+        e = self.keep * e_old + self.a * np.minimum(np.maximum(-self.bound, z), self.bound)
+        e = np.where(learned[:, None], e, e_old)  # a bin that knows nothing yet says nothing
+        ms = np.add.reduce(e * e, axis=1) / e.shape[1]
+        vy = cols["surprise.dvy"]
+        w = np.where(learned, ms / vy, 0.0)
+        # The running mean of mean(ē²) learns from the readings whose bin is learned, at the stream's rate.
+        step = np.where(learned, rate, 0.0)
+        bounded = np.where(learning, ms, np.minimum(ms, self.clip2 * vy))
+        cols["surprise.dvy"] = np.maximum(vy + step * (bounded - vy), 1e-6)
+        cols["surprise.dey"] = e
+        # The bin learns the reading: a running mean for its first WARM readings, then with forgetting by
+        # event time at bins × the stream's rate (the bin sees 1/bins of the stream's readings).
+        timed = np.fmin(np.fmax(gap / self.bin_horizon_s, 0.0), self.max_rate)  # NaN, -0 → 0; +inf → max
+        r = np.where(n < WARM, 1.0 / (n + 1.0), timed)[:, None]
+        dd = d * d
+        d2 = np.where((n < WARM)[:, None], dd, np.minimum(dd, self.clip2 * vx))
+        first = (n == 0)[:, None]
+        mu_all[rows, h] = np.where(first, u, mu + r * d)
+        vx_all[rows, h] = np.where(first, FIRST_VAR, np.maximum(vx + r * (d2 - vx), 1e-6))
+        n_all[rows, h] = np.minimum(n + 1.0, WARM)
+        return w, learned
