@@ -76,8 +76,8 @@ class ScoringConfig:
     surprise_gate_raised: float = 0.1
     # The surprise channel's time-of-day statistic: each stream's level and spread per 1/`daily_bins` of the
     # (UTC) day, learned over `horizon_s`; a reading far from what that hour usually brings is surprising even
-    # where the forecast follows it (a daily pattern that breaks). 0 = off. 8 · F + 1 bytes per bin and
-    # stream (F features): 24 bins of a one-sensor stream cost 216 bytes (docs/quality.md, "Time of day").
+    # where the forecast follows it (a daily pattern that breaks). 0 = off. 9 bytes per bin and stream
+    # (24 bins: 216 bytes, and 24 for the statistic; docs/quality.md, "Time of day").
     daily_bins: int = 24
 
     def __post_init__(self) -> None:

@@ -2,10 +2,10 @@
 brings (docs/quality.md, "Time of day").
 
 Per stream and per bin of the UTC day (`scoring.daily_bins`, 24: hours), a running level and spread of
-the scaled reading, learned with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees
+the scaled reading (of its features' mean: a duty cycle moves a machine's sensors together), learned with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees
 1/bins of them, so it learns at bins × the stream's rate). The statistic mirrors the level statistic:
 
-    daily   mean ē² / v   ē = EWMA of the reading's standardised distance to its bin's level
+    daily   ē² / v   ē = EWMA of the reading's standardised distance to its bin's level
 
 A one-step forecast follows a broken daily pattern within a step or two (the jump that did not come, a
 flat stretch in a day that peaks), and the level statistic measures against the whole day's spread; the
@@ -29,14 +29,16 @@ WARM: Final = 20  # a bin learns as a running mean for its first readings, then 
 FIRST_VAR: Final = 1e-2  # a bin's spread after its first reading, scaled units² (the running mean takes over)
 
 
-def columns(bins: int, features: int) -> dict[str, Column]:
-    """The statistic's state: 8 · F + 1 bytes per bin, 8 · F + 8 more per stream (float32 storage)."""
-    b, f = (bins, features), (features,)
+def columns(bins: int) -> dict[str, Column]:
+    """The statistic's state: 9 bytes per bin, 16 more per stream (float32 storage), whatever the features:
+    the profile is of the features' mean (per feature it cost 8 · F bytes per bin: 630 bytes per stream
+    for the packaged three-sensor model, half of a stream's whole footprint, issue 22)."""
+    b = (bins,)
     return {
         "surprise.dmu": Column(b, np.float64, 0.0),  # level per bin, scaled units
         "surprise.dvx": Column(b, np.float64, FIRST_VAR),  # spread about it per bin
         "surprise.dn": Column((bins,), np.uint8, 0.0, exact=True),  # readings a bin has learned, up to WARM
-        "surprise.dey": Column(f, np.float64, 0.0),  # EWMA of the standardised distance to the bin's level
+        "surprise.dey": Column((), np.float64, 0.0),  # EWMA of the standardised distance to the bin's level
         "surprise.dvy": Column((), np.float64, 1.0),  # running mean of mean(dey²)
         "surprise.t0": Column((), np.float64, np.nan, exact=True),  # the stream's first event time
     }
@@ -63,14 +65,15 @@ class Daily:
         learning: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The statistic [B] and where it speaks [B] (its bin learned, the stream past its first day).
-        `u` [B, F] scaled readings at event times `ts`, `gap` s after their stream's previous reading;
+        `u` [B, F] scaled readings (their mean is profiled) at event times `ts`, `gap` s after their stream's previous reading;
         `rate` the stream's forgetting rate per reading (a running mean's while `learning` its baseline)."""
         rows = np.arange(len(ts))
         h = (np.nan_to_num(ts % DAY_S) // self.bin_s).astype(np.intp)
         h = np.minimum(h, self.bins - 1)  # float rounding at the day's end
         mu_all, vx_all, n_all = cols["surprise.dmu"], cols["surprise.dvx"], cols["surprise.dn"]
         mu, vx, n = mu_all[rows, h], vx_all[rows, h], n_all[rows, h].astype(np.float64)
-        d = u - mu
+        x = np.add.reduce(u, axis=1) / u.shape[1]  # the features' mean, scaled units
+        d = x - mu
         t0 = cols["surprise.t0"]
         if np.count_nonzero(np.isnan(t0)):
             t0 = np.where(np.isnan(t0), ts, t0)
@@ -81,8 +84,8 @@ class Daily:
         e_old = cols["surprise.dey"]
         z = d / np.sqrt(vx)
         e = self.keep * e_old + self.a * np.minimum(np.maximum(-self.bound, z), self.bound)
-        e = np.where(learned[:, None], e, e_old)  # a bin that knows nothing yet says nothing
-        ms = np.add.reduce(e * e, axis=1) / e.shape[1]
+        e = np.where(learned, e, e_old)  # a bin that knows nothing yet says nothing
+        ms = e * e
         vy = cols["surprise.dvy"]
         w = np.where(learned, ms / vy, 0.0)
         # The running mean of mean(ē²) learns from the readings whose bin is learned, at the stream's rate.
@@ -93,11 +96,11 @@ class Daily:
         # The bin learns the reading: a running mean for its first WARM readings, then with forgetting by
         # event time at bins × the stream's rate (the bin sees 1/bins of the stream's readings).
         timed = np.fmin(np.fmax(gap / self.bin_horizon_s, 0.0), self.max_rate)  # NaN, -0 → 0; +inf → max
-        r = np.where(n < WARM, 1.0 / (n + 1.0), timed)[:, None]
+        r = np.where(n < WARM, 1.0 / (n + 1.0), timed)
         dd = d * d
-        d2 = np.where((n < WARM)[:, None], dd, np.minimum(dd, self.clip2 * vx))
-        first = (n == 0)[:, None]
-        mu_all[rows, h] = np.where(first, u, mu + r * d)
+        d2 = np.where(n < WARM, dd, np.minimum(dd, self.clip2 * vx))
+        first = n == 0
+        mu_all[rows, h] = np.where(first, x, mu + r * d)
         vx_all[rows, h] = np.where(first, FIRST_VAR, np.maximum(vx + r * (d2 - vx), 1e-6))
         n_all[rows, h] = np.minimum(n + 1.0, WARM)
         return w, learned

@@ -95,7 +95,7 @@ class Surprise(BaseChannel):
         if self.forecast:
             self.targets, _, self.out_scale = output_scaling(meta)
         n_out = len(meta.output.names) if self.forecast else 1
-        self.priors = [tail_prior(n_out)] * (2 if self.forecast else 0) + [tail_prior(f)] * (2 if self.bins else 1)
+        self.priors = [tail_prior(n_out)] * (2 if self.forecast else 0) + [tail_prior(f)] + [tail_prior(1)] * (1 if self.bins else 0)
         self.u = np.asarray([p[0] for p in self.priors])
         self.sigma0 = np.asarray([p[1] for p in self.priors])
         self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
@@ -120,7 +120,7 @@ class Surprise(BaseChannel):
             "surprise.sigma": Column(k, np.float64, 0.0),  # per tail: mean excess over u (0: the prior's)
         }
         if self.bins:
-            self.columns.update(daily.columns(self.bins, f))
+            self.columns.update(daily.columns(self.bins))
             self._daily_column = np.arange(self.k) == self.k - 1
             self.daily = daily.Daily(self.bins, config.horizon_s, self.keep, self.a, 3 * CLIP, CLIP2, MAX_RATE)
 
