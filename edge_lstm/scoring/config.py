@@ -86,7 +86,9 @@ class ScoringConfig:
         if not self.horizon_s > 0:
             raise ValueError(f"scoring.horizon_s must be > 0 seconds, got {self.horizon_s}")
         if not (0 <= self.daily_bins <= 96 and (self.daily_bins == 0 or 86_400 % self.daily_bins == 0)):
-            raise ValueError(f"scoring.daily_bins must be 0 (off) or divide the day's 86400 s, at most 96, got {self.daily_bins}")
+            raise ValueError(
+                f"scoring.daily_bins must be 0 (off) or divide the day's 86400 s, at most 96, got {self.daily_bins}"
+            )
         if self.surprise_span < 1:
             raise ValueError(f"scoring.surprise_span must be >= 1 readings, got {self.surprise_span}")
         if not (self.range_margin >= 0 and 0 < self.range_p < 1):

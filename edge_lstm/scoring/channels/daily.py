@@ -2,15 +2,16 @@
 brings (docs/quality.md, "Time of day").
 
 Per stream and per bin of the UTC day (`scoring.daily_bins`, 24: hours), a running level and spread of
-the scaled reading (of its features' mean: a duty cycle moves a machine's sensors together), learned with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees
-1/bins of them, so it learns at bins × the stream's rate). The statistic mirrors the level statistic:
+the scaled reading (of its features' mean: a duty cycle moves a machine's sensors together), learned
+with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees 1/bins of them, so it
+learns at bins × the stream's rate). The statistic mirrors the level statistic:
 
     daily   ē² / v   ē = EWMA of the reading's standardised distance to its bin's level
 
 A one-step forecast follows a broken daily pattern within a step or two (the jump that did not come, a
 flat stretch in a day that peaks), and the level statistic measures against the whole day's spread; the
-bin's own level and spread see it (NAB's artificial daily files, offline and in the engine: the
-likelihood's score 59.7 → see docs/quality.md). A stream without a daily cycle gets a level statistic
+bin's own level and spread see it (NAB's artificial daily files; NAB's likelihood 59.7 → 64.7,
+docs/quality.md). A stream without a daily cycle gets a level statistic
 per hour, no worse than the level's; timestamps that are not wall-clock time (a counter) make the bins
 arbitrary but harmless.
 """
@@ -65,8 +66,9 @@ class Daily:
         learning: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The statistic [B] and where it speaks [B] (its bin learned, the stream past its first day).
-        `u` [B, F] scaled readings (their mean is profiled) at event times `ts`, `gap` s after their stream's previous reading;
-        `rate` the stream's forgetting rate per reading (a running mean's while `learning` its baseline)."""
+        `u` [B, F] scaled readings (their mean is profiled) at event times `ts`, `gap` s after their stream's
+        previous reading; `rate` the stream's forgetting rate per reading (a running mean's while `learning`
+        its baseline)."""
         rows = np.arange(len(ts))
         h = (np.nan_to_num(ts % DAY_S) // self.bin_s).astype(np.intp)
         h = np.minimum(h, self.bins - 1)  # float rounding at the day's end

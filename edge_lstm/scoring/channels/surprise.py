@@ -95,7 +95,11 @@ class Surprise(BaseChannel):
         if self.forecast:
             self.targets, _, self.out_scale = output_scaling(meta)
         n_out = len(meta.output.names) if self.forecast else 1
-        self.priors = [tail_prior(n_out)] * (2 if self.forecast else 0) + [tail_prior(f)] + [tail_prior(1)] * (1 if self.bins else 0)
+        self.priors = (
+            [tail_prior(n_out)] * (2 if self.forecast else 0)
+            + [tail_prior(f)]
+            + [tail_prior(1)] * (1 if self.bins else 0)
+        )
         self.u = np.asarray([p[0] for p in self.priors])
         self.sigma0 = np.asarray([p[1] for p in self.priors])
         self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
