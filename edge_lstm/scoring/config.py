@@ -77,8 +77,10 @@ class ScoringConfig:
     # The surprise channel's time-of-day statistic: each stream's level and spread per 1/`daily_bins` of the
     # (UTC) day, learned over `horizon_s`; a reading far from what that hour usually brings is surprising even
     # where the forecast follows it (a daily pattern that breaks). 0 = off. 9 bytes per bin and stream
-    # (24 bins: 216 bytes, and 24 for the statistic; docs/quality.md, "Time of day").
-    daily_bins: int = 24
+    # (12 two-hour bins: 108 bytes, and 24 for the statistic; docs/quality.md, "Time of day").
+    daily_bins: int = 12
+    # "adaptive": a reading rarer than `risk` under the stream's own law is flagged on its own too.
+    rare_flags: bool = False
 
     def __post_init__(self) -> None:
         self._check_channels()

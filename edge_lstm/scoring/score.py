@@ -139,6 +139,8 @@ class Scorer:
             if np.count_nonzero(raised):
                 surprising = surprising | (raised & (calibrated >= 1.0 - hold))
         flags |= legacy & (surprising | ~ready)
+        if self.config.rare_flags:
+            flags |= flagged.get("surprise", flags)
         return flags
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:

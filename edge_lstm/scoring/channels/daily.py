@@ -1,7 +1,7 @@
 """The surprise channel's time-of-day statistic: how far a reading is from what its hour of the day usually
 brings (docs/quality.md, "Time of day").
 
-Per stream and per bin of the UTC day (`scoring.daily_bins`, 24: hours), a running level and spread of
+Per stream and per bin of the UTC day (`scoring.daily_bins`, 12: two hours each), a running level and spread of
 the scaled reading (of its features' mean: a duty cycle moves a machine's sensors together), learned
 with forgetting over `scoring.horizon_s` of the bin's own readings (a bin sees 1/bins of them, so it
 learns at bins × the stream's rate). The statistic mirrors the level statistic:
