@@ -15,11 +15,13 @@ checkpointed, journal-replayed and spilled with the rest of the stream's row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
+from .npfast import count_nonzero, f64, i64
 from .state import Column
 
 COLUMNS = {
@@ -69,21 +71,34 @@ class AlarmPolicy:
         if not self.raise_surprise >= 0:
             raise ValueError(f"alarm raise_surprise must be >= 0 (0 = off), got {self.raise_surprise}")
 
+    @cached_property
+    def _c(self) -> _Constants:
+        """update()'s settings as 0-d arrays, made once (npfast.f64: a Python scalar operand costs a ufunc call
+        ~1,600 instructions more; integer settings as int64, the same values)."""
+        return _Constants(
+            i64((1 << self.raise_window) - 1),
+            f64(self.clear_likelihood),
+            i64(self.clear_after),
+            i64(self.raise_n),
+            f64(self.raise_surprise),
+        )
+
     def update(
         self,
         cols: dict[str, np.ndarray],
         flags: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
-        likelihood: np.ndarray | None = None,
+        likelihood: np.ndarray | Callable[[], np.ndarray] | None = None,
         surprise: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the alarm columns (gathered for this round's streams, updated in place) by one reading
-        per stream; `likelihood` (None: 0, every unflagged reading is quiet) gates the quiet count. Returns
-        the boolean masks of streams whose alarm was raised and cleared now."""
+        per stream; `likelihood` (None: 0, every unflagged reading is quiet; a function: called only when a
+        round gets that far) gates the quiet count. Returns the boolean masks of streams whose alarm was
+        raised and cleared now."""
         was, before = cols["alarm.raised"], cols["alarm.history"]
-        n_was = np.count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
-        if not (np.count_nonzero(flags) or np.count_nonzero(before) or n_was):
+        n_was = count_nonzero(was)  # count_nonzero: a third of ndarray.any()'s cost (here and below)
+        if not (count_nonzero(flags) or count_nonzero(before) or n_was):
             # A quiet round (the steady state): no flag now, none in any stream's window, no alarm raised.
             # Every column but the peak would be written with the value it holds: the history stays 0,
             # `readings` and `since` are kept, and `quiet` is 0 already (this method leaves it 0 whenever a
@@ -93,15 +108,18 @@ class AlarmPolicy:
             return np.zeros(len(flags), bool), np.zeros(len(flags), bool)
         # Integers and booleans only (and a max of scores): each form below gives the same values as the
         # plain where()s it replaces, in fewer or cheaper numpy calls. For booleans a < b is ~a & b.
-        history = ((before << 1) | flags) & np.int64((1 << self.raise_window) - 1)  # bool → 0/1
-        calm = ~flags if likelihood is None else np.less(flags, likelihood <= self.clear_likelihood)
-        quiet = (cols["alarm.quiet"] + 1) * calm  # + 1 where calm, else 0
-        cleared_now = was & (quiet >= self.clear_after) if not self.latch else np.zeros(len(was), bool)
+        c = self._c
+        if callable(likelihood):  # deferred (scoring.Scored.lazy): computed now that a round needs it
+            likelihood = likelihood()
+        history = ((before << _I1) | flags) & c.mask  # bool → 0/1
+        calm = ~flags if likelihood is None else np.less(flags, likelihood <= c.clear_likelihood)
+        quiet = (cols["alarm.quiet"] + _I1) * calm  # + 1 where calm, else 0
+        cleared_now = was & (quiet >= c.clear_after) if not self.latch else np.zeros(len(was), bool)
         all_raised = n_was == len(was)  # then no alarm can be raised: its tests are skipped
         raised_now = np.zeros(len(was), bool) if all_raised else self._raised(was, history, flags, surprise)
         still = was ^ cleared_now if all_raised else (was ^ cleared_now) | raised_now  # cleared_now is within was
         # A cleared alarm forgets the flags that raised it: only new flags can raise it again.
-        n_cleared, n_raised = np.count_nonzero(cleared_now), np.count_nonzero(raised_now)
+        n_cleared, n_raised = count_nonzero(cleared_now), count_nonzero(raised_now)
         cols["alarm.history"] = np.where(cleared_now, 0, history) if n_cleared else history
         cols["alarm.quiet"] = quiet * still  # kept while raised, else 0
         # While raised: readings and peak of the episode; a cleared event reports the episode's totals.
@@ -121,9 +139,10 @@ class AlarmPolicy:
         self, was: np.ndarray, history: np.ndarray, flags: np.ndarray, surprise: np.ndarray | None
     ) -> np.ndarray:
         """Alarms raised now: enough flags in the window, or one flagged reading this rare (a spike)."""
-        raised_now: np.ndarray = np.less(was, _popcount(history) >= self.raise_n)  # ~was & enough flags
+        c = self._c
+        raised_now: np.ndarray = np.less(was, _popcount(history) >= c.raise_n)  # ~was & enough flags
         if self.raise_surprise > 0 and surprise is not None:
-            raised_now |= np.less(was, flags & (surprise >= self.raise_surprise))
+            raised_now |= np.less(was, flags & (surprise >= c.raise_surprise))
         return raised_now
 
     @staticmethod
@@ -139,13 +158,25 @@ class AlarmPolicy:
         readings before the raise (a spike scoring 100 then four readings scoring 5 raise at the fifth).
         Not raised: the peak of the readings since the window's oldest flag, 0 once no flag is left.
         (`history`: the window after this reading, before a clear forgets it.)"""
-        carried = was | (before != 0)
+        carried = was | (before != _I0)
         peak = cols["alarm.peak"]
-        if np.count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
-            peak = np.where(carried, peak, 0.0)
+        if count_nonzero(carried) < len(carried):  # the where() only when some stream starts from 0
+            peak = np.where(carried, peak, _ZERO)
         peak = np.maximum(peak, scores)
-        kept = was | raised_now | (history != 0)
-        cols["alarm.peak"] = peak if np.count_nonzero(kept) == len(kept) else np.where(kept, peak, 0.0)
+        kept = was | raised_now | (history != _I0)
+        cols["alarm.peak"] = peak if count_nonzero(kept) == len(kept) else np.where(kept, peak, _ZERO)
+
+
+_I0, _I1, _ZERO = i64(0), i64(1), f64(0.0)
+
+
+@dataclass(frozen=True)
+class _Constants:
+    mask: np.ndarray  # the window's bits
+    clear_likelihood: np.ndarray
+    clear_after: np.ndarray
+    raise_n: np.ndarray
+    raise_surprise: np.ndarray
 
 
 _bitwise_count = getattr(np, "bitwise_count", None)  # numpy < 2 has none

@@ -109,9 +109,9 @@ def _layout(spec: Column) -> tuple[tuple[int, ...], Convert | None]:
     they are)."""
     dtype = _storage(spec)
     if spec.symmetric and FLOAT32_STORAGE:
-        sym = Symmetric.of(spec.shape[0], spec.dtype)
+        sym = Symmetric.of(spec.shape[0], np.dtype(spec.dtype))
         return (sym.size,), sym
-    return spec.shape, (spec.dtype if dtype != spec.dtype else None)
+    return spec.shape, (np.dtype(spec.dtype) if dtype != spec.dtype else None)
 
 
 def _zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:

@@ -19,13 +19,14 @@ channel is its module plus one line there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from ..contract import ModelMeta
+from ..npfast import count_nonzero
 from ..state import Column
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ class Batch:
     signals: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+# A [B] statistic computed only when called (the deviation channel's likelihood: read by the alarm's quiet
+# test only, which a quiet round never reaches).
+Lazy = Callable[[], np.ndarray]
+
+
 @dataclass(slots=True)
 class Scores:
     """One channel's output for a round."""
@@ -61,12 +67,14 @@ class Scores:
     fields: dict[str, list[Any]] = field(default_factory=dict)
     # Named [B] statistics for later stages (the alarm takes "score" and "likelihood").
     signals: dict[str, np.ndarray] = field(default_factory=dict)
+    # Named statistics computed when called, for later stages ("likelihood", in place of the signal).
+    lazy: dict[str, Lazy] = field(default_factory=dict)
 
 
 def published(ready: np.ndarray, values: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     """Result fields from [B] arrays: each value where `ready`, None where not. While every stream of the
     round is ready (the steady state) this is one tolist() per field, not a Python loop over readings."""
-    if np.count_nonzero(ready) == len(ready):
+    if count_nonzero(ready) == len(ready):
         return {k: v.tolist() for k, v in values.items()}
     flags = ready.tolist()
     return {k: [x if r else None for x, r in zip(v.tolist(), flags)] for k, v in values.items()}

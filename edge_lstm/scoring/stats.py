@@ -30,19 +30,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from statistics import NormalDist
 
 import numpy as np
 
+from ..npfast import count_nonzero, f64
 from ..state import Column
+
+# ndtr's constants as 0-d arrays (npfast.f64: a Python float costs each of its ~17 ufunc calls ~1,600
+# instructions more; the same float64 values).
+_ONE, _HALF, _SQRT2 = f64(1.0), f64(0.5), f64(math.sqrt(2.0))
+_P, _A1, _A2, _A3, _A4, _A5 = (
+    f64(c) for c in (0.3275911, 1.061405429, 1.453152027, 1.421413741, 0.284496736, 0.254829592)
+)
+_ZERO = f64(0.0)
 
 
 def ndtr(z: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): no scipy on the daemon."""
-    x = np.abs(z) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t
-    out: np.ndarray = 0.5 * (1.0 + np.sign(z) * (1.0 - poly * np.exp(-x * x)))
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): no scipy on the daemon. `z`
+    float64 (the constants are float64 arrays)."""
+    x = np.abs(z) / _SQRT2
+    t = _ONE / (_ONE + _P * x)
+    poly = ((((_A1 * t - _A2) * t + _A3) * t - _A4) * t + _A5) * t
+    out: np.ndarray = _HALF * (_ONE + np.sign(z) * (_ONE - poly * np.exp(-x * x)))
     return out
 
 
@@ -57,9 +68,16 @@ def chi2k_quantile(p: float, k: float, floor: float = 0.0) -> float:
     return float(max(1.0 - 2.0 / (9.0 * k) + ndtri(p) * math.sqrt(2.0 / (9.0 * k)), floor) ** 3)
 
 
+@lru_cache(maxsize=64)
+def _wilson_hilferty(k: float) -> tuple[np.ndarray, np.ndarray]:
+    """chi2k_cdf's mean and scale of the cube root for k, as 0-d arrays (a model's few k: computed once)."""
+    return f64(1.0 - 2.0 / (9.0 * k)), f64(math.sqrt(2.0 / (9.0 * k)))
+
+
 def chi2k_cdf(x: np.ndarray, k: float) -> np.ndarray:
-    """P(χ²(k)/k <= x) by Wilson–Hilferty (x < 0 counts as 0)."""
-    z = (np.cbrt(np.maximum(x, 0.0)) - (1.0 - 2.0 / (9.0 * k))) / math.sqrt(2.0 / (9.0 * k))
+    """P(χ²(k)/k <= x) by Wilson–Hilferty (x < 0 counts as 0); `x` float64."""
+    mean, scale = _wilson_hilferty(k)
+    z = (np.cbrt(np.maximum(x, _ZERO)) - mean) / scale
     return ndtr(z)
 
 
@@ -87,6 +105,27 @@ class TailPrior:
             raise ValueError(f"tail prior needs 0 < q < p_u < 1, h0 > u, m0 > 0 (q={q}, p_u={p_u}, h0={h0}, u={u})")
         return cls(u, p_u, (h0 - u) / math.log(p_u / q), m0)
 
+    @cached_property
+    def arrays(self) -> TailConstants:
+        """The constants the tail functions compute with, as 0-d arrays (npfast.f64), made once."""
+        return TailConstants(f64(self.u), f64(self.m0), f64(self.m0 / self.p_u), f64(self.m0 * self.sigma0))
+
+
+@dataclass(frozen=True)
+class TailConstants:
+    """A TailPrior's u, m0, m0 / p_u and m0 σ₀ as 0-d float64 arrays (the same values as the floats)."""
+
+    u: np.ndarray
+    m0: np.ndarray
+    m0_p_u: np.ndarray
+    m0_sigma0: np.ndarray
+
+
+@lru_cache(maxsize=64)
+def _f64(x: float) -> np.ndarray:
+    """npfast.f64 of a setting passed in as a float (a risk), made once per value."""
+    return f64(x)
+
 
 def tail_columns(prefix: str) -> dict[str, Column]:
     return {
@@ -96,12 +135,12 @@ def tail_columns(prefix: str) -> dict[str, Column]:
     }
 
 
-def tail_add(cols: dict[str, np.ndarray], prefix: str, x: np.ndarray, take: np.ndarray, u: float) -> None:
+def tail_add(cols: dict[str, np.ndarray], prefix: str, x: np.ndarray, take: np.ndarray, u: float | np.ndarray) -> None:
     """Count the readings `x[take]` into the fit (in place)."""
     over = take & (x > u)
     cols[f"{prefix}.n"] = cols[f"{prefix}.n"] + take
     cols[f"{prefix}.peaks"] = cols[f"{prefix}.peaks"] + over
-    cols[f"{prefix}.excess"] = cols[f"{prefix}.excess"] + np.where(over, x - u, 0.0)
+    cols[f"{prefix}.excess"] = cols[f"{prefix}.excess"] + np.where(over, x - u, _ZERO)
 
 
 def tail_learn(
@@ -109,17 +148,19 @@ def tail_learn(
 ) -> None:
     """Count `x[take]` into the fit under `prefix` and set those streams' threshold column `h` to the
     updated z_q (in place); the other streams' thresholds are unchanged."""
-    if not np.count_nonzero(take):  # count_nonzero: a third of ndarray.any()'s cost
+    if not count_nonzero(take):  # count_nonzero: a third of ndarray.any()'s cost
         return
-    tail_add(cols, prefix, x, take, prior.u)
+    tail_add(cols, prefix, x, take, prior.arrays.u)
     z = tail_threshold(cols[f"{prefix}.n"], cols[f"{prefix}.peaks"], cols[f"{prefix}.excess"], prior, q)
     cols[h] = np.where(take, z, cols[h])
 
 
 def tail_fit(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: TailPrior) -> tuple[np.ndarray, np.ndarray]:
     """The posterior-mean ζ and σ per stream from its counts (see the module docstring)."""
-    zeta = (peaks + prior.m0) / (n + prior.m0 / prior.p_u)
-    sigma = (excess + prior.m0 * prior.sigma0) / (peaks + prior.m0)
+    c = prior.arrays
+    peaks_m0 = peaks + c.m0  # once for both (the same values as computed twice)
+    zeta = peaks_m0 / (n + c.m0_p_u)
+    sigma = (excess + c.m0_sigma0) / peaks_m0
     return zeta, sigma
 
 
@@ -128,7 +169,7 @@ def tail_threshold(n: np.ndarray, peaks: np.ndarray, excess: np.ndarray, prior: 
     zeta, sigma = tail_fit(n, peaks, excess, prior)
     # ζ < q would put the threshold below u: the stream exceeds u less often than the risk itself, and
     # then u is a safe, conservative threshold (no extrapolation downwards).
-    out: np.ndarray = prior.u + sigma * np.log(np.maximum(zeta / q, 1.0))
+    out: np.ndarray = prior.arrays.u + sigma * np.log(np.maximum(zeta / _f64(q), _ONE))
     return out
 
 
@@ -139,7 +180,7 @@ def tail_survival(x: np.ndarray, n: np.ndarray, peaks: np.ndarray, excess: np.nd
     return out
 
 
-def tail_above(x: np.ndarray, zeta: np.ndarray, sigma: np.ndarray, u: float) -> np.ndarray:
+def tail_above(x: np.ndarray, zeta: np.ndarray, sigma: np.ndarray, u: float | np.ndarray) -> np.ndarray:
     """P(x' > x) for x >= u under the tail (ζ, σ) that `tail_fit` gives: ζ · exp(−(x − u) / σ)."""
     out: np.ndarray = zeta * np.exp(-(x - u) / sigma)
     return out
@@ -150,6 +191,6 @@ def tail_learn_unflagged(
 ) -> None:
     """The tail gating every channel uses: fit `x[take]` (a stream's first readings after its baseline)
     except where it exceeds the stream's threshold `cols[h]` (DSPOT: an anomaly is not normal operation)."""
-    if not np.count_nonzero(take):  # past the window (the steady state): not even the comparison
+    if not count_nonzero(take):  # past the window (the steady state): not even the comparison
         return
     tail_learn(cols, prefix, h, x, take & (x <= cols[h]), prior, q)

@@ -102,6 +102,33 @@ def test_deviation_likelihood_matches_the_plain_formula_on_either_side_of_u() ->
         assert channel.likelihood(e, cols).tobytes() == plain.tobytes()
 
 
+def test_the_deferred_deviation_likelihood_is_the_one_computed_in_the_round() -> None:
+    # Called after the round (the alarm asks for it last), it sees the tail fits as they stood before the
+    # round's tail learning replaced them: the same bytes as computed in step() in every phase of a stream.
+    from edge_lstm.onnx_model import load_model
+    from edge_lstm.scoring import Scorer
+    from edge_lstm.scoring.channels.deviation import columns
+
+    config = ScoringConfig(baseline=20, tail_window=30)
+    eager, deferred = Deviation(3, config), Deviation(3, config)
+    rng = np.random.default_rng(7)
+    init = {k: np.full((4, *c.shape), c.init, c.dtype) for k, c in columns(3, eager.h).items()}
+    a, b = {k: v.copy() for k, v in init.items()}, {k: v.copy() for k, v in init.items()}
+    for t in range(80):
+        steps = np.array([t, t + 10, t + 25, t + 60])  # learning, tail window, frozen, in turn
+        u = rng.normal(0, 1.0 if t % 17 else 6.0, (4, 3))
+        restart = np.zeros(4, bool)
+        e1, r1, want = eager.step(a, u, steps, restart)
+        e2, r2, likelihood_of = deferred.step_deferred(b, u, steps, restart)
+        assert likelihood_of().tobytes() == want.tobytes() and e1.tobytes() == e2.tobytes(), t
+    # The engine's scorer defers it (the surprise channel publishes the field); alone, it is published.
+    meta = load_model(None).meta
+    dev = Scorer(meta).channel("deviation")
+    assert isinstance(dev, Deviation) and not dev.publish_likelihood
+    alone = Scorer(meta, channels=[Deviation]).channel("deviation")
+    assert isinstance(alone, Deviation) and alone.publish_likelihood
+
+
 def test_surprise_rate_matches_the_plain_clip_for_any_gap() -> None:
     from edge_lstm.onnx_model import load_model
     from edge_lstm.scoring.channels.surprise import MAX_RATE, Surprise

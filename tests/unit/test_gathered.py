@@ -26,7 +26,7 @@ def test_gather_is_lazy_and_scatters_what_was_used() -> None:
 
 def test_a_column_stored_as_float32_is_computed_in_float64_and_rounded_on_scatter() -> None:
     table = {"v": np.zeros((3, 2), np.float32)}
-    g = Gathered(table, np.array([2, 0]), {"v": np.float64})
+    g = Gathered(table, np.array([2, 0]), {"v": np.dtype(np.float64)})
     assert g["v"].dtype == np.float64
     g["v"] += 0.1
     g.scatter()
@@ -39,7 +39,7 @@ def test_consecutive_slots_are_gathered_as_copies_and_scattered_like_any_others(
     for slots in (np.array([1, 2]), np.array([2]), np.array([0, 1, 2, 3])):
         table = {"a": np.arange(8.0).reshape(4, 2), "v": np.zeros((4, 2), np.float32)}
         before = table["a"].copy()
-        g = Gathered(table, slots, {"v": np.float64})
+        g = Gathered(table, slots, {"v": np.dtype(np.float64)})
         assert g["a"].tolist() == before[slots].tolist()
         assert g["v"].dtype == np.float64
         g["a"][0, 1] = -1.0  # a copy: the table is unchanged until scatter
@@ -82,7 +82,7 @@ def test_as_rows_is_a_slice_only_for_consecutive_ascending_slots() -> None:
 
 def test_a_column_stored_as_int32_is_computed_in_int64_and_saturated_on_scatter() -> None:
     table = {"n": np.zeros(3, np.int32)}
-    g = Gathered(table, np.array([0, 2]), {"n": np.int64})
+    g = Gathered(table, np.array([0, 2]), {"n": np.dtype(np.int64)})
     assert g["n"].dtype == np.int64
     g["n"] = np.array([2**31 + 5, -(2**31) - 5])  # past int32's bounds: saturated, not wrapped around
     g.scatter()

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ...contract import ModelMeta
-from ...state import Column
-from ..channel import BaseChannel, Batch, Channel, Scores
+from ...npfast import count_nonzero, f64
+from ...state import Column, read_only
+from ..channel import BaseChannel, Batch, Channel, Lazy, Scores
 from ..config import ScoringConfig
 from . import daily
 from ._priors import TAIL_PRIORS
@@ -48,13 +49,18 @@ EXCESS_CAP = 10.0  # an excess enters the mean excess as at most this many times
 LN10 = math.log(10.0)
 LOG_RANGE_GATE = math.log(0.05)
 SHIFT = 3.0  # level moved by more than this many of its standard deviations: a new normal, not the old
+# The constants of the per-round arithmetic as 0-d arrays (npfast.f64: a Python float operand costs a ufunc
+# call ~1,600 instructions more; the same float64 values).
+_ZERO, _ONE, _CLIP2, _CAP, _SHIFT = f64(0.0), f64(1.0), f64(CLIP2), f64(EXCESS_CAP), f64(SHIFT)
+_MAX_RATE, _TINY, _ZETA_MIN, _ZETA_FLOOR = f64(MAX_RATE), f64(1e-6), f64(1e-3), f64(1e-6)
+_LOG_RANGE_GATE, _NEG_LN10 = f64(LOG_RANGE_GATE), f64(-LN10)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
     """`x` with its non-finite values as 0; `x` itself when all are finite (the common case: a test and a
     count cost a third of the where())."""
     finite = np.isfinite(x)
-    if np.count_nonzero(finite) == finite.size:
+    if count_nonzero(finite) == finite.size:
         return x
     out: np.ndarray = np.where(finite, x, 0.0)
     return out
@@ -107,6 +113,13 @@ class Surprise(BaseChannel):
         self.bonferroni_first_day = math.log(self.k - 1 + (1 if config.range_margin > 0 else 0)) if self.bins else 0.0
         self.log_risk = math.log(config.risk)
         self.log_range = math.log(config.range_p)
+        self._a, self._keep, self._horizon = f64(self.a), f64(self.keep), f64(config.horizon_s)
+        self._bonferroni, self._log_risk = f64(self.bonferroni), f64(self.log_risk)
+        self._bonferroni_first_day = f64(self.bonferroni_first_day)
+        self._var_floor = f64(config.var_floor)
+        self._bounds = {CLIP: (f64(-CLIP), f64(CLIP)), 3 * CLIP: (f64(-3 * CLIP), f64(3 * CLIP))}  # _advance's
+        self._range_margin = f64(config.range_margin)
+        self._widths = {w: f64(w) for w in (n_out, f)}  # np.mean's divisor of a [B, w] row sum
         o, k = (n_out,), (self.k,)
         self.columns = {
             "surprise.n": Column((), np.float64, 0.0, exact=True),  # readings learned (running means before baseline)
@@ -126,7 +139,7 @@ class Surprise(BaseChannel):
         if self.bins:
             self.columns.update(daily.columns(self.bins))
             self._daily_column = np.arange(self.k) == self.k - 1
-            self.daily = daily.Daily(self.bins, config.horizon_s, self.keep, self.a, 3 * CLIP, CLIP2, MAX_RATE)
+            self.daily = daily.Daily(self.bins, f, config.horizon_s, self.keep, self.a, 3 * CLIP, CLIP2, MAX_RATE)
 
     def update(self, batch: Batch) -> Scores:
         cols, cfg = batch.cols, self.config
@@ -134,29 +147,31 @@ class Surprise(BaseChannel):
         learning = n < cfg.baseline
         # Past the baseline (the steady state) a round skips the learning branches: same numbers, fewer
         # numpy calls (each costs ~1 µs whatever the batch; bench/ab_engine.py --instructions).
-        steady = not np.count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
+        steady = not count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
         rate = self._rate(batch.gap, n, learning, steady)
         w, quiet = self._statistics(batch, rate, learning, steady)
         t = np.sqrt(np.sqrt(w))  # w ** ROOT, cheaper than a power
         tu = t - self.u
         sigma = cols["surprise.sigma"]
-        positive = sigma > 0
-        if np.count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
+        positive = sigma > _ZERO
+        if count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
             sigma = np.where(positive, sigma, self.sigma0)
         log_p = self._log_survival(cols, t, tu, sigma)
-        bonferroni = self.bonferroni if quiet is None else np.where(quiet, self.bonferroni_first_day, self.bonferroni)
-        logp = np.minimum(0.0, np.minimum.reduce(log_p, axis=1) + bonferroni)
+        bonferroni = (
+            self._bonferroni if quiet is None else np.where(quiet, self._bonferroni_first_day, self._bonferroni)
+        )
+        logp = np.minimum(_ZERO, np.minimum.reduce(log_p, axis=1) + bonferroni)
         if self.config.range_margin > 0:
             logp = self._gate_range(cols, batch.u, learning, logp)
         self._learn_tails(cols, t, tu, sigma, n, rate, learning, steady, quiet)
-        cols["surprise.n"] = n + 1.0
+        cols["surprise.n"] = n + _ONE
         return self._scores(cols, batch.u, logp, learning, steady)
 
     def _rate(self, gap: np.ndarray, n: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
         """Running means while learning the baseline; then forgetting by event time."""
         # np.clip's result, and NaN → 0: fmax drops a NaN gap for 0 (two calls fewer than a clip and an
         # isfinite where()). A gap is never -0.0 (a reading is newer than its stream's last).
-        rate: np.ndarray = np.fmin(np.fmax(gap / self.config.horizon_s, 0.0), MAX_RATE)
+        rate: np.ndarray = np.fmin(np.fmax(gap / self._horizon, _ZERO), _MAX_RATE)
         if not steady:
             rate = np.where(learning, 1.0 / (n + 1.0), rate)
         return rate
@@ -166,8 +181,8 @@ class Surprise(BaseChannel):
     ) -> np.ndarray:
         """A new extreme counts only for a reading the other statistics find unusual too: Gaussian noise
         sets new records beyond a short baseline's range now and then (measured: no loss on NAB)."""
-        gate = logp < LOG_RANGE_GATE
-        if not np.count_nonzero(gate):  # the range still takes every reading in
+        gate = logp < _LOG_RANGE_GATE
+        if not count_nonzero(gate):  # the range still takes every reading in
             cols["surprise.lo"] = np.minimum(cols["surprise.lo"], u)
             cols["surprise.hi"] = np.maximum(cols["surprise.hi"], u)
             return logp
@@ -179,13 +194,13 @@ class Surprise(BaseChannel):
         self, cols: dict[str, np.ndarray], u: np.ndarray, logp: np.ndarray, learning: np.ndarray, steady: bool
     ) -> Scores:
         if steady:
-            flags = logp < self.log_risk
+            flags = logp < self._log_risk
         else:
             ready = ~learning
             logp = np.where(ready, logp, 0.0)
             flags = ready & (logp < self.log_risk)
         likelihood = -np.expm1(logp)
-        surprise = logp / -LN10  # the same bytes as -logp / LN10, one call fewer
+        surprise = logp / _NEG_LN10  # the same bytes as -logp / LN10, one call fewer
         if steady:
             published_likelihood, published_surprise = likelihood.tolist(), surprise.tolist()
         else:
@@ -193,25 +208,27 @@ class Surprise(BaseChannel):
             published_likelihood = [v if r else None for v, r in zip(likelihood.tolist(), published)]
             published_surprise = [v if r else None for v, r in zip(surprise.tolist(), published)]
         shifted = self._shifted(cols, u)
-        return Scores(
-            flags,
-            {"likelihood": published_likelihood, "surprise": published_surprise},
-            {"calibrated": likelihood, "surprise": surprise, "shifted": shifted},
-        )
+        fields: dict[str, list[Any]] = {"likelihood": published_likelihood, "surprise": published_surprise}
+        signals = {"calibrated": likelihood, "surprise": surprise}
+        if callable(shifted):  # read only when some alarm clears: computed then (Scored.shifted)
+            return Scores(flags, fields, signals, {"shifted": shifted})
+        signals["shifted"] = shifted
+        return Scores(flags, fields, signals)
 
-    def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray:
+    def _shifted(self, cols: dict[str, np.ndarray], u: np.ndarray) -> np.ndarray | Lazy:
         """Whether the reading is more than SHIFT of the stream's spread away from the level it had when its
         alarm was raised (an alarm that clears then has `adapted` to a new normal, it is not back to the
-        old); the reference follows the level while no alarm is raised."""
+        old); the reference follows the level while no alarm is raised. With some alarm raised, a function
+        that computes it: its only reader (engine.py, `_events`) needs it only in a round where one clears."""
         mu = cols["surprise.mu"]
         try:
             raised = cols["alarm.raised"]  # the state table's gathered columns: looked up, not .get (lazy)
         except KeyError:  # scored without an alarm (calibration)
             return np.zeros(len(mu), bool)
-        if np.count_nonzero(raised):
-            ref = cols["surprise.ref"]
+        if count_nonzero(raised):
+            ref = read_only(cols, "surprise.ref")  # written back only if it changes
             kept = raised[:, None] & np.isfinite(ref)
-            if np.count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
+            if count_nonzero(kept) < kept.size:  # the where() only when some reference follows the level
                 ref = np.where(kept, ref, mu)
                 cols["surprise.ref"] = ref
         else:
@@ -219,9 +236,14 @@ class Surprise(BaseChannel):
             # only reading of `shifted`: engine.py, `_events`) without having had it raised: nothing to compare.
             cols["surprise.ref"] = mu
             return np.zeros(len(mu), bool)
-        # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
-        out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > SHIFT * np.sqrt(cols["surprise.vx"]), axis=1)
-        return out
+        vx = cols["surprise.vx"]  # this round's (the function may be called after the round's other channels)
+
+        def shifted() -> np.ndarray:
+            # logical_or.reduce: ndarray.any(axis=1)'s own reduction, without its Python wrapper.
+            out: np.ndarray = np.logical_or.reduce(np.abs(u - ref) > _SHIFT * np.sqrt(vx), axis=1)
+            return out
+
+        return shifted
 
     def _statistics(
         self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool
@@ -236,7 +258,8 @@ class Surprise(BaseChannel):
             r = _finite((batch.values[:, self.targets] - batch.predicted) / self.out_scale)  # no forecast: 0
             z, ms_re = self._advance(cols, ("surprise.rv", "surprise.re"), r, rate_col, learning, steady, CLIP)
             rve = cols["surprise.rve"]
-            out += [np.add.reduce(z * z, axis=1) / z.shape[1], ms_re / rve]  # np.mean, without its wrapper
+            # np.mean, without its wrapper
+            out += [np.add.reduce(z * z, axis=1) / self._widths[z.shape[1]], ms_re / rve]
             cols["surprise.rve"] = self._mean_square(rve, ms_re, rate, learning, steady)
         elif self.forecast:
             out += [np.zeros(len(rate)), np.zeros(len(rate))]
@@ -278,27 +301,28 @@ class Surprise(BaseChannel):
         var_key, ewma_key = keys
         v = cols[var_key]
         z = d / np.sqrt(v)
-        e = self.keep * cols[ewma_key] + self.a * np.minimum(np.maximum(-bound, z), bound)  # np.clip's result
-        mean_square = np.add.reduce(e * e, axis=1) / e.shape[1]  # np.mean, without its wrapper
+        lo, hi = self._bounds[bound]
+        e = self._keep * cols[ewma_key] + self._a * np.minimum(np.maximum(lo, z), hi)  # np.clip's result
+        mean_square = np.add.reduce(e * e, axis=1) / self._widths[e.shape[1]]  # np.mean, without its wrapper
         dd = d * d
-        d2 = np.minimum(dd, CLIP2 * v)
+        d2 = np.minimum(dd, _CLIP2 * v)
         if not steady:
             d2 = np.where(learning[:, None], dd, d2)
         v_new = v + rate_col * (d2 - v)
         if not steady:
             first_value = dd if var_key == "surprise.rv" else self.config.var_floor
             v_new = np.where((cols["surprise.n"] == 0)[:, None], first_value, v_new)
-        cols[var_key] = np.maximum(v_new, self.config.var_floor)
+        cols[var_key] = np.maximum(v_new, self._var_floor)
         cols[ewma_key] = e
         return z, mean_square
 
     @staticmethod
     def _mean_square(v: np.ndarray, e2: np.ndarray, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
         """The running mean of mean(e²) (`e2`), one reading's pull bounded by CLIP² times it after the baseline."""
-        bounded = np.minimum(e2, CLIP2 * v)
+        bounded = np.minimum(e2, _CLIP2 * v)
         if not steady:
             bounded = np.where(learning, e2, bounded)
-        out: np.ndarray = np.maximum(v + rate * (bounded - v), 1e-6)
+        out: np.ndarray = np.maximum(v + rate * (bounded - v), _TINY)
         return out
 
     def _log_survival(
@@ -325,8 +349,8 @@ class Surprise(BaseChannel):
         quiet: np.ndarray | None,
     ) -> None:
         """Every reading enters the tails (a new regime becomes normal within the horizon; the daily tail only
-        where its statistic speaks); while learning,
-        from the second half of the baseline on (the scales above have settled), with the prior's weight."""
+        where its statistic speaks); while learning, from the second half of the baseline on (the scales
+        above have settled), with the prior's weight."""
         r = rate
         if not steady:
             half = self.config.baseline / 2.0
@@ -334,24 +358,24 @@ class Surprise(BaseChannel):
             r = np.where(learning, np.where(n >= half, 1.0 / np.maximum(n - half + 1.0 + prior_n, 1.0), 0.0), rate)
         r = r[:, None]
         if quiet is not None:  # the daily tail learns from the readings its statistic speaks for
-            r = np.where(self._daily_column & quiet[:, None], 0.0, r)
+            r = np.where(self._daily_column & quiet[:, None], _ZERO, r)
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)
-        if np.count_nonzero(over):  # else σ stays (the prior's where it was 0)
+        if count_nonzero(over):  # else σ stays (the prior's where it was 0)
             # An excess moves the mean excess by the rate of the peaks (r / ζ), bounded by 1.
-            re = np.minimum(1.0, r / np.maximum(zeta, 1e-3))
-            excess = np.minimum(tu, EXCESS_CAP * sigma)  # bounded influence: one reading moves σ little
+            re = np.minimum(_ONE, r / np.maximum(zeta, _ZETA_MIN))
+            excess = np.minimum(tu, _CAP * sigma)  # bounded influence: one reading moves σ little
             sigma = np.where(over, sigma + re * (excess - sigma), sigma)
-        cols["surprise.zeta"] = np.minimum(np.maximum(1e-6, zeta), 1.0)  # np.clip's result
+        cols["surprise.zeta"] = np.minimum(np.maximum(_ZETA_FLOOR, zeta), _ONE)  # np.clip's result
         cols["surprise.sigma"] = sigma
 
     def _range(self, cols: dict[str, np.ndarray], u: np.ndarray, learning: np.ndarray) -> np.ndarray:
         """log p of the range channel: `range_p` for a reading beyond the stream's range so far by more
         than `range_margin` of it (0 otherwise); then the range takes the reading in."""
         lo, hi = cols["surprise.lo"], cols["surprise.hi"]
-        margin = self.config.range_margin * (hi - lo)
-        known = np.isfinite(margin) & (margin > 0)
+        margin = self._range_margin * (hi - lo)
+        known = np.isfinite(margin) & (margin > _ZERO)
         beyond = known & ((u > hi + margin) | (u < lo - margin))
         cols["surprise.lo"] = np.minimum(lo, u)
         cols["surprise.hi"] = np.maximum(hi, u)
