@@ -79,8 +79,6 @@ class ScoringConfig:
     # where the forecast follows it (a daily pattern that breaks). 0 = off. 9 bytes per bin and stream
     # (12 two-hour bins: 108 bytes, and 24 for the statistic; docs/quality.md, "Time of day").
     daily_bins: int = 12
-    # "adaptive": a reading rarer than `risk` under the stream's own law is flagged on its own too.
-    rare_flags: bool = False
 
     def __post_init__(self) -> None:
         self._check_channels()

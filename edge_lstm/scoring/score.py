@@ -172,8 +172,6 @@ class Scorer:
             if count_nonzero(raised):
                 surprising = surprising | (raised & (calibrated >= self._gate_raised))  # 1 - hold
         flags |= legacy & (surprising | ~ready)
-        if self.config.rare_flags:
-            flags |= flagged.get("surprise", flags)
         return flags
 
     def describe(self, cols: Mapping[str, np.ndarray], ready: bool) -> dict[str, object]:
