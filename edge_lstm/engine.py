@@ -154,7 +154,7 @@ class Engine:
         tss = ts[take]
         gap = tss - table.last_ts[rows]  # +inf for a stream's first reading (last_ts starts at -inf)
         warming = steps < i64(self.warmup)  # 0-d int64 operands (npfast.i64): ~1,600 instructions less a call
-        scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap)
+        scored = self.scorer.score(cols, values, u, y, predicted, steps, warming, gap, tss)
         likelihood = scored.likelihood()  # an array, or a function the alarm calls only if it needs it
         surprise = scored.signals.get("surprise")
         raised, cleared = self.alarms.update(cols, scored.flags, scored.signals["score"], tss, likelihood, surprise)

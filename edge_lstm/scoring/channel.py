@@ -47,6 +47,7 @@ class Batch:
     ready: np.ndarray  # the stream's baseline is learned (steps >= scoring.baseline)
     restart: np.ndarray  # the previous reading is too old to predict this one (a gap): re-anchor only
     gap: np.ndarray  # seconds since each stream's previous reading (+inf for its first)
+    ts: np.ndarray  # each reading's event time, seconds since the epoch (the surprise channel's time of day)
     # The signals of the channels before this one in REGISTRY this round (the surprise channel reads the
     # deviation channel's distance to the known normal states).
     signals: dict[str, np.ndarray] = field(default_factory=dict)

@@ -74,12 +74,21 @@ class ScoringConfig:
     # a fault's flags stand while it stays somewhat unusual, a lasting change still stops flagging once
     # the stream's law has learned it (docs/quality.md, "The gate's hysteresis").
     surprise_gate_raised: float = 0.1
+    # The surprise channel's time-of-day statistic: each stream's level and spread per 1/`daily_bins` of the
+    # (UTC) day, learned over `horizon_s`; a reading far from what that hour usually brings is surprising even
+    # where the forecast follows it (a daily pattern that breaks). 0 = off. 9 bytes per bin and stream
+    # (12 two-hour bins: 108 bytes, and 24 for the statistic; docs/quality.md, "Time of day").
+    daily_bins: int = 12
 
     def __post_init__(self) -> None:
         self._check_channels()
         self._check_thresholds()
         if not self.horizon_s > 0:
             raise ValueError(f"scoring.horizon_s must be > 0 seconds, got {self.horizon_s}")
+        if not (0 <= self.daily_bins <= 96 and (self.daily_bins == 0 or 86_400 % self.daily_bins == 0)):
+            raise ValueError(
+                f"scoring.daily_bins must be 0 (off) or divide the day's 86400 s, at most 96, got {self.daily_bins}"
+            )
         if self.surprise_span < 1:
             raise ValueError(f"scoring.surprise_span must be >= 1 readings, got {self.surprise_span}")
         if not (self.range_margin >= 0 and 0 < self.range_p < 1):

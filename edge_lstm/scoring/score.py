@@ -109,16 +109,17 @@ class Scorer:
         steps: np.ndarray,
         warming: np.ndarray,
         gap: np.ndarray,
+        ts: np.ndarray,
     ) -> Scored:
         """Score one round: `values` (feature units) and `u` (scaled) of streams that have seen `steps`
         readings before, `y` the model's output for them, `predicted` the forecasts made at their previous
         reading (forecast models), `warming` the model's state is not warm yet, `gap` the seconds since
-        their previous reading. `cols` are the streams' columns, updated in place."""
+        their previous reading, `ts` their event times. `cols` are the streams' columns, updated in place."""
         max_gap = self.config.max_gap_s
         restart = (gap > self._max_gap) & (steps > _I0) if max_gap > 0 else np.zeros(len(steps), bool)
         out = Scored(np.zeros(len(steps), bool), {}, {})
         ready = steps >= self._baseline
-        batch = Batch(cols, values, u, y, predicted, steps, warming, ready, restart, gap, out.signals)
+        batch = Batch(cols, values, u, y, predicted, steps, warming, ready, restart, gap, ts, out.signals)
         flagged: dict[str, np.ndarray] = {}
         for channel in self.channels:
             scores = channel.update(batch)

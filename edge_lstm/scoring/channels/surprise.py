@@ -35,6 +35,7 @@ from ...npfast import count_nonzero, f64
 from ...state import Column, read_only
 from ..channel import BaseChannel, Batch, Channel, Lazy, Scores
 from ..config import ScoringConfig
+from . import daily
 from ._priors import TAIL_PRIORS
 from .forecast import output_scaling
 
@@ -94,18 +95,27 @@ class Surprise(BaseChannel):
         self.keep = 1 - self.a
         self.forecast = meta.output.kind == "forecast"
         f = len(meta.features)
-        self.k = 3 if self.forecast else 1  # tails: inst, ewma, level (score models: level)
+        self.bins = config.daily_bins
+        # tails: inst, ewma (forecast models), level, daily (with daily_bins)
+        self.k = (3 if self.forecast else 1) + (1 if self.bins else 0)
         if self.forecast:
             self.targets, _, self.out_scale = output_scaling(meta)
         n_out = len(meta.output.names) if self.forecast else 1
-        self.priors = [tail_prior(n_out)] * (self.k - 1) + [tail_prior(f)]
+        self.priors = (
+            [tail_prior(n_out)] * (2 if self.forecast else 0)
+            + [tail_prior(f)]
+            + [tail_prior(1)] * (1 if self.bins else 0)
+        )
         self.u = np.asarray([p[0] for p in self.priors])
         self.sigma0 = np.asarray([p[1] for p in self.priors])
         self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
+        # A reading whose daily statistic says nothing yet (the stream's first day) is tested K − 1 times.
+        self.bonferroni_first_day = math.log(self.k - 1 + (1 if config.range_margin > 0 else 0)) if self.bins else 0.0
         self.log_risk = math.log(config.risk)
         self.log_range = math.log(config.range_p)
         self._a, self._keep, self._horizon = f64(self.a), f64(self.keep), f64(config.horizon_s)
         self._bonferroni, self._log_risk = f64(self.bonferroni), f64(self.log_risk)
+        self._bonferroni_first_day = f64(self.bonferroni_first_day)
         self._var_floor = f64(config.var_floor)
         self._bounds = {CLIP: (f64(-CLIP), f64(CLIP)), 3 * CLIP: (f64(-3 * CLIP), f64(3 * CLIP))}  # _advance's
         self._range_margin = f64(config.range_margin)
@@ -126,6 +136,10 @@ class Surprise(BaseChannel):
             "surprise.zeta": Column(k, np.float64, TAIL_LEVEL),  # per tail: P(w^ROOT > u)
             "surprise.sigma": Column(k, np.float64, 0.0),  # per tail: mean excess over u (0: the prior's)
         }
+        if self.bins:
+            self.columns.update(daily.columns(self.bins))
+            self._daily_column = np.arange(self.k) == self.k - 1
+            self.daily = daily.Daily(self.bins, f, config.horizon_s, self.keep, self.a, 3 * CLIP, CLIP2, MAX_RATE)
 
     def update(self, batch: Batch) -> Scores:
         cols, cfg = batch.cols, self.config
@@ -135,7 +149,7 @@ class Surprise(BaseChannel):
         # numpy calls (each costs ~1 µs whatever the batch; bench/ab_engine.py --instructions).
         steady = not count_nonzero(learning)  # count_nonzero: a third of ndarray.any()'s cost
         rate = self._rate(batch.gap, n, learning, steady)
-        w = self._statistics(batch, rate, learning, steady)
+        w, quiet = self._statistics(batch, rate, learning, steady)
         t = np.sqrt(np.sqrt(w))  # w ** ROOT, cheaper than a power
         tu = t - self.u
         sigma = cols["surprise.sigma"]
@@ -143,10 +157,13 @@ class Surprise(BaseChannel):
         if count_nonzero(positive) < positive.size:  # the where() only while some tail has no peak yet
             sigma = np.where(positive, sigma, self.sigma0)
         log_p = self._log_survival(cols, t, tu, sigma)
-        logp = np.minimum(_ZERO, np.minimum.reduce(log_p, axis=1) + self._bonferroni)
+        bonferroni = (
+            self._bonferroni if quiet is None else np.where(quiet, self._bonferroni_first_day, self._bonferroni)
+        )
+        logp = np.minimum(_ZERO, np.minimum.reduce(log_p, axis=1) + bonferroni)
         if self.config.range_margin > 0:
             logp = self._gate_range(cols, batch.u, learning, logp)
-        self._learn_tails(cols, t, tu, sigma, n, rate, learning, steady)
+        self._learn_tails(cols, t, tu, sigma, n, rate, learning, steady, quiet)
         cols["surprise.n"] = n + _ONE
         return self._scores(cols, batch.u, logp, learning, steady)
 
@@ -228,9 +245,12 @@ class Surprise(BaseChannel):
 
         return shifted
 
-    def _statistics(self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool) -> np.ndarray:
+    def _statistics(
+        self, batch: Batch, rate: np.ndarray, learning: np.ndarray, steady: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """[B, K] the per-reading statistics w (about 1 on normal data), before the statistics learn this
-        reading; then advances the running statistics."""
+        reading, and where the daily statistic has nothing to say yet (None: it speaks for every reading,
+        or is off); then advances the running statistics."""
         cols = batch.cols
         out = []
         rate_col = rate[:, None]  # one view for the [B, F] updates below
@@ -251,12 +271,19 @@ class Surprise(BaseChannel):
         # at 1 Hz) is not surprising, however far from the stream's own first minutes it is.
         out.append(ms_ey / vy if known is None else np.minimum(ms_ey / vy, known))
         cols["surprise.vy"] = self._mean_square(vy, ms_ey, rate, learning, steady)
+        quiet = None
+        if self.bins:
+            # Not against the known states: they know the levels, not the hours they come at.
+            w_daily, speaks = self.daily.statistic(cols, batch.u, batch.ts, batch.gap, rate, learning)
+            out.append(w_daily)
+            if np.count_nonzero(speaks) < speaks.size:
+                quiet = ~speaks
         mu = cols["surprise.mu"] + rate_col * d
         if not steady:
             mu = np.where((cols["surprise.n"] == 0)[:, None], batch.u, mu)
         cols["surprise.mu"] = mu
         w = np.array(out).T  # one array of the K statistics: the tails' arithmetic runs once for all
-        return _finite(w)
+        return _finite(w), quiet
 
     def _advance(
         self,
@@ -319,15 +346,19 @@ class Surprise(BaseChannel):
         rate: np.ndarray,
         learning: np.ndarray,
         steady: bool,
+        quiet: np.ndarray | None,
     ) -> None:
-        """Every reading enters the tails (a new regime becomes normal within the horizon); while learning,
-        from the second half of the baseline on (the scales above have settled), with the prior's weight."""
+        """Every reading enters the tails (a new regime becomes normal within the horizon; the daily tail only
+        where its statistic speaks); while learning, from the second half of the baseline on (the scales
+        above have settled), with the prior's weight."""
         r = rate
         if not steady:
             half = self.config.baseline / 2.0
             prior_n = TAIL_PRIOR / TAIL_LEVEL
             r = np.where(learning, np.where(n >= half, 1.0 / np.maximum(n - half + 1.0 + prior_n, 1.0), 0.0), rate)
         r = r[:, None]
+        if quiet is not None:  # the daily tail learns from the readings its statistic speaks for
+            r = np.where(self._daily_column & quiet[:, None], _ZERO, r)
         over = t > self.u
         zeta = cols["surprise.zeta"]
         zeta = zeta + r * (over - zeta)

@@ -118,6 +118,14 @@ class ScoringSettings(Section):
         "adapting; `likelihood`, the calibrated `likelihood` against `scoring.risk` alone "
         '([docs/quality.md](docs/quality.md), "NAB")',
     )
+    daily_bins: int = Field(
+        default=_SCORING.daily_bins,
+        ge=0,
+        le=96,
+        description="bins of the UTC day for the `likelihood`'s time-of-day statistic (each stream's level per "
+        "bin of the day: a daily pattern that breaks is surprising; from a stream's second day on; 0 = off; 9 bytes per "
+        "bin and stream); must divide the day",
+    )
     surprise_gate: float = Field(
         default=_SCORING.surprise_gate,
         gt=0,
@@ -151,6 +159,7 @@ class ScoringSettings(Section):
             surprise_span=self.surprise_span,
             range_margin=self.range_margin,
             range_p=self.range_p,
+            daily_bins=self.daily_bins,
             flags=self.flags,
             surprise_gate=self.surprise_gate,
             surprise_gate_raised=self.surprise_gate_raised,
