@@ -123,8 +123,8 @@ class ScoringSettings(Section):
         ge=0,
         le=96,
         description="bins of the UTC day for the `likelihood`'s time-of-day statistic (each stream's level per "
-        "bin of the day: a daily pattern that breaks is surprising; from a stream's second day on; 0 = off; 9 bytes per "
-        "bin and stream); must divide the day",
+        "bin of the day: a daily pattern that breaks is surprising; from a stream's second day on; 0 = off; "
+        "9 bytes per bin and stream); must divide the day",
     )
     surprise_gate: float = Field(
         default=_SCORING.surprise_gate,
