@@ -31,6 +31,7 @@ WARM: Final = 20  # a bin learns as a running mean for its first readings, then 
 FIRST_VAR: Final = 1e-2  # a bin's spread after its first reading, scaled units² (the running mean takes over)
 _DAY, _ZERO, _ONE, _TINY, _FIRST_VAR = f64(DAY_S), f64(0.0), f64(1.0), f64(1e-6), f64(FIRST_VAR)
 _LEARNED, _WARM, _N0, _N1 = np.uint8(LEARNED), np.uint8(WARM), np.uint8(0), np.uint8(1)
+_I0 = np.intp(0)
 
 
 def columns(bins: int) -> dict[str, Column]:
@@ -46,6 +47,15 @@ def columns(bins: int) -> dict[str, Column]:
         "surprise.dvy": Column((), np.float64, 1.0),  # running mean of mean(dey²)
         "surprise.t0": Column((), np.float64, np.nan, exact=True),  # the stream's first event time
     }
+
+
+def _flat(cols: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """`cols[key]` as a flat view that writes go through (made contiguous first if it is not: then a
+    reshape would copy, and the writes would be lost)."""
+    a = cols[key]
+    if not a.flags.c_contiguous:
+        a = cols[key] = np.ascontiguousarray(a)
+    return a.reshape(-1)
 
 
 class Daily:
@@ -64,11 +74,19 @@ class Daily:
         max_rate: float,
     ) -> None:
         self.bins, self._features = bins, f64(features)
+        self._rows: dict[int, np.ndarray] = {}  # B → the first flat index of each row (rows × bins)
         # Operands as 0-d arrays (npfast.f64): a Python scalar costs ~1,600 instructions more per ufunc call.
         self._bin_s, self._last_bin = f64(DAY_S / bins), np.intp(bins - 1)
         self._bin_horizon = f64(horizon_s / bins)  # a bin sees 1/bins of the readings: it learns bins × faster
         self._keep, self._a, self._lo, self._hi = f64(keep), f64(a), f64(-bound), f64(bound)
         self._clip2, self._max_rate = f64(clip2), f64(max_rate)
+
+    def _offsets(self, b: int) -> np.ndarray:
+        """[b] each row's first flat index (row × bins), made once per round size."""
+        out = self._rows.get(b)
+        if out is None:
+            out = self._rows[b] = np.arange(b, dtype=np.intp) * self.bins
+        return out
 
     def statistic(
         self,
@@ -78,23 +96,26 @@ class Daily:
         gap: np.ndarray,
         rate: np.ndarray,
         learning: np.ndarray,
+        steady: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The statistic [B] and where it speaks [B] (its bin learned, the stream past its first day).
         `u` [B, F] scaled readings (their mean is profiled) at event times `ts`, `gap` s after their stream's
         previous reading; `rate` the stream's forgetting rate per reading (a running mean's while `learning`
-        its baseline)."""
-        rows = np.arange(len(ts))
-        h = (np.nan_to_num(ts % _DAY) // self._bin_s).astype(np.intp)
-        h = np.minimum(h, self._last_bin)  # float rounding at the day's end
-        mu_all, vx_all, n_all = cols["surprise.dmu"], cols["surprise.dvx"], cols["surprise.dn"]
-        mu, vx, n = mu_all[rows, h], vx_all[rows, h], n_all[rows, h]
+        its baseline; `steady`: no stream of the round is)."""
+        # Each stream's bin as a flat index into its [B, bins] columns (`take` and a flat store: cheaper
+        # than a 2-d fancy index); a non-finite time (never from the daemon's decoder) lands in bin 0.
+        h = (ts % _DAY // self._bin_s).astype(np.intp)
+        at = self._offsets(len(ts)) + np.maximum(np.minimum(h, self._last_bin), _I0)
+        mu_flat, vx_flat, n_flat = _flat(cols, "surprise.dmu"), _flat(cols, "surprise.dvx"), _flat(cols, "surprise.dn")
+        mu, vx, n = mu_flat.take(at), vx_flat.take(at), n_flat.take(at)
         x = np.add.reduce(u, axis=1) / self._features  # the features' mean, scaled units
         d = x - mu
         t0 = cols["surprise.t0"]
-        new = np.isnan(t0)
-        if count_nonzero(new):
-            t0 = np.where(new, ts, t0)
-            cols["surprise.t0"] = t0
+        if not steady:  # a stream's first reading (its baseline to learn) sets its first time
+            new = np.isnan(t0)
+            if count_nonzero(new):
+                t0 = np.where(new, ts, t0)
+                cols["surprise.t0"] = t0
         # "What this hour usually brings" needs this hour seen on an earlier day: nothing is compared in a
         # stream's first day (a 1 Hz machine's warm-up within the hour is not a daily pattern).
         learned = (n >= _LEARNED) & (ts - t0 >= _DAY)
@@ -111,7 +132,7 @@ class Daily:
         # The running mean of ē² learns from the readings whose bin is learned, at the stream's rate.
         step = rate if every else np.where(learned, rate, _ZERO)
         bounded = np.minimum(ms, self._clip2 * vy)
-        if count_nonzero(learning):
+        if not steady:
             bounded = np.where(learning, ms, bounded)
         cols["surprise.dvy"] = np.maximum(vy + step * (bounded - vy), _TINY)
         cols["surprise.dey"] = e
@@ -126,10 +147,10 @@ class Daily:
             r = np.where(warm, _ONE / (nf + _ONE), r)
             d2 = np.where(warm, dd, d2)
             first = n == _N0
-            mu_all[rows, h] = np.where(first, x, mu + r * d)
-            vx_all[rows, h] = np.where(first, _FIRST_VAR, np.maximum(vx + r * (d2 - vx), _TINY))
-            n_all[rows, h] = np.minimum(n + _N1, _WARM)
+            mu_flat[at] = np.where(first, x, mu + r * d)
+            vx_flat[at] = np.where(first, _FIRST_VAR, np.maximum(vx + r * (d2 - vx), _TINY))
+            n_flat[at] = np.minimum(n + _N1, _WARM)
         else:
-            mu_all[rows, h] = mu + r * d
-            vx_all[rows, h] = np.maximum(vx + r * (d2 - vx), _TINY)
+            mu_flat[at] = mu + r * d
+            vx_flat[at] = np.maximum(vx + r * (d2 - vx), _TINY)
         return w, learned

@@ -274,7 +274,7 @@ class Surprise(BaseChannel):
         quiet = None
         if self.bins:
             # Not against the known states: they know the levels, not the hours they come at.
-            w_daily, speaks = self.daily.statistic(cols, batch.u, batch.ts, batch.gap, rate, learning)
+            w_daily, speaks = self.daily.statistic(cols, batch.u, batch.ts, batch.gap, rate, learning, steady)
             out.append(w_daily)
             if np.count_nonzero(speaks) < speaks.size:
                 quiet = ~speaks
