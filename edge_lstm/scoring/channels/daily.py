@@ -111,11 +111,13 @@ class Daily:
         x = np.add.reduce(u, axis=1) / self._features  # the features' mean, scaled units
         d = x - mu
         t0 = cols["surprise.t0"]
-        if not steady:  # a stream's first reading (its baseline to learn) sets its first time
-            new = np.isnan(t0)
-            if count_nonzero(new):
-                t0 = np.where(new, ts, t0)
-                cols["surprise.t0"] = t0
+        # A stream's first reading sets its first time; so does the first reading after an upgrade or a
+        # model reload that added the column (its row then starts from the column's init, NaN), whatever
+        # the stream's age: not only while some stream of the round learns its baseline.
+        new = np.isnan(t0)
+        if count_nonzero(new):
+            t0 = np.where(new, ts, t0)
+            cols["surprise.t0"] = t0
         # "What this hour usually brings" needs this hour seen on an earlier day: nothing is compared in a
         # stream's first day (a 1 Hz machine's warm-up within the hour is not a daily pattern).
         learned = (n >= _LEARNED) & (ts - t0 >= _DAY)

@@ -74,3 +74,24 @@ def test_daily_bins_0_turns_the_statistic_off(model: StepModel) -> None:
     engine = Engine(model, scoring=ScoringConfig(daily_bins=0))
     assert not any(k.startswith("surprise.d") for k in engine.scorer.columns)
     assert "surprise.dmu" in Engine(model).scorer.columns
+
+
+def test_a_stream_restored_without_the_statistic_s_columns_starts_its_first_day_then(model: StepModel) -> None:
+    """A checkpoint of an older version has no `surprise.d*` / `surprise.t0` columns: the restored stream,
+    long past its baseline (every later round steady), starts from their init (t0 unknown) and gets the
+    statistic a day later."""
+    x = square_days(5, 2)
+    x[4 * DAY + 8 * 12 : 4 * DAY + 16 * 12] -= 40.0  # day 5's peak stays low
+    engine = Engine(model, scoring=ScoringConfig(daily_bins=24))
+    for i, row in enumerate(x[: 2 * DAY]):
+        engine.process([Reading("s", T0 + i * 300.0, tuple(row))])
+    row = engine.table.row("s")
+    old = {k: v for k, v in row.columns.items() if not k.startswith(("surprise.d", "surprise.t0"))}
+    restored = Engine(model, scoring=ScoringConfig(daily_bins=24))
+    restored.table.restore(
+        type(row)(row.stream, row.states, row.last_ts, row.steps, row.anomalies, row.prediction, old)
+    )
+    out = [restored.process([Reading("s", T0 + i * 300.0, tuple(r))])[0] for i, r in enumerate(x[2 * DAY :], 2 * DAY)]
+    s = surprise(out)
+    day5 = slice(2 * DAY + 8 * 12, 2 * DAY + 16 * 12)  # `out` starts at day 3, when the row was restored
+    assert s[day5].max() > 4.0
