@@ -91,7 +91,11 @@ def test_a_stream_restored_without_the_statistic_s_columns_starts_its_first_day_
     restored.table.restore(
         type(row)(row.stream, row.states, row.last_ts, row.steps, row.anomalies, row.prediction, old)
     )
-    out = [restored.process([Reading("s", T0 + i * 300.0, tuple(r))])[0] for i, r in enumerate(x[2 * DAY :], 2 * DAY)]
+    out: list[Result] = []
+    for i, r in enumerate(x[2 * DAY :], 2 * DAY):
+        result = restored.process([Reading("s", T0 + i * 300.0, tuple(r))])[0]
+        assert isinstance(result, Result)
+        out.append(result)
     s = surprise(out)
     day5 = slice(2 * DAY + 8 * 12, 2 * DAY + 16 * 12)  # `out` starts at day 3, when the row was restored
     assert s[day5].max() > 4.0
