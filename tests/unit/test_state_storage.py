@@ -90,9 +90,14 @@ def test_a_symmetric_column_must_be_square() -> None:
 def test_the_packaged_models_row_fits_its_bound() -> None:
     """The bytes a stream's row costs in the table of the packaged model (3 features, 32 known states):
     1,089 before the symmetric matrices were packed (issue 22's budget is ~1.1 KB per stream all-in,
-    with the id index's ~140 bytes on top)."""
+    with the id index's ~40 bytes on top); the likelihood's time-of-day statistic adds 132 bytes with its
+    default 12 bins (issue 24, docs/quality.md "Time of day": a trade against that budget, measured)."""
     from edge_lstm import Engine, load_model
+    from edge_lstm.scoring import ScoringConfig
 
     engine = Engine(load_model(None), max_streams=8)
     engine.table.acquire("s")
-    assert engine.table.nbytes() <= 1020  # one row in use of 8: 1,017 bytes
+    assert engine.table.nbytes() <= 1152  # one row in use of 8: 1,149 bytes
+    without = Engine(load_model(None), max_streams=8, scoring=ScoringConfig(daily_bins=0))
+    without.table.acquire("s")
+    assert without.table.nbytes() <= 1020  # 1,017 bytes
