@@ -109,13 +109,12 @@ class Surprise(BaseChannel):
         self.u = np.asarray([p[0] for p in self.priors])
         self.sigma0 = np.asarray([p[1] for p in self.priors])
         self.bonferroni = math.log(self.k + (1 if config.range_margin > 0 else 0))
-        # A reading whose daily statistic says nothing yet (the stream's first day) is tested K − 1 times.
-        self.bonferroni_first_day = math.log(self.k - 1 + (1 if config.range_margin > 0 else 0)) if self.bins else 0.0
         self.log_risk = math.log(config.risk)
         self.log_range = math.log(config.range_p)
         self._a, self._keep, self._horizon = f64(self.a), f64(self.keep), f64(config.horizon_s)
         self._bonferroni, self._log_risk = f64(self.bonferroni), f64(self.log_risk)
-        self._bonferroni_first_day = f64(self.bonferroni_first_day)
+        # A reading whose daily statistic says nothing yet (the stream's first day) is tested one time fewer.
+        self._bonferroni_first_day = f64(math.log(self.k - 1 + (config.range_margin > 0)) if self.bins else 0.0)
         self._var_floor = f64(config.var_floor)
         self._bounds = {CLIP: (f64(-CLIP), f64(CLIP)), 3 * CLIP: (f64(-3 * CLIP), f64(3 * CLIP))}  # _advance's
         self._range_margin = f64(config.range_margin)
